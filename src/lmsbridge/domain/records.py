@@ -1,0 +1,112 @@
+"""Canonical per-person records and the join that makes event order irrelevant.
+
+A record is identified by (source, assignment id, person). Every event contributes a
+:class:`RecordState`; :func:`merge` is a join (commutative, associative, idempotent), so
+any interleaving and any number of duplicates of a record's events end in the same state,
+and a record's rank never goes backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import IntEnum
+
+from lmsbridge.domain.events import ASSIGNMENT_COMPLETED, AssignmentEvent, PersonProgress
+
+
+class Rank(IntEnum):
+    """How far a person has got; only ever rises."""
+
+    ASSIGNED = 1
+    IN_PROGRESS = 2
+    COMPLETED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKey:
+    """Identity of a canonical record."""
+
+    source: str
+    assignment_id: str
+    person_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordState:
+    """What lmsbridge believes about one person's assignment."""
+
+    rank: Rank
+    learning_object_ref: str
+    title: str
+    email: str
+    assigned_at: datetime | None = None
+    due_date: datetime | None = None
+    progress: float | None = None
+    completed_at: datetime | None = None
+    passed: bool | None = None
+    score: float | None = None
+
+
+def _min(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max_opt(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _max_dt(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _completion_key(state: RecordState) -> tuple[int, float, float]:
+    # The best completion wins: a pass over a fail, then the higher score, then the earlier time.
+    completed = state.completed_at.timestamp() if state.completed_at else float("inf")
+    return (1 if state.passed else 0, state.score if state.score is not None else -1.0, -completed)
+
+
+def merge(current: RecordState | None, incoming: RecordState) -> RecordState:
+    """Join two states of the same record; the result never ranks below either."""
+    if current is None:
+        return incoming
+    merged = replace(
+        current,
+        rank=max(current.rank, incoming.rank),
+        learning_object_ref=min(current.learning_object_ref, incoming.learning_object_ref),
+        title=max(current.title, incoming.title),
+        assigned_at=_min(current.assigned_at, incoming.assigned_at),
+        due_date=_max_dt(current.due_date, incoming.due_date),
+        progress=_max_opt(current.progress, incoming.progress),
+    )
+    done = [s for s in (current, incoming) if s.rank is Rank.COMPLETED]
+    if done:
+        best = max(done, key=_completion_key)
+        merged = replace(merged, completed_at=best.completed_at, passed=best.passed, score=best.score)
+    if merged.rank is Rank.COMPLETED:
+        merged = replace(merged, progress=100.0)
+    return merged
+
+
+def state_from_event(event: AssignmentEvent, person: PersonProgress) -> RecordState:
+    """The state one event reports for one person."""
+    completed = event.type == ASSIGNMENT_COMPLETED or (person.progress is not None and person.progress >= 100)
+    if completed:
+        rank = Rank.COMPLETED
+    elif person.progress:
+        rank = Rank.IN_PROGRESS
+    else:
+        rank = Rank.ASSIGNED
+    completed_at = person.completed_at or (event.occurred_at if completed else None)
+    return RecordState(
+        rank=rank,
+        learning_object_ref=event.learning_object.external_reference,
+        title=event.learning_object.title,
+        email=person.person_key,
+        assigned_at=event.assigned_at,
+        due_date=event.due_date,
+        progress=person.progress if not completed else 100.0,
+        completed_at=completed_at if completed else None,
+        passed=(person.passed if person.passed is not None else True) if completed else None,
+        score=person.score if completed else None,
+    )

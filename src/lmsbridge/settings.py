@@ -1,0 +1,173 @@
+"""Typed settings: a TOML file plus ``LMSBRIDGE_`` environment overrides (``__`` nests).
+
+Built once, in :mod:`lmsbridge.cli`, and passed down; no module reads it globally.
+Every secret is a :class:`~pydantic.SecretStr`, so it prints as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lmsbridge.errors import ConfigError
+
+Platform = Literal["limeplate", "exec"]
+SignatureScheme = Literal["standard-webhooks", "stripe", "github"]
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReceiverSettings(_Section):
+    """The webhook receiver (``lmsbridge serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(256 * 1024, gt=0)
+    publish_timeout: float = Field(5.0, gt=0, description="seconds to wait for the broker's confirm")
+    retry_after: int = Field(5, ge=1, description="Retry-After seconds sent with a 503")
+    shutdown_grace: float = Field(10.0, ge=0, description="seconds to finish requests in flight")
+
+
+class StackOneSettings(_Section):
+    """The StackOne unified LMS API."""
+
+    base_url: str = "https://api.stackone.com"
+    api_key: SecretStr = SecretStr("")
+    timeout: float = Field(30.0, gt=0, description="seconds per request (StackOne itself gives up at 60)")
+    rate_limit_per_minute: int = Field(1000, gt=0, description="requests per minute for this API key")
+    rate_limit_share: float = Field(
+        1.0, gt=0, le=1.0, description="this process's share of the key's limit (1/number of workers)"
+    )
+    directory_refresh_seconds: float = Field(900.0, gt=0, description="how often user directories refresh")
+    page_size: int = Field(100, ge=1, le=1000)
+
+
+class BrokerSettings(_Section):
+    """RabbitMQ topology and consumer behaviour."""
+
+    prefix: str = Field("lmsbridge", pattern=r"^[A-Za-z0-9._-]+$", description="names of exchanges/queues")
+    prefetch: int = Field(64, ge=1)
+    max_attempts: int = Field(8, ge=1, description="StackOne failures before a record is dead-lettered")
+    retry_delays: tuple[float, ...] = Field(
+        (1.0, 5.0, 30.0, 120.0, 600.0, 1800.0), description="backoff steps in seconds (jittered)"
+    )
+    queue_type: Literal["quorum", "classic"] = "quorum"
+
+
+class WorkerSettings(_Section):
+    """The consumer process (``lmsbridge worker``)."""
+
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the worker's metrics server")
+    drain_timeout: float = Field(25.0, ge=0, description="seconds to finish work on SIGTERM")
+    inbox_retention_days: float = Field(14.0, gt=0, description="how long message ids are remembered")
+
+
+class SourceSettings(_Section):
+    """One platform workspace sending to ``POST /webhooks/{name}``."""
+
+    platform: Platform
+    signature: SignatureScheme = "standard-webhooks"
+    secrets: list[SecretStr] = Field(min_length=1)
+    secret_names: list[str] | None = Field(
+        None, description="names for the secrets, by position, for logs and metrics during rotation"
+    )
+    accounts: list[str] = Field(min_length=1, description="StackOne linked account ids pushed to")
+    api_base_url: str | None = None
+    api_key: SecretStr | None = None
+    signature_header: str | None = Field(None, description="header for the stripe scheme")
+    delivery_header: str | None = Field(None, description="message id header for the github scheme")
+    tolerance_seconds: int = Field(300, ge=1)
+    future_skew_seconds: int = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _names_match(self) -> SourceSettings:
+        if self.secret_names is not None and len(self.secret_names) != len(self.secrets):
+            raise ValueError("secret_names must name every secret, in order")
+        return self
+
+    def key_name(self, index: int) -> str:
+        """The loggable name of the secret at ``index`` (never the secret itself)."""
+        if self.secret_names is not None:
+            return self.secret_names[index]
+        return f"key{index}"
+
+
+class Settings(BaseSettings):
+    """Everything lmsbridge needs to run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LMSBRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    database_url: SecretStr = SecretStr("sqlite+aiosqlite:///lmsbridge.db")
+    receiver: ReceiverSettings = ReceiverSettings()
+    stackone: StackOneSettings = StackOneSettings()
+    broker: BrokerSettings = BrokerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    sources: dict[Annotated[str, Field(pattern=_SOURCE_NAME.pattern)], SourceSettings] = {}
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        for name in value:
+            if not _SOURCE_NAME.match(name):
+                raise ValueError(f"source name {name!r} must be a URL path segment")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = init_settings.init_kwargs.pop("_toml_path", None) if hasattr(init_settings, "init_kwargs") else None
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def accounts(self) -> list[str]:
+        """Every StackOne account any source pushes to, without repeats, in configuration order."""
+        seen: dict[str, None] = {}
+        for source in self.sources.values():
+            for account in source.accounts:
+                seen.setdefault(account, None)
+        return list(seen)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from ``config`` (or ``$LMSBRIDGE_CONFIG``), environment and overrides.
+
+    Raises :class:`ConfigError` with one line naming the first bad key; never echoes a value.
+    """
+    path = config if config is not None else os.environ.get("LMSBRIDGE_CONFIG")
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        if path is not None:
+            return Settings(_toml_path=Path(path), **overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise ConfigError(f"config: {key}: {first['msg']}") from None
