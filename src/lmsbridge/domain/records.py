@@ -60,16 +60,23 @@ def _max_dt(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _completion_key(state: RecordState) -> tuple[int, float, float]:
-    # The best completion wins: a pass over a fail, then the higher score, then the earlier time.
+def _completion_key(state: RecordState) -> tuple[int, float, float, int, int]:
+    # The best completion wins: a pass over a fail, then the higher score, then the earlier
+    # time; the last two fields break the remaining ties so the choice never depends on order.
     completed = state.completed_at.timestamp() if state.completed_at else float("inf")
-    return (1 if state.passed else 0, state.score if state.score is not None else -1.0, -completed)
+    return (
+        1 if state.passed else 0,
+        state.score if state.score is not None else float("-inf"),
+        -completed,
+        state.passed is None,
+        state.score is None,
+    )
 
 
 def merge(current: RecordState | None, incoming: RecordState) -> RecordState:
     """Join two states of the same record; the result never ranks below either."""
     if current is None:
-        return incoming
+        return _normal(incoming)
     merged = replace(
         current,
         rank=max(current.rank, incoming.rank),
@@ -83,9 +90,14 @@ def merge(current: RecordState | None, incoming: RecordState) -> RecordState:
     if done:
         best = max(done, key=_completion_key)
         merged = replace(merged, completed_at=best.completed_at, passed=best.passed, score=best.score)
-    if merged.rank is Rank.COMPLETED:
-        merged = replace(merged, progress=100.0)
-    return merged
+    return _normal(merged)
+
+
+def _normal(state: RecordState) -> RecordState:
+    """Completion fields exist only on completed records, whose progress is 100."""
+    if state.rank is Rank.COMPLETED:
+        return replace(state, progress=100.0)
+    return replace(state, completed_at=None, passed=None, score=None)
 
 
 def state_from_event(event: AssignmentEvent, person: PersonProgress) -> RecordState:

@@ -100,3 +100,10 @@ def completion_body(state: RecordState) -> dict[str, Any]:
 def content_body(external_reference: str, title: str) -> dict[str, Any]:
     """The full content upsert item (the upsert is not partial, so every field we own is sent)."""
     return {"external_reference": external_reference, "title": title, "active": True}
+
+
+# Sync status of a (record, account) row.
+PENDING = "pending"
+SYNCED = "synced"
+PARKED = "parked"
+DEAD = "dead"

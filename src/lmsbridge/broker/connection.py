@@ -1,0 +1,164 @@
+"""The broker edge: one robust connection, a confirmed publishing channel, declared topology.
+
+Publishing is the receiver's promise: :meth:`Broker.publish_event` returns only after the
+broker confirmed a persistent, routed message; anything else raises
+:class:`~lmsbridge.errors.BrokerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError
+
+from lmsbridge.broker import codec
+from lmsbridge.broker.codec import SyncTask
+from lmsbridge.broker.topology import (
+    DELAY_HEADER,
+    EVENTS_KEY,
+    Topology,
+    declare,
+    declare_sync_queue,
+    sync_key,
+)
+from lmsbridge.domain import AssignmentEvent
+from lmsbridge.errors import BrokerUnavailable
+from lmsbridge.logs import get_logger
+from lmsbridge.settings import BrokerSettings
+
+log = get_logger(__name__)
+
+_PUBLISH_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+
+
+class Broker:
+    """A robust connection to RabbitMQ that (re)declares the topology and publishes with confirms."""
+
+    def __init__(self, url: str, settings: BrokerSettings, accounts: list[str], *, name: str) -> None:
+        self._url = url
+        self.settings = settings
+        self.accounts = list(accounts)
+        self._name = name
+        self.connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self.topology: Topology | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up and the topology declared."""
+        conn = self.connection
+        return self._ready.is_set() and conn is not None and not conn.is_closed and conn.connected.is_set()
+
+    async def start(self, *, wait: float | None = None) -> None:
+        """Connect in the background, retrying until it works; wait up to ``wait`` seconds for it.
+
+        Raises :class:`BrokerUnavailable` if ``wait`` is given and the broker did not come up.
+        """
+        if self._connector is None:
+            self._connector = asyncio.create_task(self._connect_forever(), name=f"{self._name}-connect")
+        if wait is not None:
+            try:
+                await asyncio.wait_for(self._ready.wait(), wait)
+            except TimeoutError:
+                raise BrokerUnavailable("RabbitMQ is unreachable") from None
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.connection = await aio_pika.connect_robust(
+                    self._url, client_properties={"connection_name": self._name}, timeout=10
+                )
+                self.connection.reconnect_callbacks.add(self._on_reconnect)
+                self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+                self.topology = await declare(self._channel, self.settings, self.accounts)
+                self._ready.set()
+                log.info("broker.connected", connection=self._name)
+                return
+            except (*_PUBLISH_ERRORS, TimeoutError) as exc:
+                log.warning("broker.unreachable", error=type(exc).__name__, retry_in=delay)
+                if self.connection is not None:
+                    with contextlib.suppress(Exception):
+                        await self.connection.close()
+                    self.connection = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _on_reconnect(self, *_: object) -> None:
+        log.info("broker.reconnected", connection=self._name)
+
+    async def channel(self, *, prefetch: int) -> AbstractChannel:
+        """A new channel for consuming, with ``prefetch`` unacknowledged messages at most."""
+        if self.connection is None:
+            raise BrokerUnavailable("RabbitMQ is not connected")
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def ensure_account(self, account: str) -> None:
+        """Declare the sync queue of an account that was not configured at start."""
+        if account not in self.accounts and self._channel is not None and self.topology is not None:
+            await declare_sync_queue(self._channel, self.settings, self.topology.exchange, account)
+            self.accounts.append(account)
+
+    def _require(self) -> Topology:
+        if not self.connected or self.topology is None:
+            raise BrokerUnavailable("RabbitMQ is not connected")
+        return self.topology
+
+    async def _publish(
+        self, exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, key: str, timeout: float
+    ) -> None:
+        try:
+            await exchange.publish(message, key, mandatory=True, timeout=timeout)
+        except TimeoutError:
+            raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
+        except asyncio.CancelledError:
+            raise
+        except _PUBLISH_ERRORS as exc:
+            raise BrokerUnavailable(f"RabbitMQ refused or lost the message: {type(exc).__name__}") from None
+
+    async def publish_event(self, event: AssignmentEvent, *, timeout: float) -> None:
+        """Publish an accepted event; returns once RabbitMQ confirmed it routed and persisted."""
+        topology = self._require()
+        await self._publish(topology.exchange, codec.encode_event(event), EVENTS_KEY, timeout)
+
+    async def publish_sync(
+        self, task: SyncTask, *, correlation_id: str, received_at: float, timeout: float = 10.0
+    ) -> None:
+        """Queue a sync task for one record on one account (confirmed)."""
+        topology = self._require()
+        message = codec.encode_sync(task, correlation_id=correlation_id, received_at=received_at)
+        await self._publish(topology.exchange, message, sync_key(task.account), timeout)
+
+    async def publish_retry(
+        self, message: AbstractIncomingMessage, *, attempt: int, level: int, timeout: float = 10.0
+    ) -> None:
+        """Park a copy of ``message`` in delay queue ``level``; it returns to its queue on expiry."""
+        topology = self._require()
+        copy = codec.retried(message, attempt=attempt, delay_header=DELAY_HEADER, level=level)
+        await self._publish(topology.delay_exchange, copy, message.routing_key or "", timeout)
+
+    async def publish_dead(
+        self, message: AbstractIncomingMessage, *, reason: str, error: str, timeout: float = 10.0
+    ) -> None:
+        """Put a copy of ``message`` in the dead-letter queue with its reason."""
+        topology = self._require()
+        await self._publish(topology.dead_exchange, codec.dead(message, reason=reason, error=error), "", timeout)
+
+    async def close(self) -> None:
+        """Stop connecting and close the connection."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connector
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+        self._ready.clear()

@@ -1,0 +1,257 @@
+"""The consumer: the only place that acks, retries, dead-letters or returns a message.
+
+One channel for the events queue and one per StackOne account, so pausing an account
+(401/403/412) stops only that account's deliveries while its messages stay queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from lmsbridge.broker.codec import SyncTask, Task, decode
+from lmsbridge.broker.connection import Broker
+from lmsbridge.broker.outcome import Action, decide
+from lmsbridge.broker.topology import Names, delay_level
+from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeError, ParkRecord, PauseAccount
+from lmsbridge.logs import get_logger
+from lmsbridge.metrics import Metrics
+from lmsbridge.service import Service, describe
+from lmsbridge.settings import BrokerSettings
+
+log = get_logger(__name__)
+
+Probe = Callable[[str], Awaitable[None]]
+
+
+class Consumer:
+    """Consumes events and per-account sync tasks, and settles every message exactly once."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        service: Service,
+        settings: BrokerSettings,
+        metrics: Metrics,
+        *,
+        probe: Probe,
+        probe_interval: float = 5.0,
+    ) -> None:
+        self._broker = broker
+        self._service = service
+        self._settings = settings
+        self._metrics = metrics
+        self._probe = probe
+        self._probe_interval = probe_interval
+        self._names = Names(settings.prefix)
+        self._channels: list[AbstractChannel] = []
+        self._consumers: dict[str, tuple[AbstractQueue, str]] = {}  # queue name -> (queue, tag)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._paused: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    @property
+    def paused_accounts(self) -> list[str]:
+        """Accounts whose deliveries are paused."""
+        return sorted(self._paused)
+
+    async def start(self) -> None:
+        """Start consuming the events queue and every account's sync queue."""
+        await self._consume(self._names.events, None)
+        for account in self._broker.accounts:
+            state = await self._service.repo.account(account)
+            if state.paused:
+                self._start_probe(account)
+            else:
+                await self._consume(self._names.sync(account), account)
+
+    async def _consume(self, queue_name: str, account: str | None) -> None:
+        channel = await self._broker.channel(prefetch=self._settings.prefetch)
+        self._channels.append(channel)
+        queue = await channel.get_queue(queue_name, ensure=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._inflight.add(task)
+            try:
+                await self._handle(message)
+            finally:
+                if task is not None:
+                    self._inflight.discard(task)
+
+        tag = await queue.consume(on_message)
+        self._consumers[queue_name] = (queue, tag)
+
+    # --- handling -----------------------------------------------------------------------
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        try:
+            task = decode(message)
+        except LmsbridgeError as exc:
+            await self._apply(message, None, decide(exc, attempt=0, max_attempts=1, steps=self._settings.retry_delays))
+            return
+        structlog.contextvars.bind_contextvars(
+            correlation_id=task.correlation_id,
+            message_id=task.message_id,
+            kind=task.kind,
+            attempt=task.attempt,
+        )
+        try:
+            exc: BaseException | None = None
+            try:
+                await self._run(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception as caught:  # every failure is settled below; none crashes the worker
+                exc = caught
+            action = decide(
+                exc,
+                attempt=task.attempt,
+                max_attempts=self._settings.max_attempts,
+                steps=self._settings.retry_delays,
+            )
+            if exc is not None:
+                level = "error" if action.kind in ("dead", "pause") else "warning"
+                getattr(log, level)(
+                    f"{task.kind}.{_stage(action, exc)}",
+                    duration=time.perf_counter() - started,
+                    **describe(exc),
+                )
+            if task.sync is not None and exc is not None:
+                await self._settle(task.sync, action, exc)
+            await self._apply(message, task, action)
+            if isinstance(exc, PauseAccount) and task.sync is not None:
+                await self.pause(task.sync.account, exc)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id", "message_id", "kind", "attempt")
+
+    async def _run(self, task: Task) -> None:
+        started = time.perf_counter()
+        if task.event is not None:
+            self._metrics.stage("consumed")
+            duplicate, ids = await self._service.ingest(task.event)
+            self._metrics.stage("duplicate" if duplicate else "upserted")
+            log.info(
+                "event.duplicate" if duplicate else "event.upserted",
+                source=task.event.source,
+                event_type=task.event.type,
+                records=len(ids),
+                duration=time.perf_counter() - started,
+            )
+        elif task.sync is not None:
+            result = await self._service.sync(task.sync.record_id, task.sync.account)
+            if result.steps:
+                self._metrics.stage("pushed")
+                self._metrics.lag_seconds.observe(max(0.0, time.time() - task.received_at))
+                log.info(
+                    "sync.pushed",
+                    account=task.sync.account,
+                    record_id=task.sync.record_id,
+                    steps=[s.value for s in result.steps],
+                    duration=time.perf_counter() - started,
+                )
+
+    async def _settle(self, sync: SyncTask, action: Action, exc: BaseException) -> None:
+        kind = "parked" if isinstance(exc, ParkRecord) else action.kind
+        reason = exc.reason if isinstance(exc, ParkRecord) else action.reason
+        with contextlib.suppress(InfrastructureFault):
+            await self._service.settle_sync(sync.record_id, sync.account, kind, reason, action.error or str(exc))
+
+    async def _apply(self, message: AbstractIncomingMessage, task: Task | None, action: Action) -> None:
+        """Carry out ``action``; if the broker fails meanwhile, return the message to its queue."""
+        try:
+            if action.kind == "ack":
+                if action.reason:
+                    self._metrics.stage("parked")
+                await message.ack()
+            elif action.kind == "retry":
+                level = delay_level(self._settings, action.delay)
+                await self._broker.publish_retry(message, attempt=action.attempt, level=level)
+                await message.ack()
+                self._metrics.stage("retried")
+            elif action.kind == "dead":
+                await self._broker.publish_dead(message, reason=action.reason, error=action.error)
+                await message.ack()
+                self._metrics.stage("dead_lettered")
+                log.error("message.dead_lettered", reason=action.reason, error=action.error)
+            else:  # pause: the message goes back to its queue, untouched
+                await message.nack(requeue=True)
+        except (BrokerUnavailable, ConnectionError, RuntimeError) as exc:
+            log.warning("message.returned", reason="broker_fault", error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+
+    # --- pausing accounts ---------------------------------------------------------------
+
+    async def pause(self, account: str, exc: PauseAccount) -> None:
+        """Stop consuming ``account``'s queue until a probe call succeeds again."""
+        if account in self._paused:
+            return
+        queue_name = self._names.sync(account)
+        entry = self._consumers.pop(queue_name, None)
+        if entry is not None:
+            queue, tag = entry
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        with contextlib.suppress(InfrastructureFault):
+            await self._service.repo.update_account(account, paused=True, reason=str(exc), status=exc.status)
+        log.error("account.paused", account=account, status=exc.status, error=str(exc))
+        self._start_probe(account)
+
+    def _start_probe(self, account: str) -> None:
+        self._paused[account] = asyncio.create_task(self._probe_until_usable(account), name=f"probe-{account}")
+        self._metrics.paused_accounts.set(len(self._paused))
+
+    async def _probe_until_usable(self, account: str) -> None:
+        interval = self._probe_interval
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self._probe(account)
+            except Exception as exc:  # still unusable (or StackOne is down): keep waiting
+                log.warning("account.still_paused", account=account, **describe(exc))
+                interval = min(interval * 2, 300.0)
+                continue
+            with contextlib.suppress(InfrastructureFault):
+                await self._service.repo.update_account(account, paused=False, reason=None, status=None)
+            await self._consume(self._names.sync(account), account)
+            log.info("account.resumed", account=account)
+            break
+        self._paused.pop(account, None)
+        self._metrics.paused_accounts.set(len(self._paused))
+
+    # --- shutdown -----------------------------------------------------------------------
+
+    async def stop(self, *, drain_timeout: float) -> None:
+        """Stop fetching, finish what is in hand (up to ``drain_timeout``), close channels.
+
+        Messages not finished in time are never acked, so RabbitMQ redelivers them.
+        """
+        self._stopping = True
+        for queue, tag in list(self._consumers.values()):
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        self._consumers.clear()
+        for probe in self._paused.values():
+            probe.cancel()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+        for channel in self._channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._channels.clear()
+
+
+def _stage(action: Action, exc: BaseException) -> str:
+    if isinstance(exc, ParkRecord):
+        return "parked"
+    return {"retry": "retried", "dead": "dead_lettered", "pause": "paused", "ack": "done"}[action.kind]

@@ -1,0 +1,144 @@
+"""RabbitMQ topology: names and declarations, in one place.
+
+```
+                      +--> {p}.events            (quorum; DLX {p}.dead)
+ {p} (direct) --------+--> {p}.sync.<account>    (quorum; DLX {p}.dead), one per StackOne account
+   ^                                   |
+   | dead-lettered on expiry           | retry: published to {p}.delay with x-lmsbridge-delay=i
+ {p}.delay.<i> (quorum, TTL) <-- {p}.delay (headers)
+ {p}.dead (fanout) --> {p}.dead           operator's dead-letter queue: list, show, replay, purge
+```
+A retried message keeps its routing key, so when its delay queue dead-letters it back into
+``{p}`` it lands in the queue it came from. Quorum queues dead-letter at-least-once
+(RabbitMQ 3.10+); ``queue_type = "classic"`` exists for brokers without quorum support.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from lmsbridge.settings import BrokerSettings
+
+EVENTS_KEY = "event"
+DELAY_HEADER = "x-lmsbridge-delay"
+
+
+def sync_key(account: str) -> str:
+    """Routing key of an account's sync queue."""
+    return f"sync.{account}"
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Every exchange and queue name, derived from the configured prefix."""
+
+    prefix: str
+
+    @property
+    def exchange(self) -> str:
+        return self.prefix
+
+    @property
+    def delay_exchange(self) -> str:
+        return f"{self.prefix}.delay"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}.dead"
+
+    def sync(self, account: str) -> str:
+        return f"{self.prefix}.sync.{account}"
+
+    def delay(self, level: int) -> str:
+        return f"{self.prefix}.delay.{level}"
+
+
+@dataclass(slots=True)
+class Topology:
+    """Declared exchanges, ready to publish to."""
+
+    names: Names
+    exchange: AbstractExchange
+    delay_exchange: AbstractExchange
+    dead_exchange: AbstractExchange
+
+
+def _work_queue_args(settings: BrokerSettings, dlx: str) -> dict[str, Any]:
+    args: dict[str, Any] = {"x-dead-letter-exchange": dlx}
+    if settings.queue_type == "quorum":
+        args.update(
+            {
+                "x-queue-type": "quorum",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                # a message that crashes consumers over and over ends in the dead-letter queue
+                "x-delivery-limit": 50,
+            }
+        )
+    return args
+
+
+async def declare(channel: AbstractChannel, settings: BrokerSettings, accounts: list[str]) -> Topology:
+    """Declare (idempotently) every exchange and queue lmsbridge uses."""
+    names = Names(settings.prefix)
+    exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    delay_exchange = await channel.declare_exchange(names.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True)
+    dead_exchange = await channel.declare_exchange(names.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    quorum = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else {}
+
+    dead = await channel.declare_queue(names.dead, durable=True, arguments=quorum)
+    await dead.bind(dead_exchange, routing_key="")
+
+    events = await channel.declare_queue(names.events, durable=True, arguments=_work_queue_args(settings, names.dead))
+    await events.bind(exchange, routing_key=EVENTS_KEY)
+    for account in accounts:
+        await declare_sync_queue(channel, settings, exchange, account)
+
+    for level, seconds in enumerate(settings.retry_delays):
+        args: dict[str, Any] = {
+            "x-message-ttl": int(seconds * 1000),
+            "x-dead-letter-exchange": names.exchange,
+        }
+        if settings.queue_type == "quorum":
+            args.update(
+                {
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
+        queue = await channel.declare_queue(names.delay(level), durable=True, arguments=args)
+        await queue.bind(delay_exchange, arguments={"x-match": "all", DELAY_HEADER: level})
+    return Topology(names, exchange, delay_exchange, dead_exchange)
+
+
+async def declare_sync_queue(
+    channel: AbstractChannel, settings: BrokerSettings, exchange: AbstractExchange, account: str
+) -> AbstractQueue:
+    """Declare and bind one account's sync queue."""
+    names = Names(settings.prefix)
+    queue = await channel.declare_queue(
+        names.sync(account), durable=True, arguments=_work_queue_args(settings, names.dead)
+    )
+    await queue.bind(exchange, routing_key=sync_key(account))
+    return queue
+
+
+def delay_level(settings: BrokerSettings, seconds: float) -> int:
+    """The first delay level at least ``seconds`` long (the last level when none is)."""
+    for level, step in enumerate(settings.retry_delays):
+        if step >= seconds:
+            return level
+    return len(settings.retry_delays) - 1

@@ -1,0 +1,55 @@
+"""``lmsbridge dlq``: what the dead-letter queue holds, and putting it back."""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.settings import Settings
+
+
+def _dlq(settings: Settings) -> DeadLetters:
+    return DeadLetters(settings.amqp_url.get_secret_value(), settings.broker.prefix)
+
+
+async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
+    """Print the dead-lettered messages."""
+    items = await _dlq(settings).list(limit)
+    if as_json:
+        sys.stdout.write(orjson.dumps([m.summary() for m in items]).decode() + "\n")
+        return 0
+    table = Table(title=f"Dead letters ({len(items)})")
+    for column in ("message id", "kind", "reason", "attempt", "error"):
+        table.add_column(column)
+    for m in items:
+        table.add_row(m.message_id, m.kind, m.reason, str(m.attempt), m.error[:80])
+    Console().print(table)
+    return 0
+
+
+async def show(settings: Settings, message_id: str) -> int:
+    """Print one dead-lettered message with its body."""
+    found = await _dlq(settings).show(message_id)
+    if found is None:
+        print(f"lmsbridge: no dead letter with id {message_id}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps({**found.summary(), "body": found.body}, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def replay(settings: Settings, message_id: str | None) -> int:
+    """Send dead letters back to their queues."""
+    n = await _dlq(settings).replay(message_id)
+    print(f"lmsbridge: replayed {n} message(s)")
+    return 0 if n or message_id is None else 1
+
+
+async def purge(settings: Settings) -> int:
+    """Drop every dead letter."""
+    n = await _dlq(settings).purge()
+    print(f"lmsbridge: purged {n} message(s)")
+    return 0

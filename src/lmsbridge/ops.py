@@ -1,0 +1,160 @@
+"""Operator commands: ``migrate``, ``check`` (a probe's exit code) and ``status``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import aio_pika
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from lmsbridge.broker.topology import Names
+from lmsbridge.settings import Settings
+from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
+from lmsbridge.storage.migrate import upgrade
+
+
+async def migrate(settings: Settings) -> int:
+    """Bring the database schema to the newest revision."""
+    repo = Repository(create_engine(settings.database_url.get_secret_value()))
+    try:
+        await upgrade(repo.engine)
+    finally:
+        await repo.close()
+    print("lmsbridge: database schema is up to date")
+    return 0
+
+
+async def _broker_ok(settings: Settings, timeout: float) -> bool:
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(settings.amqp_url.get_secret_value()), timeout)
+    except Exception:
+        return False
+    await connection.close()
+    return True
+
+
+async def check(settings: Settings, *, timeout: float = 5.0) -> int:
+    """0 when RabbitMQ and the database both answer within ``timeout``, else 1."""
+    repo = Repository(create_engine(settings.database_url.get_secret_value()))
+    try:
+        db_ok = await asyncio.wait_for(repo.ping(), timeout)
+    except TimeoutError:
+        db_ok = False
+    finally:
+        await repo.close()
+    broker_ok = await _broker_ok(settings, timeout)
+    print(orjson.dumps({"broker": broker_ok, "database": db_ok}).decode())
+    return 0 if broker_ok and db_ok else 1
+
+
+async def queue_depths(settings: Settings) -> dict[str, int | None]:
+    """Messages ready in each of lmsbridge's queues (None when a queue does not exist)."""
+    names = Names(settings.broker.prefix)
+    queues = [names.events, *(names.sync(a) for a in settings.accounts()), names.dead]
+    queues += [names.delay(i) for i in range(len(settings.broker.retry_delays))]
+    depths: dict[str, int | None] = {}
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        for name in queues:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                depths[name] = queue.declaration_result.message_count
+            except Exception:
+                depths[name] = None
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    return depths
+
+
+async def gather_status(settings: Settings) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data."""
+    repo = Repository(create_engine(settings.database_url.get_secret_value()))
+    try:
+        counts = await repo.status_counts()
+        parked = await repo.top_reasons(PARKED)
+        dead = await repo.top_reasons(DEAD)
+        inbox = await repo.inbox_count()
+        accounts = {a: await repo.account(a) for a in settings.accounts()}
+    finally:
+        await repo.close()
+    try:
+        depths: dict[str, int | None] = await queue_depths(settings)
+    except Exception:
+        depths = {}
+    return {
+        "ledger": {"events_remembered": inbox, **_totals(counts)},
+        "accounts": {
+            a: {
+                "records": counts.get(a, {}),
+                "paused": accounts[a].paused,
+                "pause_reason": accounts[a].reason,
+                "email_filter": accounts[a].email_filter,
+            }
+            for a in settings.accounts()
+        },
+        "queues": depths,
+        "parked_reasons": dict(parked),
+        "dead_reasons": dict(dead),
+        "rate_budget": {
+            "per_minute": settings.stackone.rate_limit_per_minute,
+            "share": settings.stackone.rate_limit_share,
+        },
+    }
+
+
+def _totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for per in counts.values():
+        for status, n in per.items():
+            totals[status] = totals.get(status, 0) + n
+    return totals
+
+
+async def status(settings: Settings, *, as_json: bool) -> int:
+    """Print the status table (or JSON)."""
+    data = await gather_status(settings)
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    console = Console()
+    ledger = Table(title="Records per sync state")
+    for column in ("events remembered", "pending", "synced", "parked", "dead"):
+        ledger.add_column(column, justify="right")
+    lg = data["ledger"]
+    ledger.add_row(*(str(lg.get(k, 0)) for k in ("events_remembered", "pending", "synced", "parked", "dead")))
+    console.print(ledger)
+    accounts = Table(title="Accounts")
+    for column in ("account", "pending", "synced", "parked", "dead", "paused", "e-mail filter"):
+        accounts.add_column(column)
+    for name, info in data["accounts"].items():
+        rec = info["records"]
+        paused = f"yes: {info['pause_reason']}" if info["paused"] else "no"
+        accounts.add_row(
+            name,
+            *(str(rec.get(k, 0)) for k in ("pending", "synced", "parked", "dead")),
+            paused,
+            info["email_filter"],
+        )
+    console.print(accounts)
+    queues = Table(title="Queues")
+    queues.add_column("queue")
+    queues.add_column("ready", justify="right")
+    for name, depth in data["queues"].items():
+        queues.add_row(name, "missing" if depth is None else str(depth))
+    console.print(queues)
+    for title, key in (("Parked, by reason", "parked_reasons"), ("Dead, by reason", "dead_reasons")):
+        table = Table(title=title)
+        table.add_column("reason")
+        table.add_column("records", justify="right")
+        for reason, n in data[key].items():
+            table.add_row(reason, str(n))
+        console.print(table)
+    rb = data["rate_budget"]
+    console.print(f"StackOne rate budget: {rb['per_minute']}/min per key, this process's share {rb['share']}")
+    return 0

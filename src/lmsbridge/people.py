@@ -1,0 +1,86 @@
+"""E-mail -> StackOne user id, for one account, trusting no e-mail filter blindly.
+
+``filter[email]`` is honoured by few LMSs, so every returned row's e-mail is checked.
+When an account is seen to ignore the filter, lmsbridge stops asking it and relies on a
+local directory of the account's users, filled by paging ``GET /unified/lms/users`` and
+refreshed with ``filter[updated_after]``. A person still unknown is parked, not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from lmsbridge.errors import ParkRecord
+from lmsbridge.ports import RepositoryPort, StackOnePort
+
+USER_NOT_FOUND = "user_not_found"
+
+
+class People:
+    """Resolves people to StackOne user ids per account, with a local directory as cache."""
+
+    def __init__(
+        self,
+        repo: RepositoryPort,
+        stackone: StackOnePort,
+        *,
+        refresh_after: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repo = repo
+        self._stackone = stackone
+        self._refresh_after = timedelta(seconds=refresh_after)
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cache: dict[tuple[str, str], str] = {}
+
+    async def resolve(self, account: str, email: str) -> str:
+        """The StackOne user id of ``email`` on ``account``; raises ParkRecord(user_not_found)."""
+        email = email.strip().lower()
+        cached = self._cache.get((account, email)) or await self._repo.user_id(account, email)
+        if cached:
+            self._cache[(account, email)] = cached
+            return cached
+        state = await self._repo.account(account)
+        if state.email_filter != "ignored":
+            found = await self._by_filter(account, email)
+            if found:
+                return found
+        async with self._locks.setdefault(account, asyncio.Lock()):
+            found = await self._repo.user_id(account, email)
+            if found is None:
+                state = await self._repo.account(account)
+                refreshed = state.directory_refreshed_at
+                if refreshed is None or self._clock() - refreshed >= self._refresh_after:
+                    await self.refresh(account)
+                    found = await self._repo.user_id(account, email)
+        if found is None:
+            raise ParkRecord(USER_NOT_FOUND, f"no LMS user with this e-mail on account {account}")
+        self._cache[(account, email)] = found
+        return found
+
+    async def _by_filter(self, account: str, email: str) -> str | None:
+        rows = await self._stackone.find_users_by_email(account, email)
+        match = next((r.id for r in rows if r.id and (r.email or "").strip().lower() == email), None)
+        others = [r for r in rows if (r.email or "").strip().lower() != email]
+        if others:
+            # The LMS ignored the filter: never ask it again, use the directory instead.
+            await self._repo.update_account(account, email_filter="ignored")
+            await self._repo.save_users(account, [(r.email, r.id) for r in others if r.email and r.id])
+        elif match:
+            await self._repo.update_account(account, email_filter="honoured")
+        if match:
+            await self._repo.save_users(account, [(email, match)])
+        return match
+
+    async def refresh(self, account: str) -> int:
+        """Page the account's users into the directory (only changes since the last refresh)."""
+        state = await self._repo.account(account)
+        started = self._clock()
+        count = 0
+        async for page in self._stackone.iter_users(account, updated_after=state.directory_refreshed_at):
+            count += await self._repo.save_users(account, [(r.email, r.id) for r in page if r.email and r.id])
+        await self._repo.update_account(account, directory_refreshed_at=started)
+        return count

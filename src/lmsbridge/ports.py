@@ -1,0 +1,116 @@
+"""The seams between the core and its edges: Protocols and the plain data that crosses them.
+
+:mod:`lmsbridge.service` depends on these only; storage, StackOne, vendor APIs and the
+broker implement them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, RecordKey, RecordState
+from lmsbridge.domain.sync import SyncStep
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """Result of storing one event: whether it was a duplicate, and the records it touches."""
+
+    duplicate: bool
+    record_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncView:
+    """One record as one account should see it, with what is already written there."""
+
+    record_id: int
+    account: str
+    key: RecordKey
+    state: RecordState
+    synced: AccountSync
+    status: str
+    attempts: int
+    uncertain_step: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Per-account bookkeeping: pause state and user-directory freshness."""
+
+    account: str
+    paused: bool = False
+    reason: str | None = None
+    directory_refreshed_at: datetime | None = None
+    email_filter: str = "unknown"  # unknown | honoured | ignored
+
+
+class UserRow(Protocol):
+    """A StackOne LMS user as listed."""
+
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+
+
+class RepositoryPort(Protocol):
+    """Persistence the service needs (implemented by :class:`lmsbridge.storage.Repository`)."""
+
+    async def ingest(
+        self,
+        items: Sequence[tuple[AssignmentEvent, Sequence[PersonProgress]]],
+        accounts_of: dict[str, list[str]],
+    ) -> list[Ingest]: ...
+    async def load_sync(self, record_id: int, account: str) -> SyncView | None: ...
+    async def claim(self, record_id: int, account: str, owner: str, now: float, lease: float) -> bool: ...
+    async def release(self, record_id: int, account: str, owner: str) -> None: ...
+    async def mark_written(self, record_id: int, account: str, step: SyncStep, lms_id: str | None) -> None: ...
+    async def mark_uncertain(self, record_id: int, account: str, step: SyncStep) -> None: ...
+    async def set_status(
+        self,
+        record_id: int,
+        account: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    async def note_failure(self, record_id: int, account: str, error: str) -> int: ...
+    async def pending_content(self, account: str, limit: int = 100) -> list[tuple[str, str]]: ...
+    async def mark_content(self, account: str, items: Sequence[tuple[str, str]]) -> None: ...
+    async def user_id(self, account: str, email: str) -> str | None: ...
+    async def save_users(self, account: str, users: Iterable[tuple[str, str]]) -> int: ...
+    async def account(self, account: str) -> AccountState: ...
+    async def update_account(self, account: str, **values: Any) -> None: ...
+    async def parked(self, account: str, reason: str) -> list[int]: ...
+
+
+class StackOnePort(Protocol):
+    """The StackOne LMS calls the service makes (implemented by :class:`lmsbridge.stackone.StackOneClient`)."""
+
+    async def upsert_content_batch(self, account: str, items: list[dict[str, Any]]) -> list[list[str]]: ...
+    async def create_assignment(self, account: str, user_id: str, body: dict[str, Any]) -> str | None: ...
+    async def create_completion(self, account: str, user_id: str, body: dict[str, Any]) -> str | None: ...
+    async def list_user_assignments(self, account: str, user_id: str) -> list[dict[str, Any]]: ...
+    async def list_user_completions(self, account: str, user_id: str) -> list[dict[str, Any]]: ...
+    async def find_users_by_email(self, account: str, email: str) -> Sequence[UserRow]: ...
+    def iter_users(
+        self, account: str, *, updated_after: datetime | None = None
+    ) -> AsyncIterator[Sequence[UserRow]]: ...
+    async def probe(self, account: str) -> None: ...
+
+
+class PlatformPort(Protocol):
+    """A training platform's API, for expanding team and org assignments into people."""
+
+    async def members(self, assignment_id: str) -> list[PersonProgress]: ...
+
+
+class SyncQueuePort(Protocol):
+    """Where the service queues per-account sync work (implemented by the broker)."""
+
+    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None: ...

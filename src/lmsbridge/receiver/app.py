@@ -1,0 +1,207 @@
+"""The webhook receiver: verify, validate, publish with confirms, and only then answer 202.
+
+Order of checks for ``POST /webhooks/{source}``: known source (404), body size (413),
+media type (415), signature and timestamp over the raw bytes (401/400), JSON (400),
+body contents (422). Then the event is published; ``202`` means RabbitMQ confirmed it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+
+from lmsbridge.domain import AssignmentEvent
+from lmsbridge.errors import BodyTooLarge, UnknownSource, UnsupportedMediaType
+from lmsbridge.logs import get_logger
+from lmsbridge.metrics import Metrics
+from lmsbridge.receiver.errors import from_exception
+from lmsbridge.receiver.openapi import document
+from lmsbridge.settings import ReceiverSettings, SourceSettings
+from lmsbridge.vendors import Ignored, Verifier, build_verifier, parse_event
+
+log = get_logger(__name__)
+
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_JSON_TYPES = ("application/json",)
+
+Check = Callable[[], Awaitable[bool]]
+
+
+class EventPublisher(Protocol):
+    """What the receiver needs of the broker."""
+
+    async def publish_event(self, event: AssignmentEvent, *, timeout: float) -> None: ...
+
+
+class _Recent:
+    """Message ids accepted lately, so a platform's quick retry is not published twice.
+
+    Only an optimisation: the consumer's inbox is what guarantees no second effect.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._size = size
+
+    def seen(self, source: str, message_id: str) -> bool:
+        return (source, message_id) in self._ids
+
+    def add(self, source: str, message_id: str) -> None:
+        self._ids[(source, message_id)] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+STATE_KEY = web.AppKey("state", dict)
+
+
+def create_app(
+    settings: ReceiverSettings,
+    sources: Mapping[str, SourceSettings],
+    publisher: EventPublisher,
+    metrics: Metrics,
+    *,
+    checks: Mapping[str, Check] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Build the receiver application."""
+    verifiers: dict[str, Verifier] = {name: build_verifier(src) for name, src in sources.items()}
+    recent = _Recent()
+    state: dict[str, bool] = {"shutting_down": False}
+    readiness = dict(checks or {})
+
+    @web.middleware
+    async def errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            response = from_exception(exc, retry_after=settings.retry_after)
+            if response.status >= 500:
+                log.error(
+                    "webhook.unavailable",
+                    path=request.path,
+                    error_type=type(exc).__name__,
+                    status=response.status,
+                )
+            return response
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        name = request.match_info["source"]
+        correlation_id = _correlation_id(request)
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id, source=name)
+        try:
+            return await _receive(request, name, correlation_id)
+        except Exception as exc:
+            code = getattr(exc, "code", "internal_error")
+            metrics.stage("rejected")
+            metrics.rejections.labels(source=name if name in sources else "(unknown)", code=code).inc()
+            log.info("webhook.rejected", code=code, error=str(exc), status=getattr(exc, "status", 503))
+            raise
+        finally:
+            metrics.receive_seconds.observe(time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars("correlation_id", "source", "message_id")
+
+    async def _receive(request: web.Request, name: str, correlation_id: str) -> web.StreamResponse:
+        metrics.stage("received")
+        source = sources.get(name)
+        if source is None:
+            raise UnknownSource(f"no source named {name!r} is configured")
+        body = await _read_body(request, settings.max_body_bytes)
+        if request.content_type not in _JSON_TYPES and not request.content_type.endswith("+json"):
+            raise UnsupportedMediaType("the body must be application/json")
+        verified = verifiers[name].verify(request.headers, body, clock())
+        key = source.key_name(verified.key_index)
+        parsed = parse_event(
+            source.platform,
+            body,
+            source=name,
+            message_id=verified.message_id,
+            received_at=datetime.fromtimestamp(clock(), UTC),
+            correlation_id=correlation_id,
+        )
+        metrics.signature_matches.labels(source=name, key=key).inc()
+        structlog.contextvars.bind_contextvars(message_id=parsed.message_id)
+        if isinstance(parsed, Ignored):
+            metrics.stage("ignored")
+            log.info("webhook.ignored", event_type=parsed.type, key=key)
+            return _accepted(parsed.message_id, "ignored", correlation_id)
+        if not recent.seen(name, parsed.message_id):
+            await publisher.publish_event(parsed, timeout=settings.publish_timeout)
+            recent.add(name, parsed.message_id)
+        metrics.stage("accepted")
+        log.info("webhook.queued", event_type=parsed.type, key=key, assignment_id=parsed.assignment_id)
+        return _accepted(parsed.message_id, "accepted", correlation_id)
+
+    async def healthz(_: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.StreamResponse:
+        results = {name: await check() for name, check in readiness.items()}
+        results["accepting"] = not state["shutting_down"]
+        ready = all(results.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not_ready", "checks": results}, status=200 if ready else 503
+        )
+
+    async def metrics_view(_: web.Request) -> web.StreamResponse:
+        return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    openapi_body = orjson.dumps(document(sources, max_body_bytes=settings.max_body_bytes))
+
+    async def openapi(_: web.Request) -> web.StreamResponse:
+        return web.Response(body=openapi_body, content_type="application/json")
+
+    app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes + 1)
+    app[STATE_KEY] = state
+    app.router.add_post("/webhooks/{source}", receive)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+def mark_shutting_down(app: web.Application) -> None:
+    """Turn /readyz to 503 so load balancers stop sending while requests drain."""
+    app[STATE_KEY]["shutting_down"] = True
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _correlation_id(request: web.Request) -> str:
+    given = request.headers.get("X-Correlation-Id") or request.headers.get("X-Request-Id")
+    if given and _CORRELATION.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _accepted(message_id: str, status: str, correlation_id: str) -> web.Response:
+    return web.Response(
+        status=202,
+        body=orjson.dumps({"id": message_id, "status": status}),
+        content_type="application/json",
+        headers={"X-Correlation-Id": correlation_id},
+    )

@@ -1,0 +1,145 @@
+"""The receiver's own OpenAPI 3 document: one webhook path per source, health, metrics, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lmsbridge import __version__
+from lmsbridge.settings import SourceSettings
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "code", "message"],
+            "properties": {
+                "type": {"type": "string"},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "path": {"type": "string"},
+            },
+        }
+    },
+}
+
+_REFUSALS = {
+    "400": "Malformed request: not JSON, or a required header is missing or unreadable "
+    "(codes `malformed_json`, `header_missing`, `header_invalid`).",
+    "401": "Signature refused (codes `signature_missing`, `signature_mismatch`, `timestamp_too_old`, "
+    "`timestamp_in_future`).",
+    "404": "No source with this name (code `unknown_source`).",
+    "405": "Only POST is allowed (code `method_not_allowed`).",
+    "413": "The body is larger than the limit (code `body_too_large`).",
+    "415": "The body is not `application/json` (code `unsupported_media_type`).",
+    "422": "Valid JSON that lacks what lmsbridge needs; `error.path` names the field (code `invalid_body`).",
+    "503": "The event could not be queued (broker down or no confirm in time); retry after `Retry-After`.",
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _headers(source: SourceSettings) -> list[dict[str, Any]]:
+    if source.signature == "standard-webhooks":
+        names = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    elif source.signature == "stripe":
+        names = [source.signature_header or "Limeplate-Signature"]
+    else:
+        names = ["X-Hub-Signature-256"] + ([source.delivery_header] if source.delivery_header else [])
+    return [{"name": n, "in": "header", "required": False, "schema": {"type": "string"}} for n in names]
+
+
+def document(sources: Mapping[str, SourceSettings], *, max_body_bytes: int) -> dict[str, Any]:
+    """Build the OpenAPI document for the configured sources."""
+    paths: dict[str, Any] = {}
+    for name, source in sorted(sources.items()):
+        responses: dict[str, Any] = {
+            "202": {
+                "description": "Accepted: the event is confirmed in RabbitMQ (or an ignored type was acknowledged).",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+            }
+        }
+        responses.update({code: _error(text) for code, text in _REFUSALS.items()})
+        paths[f"/webhooks/{name}"] = {
+            "post": {
+                "operationId": f"receive_{name.replace('-', '_').replace('.', '_')}",
+                "summary": f"Webhook from {source.platform} ({source.signature} signatures)",
+                "parameters": _headers(source),
+                "requestBody": {
+                    "required": True,
+                    "description": f"A signed event envelope, at most {max_body_bytes} bytes.",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                },
+                "responses": responses,
+            }
+        }
+    paths["/healthz"] = {
+        "get": {
+            "operationId": "healthz",
+            "summary": "The process is alive",
+            "responses": {
+                "200": {
+                    "description": "alive",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
+    paths["/readyz"] = {
+        "get": {
+            "operationId": "readyz",
+            "summary": "Broker connected, database reachable, not shutting down",
+            "responses": {
+                "200": {
+                    "description": "ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "503": {
+                    "description": "not ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "lmsbridge receiver", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": _ERROR,
+                "Accepted": {
+                    "type": "object",
+                    "required": ["id", "status"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {"type": "string", "enum": ["accepted", "ignored"]},
+                    },
+                },
+                "Envelope": {
+                    "type": "object",
+                    "required": ["type", "data"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "data": {"type": "object"},
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,244 @@
+"""The composition root: builds every component from :class:`Settings` and runs them.
+
+``serve`` runs the receiver, ``worker`` the consumers, ``run`` both in one process.
+Shutdown (SIGTERM, Ctrl-C) is ordered so nothing accepted is lost or half-written:
+the receiver turns not-ready, stops accepting and finishes requests in flight; the
+consumer stops fetching, finishes or returns what it holds; then connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from lmsbridge import __version__
+from lmsbridge.broker import Broker, Consumer, SyncTask
+from lmsbridge.logs import get_logger
+from lmsbridge.metrics import Metrics
+from lmsbridge.people import USER_NOT_FOUND, People
+from lmsbridge.ports import PlatformPort
+from lmsbridge.receiver import create_app, mark_shutting_down
+from lmsbridge.service import Service
+from lmsbridge.settings import Settings
+from lmsbridge.stackone import RateLimiter, StackOneClient
+from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage.migrate import upgrade
+from lmsbridge.vendors import LimeplateApi
+
+log = get_logger(__name__)
+
+USER_AGENT = f"lmsbridge/{__version__}"
+
+
+class BrokerSyncQueue:
+    """Adapts the broker to the service's :class:`~lmsbridge.ports.SyncQueuePort`."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None:
+        await self._broker.publish_sync(
+            SyncTask(record_id, account), correlation_id=correlation_id, received_at=received_at
+        )
+
+
+class Runtime:
+    """Everything one lmsbridge process runs, started and stopped in order."""
+
+    def __init__(self, settings: Settings, *, receiver: bool, worker: bool, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.with_receiver = receiver
+        self.with_worker = worker
+        self.metrics = metrics or Metrics()
+        role = "+".join(r for r, on in (("receiver", receiver), ("worker", worker)) if on)
+        self.broker = Broker(
+            settings.amqp_url.get_secret_value(),
+            settings.broker,
+            settings.accounts(),
+            name=f"lmsbridge-{role}",
+        )
+        self.repo: Repository | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.consumer: Consumer | None = None
+        self.service: Service | None = None
+        self.people: People | None = None
+        self.limiter: RateLimiter | None = None
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self.port: int | None = None
+
+    # --- start --------------------------------------------------------------------------
+
+    async def start(self, *, broker_wait: float | None = None) -> None:
+        """Start the configured parts; the worker waits for the broker, the receiver does not."""
+        if self.with_worker:
+            self.repo = Repository(create_engine(self.settings.database_url.get_secret_value()))
+            await upgrade(self.repo.engine)
+        await self.broker.start(wait=broker_wait if broker_wait is not None else (60.0 if self.with_worker else None))
+        if self.with_worker:
+            await self._start_worker()
+        if self.with_receiver:
+            await self._start_receiver()
+
+    async def _start_worker(self) -> None:
+        assert self.repo is not None
+        s = self.settings
+        self.session = aiohttp.ClientSession()
+        self.limiter = RateLimiter(s.stackone.rate_limit_per_minute * s.stackone.rate_limit_share)
+        stackone = StackOneClient(
+            self.session,
+            s.stackone,
+            user_agent=USER_AGENT,
+            limiter=self.limiter,
+            on_response=self._observe_stackone,
+        )
+        platforms: dict[str, PlatformPort] = {}
+        for name, src in s.sources.items():
+            if src.platform == "limeplate" and src.api_base_url and src.api_key is not None:
+                platforms[name] = LimeplateApi(self.session, src.api_base_url, src.api_key, user_agent=USER_AGENT)
+        self.people = People(self.repo, stackone, refresh_after=s.stackone.directory_refresh_seconds)
+        self.service = Service(
+            repo=self.repo,
+            stackone=stackone,
+            queue=BrokerSyncQueue(self.broker),
+            accounts_of={name: list(src.accounts) for name, src in s.sources.items()},
+            platforms=platforms,
+            people=self.people,
+        )
+        self.consumer = Consumer(self.broker, self.service, s.broker, self.metrics, probe=stackone.probe)
+        await self.consumer.start()
+        self._background += [
+            asyncio.create_task(self._refresh_directories(), name="directory-refresh"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        if not self.with_receiver and s.worker.metrics_port:
+            self._metrics_runner = await _serve_metrics(self.metrics, s.receiver.host, s.worker.metrics_port)
+
+    async def _start_receiver(self) -> None:
+        s = self.settings
+        checks: dict[str, Any] = {"broker": self._broker_ready}
+        if self.repo is not None:
+            checks["database"] = self.repo.ping
+        self.app = create_app(s.receiver, s.sources, self.broker, self.metrics, checks=checks)
+        self._runner = web.AppRunner(self.app, shutdown_timeout=s.receiver.shutdown_grace, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.receiver.host, s.receiver.port, backlog=1024)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.receiver.port
+        log.info("receiver.listening", host=s.receiver.host, port=self.port)
+
+    async def _broker_ready(self) -> bool:
+        return self.broker.connected
+
+    def _observe_stackone(self, operation: str, status: int, seconds: float) -> None:
+        self.metrics.stackone_responses.labels(operation=operation, status=str(status)).inc()
+        self.metrics.stackone_seconds.labels(operation=operation).observe(seconds)
+        if self.limiter is not None:
+            snap = self.limiter.snapshot()
+            self.metrics.rate_tokens.set(snap["tokens"])
+            self.metrics.rate_granted.set(snap["granted_total"])
+
+    # --- background work ----------------------------------------------------------------
+
+    async def _refresh_directories(self) -> None:
+        """Refresh every account's user directory, then retry people parked as unknown."""
+        assert self.people is not None
+        assert self.service is not None
+        interval = self.settings.stackone.directory_refresh_seconds
+        while True:
+            await asyncio.sleep(interval)
+            for account in self.settings.accounts():
+                try:
+                    await self.people.refresh(account)
+                    n = await self.service.unpark(account, USER_NOT_FOUND, correlation_id=f"refresh-{account}")
+                    log.info("directory.refreshed", account=account, unparked=n)
+                except Exception as exc:  # a failed refresh is retried next round
+                    log.warning("directory.refresh_failed", account=account, error=str(exc))
+
+    async def _housekeeping(self) -> None:
+        """Forget old message ids and publish queue depths."""
+        assert self.repo is not None
+        retention = timedelta(days=self.settings.worker.inbox_retention_days)
+        while True:
+            with contextlib.suppress(Exception):
+                await self.repo.prune_inbox(datetime.now(UTC) - retention)
+            with contextlib.suppress(Exception):
+                await self.update_queue_depths()
+            await asyncio.sleep(15.0)
+
+    async def update_queue_depths(self) -> dict[str, int]:
+        """Read the depth of every queue into the ``queue_depth`` gauge; returns them."""
+        names = self.broker.topology.names if self.broker.topology else None
+        if names is None or self.broker.connection is None:
+            return {}
+        depths: dict[str, int] = {}
+        channel = await self.broker.connection.channel()
+        try:
+            queues = [names.events, names.dead, *(names.sync(a) for a in self.broker.accounts)]
+            queues += [names.delay(i) for i in range(len(self.settings.broker.retry_delays))]
+            for queue_name in queues:
+                queue = await channel.declare_queue(queue_name, passive=True)
+                depths[queue_name] = queue.declaration_result.message_count or 0
+                self.metrics.queue_depth.labels(queue=queue_name).set(depths[queue_name])
+        finally:
+            await channel.close()
+        return depths
+
+    # --- stop ---------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop in order: receiver (drain requests), consumer (drain messages), connections."""
+        if self.app is not None:
+            mark_shutting_down(self.app)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.consumer is not None:
+            await self.consumer.stop(drain_timeout=self.settings.worker.drain_timeout)
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        await self.broker.close()
+        if self.session is not None:
+            await self.session.close()
+        if self.repo is not None:
+            await self.repo.close()
+        log.info("lmsbridge.stopped")
+
+
+async def _serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+    async def view(_: web.Request) -> web.StreamResponse:
+        return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", view)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run_until_signal(runtime: Runtime) -> None:
+    """Start ``runtime``, wait for SIGTERM or SIGINT, then stop it gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    log.info("lmsbridge.started", receiver=runtime.with_receiver, worker=runtime.with_worker, version=__version__)
+    await stop.wait()
+    log.info("lmsbridge.stopping")
+    await runtime.stop()

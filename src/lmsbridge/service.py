@@ -1,0 +1,197 @@
+"""Handle one event, and sync one record to one account. Imports the core and the ports only.
+
+Two steps, each safe to repeat:
+
+1. :meth:`Service.ingest` expands the event into people (a platform API call for
+   team and org assignments), stores it in one transaction (inbox + merged records +
+   pending sync rows) and queues one sync task per (record, account). A duplicate message
+   id stores nothing and re-queues the sync of the records it touched the first time, so a
+   crash between commit and queueing loses nothing.
+2. :meth:`Service.sync` brings one record up to date on one account, writing only what is
+   still missing (learning object, assignment, completion). A create that may have
+   happened (408, timeout) is checked by listing before it is tried again.
+
+Handlers raise; the consumer alone decides ack, retry or dead-letter.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmsbridge.domain import AssignmentEvent, SyncStep, plan_sync
+from lmsbridge.domain.sync import (
+    DEAD,
+    PARKED,
+    PENDING,
+    SYNCED,
+    assignment_body,
+    completion_body,
+    content_body,
+)
+from lmsbridge.errors import AlreadyExists, DeadLetter, LeaseBusy, ParkRecord, RetryLater, WriteUncertain
+from lmsbridge.people import People
+from lmsbridge.ports import PlatformPort, RepositoryPort, StackOnePort, SyncQueuePort, SyncView
+
+LEASE_SECONDS = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """What one sync call wrote: the steps performed (empty when already up to date)."""
+
+    record_id: int
+    account: str
+    steps: tuple[SyncStep, ...] = ()
+    calls: int = 0
+
+
+@dataclass
+class Service:
+    """The pipeline's logic between a decoded message and the edges."""
+
+    repo: RepositoryPort
+    stackone: StackOnePort
+    queue: SyncQueuePort
+    accounts_of: Mapping[str, list[str]]
+    platforms: Mapping[str, PlatformPort]
+    people: People
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    clock: Callable[[], float] = time.time
+
+    # --- step 1: events -----------------------------------------------------------------
+
+    async def ingest(self, event: AssignmentEvent) -> tuple[bool, tuple[int, ...]]:
+        """Store ``event`` and queue its sync tasks; returns (duplicate, record ids)."""
+        people = list(event.people)
+        if event.needs_expansion:
+            platform = self.platforms.get(event.source)
+            if platform is None:
+                raise DeadLetter("no_platform_api", f"source {event.source} has no api_base_url/api_key to expand with")
+            people = await platform.members(event.assignment_id)
+        [result] = await self.repo.ingest([(event, people)], {k: list(v) for k, v in self.accounts_of.items()})
+        for record_id in result.record_ids:
+            for account in self.accounts_of.get(event.source, []):
+                await self.queue.queue_sync(
+                    record_id,
+                    account,
+                    correlation_id=event.correlation_id,
+                    received_at=event.received_at.timestamp(),
+                )
+        return result.duplicate, result.record_ids
+
+    # --- step 2: sync -------------------------------------------------------------------
+
+    async def sync(self, record_id: int, account: str) -> Synced:
+        """Write what ``account`` still lacks for the record; raises for the consumer to settle."""
+        view = await self.repo.load_sync(record_id, account)
+        if view is None or view.status == DEAD:
+            return Synced(record_id, account)
+        if plan_sync(view.state, view.synced).done:
+            if view.status != SYNCED:
+                await self.repo.set_status(record_id, account, SYNCED)
+            return Synced(record_id, account)
+        if not await self.repo.claim(record_id, account, self.owner, self.clock(), LEASE_SECONDS):
+            raise LeaseBusy(f"record {record_id} is being synced by another worker")
+        try:
+            return await self._sync_claimed(record_id, account)
+        finally:
+            await self.repo.release(record_id, account, self.owner)
+
+    async def _sync_claimed(self, record_id: int, account: str) -> Synced:
+        view = await self.repo.load_sync(record_id, account)  # fresh, now that we hold the lease
+        if view is None:
+            return Synced(record_id, account)
+        plan = plan_sync(view.state, view.synced)
+        if plan.done:
+            await self.repo.set_status(record_id, account, SYNCED)
+            return Synced(record_id, account)
+        user_id = await self.people.resolve(account, view.state.email)
+        calls = 0
+        for step in plan.steps:
+            calls += await self._perform(view, step, user_id)
+        await self.repo.set_status(record_id, account, SYNCED)
+        return Synced(record_id, account, plan.steps, calls)
+
+    async def _perform(self, view: SyncView, step: SyncStep, user_id: str) -> int:
+        account, rid, state = view.account, view.record_id, view.state
+        if step is SyncStep.UPSERT_CONTENT:
+            return await self._upsert_content(account, state.learning_object_ref, state.title)
+        calls = 0
+        if view.uncertain_step == step.value:
+            calls += 1
+            existing = await self._existing(account, user_id, step, state.learning_object_ref)
+            if existing is not None:
+                await self.repo.mark_written(rid, account, step, existing or None)
+                return calls
+        try:
+            if step is SyncStep.CREATE_ASSIGNMENT:
+                lms_id = await self.stackone.create_assignment(account, user_id, assignment_body(state))
+            else:
+                lms_id = await self.stackone.create_completion(account, user_id, completion_body(state))
+        except AlreadyExists:
+            lms_id = None
+        except WriteUncertain:
+            await self.repo.mark_uncertain(rid, account, step)
+            raise
+        await self.repo.mark_written(rid, account, step, lms_id)
+        return calls + 1
+
+    async def _existing(self, account: str, user_id: str, step: SyncStep, ref: str) -> str | None:
+        """The LMS id ('' when it has none) of a record already there for ``ref``, else None."""
+        if step is SyncStep.CREATE_ASSIGNMENT:
+            rows = await self.stackone.list_user_assignments(account, user_id)
+        else:
+            rows = await self.stackone.list_user_completions(account, user_id)
+        for row in rows:
+            if row.get("learning_object_external_reference") == ref:
+                return str(row.get("id") or "")
+        return None
+
+    async def _upsert_content(self, account: str, ref: str, title: str) -> int:
+        """Upsert this learning object, with any others waiting records on the account need."""
+        wanted = dict(await self.repo.pending_content(account))
+        wanted[ref] = title
+        items = sorted(wanted.items())
+        errors = await self.stackone.upsert_content_batch(account, [content_body(r, t) for r, t in items])
+        accepted = [item for i, item in enumerate(items) if i >= len(errors) or not errors[i]]
+        await self.repo.mark_content(account, accepted)
+        if ref not in dict(accepted):
+            problems = errors[[r for r, _ in items].index(ref)]
+            raise DeadLetter("content_rejected", f"StackOne rejected learning object {ref}", detail=problems)
+        return 1
+
+    # --- bookkeeping for the consumer's decisions ---------------------------------------
+
+    async def settle_sync(self, record_id: int, account: str, kind: str, reason: str, error: str) -> None:
+        """Record in the database what the consumer decided for a sync task."""
+        if kind == "dead":
+            await self.repo.set_status(record_id, account, DEAD, reason=reason, error=error)
+        elif kind == "parked":
+            await self.repo.set_status(record_id, account, PARKED, reason=reason, error=error)
+        elif kind == "retry" and reason == "transient":
+            await self.repo.note_failure(record_id, account, error)
+        elif kind == "pause":
+            await self.repo.set_status(record_id, account, PENDING, reason=reason, error=error)
+
+    async def unpark(self, account: str, reason: str, *, correlation_id: str) -> int:
+        """Queue the sync of records parked for ``reason`` again; returns how many."""
+        ids = await self.repo.parked(account, reason)
+        for rid in ids:
+            await self.repo.set_status(rid, account, PENDING)
+            await self.queue.queue_sync(rid, account, correlation_id=correlation_id, received_at=self.clock())
+        return len(ids)
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """Loggable fields of an exception (messages never hold secrets)."""
+    out: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+    for attr in ("reason", "status", "delay"):
+        if hasattr(exc, attr):
+            out[attr] = getattr(exc, attr)
+    if isinstance(exc, ParkRecord | DeadLetter | RetryLater):
+        out["outcome"] = type(exc).__name__
+    return out

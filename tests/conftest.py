@@ -1,0 +1,122 @@
+"""Shared fixtures: the real RabbitMQ and PostgreSQL (failing loudly when absent), temp SQLite files.
+
+Every test gets its own broker prefix (so its own exchanges and queues) and its own
+database, and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+AMQP_URL = os.environ.get("LMSBRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_URL = os.environ.get("LMSBRIDGE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The real RabbitMQ; the test FAILS (never skips) when it is unreachable."""
+    if not _reachable(AMQP_URL, 5672):
+        pytest.fail(f"RabbitMQ is unreachable at {urlsplit(AMQP_URL).hostname}: start it (rabbitmq-server -detached)")
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def specs_dir() -> Path:
+    """../shared/specs beside the project; the test FAILS when it is missing."""
+    if not (SPECS / "stackone-lms.openapi.json").is_file():
+        pytest.fail(f"the specs are missing: expected {SPECS}")
+    return SPECS
+
+
+@pytest.fixture
+def stackone_spec(specs_dir: Path) -> Path:
+    """StackOne's LMS OpenAPI spec."""
+    return specs_dir / "stackone-lms.openapi.json"
+
+
+@pytest.fixture
+async def broker_prefix(amqp_url: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A unique exchange/queue prefix for one test; everything under it is deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    await delete_prefix(amqp_url, prefix, request.node.name)
+
+
+async def delete_prefix(amqp_url: str, prefix: str, name: str = "cleanup") -> None:
+    """Delete the queues and exchanges a test declared under ``prefix``."""
+    connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": f"cleanup-{name}"[:100]})
+    async with connection:
+        channel = await connection.channel()
+        for suffix in ["events", "dead", *[f"delay.{i}" for i in range(8)]]:
+            await channel.queue_delete(f"{prefix}.{suffix}")
+        for account in _accounts_seen.pop(prefix, set()):
+            await channel.queue_delete(f"{prefix}.sync.{account}")
+        for exchange in (prefix, f"{prefix}.delay", f"{prefix}.dead"):
+            await channel.exchange_delete(exchange)
+
+
+_accounts_seen: dict[str, set[str]] = {}
+
+
+def remember_accounts(prefix: str, accounts: list[str]) -> None:
+    """Note the sync queues a test will create, so cleanup removes them."""
+    _accounts_seen.setdefault(prefix, set()).update(accounts)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite file for one test."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'lmsbridge.db'}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """The real PostgreSQL; the test FAILS (never skips) when it is unreachable."""
+    if not _reachable(PG_URL, 5432):
+        pytest.fail("PostgreSQL is unreachable at 127.0.0.1:5432: start it (pg_ctlcluster ... main start)")
+    return PG_URL
+
+
+def _admin(url: str, sql: str) -> None:
+    """Run one statement on the admin database from a thread of its own (usable from any fixture)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"lmsbridge_{uuid.uuid4().hex[:12]}"
+    _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    parts = urlsplit(pg_admin_url)
+    yield f"postgresql+asyncpg://{parts.netloc}/{name}"
+    _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
