@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from lmsbridge import __version__
 from lmsbridge.errors import ConfigError, LmsbridgeError
@@ -113,16 +114,13 @@ def _require_runtime_settings(settings: Settings, *, worker: bool) -> None:
         raise ConfigError("config: stackone.api_key: required to push to StackOne")
 
 
-def _run(coro: object) -> int:
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    """Run ``coro`` on uvloop when it is installed (the "fast" extra), else on asyncio."""
     try:
         import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # uvloop is optional (the "fast" extra)
-        runner = asyncio.run
-    result = runner(coro)  # type: ignore[arg-type]
-    return int(result or 0)
-
+    except ImportError:
+        return int(asyncio.run(coro) or 0)
+    return int(uvloop.run(coro) or 0)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -148,10 +148,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = init_settings.init_kwargs.pop("_toml_path", None) if hasattr(init_settings, "init_kwargs") else None
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
     def accounts(self) -> list[str]:
@@ -171,10 +170,11 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     path = config if config is not None else os.environ.get("LMSBRIDGE_CONFIG")
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"config: file not found: {path}")
+    cls: type[Settings] = Settings
+    if path is not None:
+        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": Path(path)}})
     try:
-        if path is not None:
-            return Settings(_toml_path=Path(path), **overrides)
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(root)"

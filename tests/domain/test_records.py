@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
@@ -18,7 +19,7 @@ def _event(kind: str, **person: object) -> AssignmentEvent:
         message_id="m",
         source="s",
         platform="exec",
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         occurred_at=T0 + timedelta(days=3),
         received_at=T0,
         correlation_id="c",
@@ -26,7 +27,7 @@ def _event(kind: str, **person: object) -> AssignmentEvent:
         learning_object=LearningObject(external_reference="exec:scenario:x", title="X"),
         assigned_at=T0,
         due_date=T0 + timedelta(days=14),
-        people=(PersonProgress(email="Jane@Acme.example", **person),),  # type: ignore[arg-type]
+        people=(PersonProgress(email="Jane@Acme.example", **person),),
     )
 
 
@@ -46,11 +47,11 @@ states = st.builds(
 
 
 @given(st.lists(states, min_size=1, max_size=6), st.randoms())
-def test_merge_is_order_and_duplicate_insensitive(items: list[RecordState], rnd: object) -> None:
+def test_merge_is_order_and_duplicate_insensitive(items: list[RecordState], rnd: random.Random) -> None:
     """Any permutation of a record's states, with duplicates, merges to the same state."""
     shuffled = items + items[: len(items) // 2]
-    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-    assert reduce(merge, shuffled, None) == reduce(merge, items, None)  # type: ignore[arg-type]
+    rnd.shuffle(shuffled)
+    assert reduce(merge, shuffled, None) == reduce(merge, items, None)
 
 
 @given(states, states)

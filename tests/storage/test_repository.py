@@ -31,12 +31,14 @@ async def repo(request: pytest.FixtureRequest) -> AsyncIterator[Repository]:
     await repository.close()
 
 
-def event(message_id: str, kind: str = "assignment.created", *, emails: tuple[str, ...] = ("jane@acme.example",)) -> AssignmentEvent:
+def event(
+    message_id: str, kind: str = "assignment.created", *, emails: tuple[str, ...] = ("jane@acme.example",)
+) -> AssignmentEvent:
     return AssignmentEvent(
         message_id=message_id,
         source="acme",
         platform="exec",
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         occurred_at=T0 + timedelta(days=2),
         received_at=T0,
         correlation_id="corr",
@@ -97,7 +99,8 @@ async def test_concurrent_ingest_of_one_record_merges(repo: Repository) -> None:
     ids = {r[0].record_ids for r in results}
     assert len(ids) == 1
     view = await repo.load_sync(next(iter(ids))[0], "acc-2")
-    assert view is not None and view.state.rank is Rank.COMPLETED
+    assert view is not None
+    assert view.state.rank is Rank.COMPLETED
 
 
 async def test_directory_and_account_bookkeeping(repo: Repository) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -56,6 +57,24 @@ class Task:
         return self.sync.account if self.sync else None
 
 
+def header_str(headers: Mapping[str, Any], key: str) -> str:
+    """A header as text ('' when absent); AMQP may hand strings over as bytes."""
+    value = headers.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def header_num(headers: Mapping[str, Any], key: str, default: float = 0.0) -> float:
+    """A numeric header (``default`` when absent or unreadable)."""
+    try:
+        return float(header_str(headers, key) or default)
+    except ValueError:
+        return default
+
+
 def _message(body: bytes, *, message_id: str, correlation_id: str, headers: dict[str, Any]) -> Message:
     return Message(
         body,
@@ -96,10 +115,10 @@ def encode_sync(task: SyncTask, *, correlation_id: str, received_at: float, atte
 def decode(message: AbstractIncomingMessage) -> Task:
     """Turn a delivery into a :class:`Task`; a message we cannot read is poison (dead-letter)."""
     headers = message.headers or {}
-    kind = headers.get(KIND)
+    kind = header_str(headers, KIND)
     try:
-        attempt = int(headers.get(ATTEMPT, 0))  # type: ignore[arg-type]
-        received = float(headers.get(RECEIVED, time.time()))  # type: ignore[arg-type]
+        attempt = int(header_num(headers, ATTEMPT))
+        received = header_num(headers, RECEIVED, time.time())
         common: dict[str, Any] = {
             "message_id": message.message_id or "",
             "correlation_id": message.correlation_id or message.message_id or "",

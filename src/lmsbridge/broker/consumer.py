@@ -94,8 +94,8 @@ class Consumer:
         started = time.perf_counter()
         try:
             task = decode(message)
-        except LmsbridgeError as exc:
-            await self._apply(message, None, decide(exc, attempt=0, max_attempts=1, steps=self._settings.retry_delays))
+        except LmsbridgeError as poison:
+            await self._apply(message, None, decide(poison, attempt=0, max_attempts=1, steps=self._settings.retry_delays))
             return
         structlog.contextvars.bind_contextvars(
             correlation_id=task.correlation_id,

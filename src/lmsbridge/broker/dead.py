@@ -47,22 +47,21 @@ class DeadMessage:
 
 def _describe(message: AbstractIncomingMessage) -> DeadMessage:
     headers = message.headers or {}
-    reason = str(headers.get(codec.REASON) or "")
-    routing_key = str(headers.get(codec.ROUTING_KEY) or "")
+    reason = codec.header_str(headers, codec.REASON)
+    routing_key = codec.header_str(headers, codec.ROUTING_KEY)
     deaths = headers.get("x-death")
-    if not reason and isinstance(deaths, list) and deaths:
-        first = deaths[0]
-        if isinstance(first, dict):
-            reason = f"broker:{first.get('reason', '')}"
-            keys = first.get("routing-keys") or []
-            routing_key = routing_key or (str(keys[0]) if keys else "")
+    if not reason and isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        first: dict[str, Any] = deaths[0]
+        reason = f"broker:{codec.header_str(first, 'reason')}"
+        keys = first.get("routing-keys") or []
+        routing_key = routing_key or (codec.header_str({"k": keys[0]}, "k") if keys else "")
     return DeadMessage(
         message_id=message.message_id or "",
         reason=reason or "unknown",
-        error=str(headers.get(codec.ERROR) or ""),
+        error=codec.header_str(headers, codec.ERROR),
         routing_key=routing_key or message.routing_key or "",
-        kind=str(headers.get(codec.KIND) or ""),
-        attempt=int(headers.get(codec.ATTEMPT) or 0),  # type: ignore[call-overload]
+        kind=codec.header_str(headers, codec.KIND),
+        attempt=int(codec.header_num(headers, codec.ATTEMPT)),
         body=message.body.decode("utf-8", "replace"),
     )
 

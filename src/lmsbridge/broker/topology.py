@@ -96,7 +96,7 @@ async def declare(channel: AbstractChannel, settings: BrokerSettings, accounts: 
     exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
     delay_exchange = await channel.declare_exchange(names.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True)
     dead_exchange = await channel.declare_exchange(names.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-    quorum = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else {}
+    quorum: dict[str, Any] = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else {}
 
     dead = await channel.declare_queue(names.dead, durable=True, arguments=quorum)
     await dead.bind(dead_exchange, routing_key="")

@@ -7,7 +7,7 @@ requeues without using up a record's attempts.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -35,7 +35,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _guard(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn driver and SQLAlchemy errors into InfrastructureFault (our fault, not the record's)."""
 
     @functools.wraps(fn)

@@ -1,0 +1,43 @@
+# lmsbridge: the two Quickstart commands are `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-test demo run test lint typecheck unit fault bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e '.[fast]'
+
+install-test: $(BIN)/python
+	$(BIN)/pip install -q -e '.[fast,test]'
+
+demo: install  ## the whole pipeline against built-in stand-ins (needs a local RabbitMQ)
+	$(BIN)/lmsbridge demo
+
+run: install  ## receiver + worker with your settings: LMSBRIDGE_CONFIG=lmsbridge.toml make run
+	$(BIN)/lmsbridge run
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install-test
+	$(BIN)/mypy
+
+unit: install-test
+	$(BIN)/pytest -m "not slow"
+
+test: lint typecheck unit  ## what CI runs
+
+fault: install-test  ## the full-size fault-injection ledger (long)
+	LMSBRIDGE_FAULT_EVENTS=100000 $(BIN)/pytest -m slow tests/faults -x -s
+
+bench: install-test  ## every benchmark, each prints a table
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info

@@ -1,0 +1,140 @@
+"""The broker edge against the real RabbitMQ: confirms, routing, delayed retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+
+from lmsbridge.broker import Broker, Names
+from lmsbridge.broker.codec import SyncTask, decode
+from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
+from lmsbridge.errors import BrokerUnavailable
+from lmsbridge.settings import BrokerSettings
+from tests.conftest import remember_accounts
+
+NOW = datetime(2026, 5, 29, 8, tzinfo=UTC)
+
+
+def sample_event(message_id: str = "msg-1") -> AssignmentEvent:
+    return AssignmentEvent(
+        message_id=message_id,
+        source="acme",
+        platform="exec",
+        type="assignment.created",
+        occurred_at=NOW,
+        received_at=NOW,
+        correlation_id="corr-1",
+        assignment_id="asg-1",
+        learning_object=LearningObject(external_reference="exec:scenario:x", title="X"),
+        people=(PersonProgress(email="jane@acme.example"),),
+    )
+
+
+@pytest.fixture
+async def broker(amqp_url: str, broker_prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+    """A connected broker with the full topology under a unique prefix."""
+    remember_accounts(broker_prefix, ["acc-1"])
+    settings = BrokerSettings(prefix=broker_prefix, retry_delays=(0.3, 1.0))
+    b = Broker(amqp_url, settings, ["acc-1"], name=request.node.name)
+    await b.start(wait=10)
+    yield b
+    await b.close()
+
+
+async def _get(amqp_url: str, queue_name: str, timeout: float = 5.0) -> aio_pika.abc.AbstractIncomingMessage:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                return message
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"nothing arrived in {queue_name}")
+            await asyncio.sleep(0.05)
+
+
+async def test_published_event_is_persistent_and_decodes(broker: Broker, amqp_url: str, broker_prefix: str) -> None:
+    """A confirmed event lands in the events queue as a persistent message that decodes back."""
+    await broker.publish_event(sample_event(), timeout=5)
+    message = await _get(amqp_url, Names(broker_prefix).events)
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    task = decode(message)
+    assert task.kind == "event"
+    assert task.event == sample_event()
+    assert task.correlation_id == "corr-1"
+
+
+async def test_events_queue_is_a_quorum_queue_with_dead_lettering(
+    amqp_url: str, broker: Broker, broker_prefix: str
+) -> None:
+    """Redeclaring the events queue as a classic queue fails: it is a quorum queue (RabbitMQ 3.10+)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+            await channel.declare_queue(Names(broker_prefix).events, durable=True)
+
+
+async def test_retry_returns_the_message_to_its_own_queue_after_the_delay(
+    broker: Broker, amqp_url: str, broker_prefix: str
+) -> None:
+    """A retried sync message waits in a delay queue, then comes back to its account's queue."""
+    names = Names(broker_prefix)
+    await broker.publish_sync(SyncTask(7, "acc-1"), correlation_id="c", received_at=1.0)
+    original = await _get(amqp_url, names.sync("acc-1"))
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(names.sync("acc-1"))
+        await broker.publish_sync(SyncTask(7, "acc-1"), correlation_id="c", received_at=1.0)
+        held = await queue.get(no_ack=False, timeout=5)
+        started = asyncio.get_running_loop().time()
+        await broker.publish_retry(held, attempt=3, level=0)
+        await held.ack()
+    back = await _get(amqp_url, names.sync("acc-1"), timeout=10)
+    assert asyncio.get_running_loop().time() - started >= 0.25
+    assert decode(back).attempt == 3
+    assert decode(back).sync == decode(original).sync
+
+
+async def test_unreachable_broker_refuses_to_publish(broker_prefix: str) -> None:
+    """With RabbitMQ unreachable, start(wait) and publish both raise BrokerUnavailable."""
+    b = Broker("amqp://guest:guest@127.0.0.1:1/", BrokerSettings(prefix=broker_prefix), [], name="down")
+    with pytest.raises(BrokerUnavailable):
+        await b.start(wait=0.5)
+    with pytest.raises(BrokerUnavailable):
+        await b.publish_event(sample_event(), timeout=1)
+    await b.close()
+
+
+async def test_dead_letters_can_be_listed_shown_and_replayed(broker: Broker, amqp_url: str, broker_prefix: str) -> None:
+    """A dead-lettered message keeps its reason, stays listed until replayed, then returns to its queue."""
+    names = Names(broker_prefix)
+    await broker.publish_sync(SyncTask(9, "acc-1"), correlation_id="c", received_at=1.0)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(names.sync("acc-1"))
+        held = await queue.get(no_ack=False, timeout=5)
+        await broker.publish_dead(held, reason="stackone_422", error="Unprocessable: bad due_date")
+        await held.ack()
+    dlq = DeadLetters(amqp_url, broker_prefix)
+    [listed] = await dlq.list()
+    assert (listed.message_id, listed.reason, listed.kind) == ("sync:9:acc-1", "stackone_422", "sync")
+    assert len(await dlq.list()) == 1  # listing is not destructive
+    shown = await dlq.show("sync:9:acc-1")
+    assert shown is not None
+    assert "bad due_date" in shown.error
+    assert await dlq.replay("sync:9:acc-1") == 1
+    assert await dlq.list() == []
+    back = decode(await _get(amqp_url, names.sync("acc-1")))
+    assert back.sync == SyncTask(9, "acc-1")
+    assert back.attempt == 0
