@@ -122,5 +122,6 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
         return int(asyncio.run(coro) or 0)
     return int(uvloop.run(coro) or 0)
 
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

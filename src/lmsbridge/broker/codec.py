@@ -6,8 +6,8 @@ Handlers never see aio-pika types: :func:`decode` turns a delivery into a :class
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson

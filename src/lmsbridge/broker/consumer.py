@@ -95,14 +95,20 @@ class Consumer:
         try:
             task = decode(message)
         except LmsbridgeError as poison:
-            await self._apply(message, None, decide(poison, attempt=0, max_attempts=1, steps=self._settings.retry_delays))
+            await self._apply(
+                message, None, decide(poison, attempt=0, max_attempts=1, steps=self._settings.retry_delays)
+            )
             return
-        structlog.contextvars.bind_contextvars(
-            correlation_id=task.correlation_id,
-            message_id=task.message_id,
-            kind=task.kind,
-            attempt=task.attempt,
-        )
+        context: dict[str, object] = {
+            "correlation_id": task.correlation_id,
+            "message_id": task.message_id,
+            "attempt": task.attempt,
+        }
+        if task.event is not None:
+            context.update(source=task.event.source, event_type=task.event.type)
+        if task.sync is not None:
+            context.update(account=task.sync.account, record_id=task.sync.record_id)
+        structlog.contextvars.bind_contextvars(**context)
         try:
             exc: BaseException | None = None
             try:
@@ -130,18 +136,17 @@ class Consumer:
             if isinstance(exc, PauseAccount) and task.sync is not None:
                 await self.pause(task.sync.account, exc)
         finally:
-            structlog.contextvars.unbind_contextvars("correlation_id", "message_id", "kind", "attempt")
+            structlog.contextvars.unbind_contextvars(*context)
 
     async def _run(self, task: Task) -> None:
         started = time.perf_counter()
         if task.event is not None:
             self._metrics.stage("consumed")
+            log.info("event.consumed")
             duplicate, ids = await self._service.ingest(task.event)
             self._metrics.stage("duplicate" if duplicate else "upserted")
             log.info(
                 "event.duplicate" if duplicate else "event.upserted",
-                source=task.event.source,
-                event_type=task.event.type,
                 records=len(ids),
                 duration=time.perf_counter() - started,
             )
@@ -150,13 +155,8 @@ class Consumer:
             if result.steps:
                 self._metrics.stage("pushed")
                 self._metrics.lag_seconds.observe(max(0.0, time.time() - task.received_at))
-                log.info(
-                    "sync.pushed",
-                    account=task.sync.account,
-                    record_id=task.sync.record_id,
-                    steps=[s.value for s in result.steps],
-                    duration=time.perf_counter() - started,
-                )
+                steps = [s.value for s in result.steps]
+                log.info("sync.pushed", steps=steps, duration=time.perf_counter() - started)
 
     async def _settle(self, sync: SyncTask, action: Action, exc: BaseException) -> None:
         kind = "parked" if isinstance(exc, ParkRecord) else action.kind

@@ -115,6 +115,7 @@ def create_app(
 
     async def _receive(request: web.Request, name: str, correlation_id: str) -> web.StreamResponse:
         metrics.stage("received")
+        log.info("webhook.received", remote=request.remote)
         source = sources.get(name)
         if source is None:
             raise UnknownSource(f"no source named {name!r} is configured")

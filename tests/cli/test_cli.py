@@ -1,0 +1,128 @@
+"""The command line as an operator uses it: config errors, the probe, status and the DLQ."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from lmsbridge.broker import Broker, Names
+from lmsbridge.broker.codec import SyncTask
+from lmsbridge.settings import BrokerSettings
+from tests.conftest import remember_accounts
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def lmsbridge(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "lmsbridge.cli", *args],
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, amqp_url: str, prefix: str, extra: str = "") -> Path:
+    path = tmp_path / "lmsbridge.toml"
+    path.write_text(
+        f"""
+amqp_url = "{amqp_url}"
+database_url = "sqlite+aiosqlite:///{tmp_path / "db.sqlite"}"
+[stackone]
+api_key = "stackone-secret-value"
+[broker]
+prefix = "{prefix}"
+[sources.acme]
+platform = "exec"
+secrets = ["{SECRET}"]
+accounts = ["acc-1"]
+{extra}
+"""
+    )
+    return path
+
+
+def test_invalid_setting_stops_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    """A bad value stops start-up with one line that names the key and shows no secret."""
+    config = write_config(tmp_path, "amqp://guest:guest@127.0.0.1:5672/", "x", extra="tolerance_seconds = -5")
+    result = lmsbridge("--config", str(config), "serve")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "sources.acme.tolerance_seconds" in lines[0]
+    assert "stackone-secret-value" not in result.stderr + result.stdout
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    """LMSBRIDGE_RECEIVER__PORT overrides the file, and a bad one is named by its key."""
+    config = write_config(tmp_path, "amqp://guest:guest@127.0.0.1:5672/", "x")
+    result = lmsbridge("--config", str(config), "serve", env={"LMSBRIDGE_RECEIVER__PORT": "not-a-port"})
+    assert result.returncode == 2
+    assert "receiver.port" in result.stderr
+
+
+def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, amqp_url: str) -> None:
+    """`lmsbridge check` is 0 with RabbitMQ and the database up, 1 with the broker unreachable."""
+    config = write_config(tmp_path, amqp_url, "x")
+    assert lmsbridge("--config", str(config), "check").returncode == 0
+    down = lmsbridge(
+        "--config",
+        str(config),
+        "check",
+        "--timeout",
+        "2",
+        env={"LMSBRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"},
+    )
+    assert down.returncode == 1
+    assert json.loads(down.stdout) == {"broker": False, "database": True}
+
+
+async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, broker_prefix: str) -> None:
+    """`dlq list --json` shows a dead letter's reason; `dlq replay ID` sends it back to its queue."""
+    remember_accounts(broker_prefix, ["acc-1"])
+    broker = Broker(amqp_url, BrokerSettings(prefix=broker_prefix), ["acc-1"], name="cli-test")
+    await broker.start(wait=10)
+    await broker.publish_sync(SyncTask(5, "acc-1"), correlation_id="c", received_at=1.0)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Names(broker_prefix).sync("acc-1"))
+        held = await queue.get(no_ack=False, timeout=5)
+        await broker.publish_dead(held, reason="stackone_422", error="provider rejected due_date")
+        await held.ack()
+    await broker.close()
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    listed = lmsbridge("--config", config, "dlq", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["message_id"], row["reason"]) == ("sync:5:acc-1", "stackone_422")
+    shown = lmsbridge("--config", config, "dlq", "show", "sync:5:acc-1")
+    assert "provider rejected due_date" in shown.stdout
+    assert lmsbridge("--config", config, "dlq", "replay", "sync:5:acc-1").returncode == 0
+    assert json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout) == []
+    assert lmsbridge("--config", config, "dlq", "replay", "no-such-id").returncode == 1
+
+
+@pytest.mark.usefixtures("broker_prefix")
+def test_status_json_reports_ledger_accounts_and_queues(tmp_path: Path, amqp_url: str) -> None:
+    """`status --json` has the ledger, every account, queue depths and the rate budget."""
+    config = str(write_config(tmp_path, amqp_url, "statusx"))
+    assert lmsbridge("--config", config, "migrate").returncode == 0
+    result = lmsbridge("--config", config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) >= {"ledger", "accounts", "queues", "parked_reasons", "dead_reasons", "rate_budget"}
+    assert data["accounts"]["acc-1"]["paused"] is False
+    assert data["rate_budget"]["per_minute"] == 1000
