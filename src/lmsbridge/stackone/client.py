@@ -1,0 +1,321 @@
+"""The StackOne unified LMS client: the calls lmsbridge makes, and the one map from failures to errors.
+
+Every request carries HTTP Basic auth (the API key as user name, empty password), the
+linked account in ``x-account-id``, a real ``User-Agent`` and ``Accept: application/json``,
+and first takes a token from the key's :class:`~lmsbridge.stackone.ratelimit.RateLimiter`.
+
+:func:`stackone_error` is the only place an HTTP status or a transport failure becomes an
+:mod:`lmsbridge.errors` exception. Messages name the operation, the status and StackOne's
+message, never the key or the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from lmsbridge.domain.sync import iso
+from lmsbridge.errors import (
+    AlreadyExists,
+    DeadLetter,
+    LmsbridgeError,
+    ParkRecord,
+    PauseAccount,
+    RetryAfter,
+    RetryLater,
+    WriteUncertain,
+)
+from lmsbridge.settings import StackOneSettings
+from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPage, UsersPage
+from lmsbridge.stackone.ratelimit import RateLimiter
+
+Observer = Callable[[str, int, float], None]
+"""Called after every request with (operation, status or 0 on a transport failure, seconds)."""
+
+DEFAULT_RETRY_AFTER = 60.0  # StackOne's documented default
+TIMEOUT_RECHECK_DELAY = 5.0  # after a create timed out, wait this long before listing to check
+_MESSAGE_LIMIT = 300
+
+_Page = TypeVar("_Page", bound=BaseModel)
+
+
+def retry_after_seconds(headers: Mapping[str, str], default: float = DEFAULT_RETRY_AFTER) -> float:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date); ``default`` when absent or unreadable."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_fields(body: bytes) -> tuple[str, Any]:
+    """StackOne's ``message`` and ``provider_errors`` from an error body (JSON or not)."""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return body[:_MESSAGE_LIMIT].decode("utf-8", "replace").strip(), None
+    if not isinstance(parsed, dict):
+        return "", None
+    message = parsed.get("message")
+    return (str(message)[:_MESSAGE_LIMIT] if message is not None else ""), parsed.get("provider_errors")
+
+
+def stackone_error(
+    operation: str,
+    account: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    is_create: bool,
+    user_scoped: bool,
+    exc: BaseException | None = None,
+    secrets: tuple[str, ...] = (),
+) -> LmsbridgeError:
+    """Map a failed call to the exception naming its consequence.
+
+    ``status`` 0 means no HTTP answer: ``exc`` is the transport failure. ``is_create`` is
+    true for the creates StackOne cannot deduplicate (assignments, completions), where a
+    lost answer may hide a write. ``user_scoped`` is true under ``/users/{id}/``, where a
+    404 means the user, not the account, is unknown. ``secrets`` are scrubbed from messages.
+    """
+    if status == 0:
+        what = "no response" if exc is None else type(exc).__name__
+        if exc is not None and str(exc):  # aiohttp's texts name host and OS error, never headers
+            what = f"{what}: {str(exc)[:_MESSAGE_LIMIT]}"
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            # Never connected, so nothing was sent: safe to retry as if nothing happened.
+            return RetryLater(f"StackOne {operation}: could not connect ({what})")
+        if is_create:
+            return WriteUncertain(
+                f"StackOne {operation}: no answer ({what}); the write may have happened",
+                delay=TIMEOUT_RECHECK_DELAY,
+            )
+        return RetryLater(f"StackOne {operation}: no answer ({what})")
+
+    message, provider_errors = _error_fields(body)
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    text = f"StackOne {operation}: HTTP {status}" + (f": {message}" if message else "")
+    if status == 429:
+        return RetryAfter(text, delay=retry_after_seconds(headers))
+    if status == 408:
+        if is_create:
+            return WriteUncertain(text + " (the write may have happened)", delay=retry_after_seconds(headers))
+        return RetryAfter(text, delay=retry_after_seconds(headers))
+    if status >= 500 and status != 501:
+        return RetryLater(text)
+    if status == 409:
+        return AlreadyExists(text)
+    if status in (401, 403, 412):
+        return PauseAccount(account, status, text)
+    if status == 404:
+        if user_scoped:
+            return ParkRecord("user_not_found", text)
+        return PauseAccount(account, status, text)
+    detail = {"message": message or None, "provider_errors": provider_errors}
+    return DeadLetter(f"stackone_{status}", text, detail=detail)
+
+
+class StackOneClient:
+    """The StackOne LMS calls lmsbridge makes, for any linked account of one API key."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: StackOneSettings,
+        *,
+        user_agent: str,
+        limiter: RateLimiter | None = None,
+        on_response: Observer | None = None,
+    ) -> None:
+        self._session = session
+        self._base = settings.base_url.rstrip("/")
+        self._page_size = settings.page_size
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._limiter = limiter
+        self._on_response = on_response
+        key = settings.api_key.get_secret_value()
+        token = base64.b64encode(f"{key}:".encode()).decode("ascii")
+        self._secrets = (key, token)
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+        }
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def upsert_content_batch(self, account: str, items: list[dict[str, Any]]) -> list[list[str]]:
+        """Upsert learning objects in one call (202).
+
+        Returns StackOne's per-item error lists, by position (an empty list: accepted); ``[]``
+        when StackOne sent none, so an item past the end of the result counts as accepted.
+        """
+        data = await self._call(
+            "upsert_content_batch", account, "POST", "/unified/lms/content/batch", json={"items": items}
+        )
+        return list(self._parse("upsert_content_batch", BatchResult, data).errors or [])
+
+    async def upsert_content(self, account: str, item: dict[str, Any]) -> None:
+        """Create or replace one learning object, matched by ``external_reference`` (send every field)."""
+        await self._call("upsert_content", account, "PUT", "/unified/lms/content", json=item)
+
+    async def create_assignment(self, account: str, user_id: str, body: dict[str, Any]) -> str | None:
+        """Create an assignment for a user; StackOne's id of it, if given."""
+        return await self._create("create_assignment", account, user_id, "assignments", body)
+
+    async def create_completion(self, account: str, user_id: str, body: dict[str, Any]) -> str | None:
+        """Create a completion for a user; StackOne's id of it, if given."""
+        return await self._create("create_completion", account, user_id, "completions", body)
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def list_user_assignments(self, account: str, user_id: str) -> list[dict[str, Any]]:
+        """Every assignment of a user, all pages, rows as received."""
+        return await self._all_rows("list_user_assignments", account, _user_path(user_id, "assignments"))
+
+    async def list_user_completions(self, account: str, user_id: str) -> list[dict[str, Any]]:
+        """Every completion of a user, all pages, rows as received."""
+        return await self._all_rows("list_user_completions", account, _user_path(user_id, "completions"))
+
+    async def find_users_by_email(self, account: str, email: str) -> list[LmsUser]:
+        """ONE page of users filtered by e-mail, as received: the LMS may ignore the filter."""
+        params = {"filter[email]": email, "page_size": str(self._page_size)}
+        data = await self._call("find_users_by_email", account, "GET", "/unified/lms/users", params=params)
+        return self._parse("find_users_by_email", UsersPage, data).data
+
+    async def iter_users(self, account: str, *, updated_after: datetime | None = None) -> AsyncIterator[list[LmsUser]]:
+        """Pages of the account's users (only those updated after ``updated_after`` when given)."""
+        params = {"page_size": str(self._page_size)}
+        if updated_after is not None:
+            params["filter[updated_after]"] = iso(updated_after)
+        async for data in self._pages("list_users", account, "/unified/lms/users", params):
+            yield self._parse("list_users", UsersPage, data).data
+
+    async def probe(self, account: str) -> None:
+        """The cheapest call there is, to learn whether a paused account works again; raises like any call."""
+        await self._call("probe", account, "GET", "/unified/lms/users", params={"page_size": "1"})
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _create(self, operation: str, account: str, user_id: str, kind: str, body: dict[str, Any]) -> str | None:
+        data = await self._call(
+            operation, account, "POST", _user_path(user_id, kind), json=body, is_create=True, user_scoped=True
+        )
+        if not isinstance(data, dict):
+            return None  # written (2xx), but no readable id
+        try:
+            created = CreateResult.model_validate(data)
+        except ValidationError:
+            return None
+        return created.data.id if created.data is not None else None
+
+    async def _all_rows(self, operation: str, account: str, path: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        params = {"page_size": str(self._page_size)}
+        async for data in self._pages(operation, account, path, params, user_scoped=True):
+            rows.extend(self._parse(operation, RowsPage, data).data)
+        return rows
+
+    async def _pages(
+        self, operation: str, account: str, path: str, params: dict[str, str], *, user_scoped: bool = False
+    ) -> AsyncIterator[Any]:
+        """Each page's JSON, following the cursor ``next`` until it is null or empty."""
+        seen: set[str] = set()
+        while True:
+            data = await self._call(operation, account, "GET", path, params=params, user_scoped=user_scoped)
+            yield data
+            cursor = data.get("next") if isinstance(data, dict) else None
+            if not cursor:
+                return
+            if cursor in seen:
+                raise RetryLater(f"StackOne {operation}: the cursor repeated; the listing would never end")
+            seen.add(cursor)
+            params = {**params, "next": str(cursor)}
+
+    def _parse(self, operation: str, model: type[_Page], data: Any) -> _Page:
+        try:
+            return model.model_validate(data if data is not None else {})
+        except ValidationError:
+            raise RetryLater(f"StackOne {operation}: unreadable response") from None
+
+    async def _call(
+        self,
+        operation: str,
+        account: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        is_create: bool = False,
+        user_scoped: bool = False,
+    ) -> Any:
+        """One request; the parsed JSON of a 2xx answer (None if empty or not JSON), else raises."""
+        if self._limiter is not None:
+            await self._limiter.acquire(account)
+        headers = {**self._headers, "x-account-id": account}
+        data: bytes | None = None
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+            data = orjson.dumps(json)
+        started = time.perf_counter()
+        try:
+            async with self._session.request(
+                method, self._base + path, params=params, data=data, headers=headers, timeout=self._timeout
+            ) as response:
+                status = response.status
+                body = await response.read()
+                response_headers = response.headers
+        except (TimeoutError, aiohttp.ClientError) as exc:  # asyncio.TimeoutError is TimeoutError
+            self._observe(operation, 0, started)
+            raise stackone_error(
+                operation, account, 0, {}, b"", is_create=is_create, user_scoped=user_scoped, exc=exc
+            ) from None
+        self._observe(operation, status, started)
+        if 200 <= status < 300:
+            try:
+                return orjson.loads(body) if body else None
+            except orjson.JSONDecodeError:
+                return None
+        error = stackone_error(
+            operation,
+            account,
+            status,
+            response_headers,
+            body,
+            is_create=is_create,
+            user_scoped=user_scoped,
+            secrets=self._secrets,
+        )
+        if status in (408, 429) and self._limiter is not None and isinstance(error, RetryAfter):
+            self._limiter.pause(error.delay)
+        raise error
+
+    def _observe(self, operation: str, status: int, started: float) -> None:
+        if self._on_response is not None:
+            self._on_response(operation, status, time.perf_counter() - started)
+
+
+def _user_path(user_id: str, kind: str) -> str:
+    return f"/unified/lms/users/{quote(user_id, safe='')}/{kind}"

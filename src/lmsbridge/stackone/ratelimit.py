@@ -1,0 +1,171 @@
+"""A token bucket for one StackOne API key, fair across the accounts that share it.
+
+StackOne limits requests per API key (1,000 a minute), not per linked account, so every
+consumer in the process draws from one bucket. Waiters queue per account and tokens are
+handed out round-robin over the accounts with waiters, so one account's backlog of
+thousands cannot starve an account that has one message.
+
+There is no dispatcher task: a grant happens synchronously when a token is available,
+otherwise one timer (``loop.call_later``) is armed for the moment the next token will be.
+Nothing is left running when the loop closes, and a cancelled waiter never leaks a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+# Arm timers a hair late, so a timer that fires early on a coarse clock does not spin.
+_EPSILON = 1e-4
+
+
+class RateLimiter:
+    """Token bucket for ONE StackOne API key, shared by every consumer in the process.
+
+    Waiters are served round-robin by account, so one account's backlog cannot starve another.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self._per_minute = float(per_minute)
+        self._rate = per_minute / 60.0  # tokens per second
+        self._burst = max(1.0, burst if burst is not None else self._rate * 2)
+        self._clock = clock
+        self._tokens = self._burst
+        self._updated = clock()
+        self._paused_until = float("-inf")
+        self._granted = 0
+        self._waiting = 0
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+        self._rotation: deque[str] = deque()  # accounts with waiters, next to serve first
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- public -------------------------------------------------------------------------
+
+    async def acquire(self, account: str) -> None:
+        """Wait for a token; FIFO within an account, round-robin across accounts."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._bind(loop)
+        if not self._rotation and self._take():
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        queue = self._queues.get(account)
+        if queue is None:
+            queue = self._queues[account] = deque()
+            self._rotation.append(account)
+        queue.append(future)
+        self._waiting += 1
+        self._dispatch()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # Granted, but cancelled before it could run: hand the token back.
+                self._tokens += 1.0
+                self._granted -= 1
+                self._dispatch()
+            else:
+                future.cancel()
+                self._waiting -= 1
+            raise
+
+    def pause(self, seconds: float) -> None:
+        """No tokens for anyone until now + ``seconds`` (extends a pause, never shortens it).
+
+        The bucket does not refill during a pause and keeps at most one token, so the
+        first request after it is a single probe, not a burst.
+        """
+        if seconds <= 0:
+            return
+        now = self._clock()
+        self._refill(now)
+        until = now + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self._tokens = min(self._tokens, 1.0)
+            self._updated = until
+
+    def snapshot(self) -> dict[str, float]:
+        """``per_minute``, ``tokens``, ``waiting``, ``paused_for`` (seconds) and ``granted_total``."""
+        now = self._clock()
+        self._refill(now)
+        return {
+            "per_minute": self._per_minute,
+            "tokens": self._tokens,
+            "waiting": float(self._waiting),
+            "paused_for": max(0.0, self._paused_until - now),
+            "granted_total": float(self._granted),
+        }
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Use ``loop`` for timers; waiters from a previous (closed) loop are forgotten."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queues.clear()
+        self._rotation.clear()
+        self._waiting = 0
+        self._loop = loop
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
+
+    def _take(self) -> bool:
+        """Take a token now if one is available and no pause is on."""
+        now = self._clock()
+        if now < self._paused_until:
+            return False
+        self._refill(now)
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        self._granted += 1
+        return True
+
+    def _dispatch(self) -> None:
+        """Grant every token available to waiters in round-robin order; arm a timer for the rest."""
+        while self._rotation:
+            account = self._rotation[0]
+            queue = self._queues[account]
+            while queue and queue[0].done():  # cancelled waiters
+                queue.popleft()
+            if not queue:
+                self._rotation.popleft()
+                del self._queues[account]
+                continue
+            if not self._take():
+                self._arm()
+                return
+            self._rotation.popleft()
+            queue.popleft().set_result(None)
+            self._waiting -= 1
+            if queue:
+                self._rotation.append(account)
+            else:
+                del self._queues[account]
+
+    def _arm(self) -> None:
+        if self._timer is not None or self._loop is None:
+            return
+        paused_for = self._paused_until - self._clock()
+        delay = paused_for if paused_for > 0 else max(0.0, 1.0 - self._tokens) / self._rate
+        self._timer = self._loop.call_later(delay + _EPSILON, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
