@@ -37,7 +37,7 @@ from rich.table import Table
 from lmsbridge.testing.webhooks import exec_assignment, exec_event
 from lmsbridge.vendors import build_signer
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - public test vector
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 AMQP = os.environ.get("LMSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 LUA = r"""
@@ -132,7 +132,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 def run_wrk(url: str, requests_file: Path, script: Path, *, duration: int, connections: int) -> dict[str, float]:
     threads = 2
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url,
          "--", str(requests_file), str(threads)],
         capture_output=True, text=True, check=True,
@@ -173,7 +173,7 @@ def serve_config(path: Path, port: int, prefix: str) -> None:
         textwrap.dedent(
             f"""
             amqp_url = "{AMQP}"
-            database_url = "sqlite+aiosqlite:///{path.parent / 'bench.db'}"
+            database_url = "sqlite+aiosqlite:///{path.parent / "bench.db"}"
             [receiver]
             host = "127.0.0.1"
             port = {port}
@@ -221,7 +221,7 @@ def main() -> int:
         presign(requests_file, 400_000)
 
         port = free_port()
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])  # noqa: S603
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
         try:
             wait_port(port)
             bare_result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
@@ -235,7 +235,7 @@ def main() -> int:
         config = tmpdir / "serve.toml"
         serve_config(config, port, prefix)
         env = {**os.environ, "LMSBRIDGE_CONFIG": str(config)}
-        server = subprocess.Popen(  # noqa: S603
+        server = subprocess.Popen(
             [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", "serve"],
             env=env,
         )

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lmsbridge.testing.stackone import StackOneStandIn
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.people import People
@@ -27,6 +26,7 @@ from lmsbridge.stackone import StackOneClient
 from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.testing.fakes import CollectingSyncQueue
+from lmsbridge.testing.stackone import StackOneStandIn
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
 KEY = "convergence-key"

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_unreachable_service_fails_the_run(variable: str, url: str, test: str) -> None:
     """Pointed at a closed port, a service's tests error out with a clear message and none is skipped."""
     env = {**os.environ, variable: url}
-    result = subprocess.run(  # noqa: S603 - our own test suite, fixed arguments
+    result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", test, "-k", "not sqlite"],
         cwd=ROOT,
         env=env,

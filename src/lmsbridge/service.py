@@ -94,12 +94,13 @@ class Service:
             if view.status != SYNCED:
                 await self.repo.set_status(record_id, account, SYNCED)
             return Synced(record_id, account)
-        if not await self.repo.claim(record_id, account, self.owner, self.clock(), LEASE_SECONDS):
-            raise LeaseBusy(f"record {record_id} is being synced by another worker")
+        holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"  # one lease per sync call, even within a process
+        if not await self.repo.claim(record_id, account, holder, self.clock(), LEASE_SECONDS):
+            raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
             return await self._sync_claimed(record_id, account)
         finally:
-            await self.repo.release(record_id, account, self.owner)
+            await self.repo.release(record_id, account, holder)
 
     async def _sync_claimed(self, record_id: int, account: str) -> Synced:
         view = await self.repo.load_sync(record_id, account)  # fresh, now that we hold the lease

@@ -10,12 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from lmsbridge.testing.limeplate import LimeplateStandIn
-from lmsbridge.testing.stackone import StackOneStandIn
 
 from lmsbridge.runtime import Runtime
 from lmsbridge.settings import Settings, load_settings
 from lmsbridge.storage import PENDING
+from lmsbridge.testing.limeplate import LimeplateStandIn
+from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender
 from tests.conftest import remember_accounts
 

@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import aiohttp
 import orjson
-from lmsbridge.testing.limeplate import LimeplateStandIn
-from lmsbridge.testing.stackone import StackOneStandIn
 
 from lmsbridge.broker import Names
 from lmsbridge.runtime import Runtime
+from lmsbridge.testing.limeplate import LimeplateStandIn
+from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from tests.pipeline.conftest import ACCOUNT, STACKONE_KEY, SettingsFactory, settled
 
@@ -128,7 +128,6 @@ async def test_team_assignment_expands_through_the_platform_api(
 ) -> None:
     """A team assignment of 12 becomes 12 LMS assignments, even when the platform API fails twice first."""
     from lmsbridge.testing.limeplate import make_team_assignment
-
     from lmsbridge.testing.webhooks import limeplate_created
 
     detail = make_team_assignment(12, assignment_id="d7c8a1b2-3e45-4f67-89ab-cd0123456789")

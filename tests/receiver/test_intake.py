@@ -21,7 +21,7 @@ async def test_accepted_event_is_queued_once_and_answers_its_id(receiver: Receiv
     """A valid webhook gets 202 with its message id, and exactly one message is queued."""
     status, body, headers = await receiver.post("acme-sales", BODY, signed())
     assert (status, body) == (202, {"id": "msg_1", "status": "accepted"})
-    assert headers["X-Correlation-Id"]
+    assert headers["x-correlation-id"]
     assert await receiver.queued() == 1
 
 
