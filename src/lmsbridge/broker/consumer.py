@@ -124,8 +124,7 @@ class Consumer:
                 steps=self._settings.retry_delays,
             )
             if exc is not None:
-                level = "error" if action.kind in ("dead", "pause") else "warning"
-                getattr(log, level)(
+                getattr(log, _level(action))(
                     f"{task.kind}.{_stage(action, exc)}",
                     duration=time.perf_counter() - started,
                     **describe(exc),
@@ -249,6 +248,13 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await channel.close()
         self._channels.clear()
+
+
+def _level(action: Action) -> str:
+    if action.kind in ("dead", "pause"):
+        return "error"
+    # Another consumer holding the record is routine; the retry is only worth a debug line.
+    return "debug" if action.reason in ("lease_busy", "") else "warning"
 
 
 def _stage(action: Action, exc: BaseException) -> str:

@@ -1,6 +1,8 @@
 """Canonical per-person records and the join that makes event order irrelevant.
 
-A record is identified by (source, assignment id, person). Every event contributes a
+A record is identified by (source, learning object, person): the LMS keeps one assignment
+and at most one completion per person and learning object, so two platform assignments of
+the same training to the same person are one record. Every event contributes a
 :class:`RecordState`; :func:`merge` is a join (commutative, associative, idempotent), so
 any interleaving and any number of duplicates of a record's events end in the same state,
 and a record's rank never goes backwards.
@@ -28,7 +30,7 @@ class RecordKey:
     """Identity of a canonical record."""
 
     source: str
-    assignment_id: str
+    learning_object_ref: str
     person_key: str
 
 

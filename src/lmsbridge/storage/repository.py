@@ -152,12 +152,12 @@ class Repository:
                 received_at=event.received_at,
                 updated_at=now,
             )
-            .on_conflict_do_nothing(index_elements=["source", "assignment_id", "person_key"])
+            .on_conflict_do_nothing(index_elements=["source", "learning_object_ref", "person_key"])
         )
         rid = await conn.scalar(
             select(records.c.id).where(
                 records.c.source == event.source,
-                records.c.assignment_id == event.assignment_id,
+                records.c.learning_object_ref == incoming.learning_object_ref,
                 records.c.person_key == person.person_key,
             )
         )
@@ -238,7 +238,7 @@ class Repository:
         return SyncView(
             record_id=record_id,
             account=account,
-            key=RecordKey(row["source"], row["assignment_id"], row["person_key"]),
+            key=RecordKey(row["source"], row["learning_object_ref"], row["person_key"]),
             state=_state(row),
             synced=AccountSync(
                 content_known=bool(known),

@@ -62,7 +62,9 @@ records = Table(
     Column("version", Integer, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("source", "assignment_id", "person_key", name="uq_records_identity"),
+    # One record per person and learning object: the LMS holds one assignment and at most one
+    # completion per (account, person, learning object), whatever the platform's assignment ids.
+    UniqueConstraint("source", "learning_object_ref", "person_key", name="uq_records_identity"),
 )
 
 sync_state = Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 21:48:21.248713
+Create Date: 2026-11-26
 """
 
 import sqlalchemy as sa
@@ -76,7 +76,7 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_records")),
-        sa.UniqueConstraint("source", "assignment_id", "person_key", name="uq_records_identity"),
+        sa.UniqueConstraint("source", "learning_object_ref", "person_key", name="uq_records_identity"),
     )
     op.create_table(
         "sync_state",
