@@ -1,27 +1,29 @@
 """Prometheus metrics, on a registry of their own so every app (and test) can have a fresh set.
 
 Labels never carry secrets: signature matches are labelled by key *name* or position.
-The delivery ledger is ``events_total{stage=...}``: accepted = upserted + dead_lettered +
-in flight, where in flight is what the queues still hold.
+The delivery ledger is ``lmsbridge_events_total{stage=...}``: every accepted event is
+upserted, a duplicate, dead-lettered, or still in flight (in a queue or a worker's hands):
+``lmsbridge_ledger_in_flight`` = accepted - upserted - duplicate - dead_lettered. Sync work
+per (record, account) is counted apart in ``lmsbridge_records_total{stage=...}``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STAGES = (
-    "received",
-    "rejected",
-    "ignored",
-    "accepted",
-    "consumed",
-    "duplicate",
-    "upserted",
-    "pushed",
-    "retried",
-    "parked",
-    "dead_lettered",
+EVENT_STAGES = (
+    "received",  # a request reached the webhook route
+    "rejected",  # refused with a 4xx/503
+    "ignored",  # a type lmsbridge does not handle: 202, not queued
+    "deduplicated",  # a platform's retry of a message this receiver just queued: 202, not queued again
+    "accepted",  # confirmed in RabbitMQ, answered 202
+    "consumed",  # taken by a worker
+    "upserted",  # stored for the first time
+    "duplicate",  # already in the inbox: no second effect
+    "retried",  # sent to a delay queue (e.g. the platform API failed during expansion)
+    "dead_lettered",  # in the dead-letter queue
 )
+RECORD_STAGES = ("pushed", "retried", "parked", "dead_lettered", "paused")
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -32,7 +34,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events = Counter("lmsbridge_events", "Events and records by pipeline stage", ["stage"], registry=r)
+        self.events = Counter("lmsbridge_events", "Webhook events by pipeline stage", ["stage"], registry=r)
+        self.records = Counter("lmsbridge_records", "Sync of (record, account) pairs by stage", ["stage"], registry=r)
+        self.in_flight = Gauge(
+            "lmsbridge_ledger_in_flight", "Accepted events not yet upserted, duplicate or dead-lettered", registry=r
+        )
+        self.in_flight.set_function(self._in_flight)
         self.rejections = Counter(
             "lmsbridge_rejections", "Refused webhooks by source and code", ["source", "code"], registry=r
         )
@@ -63,12 +70,26 @@ class Metrics:
             "lmsbridge_rate_budget_granted", "StackOne requests granted by the rate limiter", registry=r
         )
         self.paused_accounts = Gauge("lmsbridge_paused_accounts", "StackOne accounts paused", registry=r)
-        for stage in STAGES:
+        for stage in EVENT_STAGES:
             self.events.labels(stage=stage)
+        for stage in RECORD_STAGES:
+            self.records.labels(stage=stage)
 
     def stage(self, stage: str, n: int = 1) -> None:
-        """Count ``n`` events or records reaching ``stage``."""
+        """Count ``n`` events reaching ``stage``."""
         self.events.labels(stage=stage).inc(n)
+
+    def record(self, stage: str, n: int = 1) -> None:
+        """Count ``n`` (record, account) syncs reaching ``stage``."""
+        self.records.labels(stage=stage).inc(n)
+
+    def count(self, stage: str) -> float:
+        """The current count of events at ``stage``."""
+        return float(self.registry.get_sample_value("lmsbridge_events_total", {"stage": stage}) or 0.0)
+
+    def _in_flight(self) -> float:
+        settled = self.count("upserted") + self.count("duplicate") + self.count("dead_lettered")
+        return max(0.0, self.count("accepted") - settled)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -141,6 +141,10 @@ class Runtime:
         return self.broker.connected
 
     def _observe_stackone(self, operation: str, status: int, seconds: float) -> None:
+        # Runs inside the consumer's task, so the line carries its correlation id and message id.
+        (log.debug if 200 <= status < 300 else log.info)(
+            "stackone.response", operation=operation, status=status, duration=seconds
+        )
         self.metrics.stackone_responses.labels(operation=operation, status=str(status)).inc()
         self.metrics.stackone_seconds.labels(operation=operation).observe(seconds)
         if self.limiter is not None:

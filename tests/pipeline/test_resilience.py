@@ -121,7 +121,7 @@ async def test_sigterm_mid_batch_then_restart_delivers_everything_once(
     command = [sys.executable, "-m", "lmsbridge.cli", "--config", str(config), "--log-format", "json", "run"]
     events = batch(120, people)
     statuses: Counter[int] = Counter()
-    log = (tmp_path / "lmsbridge.log").open("ab")  # noqa: SIM115 - closed in finally, after both processes
+    log = (tmp_path / "lmsbridge.log").open("ab")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         await wait_ready(url)

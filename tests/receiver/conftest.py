@@ -38,7 +38,11 @@ class Receiver:
         self, source: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         async with self.session.post(f"{self.url}/webhooks/{source}", data=body, headers=headers) as response:
-            return response.status, await response.json(content_type=None), {k.lower(): v for k, v in response.headers.items()}
+            return (
+                response.status,
+                await response.json(content_type=None),
+                {k.lower(): v for k, v in response.headers.items()},
+            )
 
     async def queued(self) -> int:
         connection = await aio_pika.connect(self.amqp_url)

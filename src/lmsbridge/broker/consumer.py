@@ -152,7 +152,7 @@ class Consumer:
         elif task.sync is not None:
             result = await self._service.sync(task.sync.record_id, task.sync.account)
             if result.steps:
-                self._metrics.stage("pushed")
+                self._metrics.record("pushed")
                 self._metrics.lag_seconds.observe(max(0.0, time.time() - task.received_at))
                 steps = [s.value for s in result.steps]
                 log.info("sync.pushed", steps=steps, duration=time.perf_counter() - started)
@@ -166,22 +166,24 @@ class Consumer:
     async def _apply(self, message: AbstractIncomingMessage, task: Task | None, action: Action) -> None:
         """Carry out ``action``; if the broker fails meanwhile, return the message to its queue."""
         try:
+            count = self._metrics.record if task is not None and task.kind == "sync" else self._metrics.stage
             if action.kind == "ack":
                 if action.reason:
-                    self._metrics.stage("parked")
+                    count("parked")
                 await message.ack()
             elif action.kind == "retry":
                 level = delay_level(self._settings, action.delay)
                 await self._broker.publish_retry(message, attempt=action.attempt, level=level)
                 await message.ack()
-                self._metrics.stage("retried")
+                count("retried")
             elif action.kind == "dead":
                 await self._broker.publish_dead(message, reason=action.reason, error=action.error)
                 await message.ack()
-                self._metrics.stage("dead_lettered")
+                count("dead_lettered")
                 log.error("message.dead_lettered", reason=action.reason, error=action.error)
             else:  # pause: the message goes back to its queue, untouched
                 await message.nack(requeue=True)
+                count("paused")
         except (BrokerUnavailable, ConnectionError, RuntimeError) as exc:
             log.warning("message.returned", reason="broker_fault", error=type(exc).__name__)
             with contextlib.suppress(Exception):

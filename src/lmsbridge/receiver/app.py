@@ -138,9 +138,12 @@ def create_app(
             metrics.stage("ignored")
             log.info("webhook.ignored", event_type=parsed.type, key=key)
             return _accepted(parsed.message_id, "ignored", correlation_id)
-        if not recent.seen(name, parsed.message_id):
-            await publisher.publish_event(parsed, timeout=settings.publish_timeout)
-            recent.add(name, parsed.message_id)
+        if recent.seen(name, parsed.message_id):
+            metrics.stage("deduplicated")
+            log.info("webhook.deduplicated", event_type=parsed.type, key=key)
+            return _accepted(parsed.message_id, "accepted", correlation_id)
+        await publisher.publish_event(parsed, timeout=settings.publish_timeout)
+        recent.add(name, parsed.message_id)
         metrics.stage("accepted")
         log.info("webhook.queued", event_type=parsed.type, key=key, assignment_id=parsed.assignment_id)
         return _accepted(parsed.message_id, "accepted", correlation_id)

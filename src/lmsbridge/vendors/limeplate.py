@@ -90,7 +90,7 @@ def to_event(
             assigned_at=a.createdAt,
             due_date=a.deadline,
             needs_expansion=True,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     done = validate(CompletedData, envelope.data, prefix="data")
     a = done.assignment
@@ -101,5 +101,5 @@ def to_event(
         assigned_at=a.createdAt,
         due_date=a.deadline,
         people=(done.user.person(completed=True),),
-        **common,  # type: ignore[arg-type]
+        **common,
     )

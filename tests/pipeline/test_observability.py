@@ -1,0 +1,145 @@
+"""What operators see: one log event per stage with its fields, one correlation id, exact metrics.
+
+Logs are captured with structlog's testing helper, before any redaction, so a secret that
+reached a log call at all would be found.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from structlog.testing import capture_logs
+
+from lmsbridge.runtime import Runtime
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from tests.pipeline.conftest import ACCOUNT, PLATFORM_KEY, SECRET, STACKONE_KEY, SettingsFactory, settled
+
+Start = Callable[..., Awaitable[Runtime]]
+Sender = Callable[[Runtime], WebhookSender]
+
+
+async def _flow(runtime: Runtime, sender: WebhookSender, stackone: StackOneStandIn) -> dict[str, Any]:
+    """A known batch: 3 accepted, 1 delivered twice, 1 ignored, 1 refused, 1 parked, 1 retried."""
+    stackone.fail_next(500, times=1, path_contains="/assignments")
+    first = exec_event("assignment.created", exec_assignment("o1", "jane@acme.example", scenario="s1"), event_id="e1")
+    status, body = await sender.post("acme-sales", first, message_id="m1")
+    assert status == 202
+    await sender.post("acme-sales", first, message_id="m1")  # the platform retries: deduplicated
+    await settled(runtime)  # one record at a time, so the counts below are exact
+    done = exec_assignment("o1", "jane@acme.example", scenario="s1", status="completed", best_score=90)
+    await sender.post("acme-sales", exec_event("assignment.completed", done), message_id="m2")
+    stranger = exec_event("assignment.created", exec_assignment("o2", "nobody@acme.example", scenario="s2"))
+    await sender.post("acme-sales", stranger, message_id="m3")
+    other = {"id": "e9", "type": "assignment.archived", "timestamp": "2026-05-29T08:00:00Z", "data": {}}
+    await sender.post("acme-sales", other, message_id="m4")
+    forged = WebhookSender(sender.base_url, "whsec_" + base64.b64encode(b"f" * 24).decode(), session=sender.session)
+    assert (await forged.post("acme-sales", first, message_id="m5"))[0] == 401
+    await settled(runtime)
+    return body
+
+
+async def test_every_stage_logs_its_fields_with_one_correlation_id_and_no_secret(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A full flow logs each stage with message id, source, type, account, attempt and duration."""
+    stackone.add_user(ACCOUNT, "jane@acme.example")
+    runtime = await start_runtime(make_settings())
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await _flow(runtime, sender_for(runtime), stackone)
+    events = {e["event"] for e in logs}
+    assert {
+        "webhook.received",
+        "webhook.rejected",
+        "webhook.queued",
+        "webhook.deduplicated",
+        "webhook.ignored",
+        "event.consumed",
+        "event.upserted",
+        "sync.pushed",
+        "sync.retried",
+        "sync.parked",
+        "stackone.response",
+    } <= events
+
+    queued = next(e for e in logs if e["event"] == "webhook.queued" and e["message_id"] == "m1")
+    assert {"source", "event_type", "correlation_id"} <= set(queued)
+    upserted = next(e for e in logs if e["event"] == "event.upserted" and e["message_id"] == "m1")
+    assert {"source", "event_type", "attempt", "duration", "correlation_id"} <= set(upserted)
+    pushed = [e for e in logs if e["event"] == "sync.pushed"]
+    assert all({"account", "attempt", "duration", "message_id", "correlation_id"} <= set(e) for e in pushed)
+    retried = next(e for e in logs if e["event"] == "sync.retried")
+    assert retried["account"] == ACCOUNT
+
+    # One correlation id from the request through the queue into the worker and its StackOne calls.
+    trail = [e for e in logs if e.get("correlation_id") == queued["correlation_id"]]
+    assert {
+        "webhook.received",
+        "webhook.queued",
+        "event.consumed",
+        "event.upserted",
+        "sync.pushed",
+        "stackone.response",
+    } <= {e["event"] for e in trail}
+
+    text = orjson.dumps(logs, default=str).decode()
+    basic = base64.b64encode(f"{STACKONE_KEY}:".encode()).decode()
+    for secret in (SECRET, SECRET.removeprefix("whsec_"), STACKONE_KEY, basic, PLATFORM_KEY):
+        assert secret not in text
+
+
+async def test_metrics_count_the_batch_exactly_and_the_ledger_balances(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """/metrics after a known batch shows exact counts per stage and zero events in flight."""
+    stackone.add_user(ACCOUNT, "jane@acme.example")
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    await _flow(runtime, sender, stackone)
+    assert sender.session is not None
+    async with sender.session.get(f"{sender.base_url}/metrics") as response:
+        text = await response.text()
+
+    def value(name: str, **labels: str) -> float:
+        return float(runtime.metrics.registry.get_sample_value(name, labels) or 0.0)
+
+    stage = {
+        s: value("lmsbridge_events_total", stage=s)
+        for s in (
+            "received",
+            "rejected",
+            "ignored",
+            "deduplicated",
+            "accepted",
+            "consumed",
+            "upserted",
+            "duplicate",
+            "dead_lettered",
+        )
+    }
+    assert stage == {
+        "received": 6,
+        "rejected": 1,
+        "ignored": 1,
+        "deduplicated": 1,
+        "accepted": 3,
+        "consumed": 3,
+        "upserted": 3,
+        "duplicate": 0,
+        "dead_lettered": 0,
+    }
+    assert value("lmsbridge_ledger_in_flight") == 0
+    assert value("lmsbridge_records_total", stage="parked") == 1
+    assert value("lmsbridge_records_total", stage="retried") == 1
+    assert value("lmsbridge_rejections_total", source="acme-sales", code="signature_mismatch") == 1
+    assert value("lmsbridge_signature_matches_total", source="acme-sales", key="key0") == 5
+    assert value("lmsbridge_stackone_responses_total", operation="create_assignment", status="500") == 1
+    assert value("lmsbridge_stackone_responses_total", operation="create_assignment", status="201") == 1
+    assert 'lmsbridge_events_total{stage="accepted"} 3.0' in text
+    assert "lmsbridge_queue_depth" in text
+    assert SECRET not in text
+    assert STACKONE_KEY not in text
