@@ -113,7 +113,14 @@ class Runtime:
             platforms=platforms,
             people=self.people,
         )
-        self.consumer = Consumer(self.broker, self.service, s.broker, self.metrics, probe=stackone.probe)
+        self.consumer = Consumer(
+            self.broker,
+            self.service,
+            s.broker,
+            self.metrics,
+            probe=stackone.probe,
+            probe_interval=s.worker.pause_probe_seconds,
+        )
         await self.consumer.start()
         self._background += [
             asyncio.create_task(self._refresh_directories(), name="directory-refresh"),

@@ -16,6 +16,7 @@ Handlers raise; the consumer alone decides ack, retry or dead-letter.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -61,6 +62,7 @@ class Service:
     people: People
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     clock: Callable[[], float] = time.time
+    _content_locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
 
     # --- step 1: events -----------------------------------------------------------------
 
@@ -85,11 +87,16 @@ class Service:
 
     # --- step 2: sync -------------------------------------------------------------------
 
-    async def sync(self, record_id: int, account: str) -> Synced:
-        """Write what ``account`` still lacks for the record; raises for the consumer to settle."""
+    async def sync(self, record_id: int, account: str, *, revive: bool = False) -> Synced:
+        """Write what ``account`` still lacks for the record; raises for the consumer to settle.
+
+        A dead record stays dead unless ``revive`` (an operator replayed its dead letter).
+        """
         view = await self.repo.load_sync(record_id, account)
-        if view is None or view.status == DEAD:
+        if view is None or (view.status == DEAD and not revive):
             return Synced(record_id, account)
+        if view.status == DEAD:
+            await self.repo.set_status(record_id, account, PENDING)
         if plan_sync(view.state, view.synced).done:
             if view.status != SYNCED:
                 await self.repo.set_status(record_id, account, SYNCED)
@@ -153,6 +160,13 @@ class Service:
         return None
 
     async def _upsert_content(self, account: str, ref: str, title: str) -> int:
+        """Upsert this learning object once per account, even when many records need it at once."""
+        async with self._content_locks.setdefault(account, asyncio.Lock()):
+            if not await self.repo.missing_content(account, [(ref, title)]):
+                return 0  # a concurrent sync upserted it while this one waited
+            return await self._upsert_content_now(account, ref, title)
+
+    async def _upsert_content_now(self, account: str, ref: str, title: str) -> int:
         """Upsert this learning object, with any others waiting records on the account need."""
         wanted = dict(await self.repo.pending_content(account))
         wanted[ref] = title

@@ -81,6 +81,7 @@ class WorkerSettings(_Section):
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the worker's metrics server")
     drain_timeout: float = Field(25.0, ge=0, description="seconds to finish work on SIGTERM")
     inbox_retention_days: float = Field(14.0, gt=0, description="how long message ids are remembered")
+    pause_probe_seconds: float = Field(5.0, gt=0, description="first wait before probing a paused account")
 
 
 class SourceSettings(_Section):

@@ -139,13 +139,13 @@ async def test_408_on_a_create_is_an_uncertain_write_and_pauses_the_key(
 async def test_a_create_that_times_out_is_an_uncertain_write(
     make_client: ClientFactory, standin: StackOneStandIn
 ) -> None:
-    """No answer within the timeout on a create: WriteUncertain(delay=5), and indeed the write may land."""
+    """No answer within the timeout on a create: WriteUncertain, checked once StackOne's 60 s are over."""
     uid = standin.add_user(ACCOUNT, "jane@acme.example")
     standin.fail_next(0, delay=0.4, path_contains="/assignments")
     client = make_client(timeout=0.1)
     with pytest.raises(WriteUncertain) as caught:
         await client.create_assignment(ACCOUNT, uid, BODY)
-    assert caught.value.delay == 5
+    assert caught.value.delay == pytest.approx(60 - 0.1)  # StackOne may work on it for 60 s
     assert "create_assignment" in str(caught.value)
     for _ in range(50):  # the stand-in finishes the write after the client gave up
         if standin.assignments(ACCOUNT):
@@ -283,7 +283,7 @@ async def test_a_connection_dropped_after_sending_a_create_is_an_uncertain_write
         client = make_client(base_url=f"http://127.0.0.1:{port}")
         with pytest.raises(WriteUncertain) as caught:
             await client.create_completion(ACCOUNT, "usr_1", BODY)
-        assert caught.value.delay == 5
+        assert caught.value.delay >= 5
         with pytest.raises(RetryLater) as read_caught:
             await client.list_user_completions(ACCOUNT, "usr_1")
         assert not isinstance(read_caught.value, RetryAfter)

@@ -26,6 +26,7 @@ ACCOUNT = "x-lmsbridge-account"
 REASON = "x-lmsbridge-reason"
 ERROR = "x-lmsbridge-error"
 ROUTING_KEY = "x-lmsbridge-routing-key"
+REPLAYED = "x-lmsbridge-replayed"
 
 Kind = Literal["event", "sync"]
 
@@ -50,6 +51,7 @@ class Task:
     routing_key: str
     event: AssignmentEvent | None = None
     sync: SyncTask | None = None
+    replayed: bool = False  # an operator sent it back from the dead-letter queue
 
     @property
     def account(self) -> str | None:
@@ -125,6 +127,7 @@ def decode(message: AbstractIncomingMessage) -> Task:
             "attempt": attempt,
             "received_at": received,
             "routing_key": message.routing_key or "",
+            "replayed": bool(header_num(headers, REPLAYED)),
         }
         if kind == "event":
             return Task(kind="event", event=AssignmentEvent.model_validate_json(message.body), **common)

@@ -150,7 +150,7 @@ class Consumer:
                 duration=time.perf_counter() - started,
             )
         elif task.sync is not None:
-            result = await self._service.sync(task.sync.record_id, task.sync.account)
+            result = await self._service.sync(task.sync.record_id, task.sync.account, revive=task.replayed)
             if result.steps:
                 self._metrics.record("pushed")
                 self._metrics.lag_seconds.observe(max(0.0, time.time() - task.received_at))

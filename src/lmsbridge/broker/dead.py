@@ -117,6 +117,7 @@ class DeadLetters:
                 dead = _describe(message)
                 headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEAD_HEADERS}
                 headers[codec.ATTEMPT] = 0
+                headers[codec.REPLAYED] = 1
                 await exchange.publish(
                     aio_pika.Message(
                         message.body,

@@ -4,7 +4,7 @@
                       +--> {p}.events            (quorum; DLX {p}.dead)
  {p} (direct) --------+--> {p}.sync.<account>    (quorum; DLX {p}.dead), one per StackOne account
    ^                                   |
-   | dead-lettered on expiry           | retry: published to {p}.delay with x-lmsbridge-delay=i
+   | dead-lettered on expiry           | retry: published to {p}.delay with lmsbridge-delay=i
  {p}.delay.<i> (quorum, TTL) <-- {p}.delay (headers)
  {p}.dead (fanout) --> {p}.dead           operator's dead-letter queue: list, show, replay, purge
 ```
@@ -24,7 +24,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from lmsbridge.settings import BrokerSettings
 
 EVENTS_KEY = "event"
-DELAY_HEADER = "x-lmsbridge-delay"
+# Not "x-" prefixed: a headers exchange with x-match=all ignores x- arguments when matching,
+# which would route every retry to every delay queue.
+DELAY_HEADER = "lmsbridge-delay"
 
 
 def sync_key(account: str) -> str:

@@ -42,7 +42,8 @@ Observer = Callable[[str, int, float], None]
 """Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 
 DEFAULT_RETRY_AFTER = 60.0  # StackOne's documented default
-TIMEOUT_RECHECK_DELAY = 5.0  # after a create timed out, wait this long before listing to check
+TIMEOUT_RECHECK_DELAY = 5.0  # after a create timed out, wait at least this long before listing to check
+STACKONE_GIVES_UP = 60.0  # StackOne works on a request for up to 60 s before answering 408
 _MESSAGE_LIMIT = 300
 
 _Page = TypeVar("_Page", bound=BaseModel)
@@ -89,6 +90,7 @@ def stackone_error(
     user_scoped: bool,
     exc: BaseException | None = None,
     secrets: tuple[str, ...] = (),
+    recheck_after: float = TIMEOUT_RECHECK_DELAY,
 ) -> LmsbridgeError:
     """Map a failed call to the exception naming its consequence.
 
@@ -96,6 +98,8 @@ def stackone_error(
     true for the creates StackOne cannot deduplicate (assignments, completions), where a
     lost answer may hide a write. ``user_scoped`` is true under ``/users/{id}/``, where a
     404 means the user, not the account, is unknown. ``secrets`` are scrubbed from messages.
+    ``recheck_after`` is how long to wait before checking whether a create that got no
+    answer was written (StackOne may go on working on it for up to 60 s).
     """
     if status == 0:
         what = "no response" if exc is None else type(exc).__name__
@@ -107,7 +111,7 @@ def stackone_error(
         if is_create:
             return WriteUncertain(
                 f"StackOne {operation}: no answer ({what}); the write may have happened",
-                delay=TIMEOUT_RECHECK_DELAY,
+                delay=recheck_after,
             )
         return RetryLater(f"StackOne {operation}: no answer ({what})")
 
@@ -152,6 +156,7 @@ class StackOneClient:
         self._base = settings.base_url.rstrip("/")
         self._page_size = settings.page_size
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._recheck_after = max(TIMEOUT_RECHECK_DELAY, STACKONE_GIVES_UP - settings.timeout)
         self._limiter = limiter
         self._on_response = on_response
         key = settings.api_key.get_secret_value()
@@ -290,7 +295,15 @@ class StackOneClient:
         except (TimeoutError, aiohttp.ClientError) as exc:  # asyncio.TimeoutError is TimeoutError
             self._observe(operation, 0, started)
             raise stackone_error(
-                operation, account, 0, {}, b"", is_create=is_create, user_scoped=user_scoped, exc=exc
+                operation,
+                account,
+                0,
+                {},
+                b"",
+                is_create=is_create,
+                user_scoped=user_scoped,
+                exc=exc,
+                recheck_after=self._recheck_after,
             ) from None
         self._observe(operation, status, started)
         if 200 <= status < 300:

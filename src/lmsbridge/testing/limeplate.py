@@ -1,18 +1,21 @@
 """A stand-in for the security-training platform's API (spec 003): a real aiohttp server.
 
-Answers ``GET /api/public/v1/assignments/{id}`` with what :meth:`add_assignment` stored,
-checks the Bearer key, and can be told to fail the next requests.
+Answers ``GET /api/public/v1/assignments/{id}`` with what :meth:`LimeplateStandIn.add_assignment`
+stored, checks the Bearer key (401 in the platform's error shape otherwise), and can be told
+to fail the next requests. :func:`make_team_assignment` builds a realistic document.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from lmsbridge.testing.webhooks import limeplate_assignment
+T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found", 429: "rate_limit_error"}
 
 
 @dataclass
@@ -23,9 +26,9 @@ class _Fault:
 
 
 class LimeplateStandIn:
-    """The platform's assignment API, in process."""
+    """The platform's assignment API, in process, on a real socket."""
 
-    def __init__(self, *, api_key: str = "scs_live_test") -> None:
+    def __init__(self, api_key: str = "scs_live_test") -> None:
         self._key = api_key
         self._assignments: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
@@ -35,53 +38,57 @@ class LimeplateStandIn:
 
     @property
     def url(self) -> str:
-        """Base URL of the running server."""
+        """Base URL of the running server (``""`` before :meth:`start`)."""
         return self._url
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Start serving."""
+        """Start serving (``port=0`` picks a free port)."""
         app = web.Application()
         app.router.add_get("/api/public/v1/assignments/{id}", self._get)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self._url = f"http://{host}:{sockets[0].getsockname()[1]}"
+        await web.TCPSite(self._runner, host, port).start()
+        bound = self._runner.addresses[0][1]
+        self._url = f"http://{host}:{bound}"
 
     async def close(self) -> None:
         """Stop serving."""
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     def add_assignment(self, assignment: dict[str, Any]) -> None:
         """Serve ``assignment`` (the ``GET /assignments/{id}`` document, ``userProgress`` included)."""
         self._assignments[str(assignment["id"])] = assignment
 
-    def fail_next(self, status: int, *, times: int = 1, retry_after: int | None = None) -> None:
-        """Answer the next ``times`` requests with ``status``."""
+    def fail_next(self, status: int, times: int = 1, retry_after: int | None = None) -> None:
+        """Answer the next ``times`` authorised requests with ``status`` (and ``Retry-After`` if given)."""
         self._faults.append(_Fault(status, times, retry_after))
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {self._key}":
-            return _error(401, "authentication_error", "Invalid or inactive API key")
+            return _error(401, "Invalid or inactive API key")
         if self._faults:
             fault = self._faults[0]
             fault.times -= 1
             if fault.times <= 0:
                 self._faults.pop(0)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            return _error(fault.status, "server_error", "injected fault", headers)
+            return _error(fault.status, "injected fault", headers)
         found = self._assignments.get(request.match_info["id"])
         if found is None:
-            return _error(404, "not_found", f"Assignment not found: {request.match_info['id']}")
+            return _error(404, f"Assignment not found: {request.match_info['id']}")
         return web.json_response(found)
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request")
     return web.json_response({"error": {"type": kind, "message": message}}, status=status, headers=headers)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_team_assignment(
@@ -91,26 +98,43 @@ def make_team_assignment(
     target_id: str = "sql-injection",
     title: str = "SQL Injection",
     domain: str = "acme.example",
+    created_at: datetime = T0,
 ) -> dict[str, Any]:
-    """A realistic ``GET /assignments/{id}`` document for a team of ``n_members``."""
-    base = limeplate_assignment(assignment_id or str(uuid.uuid4()), target_id=target_id, title=title)
-    members = [
-        {
-            "userId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"member-{i}@{domain}")),
-            "name": f"Member {i}",
-            "email": f"member{i:03d}@{domain}",
-            "totalChallenges": 8,
-            "completedChallenges": 0,
-            "progressPercent": 0,
-            "completedAt": None,
-            "isOverdue": False,
-        }
-        for i in range(n_members)
-    ]
+    """A realistic ``GET /assignments/{id}`` document (spec 003) for a team of ``n_members``.
+
+    Members are ``member000@{domain}``, ``member001@{domain}``, ...; none has started.
+    """
+    assignment_id = assignment_id or str(uuid.uuid4())
     return {
-        **base,
-        "totalAssignees": n_members,
+        "id": assignment_id,
+        "contentArea": "practice",
+        "assigneeType": "team",
+        "assigneeId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"team:{assignment_id}")),
+        "assigneeName": "Payments",
+        "targetType": "topic",
+        "targetId": target_id,
+        "targetTitle": title,
+        "deadline": _iso(created_at + timedelta(days=14)),
+        "isMandatory": True,
+        "isActive": True,
+        "isOverdue": False,
         "note": "Follow-up to the May audit finding.",
         "assignedByName": "API Key: CI Ingestion",
-        "userProgress": members,
+        "avgProgress": 0,
+        "totalAssignees": n_members,
+        "completedAssignees": 0,
+        "createdAt": _iso(created_at),
+        "userProgress": [
+            {
+                "userId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"member-{i}@{domain}")),
+                "name": f"Member {i}",
+                "email": f"member{i:03d}@{domain}",
+                "totalChallenges": 8,
+                "completedChallenges": 0,
+                "progressPercent": 0,
+                "completedAt": None,
+                "isOverdue": False,
+            }
+            for i in range(n_members)
+        ],
     }

@@ -491,7 +491,14 @@ class StackOneStandIn:
             created_at=now,
             updated_at=now,
         )
-        record = {"account": account, "user_id": user_id, "body": body, "id": new_id, "row": row}
+        record = {
+            "account": account,
+            "user_id": user_id,
+            "body": body,
+            "id": new_id,
+            "row": row,
+            "received": time.perf_counter(),  # for latency benchmarks
+        }
         (self._assignments if kind == "assignment" else self._completions).append(record)
         return _Answer(
             201,

@@ -1,24 +1,36 @@
-"""Platform edges: signature schemes, body adapters (one module per platform), platform APIs."""
+"""Platform edges: signature schemes, body adapters (one module per platform), platform APIs.
+
+The receiver calls ``build_verifier(source).verify(...)`` on the raw body first, then
+:func:`parse_event`; both raise :class:`~lmsbridge.errors.RejectRequest` subclasses only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from lmsbridge.domain import AssignmentEvent
 from lmsbridge.errors import UnusableBody
 from lmsbridge.vendors import exec as exec_platform
 from lmsbridge.vendors import limeplate
-from lmsbridge.vendors.envelope import HANDLED, Envelope, load_json, validate
+from lmsbridge.vendors.envelope import HANDLED, Envelope, Head, load_json, validate
 from lmsbridge.vendors.limeplate_api import LimeplateApi
 from lmsbridge.vendors.signatures import Signer, Verified, Verifier, build_signer, build_verifier
 
-_ADAPTERS = {"limeplate": limeplate.to_event, "exec": exec_platform.to_event}
+
+class _Adapter(Protocol):
+    def __call__(
+        self, envelope: Envelope, *, message_id: str, source: str, received_at: datetime, correlation_id: str
+    ) -> AssignmentEvent: ...
+
+
+_ADAPTERS: dict[str, _Adapter] = {"limeplate": limeplate.to_event, "exec": exec_platform.to_event}
 
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """An event type lmsbridge does not handle: acknowledged, counted, not queued."""
+    """An event type lmsbridge does not handle: acknowledged (202), counted, not queued."""
 
     type: str
     message_id: str
@@ -27,16 +39,23 @@ class Ignored:
 def parse_event(
     platform: str, body: bytes, *, source: str, message_id: str | None, received_at: datetime, correlation_id: str
 ) -> AssignmentEvent | Ignored:
-    """Turn a verified body into a canonical event (or :class:`Ignored`); 400/422 when it cannot."""
+    """Turn a verified body into a canonical event, or :class:`Ignored` for a type lmsbridge does not handle.
+
+    ``message_id`` is the scheme's (header) id when it carries one; otherwise the body's ``id``
+    is used. Raises ``MalformedRequest`` (400 ``malformed_json``) for a body that is not a JSON
+    object and ``UnusableBody`` (422 ``invalid_body``, with ``path``) for one lacking what is needed.
+    """
     adapter = _ADAPTERS.get(platform)
     if adapter is None:
         raise ValueError(f"unknown platform {platform!r}")
-    envelope = validate(Envelope, load_json(body))
-    mid = message_id or envelope.id
+    document = load_json(body)
+    head = validate(Head, document)
+    mid = message_id or head.id
     if not mid:
         raise UnusableBody("id: the body needs an id when the signature scheme carries none", path="id")
-    if envelope.type not in HANDLED:
-        return Ignored(envelope.type, mid)
+    if head.type not in HANDLED:
+        return Ignored(head.type, mid)
+    envelope = validate(Envelope, document)
     return adapter(envelope, message_id=mid, source=source, received_at=received_at, correlation_id=correlation_id)
 
 

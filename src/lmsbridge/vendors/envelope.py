@@ -1,4 +1,11 @@
-"""The envelope every platform's body shares, and turning validation errors into 422 paths."""
+"""The envelope every platform's body shares, and turning validation errors into 422 paths.
+
+``{"id", "type", "timestamp", "data"}``: only ``type`` (and ``id`` when the signature scheme
+carries no message id) is read before deciding whether lmsbridge handles the event, so an
+ignored type is acknowledged however the rest of its body looks. A handled type needs an
+object ``data``; its ``timestamp`` (when the event happened; one without a zone is taken as
+UTC) may be absent, and then the event is taken to have happened when it was received.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +36,28 @@ UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
 """A timestamp; one without a zone is taken as UTC."""
 
 
-class Envelope(Lenient):
-    """``{"id", "type", "timestamp", "data"}``."""
+def _short(value: str) -> str:
+    # The id becomes the AMQP message_id, a short string of at most 255 bytes.
+    if len(value.encode()) > 255:
+        raise ValueError("must be at most 255 bytes of UTF-8")
+    return value
 
-    id: str | None = Field(None, min_length=1, max_length=255)
+
+MessageId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_short)]
+
+
+class Head(Lenient):
+    """What deciding "handled or ignored" needs: ``id`` and ``type``."""
+
+    id: MessageId | None = None
     type: str = Field(min_length=1, max_length=128)
+
+
+class Envelope(Head):
+    """A handled event's envelope."""
+
     timestamp: UtcDatetime | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any]
 
 
 def load_json(body: bytes) -> dict[str, Any]:
@@ -49,11 +71,22 @@ def load_json(body: bytes) -> dict[str, Any]:
     return parsed
 
 
+def json_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """``("data", "items", 0, "email")`` as ``data.items[0].email``."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
 def validate(model: type[M], value: Any, *, prefix: str = "") -> M:
-    """Validate ``value`` as ``model``; a failure is 422 with the JSON path of the first problem."""
+    """Validate ``value`` as ``model``; a failure is 422 ``invalid_body`` naming the first problem's path."""
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        path = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-        raise UnusableBody(f"{path or 'body'}: {first['msg']}", path=path or None) from None
+        first = exc.errors(include_url=False, include_input=False)[0]
+        path = json_path(first["loc"], prefix)
+        raise UnusableBody(f"{path or 'body'}: {first['msg']}", code="invalid_body", path=path or None) from None

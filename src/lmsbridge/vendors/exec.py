@@ -1,8 +1,10 @@
 """The sales-practice platform Exec (specs 000/001): snake_case ``Assignment`` objects.
 
-Both event types carry the whole assignment, person included. A completion is a pass when
-``status`` is ``completed`` and a fail when it is ``did_not_pass``; ``best_score`` is the
-percentage. Exec has no completion time, so the core uses the envelope's ``timestamp``.
+Both event types carry the whole assignment, person included, as ``data``. A completion is
+a pass when ``status`` is ``completed`` and a fail when it is ``did_not_pass`` (anything else
+is 422 at ``data.status``); ``best_score`` is the percentage. Exec has no completion time,
+so ``completed_at`` stays ``None`` and the core uses the envelope's ``timestamp``. The
+learning object is ``exec:scenario:{slug, else id}``, titled with the scenario's ``name``.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.errors import UnusableBody
 from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, validate
 
+EMAIL = r"^[^@\s]+@[^@\s]+$"
+OUTCOMES = {"completed": True, "did_not_pass": False}
+
 
 class User(Lenient):
     id: str | None = None
-    email: str = Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str = Field(min_length=3, max_length=320, pattern=EMAIL)
     first_name: str | None = None
     last_name: str | None = None
 
 
 class Scenario(Lenient):
-    id: str | None = None
+    id: str | None = Field(None, min_length=1)
     name: str = Field(min_length=1)
-    slug: str | None = None
+    slug: str | None = Field(None, min_length=1)
 
 
 class Assignment(Lenient):
@@ -35,7 +40,7 @@ class Assignment(Lenient):
     id: str = Field(min_length=1, max_length=255)
     user: User
     scenario: Scenario
-    status: str
+    status: str | None = None
     due_date: UtcDatetime | None = None
     best_score: float | None = Field(None, ge=0, le=100)
     created_at: UtcDatetime | None = None
@@ -46,18 +51,20 @@ def to_event(
 ) -> AssignmentEvent:
     """The canonical event for an Exec envelope of a handled type."""
     a = validate(Assignment, envelope.data, prefix="data")
-    if not (a.scenario.slug or a.scenario.id):
-        raise UnusableBody("data.scenario: needs a slug or an id", path="data.scenario.slug")
+    target = a.scenario.slug or a.scenario.id
+    if not target:
+        raise UnusableBody("data.scenario: needs a slug or an id", code="invalid_body", path="data.scenario.slug")
     completed = envelope.type == "assignment.completed"
-    if completed and a.status not in ("completed", "did_not_pass"):
-        raise UnusableBody("data.status: a completion must be 'completed' or 'did_not_pass'", path="data.status")
-    name = " ".join(p for p in (a.user.first_name, a.user.last_name) if p) or None
+    if completed and a.status not in OUTCOMES:
+        raise UnusableBody(
+            "data.status: a completion must be 'completed' or 'did_not_pass'", code="invalid_body", path="data.status"
+        )
     person = PersonProgress(
         email=a.user.email,
-        name=name,
+        name=" ".join(p for p in (a.user.first_name, a.user.last_name) if p) or None,
         platform_user_id=a.user.id,
         progress=None if completed else 0.0,
-        passed=(a.status == "completed") if completed else None,
+        passed=OUTCOMES[a.status or ""] if completed else None,
         score=a.best_score if completed else None,
     )
     return AssignmentEvent(
@@ -69,9 +76,7 @@ def to_event(
         received_at=received_at,
         correlation_id=correlation_id,
         assignment_id=a.id,
-        learning_object=LearningObject(
-            external_reference=f"exec:scenario:{a.scenario.slug or a.scenario.id}", title=a.scenario.name
-        ),
+        learning_object=LearningObject(external_reference=f"exec:scenario:{target}", title=a.scenario.name),
         assigned_at=a.created_at,
         due_date=a.due_date,
         people=(person,),

@@ -1,8 +1,9 @@
 """The security-training platform ("limeplate", spec 003): camelCase bodies.
 
 ``assignment.created`` names no people: it becomes an event that needs expansion through
-the platform's API (``GET /api/public/v1/assignments/{id}``). ``assignment.completed``
-carries the one member who reached 100 %.
+the platform's API (``GET /api/public/v1/assignments/{id}``, see :mod:`.limeplate_api`).
+``assignment.completed`` carries the one member who reached 100 %, as ``data.user``.
+The learning object is ``limeplate:{targetType}:{targetId}``, titled ``targetTitle``.
 """
 
 from __future__ import annotations
@@ -10,44 +11,51 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, validate
 
+EMAIL = r"^[^@\s]+@[^@\s]+$"
 
-class Assignment(Lenient):
+
+class Camel(Lenient):
+    """The platform's camelCase JSON, as snake_case attributes."""
+
+    model_config = ConfigDict(alias_generator=to_camel)
+
+
+class Assignment(Camel):
     """An assignment as ``GET /assignments`` lists it (the fields lmsbridge uses)."""
 
     id: str = Field(min_length=1, max_length=255)
-    contentArea: str | None = None
-    assigneeType: Literal["user", "team", "org"]
-    assigneeId: str | None = None
-    targetType: str = Field(min_length=1)
-    targetId: str = Field(min_length=1)
-    targetTitle: str = Field(min_length=1)
+    assignee_type: Literal["user", "team", "org"]
+    target_type: str = Field(min_length=1)
+    target_id: str = Field(min_length=1)
+    target_title: str = Field(min_length=1)
     deadline: UtcDatetime | None = None
-    createdAt: UtcDatetime | None = None
+    created_at: UtcDatetime | None = None
 
 
-class Member(Lenient):
-    """One person's progress (``userProgress`` rows and ``data.user``)."""
+class Member(Camel):
+    """One person's progress: a ``userProgress`` row, or a completion's ``data.user``."""
 
-    userId: str | None = None
+    user_id: str | None = None
     name: str | None = None
-    email: str = Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")
-    progressPercent: float | None = Field(None, ge=0, le=100)
-    completedAt: UtcDatetime | None = None
+    email: str = Field(min_length=3, max_length=320, pattern=EMAIL)
+    progress_percent: float | None = Field(None, ge=0, le=100)
+    completed_at: UtcDatetime | None = None
 
-    def person(self, *, completed: bool = False) -> PersonProgress:
+    def person(self, *, passed: bool | None = None) -> PersonProgress:
         """As the core's :class:`PersonProgress`."""
         return PersonProgress(
             email=self.email,
             name=self.name,
-            platform_user_id=self.userId,
-            progress=self.progressPercent,
-            completed_at=self.completedAt,
-            passed=True if completed else None,
+            platform_user_id=self.user_id,
+            progress=self.progress_percent,
+            completed_at=self.completed_at,
+            passed=passed,
         )
 
 
@@ -63,7 +71,8 @@ class CompletedData(Lenient):
 def learning_object(assignment: Assignment) -> LearningObject:
     """The stable LMS reference of an assignment's target, e.g. ``limeplate:topic:sql-injection``."""
     return LearningObject(
-        external_reference=f"limeplate:{assignment.targetType}:{assignment.targetId}", title=assignment.targetTitle
+        external_reference=f"limeplate:{assignment.target_type}:{assignment.target_id}",
+        title=assignment.target_title,
     )
 
 
@@ -71,35 +80,25 @@ def to_event(
     envelope: Envelope, *, message_id: str, source: str, received_at: datetime, correlation_id: str
 ) -> AssignmentEvent:
     """The canonical event for a limeplate envelope of a handled type."""
-    occurred = envelope.timestamp or received_at
-    common = {
-        "message_id": message_id,
-        "source": source,
-        "platform": "limeplate",
-        "occurred_at": occurred,
-        "received_at": received_at,
-        "correlation_id": correlation_id,
-    }
-    if envelope.type == "assignment.created":
-        data = validate(CreatedData, envelope.data, prefix="data")
-        a = data.assignment
-        return AssignmentEvent(
-            type="assignment.created",
-            assignment_id=a.id,
-            learning_object=learning_object(a),
-            assigned_at=a.createdAt,
-            due_date=a.deadline,
-            needs_expansion=True,
-            **common,
-        )
-    done = validate(CompletedData, envelope.data, prefix="data")
-    a = done.assignment
+    completed = envelope.type == "assignment.completed"
+    people: tuple[PersonProgress, ...] = ()
+    if completed:
+        done = validate(CompletedData, envelope.data, prefix="data")
+        assignment, people = done.assignment, (done.user.person(passed=True),)
+    else:
+        assignment = validate(CreatedData, envelope.data, prefix="data").assignment
     return AssignmentEvent(
-        type="assignment.completed",
-        assignment_id=a.id,
-        learning_object=learning_object(a),
-        assigned_at=a.createdAt,
-        due_date=a.deadline,
-        people=(done.user.person(completed=True),),
-        **common,
+        message_id=message_id,
+        source=source,
+        platform="limeplate",
+        type="assignment.completed" if completed else "assignment.created",
+        occurred_at=envelope.timestamp or received_at,
+        received_at=received_at,
+        correlation_id=correlation_id,
+        assignment_id=assignment.id,
+        learning_object=learning_object(assignment),
+        assigned_at=assignment.created_at,
+        due_date=assignment.deadline,
+        people=people,
+        needs_expansion=not completed,
     )

@@ -1,29 +1,64 @@
 """The security-training platform's API, for expanding an assignment into its people.
 
 ``GET /api/public/v1/assignments/{id}`` (Bearer ``scs_live_...``) returns the assignment with
-a ``userProgress`` row per member; team and org assignments list every member. Failures map
-to retry or dead-letter here; the key never appears in a message.
+a ``userProgress`` row per member; team and org assignments list every member (spec 003
+materialises the rows at creation, and the endpoint is not paginated). Failures map to the
+consumer's outcomes here:
+
+======================  ==============================================================
+answer                  raises
+======================  ==============================================================
+429                     ``RetryAfter`` (``Retry-After`` seconds or HTTP date, else 30 s)
+408, 5xx, timeout,      ``RetryLater``
+connection error
+401, 403                ``RetryLater``: the key was refused (it may be mid-rotation)
+404                     ``DeadLetter("assignment_not_found")``
+anything else, or a     ``DeadLetter("platform_bad_response")``
+body that does not
+parse
+======================  ==============================================================
+
+The key never appears in a message.
 """
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from lmsbridge.domain import PersonProgress
-from lmsbridge.errors import DeadLetter, LmsbridgeError, RetryAfter, RetryLater
-from lmsbridge.vendors.envelope import Lenient, validate
-from lmsbridge.vendors.limeplate import Member
+from lmsbridge.errors import DeadLetter, RejectRequest, RetryAfter, RetryLater
+from lmsbridge.vendors.envelope import validate
+from lmsbridge.vendors.limeplate import Camel, Member
+
+PATH = "/api/public/v1/assignments/{id}"
+DEFAULT_RETRY_AFTER = 30.0
 
 
-class AssignmentDetail(Lenient):
-    """The part of ``GET /assignments/{id}`` that expansion needs."""
+class AssignmentDetail(Camel):
+    """The part of ``GET /assignments/{id}`` that expansion needs (``userProgress`` is required)."""
 
     id: str
-    userProgress: list[Member] = Field(default_factory=list)
+    user_progress: list[Member]
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return DEFAULT_RETRY_AFTER
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class LimeplateApi:
@@ -45,8 +80,8 @@ class LimeplateApi:
         self._user_agent = user_agent
 
     async def members(self, assignment_id: str) -> list[PersonProgress]:
-        """One :class:`PersonProgress` per member of the assignment."""
-        url = f"{self._base}/api/public/v1/assignments/{quote(assignment_id, safe='')}"
+        """One :class:`PersonProgress` per ``userProgress`` row of the assignment."""
+        url = self._base + PATH.format(id=quote(assignment_id, safe=""))
         headers = {
             "Authorization": f"Bearer {self._key.get_secret_value()}",
             "Accept": "application/json",
@@ -55,25 +90,32 @@ class LimeplateApi:
         try:
             async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
                 status = response.status
-                retry_after = response.headers.get("Retry-After")
+                wait = response.headers.get("Retry-After")
                 payload = await response.read()
         except TimeoutError:
             raise RetryLater("platform API: timed out reading the assignment") from None
         except aiohttp.ClientError as exc:
-            raise RetryLater(f"platform API: {type(exc).__name__}") from None
-        if status == 429:
-            delay = float(retry_after) if retry_after and retry_after.isdigit() else 30.0
-            raise RetryAfter("platform API: rate limited (429)", delay=delay)
-        if status >= 500:
-            raise RetryLater(f"platform API: server error {status}")
-        if status in (401, 403):
-            raise RetryLater(f"platform API: the API key was refused ({status}); check the source's api_key")
-        if status == 404:
-            raise DeadLetter("assignment_not_found", f"platform API: assignment {assignment_id} not found")
+            raise RetryLater(f"platform API: {type(exc).__name__} reading the assignment") from None
         if status != 200:
-            raise DeadLetter("platform_bad_response", f"platform API: unexpected status {status}")
+            raise _failure(status, wait, assignment_id)
         try:
             detail = validate(AssignmentDetail, orjson.loads(payload))
-        except (orjson.JSONDecodeError, LmsbridgeError) as exc:
-            raise DeadLetter("platform_bad_response", f"platform API: unreadable assignment: {exc}") from None
-        return [m.person(completed=(m.progressPercent or 0) >= 100) for m in detail.userProgress]
+        except orjson.JSONDecodeError:
+            raise DeadLetter("platform_bad_response", "platform API: the assignment is not JSON") from None
+        except RejectRequest as exc:
+            raise DeadLetter(
+                "platform_bad_response", f"platform API: unusable assignment: {exc.message}", detail=exc.path
+            ) from None
+        return [row.person() for row in detail.user_progress]
+
+
+def _failure(status: int, wait: str | None, assignment_id: str) -> Exception:
+    if status == 429:
+        return RetryAfter("platform API: rate limited (429)", delay=retry_after(wait))
+    if status == 408 or status >= 500:
+        return RetryLater(f"platform API: answered {status}")
+    if status in (401, 403):
+        return RetryLater(f"platform API: the platform API key was refused ({status}); check the source's api_key")
+    if status == 404:
+        return DeadLetter("assignment_not_found", f"platform API: assignment {assignment_id!r} not found")
+    return DeadLetter("platform_bad_response", f"platform API: unexpected status {status}")

@@ -1,0 +1,337 @@
+"""End-to-end benchmark: receiver -> RabbitMQ -> worker -> SQLite -> StackOne stand-in.
+
+Phases (each prints a row):
+- throughput: `lmsbridge run` in its own process; signed webhooks as fast as the load
+  generator can send them for ``--duration`` seconds; LMS writes per second, sustained;
+- latency: the same at a steady 100 events per second; webhook-sent -> LMS-written p50/p99;
+- drain: ``--backlog`` events already queued, then `lmsbridge worker` alone: events/s;
+- memory: peak RSS (VmHWM) of `lmsbridge serve` while it queues ``--backlog`` events, and of
+  `lmsbridge worker` while it drains them.
+
+The StackOne stand-in answers at once and runs in this process, beside the load generator.
+
+    .venv/bin/python bench/bench_pipeline.py [--duration 60] [--backlog 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import exec_assignment, exec_event
+from lmsbridge.vendors import build_signer
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+AMQP = os.environ.get("LMSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ACCOUNT = "acc-bench"
+KEY = "bench-key"
+PEOPLE = 500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> Path:
+    path = tmp / f"{name}.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            amqp_url = "{AMQP}"
+            database_url = "sqlite+aiosqlite:///{tmp / (name + ".db")}"
+            [receiver]
+            host = "127.0.0.1"
+            port = {port}
+            [stackone]
+            base_url = "{stackone_url}"
+            api_key = "{KEY}"
+            rate_limit_per_minute = 10000000
+            [broker]
+            prefix = "{prefix}"
+            prefetch = 256
+            [worker]
+            metrics_port = 0
+            [sources.bench]
+            platform = "exec"
+            secrets = ["{SECRET}"]
+            accounts = ["{ACCOUNT}"]
+            """
+        )
+    )
+    return path
+
+
+def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", role],
+        env={**os.environ, "LMSBRIDGE_CONFIG": str(cfg)},
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("lmsbridge did not become ready")
+
+
+def envelope(i: int) -> bytes:
+    email = f"person{i % PEOPLE:04d}@acme.example"
+    assignment = exec_assignment(f"b{i:07d}", email, scenario=f"scenario-{i}", name=f"Scenario {i}")
+    return orjson.dumps(exec_event("assignment.created", assignment, event_id=f"evt_{i}"))
+
+
+class Load:
+    """Signs and posts events; remembers when each was sent (by its scenario)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = f"{url}/webhooks/bench"
+        self.signer = build_signer("standard-webhooks", SECRET)
+        self.sent: dict[str, float] = {}
+        self.accepted = 0
+        self.refused = 0
+
+    async def post(self, session: aiohttp.ClientSession, i: int) -> None:
+        body = envelope(i)
+        headers = {
+            "Content-Type": "application/json",
+            **self.signer.sign(body, message_id=f"m{i}", timestamp=int(time.time())),
+        }
+        self.sent[f"exec:scenario:scenario-{i}"] = time.perf_counter()
+        async with session.post(self.url, data=body, headers=headers) as response:
+            await response.read()
+            if response.status == 202:
+                self.accepted += 1
+            else:
+                self.refused += 1
+
+
+def written_at(stackone: StackOneStandIn) -> dict[str, float]:
+    """learning object -> when the stand-in received its assignment (perf_counter clock)."""
+    return {a["body"]["learning_object_external_reference"]: a["received"] for a in stackone.assignments(ACCOUNT)}
+
+
+async def throughput(tmp: Path, stackone: StackOneStandIn, duration: float, concurrency: int) -> dict[str, Any]:
+    port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
+    proc = start(config(tmp, port, prefix, stackone.url, "throughput"), "run")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url)
+        load = Load(url)
+        counter = iter(range(10**9))
+        deadline = time.perf_counter() + duration
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+            async def worker() -> None:
+                while time.perf_counter() < deadline:
+                    await load.post(session, next(counter))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            sent_for = time.perf_counter() - started
+            # wait for the backlog to drain (bounded)
+            drain_deadline = time.perf_counter() + 300
+            while len(stackone.assignments(ACCOUNT)) < load.accepted and time.perf_counter() < drain_deadline:
+                await asyncio.sleep(1.0)
+                print(f"  accepted {load.accepted:,}, written {len(stackone.assignments(ACCOUNT)):,}", flush=True)
+            finished = time.perf_counter()
+        times = sorted(written_at(stackone).values())
+        window = [t for t in times if started <= t <= started + duration]
+        return {
+            "accepted": load.accepted,
+            "accepted_per_s": load.accepted / sent_for,
+            "written": len(times),
+            "written_per_s_in_window": len(window) / duration,
+            "written_per_s_overall": len(times) / (finished - started),
+            "rss_mb": peak_rss_mb(proc.pid),
+        }
+    finally:
+        proc.terminate()
+        proc.wait()
+        await cleanup(prefix)
+
+
+async def latency(tmp: Path, stackone: StackOneStandIn, rate: float, duration: float) -> dict[str, Any]:
+    port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
+    proc = start(config(tmp, port, prefix, stackone.url, "latency"), "run")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url)
+        load = Load(url)
+        base = 10_000_000
+        async with aiohttp.ClientSession() as session:
+            n = int(rate * duration)
+            started = time.perf_counter()
+            tasks = []
+            for k in range(n):
+                await asyncio.sleep(max(0.0, started + k / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(load.post(session, base + k)))
+            await asyncio.gather(*tasks)
+            deadline = time.perf_counter() + 30
+            while len(stackone.assignments(ACCOUNT)) < n and time.perf_counter() < deadline:
+                await asyncio.sleep(0.1)
+        written = written_at(stackone)
+        lags = sorted(1000 * (written[ref] - sent) for ref, sent in load.sent.items() if ref in written)
+        return {
+            "events": n,
+            "written": len(lags),
+            "p50_ms": statistics.median(lags),
+            "p99_ms": lags[int(0.99 * (len(lags) - 1))],
+        }
+    finally:
+        proc.terminate()
+        proc.wait()
+        await cleanup(prefix)
+
+
+async def backlog_and_drain(tmp: Path, stackone: StackOneStandIn, backlog: int) -> dict[str, Any]:
+    """Queue ``backlog`` events through `lmsbridge serve`, then drain them with `lmsbridge worker`."""
+    port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
+    cfg = config(tmp, port, prefix, stackone.url, "drain")
+    serve = start(cfg, "serve")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url)
+        load = Load(url)
+        counter = iter(range(20_000_000, 20_000_000 + backlog))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+            async def worker() -> None:
+                for i in counter:
+                    await load.post(session, i)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(64)))
+            queue_rate = load.accepted / (time.perf_counter() - started)
+        serve_rss = peak_rss_mb(serve.pid)
+    finally:
+        serve.terminate()
+        serve.wait()
+    before = len(stackone.assignments(ACCOUNT))
+    worker_proc = start(cfg, "worker")
+    try:
+        started = time.perf_counter()
+        deadline = started + 1800
+        peak = 0.0
+        while len(stackone.assignments(ACCOUNT)) - before < load.accepted and time.perf_counter() < deadline:
+            await asyncio.sleep(0.5)
+            peak = max(peak, peak_rss_mb(worker_proc.pid))
+        elapsed = time.perf_counter() - started
+        done = len(stackone.assignments(ACCOUNT)) - before
+        peak = max(peak, peak_rss_mb(worker_proc.pid))
+    finally:
+        worker_proc.terminate()
+        worker_proc.wait()
+        await cleanup(prefix)
+    return {
+        "queued": load.accepted,
+        "queue_rate": queue_rate,
+        "serve_rss_mb": serve_rss,
+        "drained": done,
+        "drain_per_s": done / elapsed,
+        "worker_rss_mb": peak,
+    }
+
+
+async def cleanup(prefix: str) -> None:
+    connection = await aio_pika.connect(AMQP)
+    async with connection:
+        channel = await connection.channel()
+        for suffix in ["events", "dead", f"sync.{ACCOUNT}", *[f"delay.{i}" for i in range(8)]]:
+            await channel.queue_delete(f"{prefix}.{suffix}")
+        for exchange in (prefix, f"{prefix}.delay", f"{prefix}.dead"):
+            await channel.exchange_delete(exchange)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="lmsbridge-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        results: dict[str, dict[str, Any]] = {}
+        for phase in args.phases.split(","):
+            stackone = StackOneStandIn(api_key=KEY)
+            await stackone.start()
+            for p in range(PEOPLE):
+                stackone.add_user(ACCOUNT, f"person{p:04d}@acme.example")
+            try:
+                if phase == "throughput":
+                    results[phase] = await throughput(tmp, stackone, args.duration, args.concurrency)
+                elif phase == "latency":
+                    results[phase] = await latency(tmp, stackone, 100.0, min(args.duration, 30))
+                elif phase == "drain":
+                    results[phase] = await backlog_and_drain(tmp, stackone, args.backlog)
+            finally:
+                await stackone.close()
+            console.print(phase, results[phase])
+    table = Table(title=f"End to end on {os.cpu_count()} cores (SQLite, StackOne stand-in answering at once)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    if "throughput" in results:
+        r = results["throughput"]
+        table.add_row("webhooks accepted/s (run, max load)", f"{r['accepted_per_s']:,.0f}", "")
+        table.add_row(
+            f"LMS writes/s sustained over {args.duration:.0f} s", f"{r['written_per_s_in_window']:,.0f}", ">= 2,500"
+        )
+        table.add_row("LMS writes/s including drain", f"{r['written_per_s_overall']:,.0f}", "")
+        table.add_row("events accepted / written", f"{r['accepted']:,} / {r['written']:,}", "equal")
+    if "latency" in results:
+        r = results["latency"]
+        table.add_row("latency at 100/s p50 (ms)", f"{r['p50_ms']:.1f}", "<= 20")
+        table.add_row("latency at 100/s p99 (ms)", f"{r['p99_ms']:.1f}", "<= 100")
+        table.add_row("events sent / written", f"{r['events']:,} / {r['written']:,}", "equal")
+    if "drain" in results:
+        r = results["drain"]
+        table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
+        table.add_row("worker drain events/s", f"{r['drain_per_s']:,.0f}", "")
+        table.add_row(f"worker peak RSS draining {r['queued']:,} (MB)", f"{r['worker_rss_mb']:.0f}", "<= 150")
+        table.add_row("events queued / drained", f"{r['queued']:,} / {r['drained']:,}", "equal")
+    console.print(table)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--phases", default="throughput,latency,drain")
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

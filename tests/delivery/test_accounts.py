@@ -1,0 +1,94 @@
+"""Several StackOne accounts: each gets its own writes, and one account's trouble never holds up another."""
+
+from __future__ import annotations
+
+from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.broker.topology import Names
+from lmsbridge.testing.stackone import StackOneStandIn
+from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
+from tests.pipeline.conftest import SettingsFactory
+
+JANE = "jane.smith@acme.example"
+REF = "exec:scenario:discovery-call"
+
+
+async def test_one_source_writes_to_both_accounts_and_a_500_storm_on_one_does_not_delay_the_other(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A source linked to a1 and a2 writes to both; three 500s on a1 do not hold up a2, which syncs first."""
+    on_a1 = stackone.add_user("a1", JANE)
+    on_a2 = stackone.add_user("a2", JANE)
+    runtime = await start_runtime(make_settings(accounts=["a1", "a2"]))
+    stackone.fail_next(500, times=3, account="a1")
+
+    await assign(sender_for(runtime), JANE)
+
+    assert await settled(runtime) == {"a1": {"synced": 1}, "a2": {"synced": 1}}
+    [first, second] = stackone.assignments()
+    assert (first["account"], first["user_id"]) == ("a2", on_a2)
+    assert (second["account"], second["user_id"]) == ("a1", on_a1)
+    assert {a["body"]["learning_object_external_reference"] for a in (first, second)} == {REF}
+    # a2 was done before a1 even got through its backoff: a2's create precedes a1's last 500.
+    a1_failures = [r for r in stackone.requests if r.account == "a1" and r.status == 500]
+    assert len(a1_failures) == 3
+    [a2_create] = calls(stackone, "POST", "/assignments", account="a2")
+    assert a2_create.time < a1_failures[-1].time
+    assert stackone.content("a1").keys() == stackone.content("a2").keys() == {REF}
+    assert stackone.violations == []
+
+
+async def test_412_pauses_only_that_account_keeps_its_message_and_the_probe_resumes_it(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    dead_letters: DeadLetters,
+    broker_prefix: str,
+) -> None:
+    """412 on a1 pauses a1 (message kept, not dead-lettered) while a2 syncs; re-enabled, a1 resumes and lands.
+
+    The consumer probes a paused account after 5 s (not configurable), so this test takes about 6 s.
+    """
+    on_a1 = stackone.add_user("a1", JANE)
+    stackone.add_user("a2", JANE)
+    stackone.disable_account("a1")
+    runtime = await start_runtime(make_settings(accounts=["a1", "a2"]))
+    assert runtime.repo is not None
+    assert runtime.consumer is not None
+    repo = runtime.repo
+
+    await assign(sender_for(runtime), JANE)
+
+    async def a1_paused() -> bool:
+        return (await repo.account("a1")).paused and await sync_status(runtime, "a2") == {"synced": 1}
+
+    await wait_for(a1_paused, what="a1 paused and a2 synced")
+    state = await repo.account("a1")
+    assert state.reason is not None
+    assert "412" in state.reason
+    assert runtime.consumer.paused_accounts == ["a1"]
+    assert runtime.metrics.registry.get_sample_value("lmsbridge_paused_accounts") == 1.0
+    assert not (await repo.account("a2")).paused
+    assert await sync_status(runtime, "a1") == {"pending": 1}
+
+    async def message_waits() -> bool:
+        depths = await runtime.update_queue_depths()
+        return depths.get(Names(broker_prefix).sync("a1")) == 1
+
+    await wait_for(message_waits, what="a1's message back in its queue")
+    assert await dead_letters.list() == []
+    assert stackone.assignments("a1") == []
+    assert len(stackone.assignments("a2")) == 1
+
+    stackone.enable_account("a1")
+    assert await settled(runtime, timeout=20) == {"a1": {"synced": 1}, "a2": {"synced": 1}}
+    [landed] = stackone.assignments("a1")
+    assert landed["user_id"] == on_a1
+    assert not (await repo.account("a1")).paused
+    assert runtime.consumer.paused_accounts == []
+    probes = [r for r in stackone.requests if r.account == "a1" and r.query.get("page_size") == "1"]
+    assert probes, "a1 resumed without a probe call"
+    assert probes[0].status == 200
+    assert record_count(runtime, "paused") >= 1
+    assert record_count(runtime, "dead_lettered") == 0
+    assert stackone.violations == []
