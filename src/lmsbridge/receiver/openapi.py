@@ -46,14 +46,29 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _header(name: str, *, required: bool = True, pattern: str | None = None, max_length: int = 1024) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length}
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "header", "required": required, "schema": schema}
+
+
 def _headers(source: SourceSettings) -> list[dict[str, Any]]:
+    """The signature headers of a source's scheme, as strict as the verifier reads them."""
     if source.signature == "standard-webhooks":
-        names = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-    elif source.signature == "stripe":
-        names = [source.signature_header or "Limeplate-Signature"]
-    else:
-        names = ["X-Hub-Signature-256"] + ([source.delivery_header] if source.delivery_header else [])
-    return [{"name": n, "in": "header", "required": False, "schema": {"type": "string"}} for n in names]
+        return [
+            _header("webhook-id", pattern=r"^[\x21-\x7e]+$", max_length=255),
+            _header("webhook-timestamp", pattern=r"^[0-9]{1,12}$"),
+            _header("webhook-signature", pattern=r"^v1a?,[A-Za-z0-9+/=]+( v1a?,[A-Za-z0-9+/=]+)*$"),
+        ]
+    if source.signature == "stripe":
+        return [
+            _header(source.signature_header or "Limeplate-Signature", pattern=r"^t=[0-9]{1,12}(,v1=[0-9a-f]{64})+$")
+        ]
+    headers = [_header("X-Hub-Signature-256", pattern=r"^sha256=[0-9a-fA-F]{64}$")]
+    if source.delivery_header:
+        headers.append(_header(source.delivery_header, required=False, pattern=r"^[\x21-\x7e]+$", max_length=255))
+    return headers
 
 
 def document(sources: Mapping[str, SourceSettings], *, max_body_bytes: int) -> dict[str, Any]:

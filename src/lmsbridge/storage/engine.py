@@ -23,7 +23,9 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """
     if not is_sqlite(url):
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    # One connection: SQLite has one writer at a time anyway, and waiting for the pool (in
+    # asyncio) is far cheaper than waiting in SQLite's busy handler, which sleeps.
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
