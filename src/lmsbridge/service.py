@@ -17,6 +17,7 @@ Handlers raise; the consumer alone decides ack, retry or dead-letter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,7 +34,15 @@ from lmsbridge.domain.sync import (
     completion_body,
     content_body,
 )
-from lmsbridge.errors import AlreadyExists, DeadLetter, LeaseBusy, ParkRecord, RetryLater, WriteUncertain
+from lmsbridge.errors import (
+    AlreadyExists,
+    DeadLetter,
+    InfrastructureFault,
+    LeaseBusy,
+    ParkRecord,
+    RetryLater,
+    WriteUncertain,
+)
 from lmsbridge.people import People
 from lmsbridge.ports import PlatformPort, RepositoryPort, StackOnePort, SyncQueuePort, SyncView
 
@@ -102,29 +111,33 @@ class Service:
                 await self.repo.set_status(record_id, account, SYNCED)
             return Synced(record_id, account)
         holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"  # one lease per sync call, even within a process
-        if not await self.repo.claim(record_id, account, holder, self.clock(), LEASE_SECONDS):
+        claimed = await self.repo.claim(record_id, account, holder, self.clock(), LEASE_SECONDS)
+        if claimed is None:
             raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
-            return await self._sync_claimed(record_id, account)
-        finally:
+            result = await self._sync_claimed(claimed)
+        except BaseException:
+            with contextlib.suppress(InfrastructureFault):
+                await self.repo.release(record_id, account, holder)
+            raise
+        if not result.steps:  # nothing written, so no write released the lease
             await self.repo.release(record_id, account, holder)
+        return result
 
-    async def _sync_claimed(self, record_id: int, account: str) -> Synced:
-        view = await self.repo.load_sync(record_id, account)  # fresh, now that we hold the lease
-        if view is None:
-            return Synced(record_id, account)
+    async def _sync_claimed(self, view: SyncView) -> Synced:
+        """Write the missing steps; the last write also marks the record synced and frees the lease."""
+        record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced)
         if plan.done:
             await self.repo.set_status(record_id, account, SYNCED)
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
-        for step in plan.steps:
-            calls += await self._perform(view, step, user_id)
-        await self.repo.set_status(record_id, account, SYNCED)
+        for index, step in enumerate(plan.steps):
+            calls += await self._perform(view, step, user_id, last=index == len(plan.steps) - 1)
         return Synced(record_id, account, plan.steps, calls)
 
-    async def _perform(self, view: SyncView, step: SyncStep, user_id: str) -> int:
+    async def _perform(self, view: SyncView, step: SyncStep, user_id: str, *, last: bool) -> int:
         account, rid, state = view.account, view.record_id, view.state
         if step is SyncStep.UPSERT_CONTENT:
             return await self._upsert_content(account, state.learning_object_ref, state.title)
@@ -133,7 +146,7 @@ class Service:
             calls += 1
             existing = await self._existing(account, user_id, step, state.learning_object_ref)
             if existing is not None:
-                await self.repo.mark_written(rid, account, step, existing or None)
+                await self.repo.mark_written(rid, account, step, existing or None, last=last)
                 return calls
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:
@@ -145,7 +158,7 @@ class Service:
         except WriteUncertain:
             await self.repo.mark_uncertain(rid, account, step)
             raise
-        await self.repo.mark_written(rid, account, step, lms_id)
+        await self.repo.mark_written(rid, account, step, lms_id, last=last)
         return calls + 1
 
     async def _existing(self, account: str, user_id: str, step: SyncStep, ref: str) -> str | None:

@@ -217,24 +217,27 @@ class Repository:
     async def load_sync(self, record_id: int, account: str) -> SyncView | None:
         """The record and its sync state on ``account``; None when either is gone."""
         async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(records, sync_state)
-                        .join(sync_state, sync_state.c.record_id == records.c.id)
-                        .where(records.c.id == record_id, sync_state.c.account == account)
-                    )
+            return await self._view(conn, record_id, account)
+
+    async def _view(self, conn: AsyncConnection, record_id: int, account: str) -> SyncView | None:
+        row = (
+            (
+                await conn.execute(
+                    select(records, sync_state)
+                    .join(sync_state, sync_state.c.record_id == records.c.id)
+                    .where(records.c.id == record_id, sync_state.c.account == account)
                 )
-                .mappings()
-                .first()
             )
-            if row is None:
-                return None
-            known = await conn.scalar(
-                select(func.count())
-                .select_from(content)
-                .where(content.c.account == account, content.c.external_reference == row["learning_object_ref"])
-            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        known = await conn.scalar(
+            select(func.count())
+            .select_from(content)
+            .where(content.c.account == account, content.c.external_reference == row["learning_object_ref"])
+        )
         return SyncView(
             record_id=record_id,
             account=account,
@@ -251,8 +254,11 @@ class Repository:
         )
 
     @_guard
-    async def claim(self, record_id: int, account: str, owner: str, now: float, lease: float) -> bool:
-        """Take the record's sync lease on ``account``; False while someone else holds it."""
+    async def claim(self, record_id: int, account: str, owner: str, now: float, lease: float) -> SyncView | None:
+        """Take the record's sync lease on ``account`` and read it afresh, in one transaction.
+
+        None while someone else holds the lease (or the row is gone).
+        """
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(sync_state)
@@ -267,7 +273,9 @@ class Repository:
                 )
                 .values(lease_owner=owner, lease_until=now + lease)
             )
-            return bool(result.rowcount)
+            if not result.rowcount:
+                return None
+            return await self._view(conn, record_id, account)
 
     @_guard
     async def release(self, record_id: int, account: str, owner: str) -> None:
@@ -284,9 +292,18 @@ class Repository:
             )
 
     @_guard
-    async def mark_written(self, record_id: int, account: str, step: SyncStep, lms_id: str | None) -> None:
-        """Record that ``step`` is written on the LMS (clears any uncertainty about it)."""
-        values: dict[str, Any] = {"uncertain_step": None, "updated_at": datetime.now(UTC)}
+    async def mark_written(
+        self, record_id: int, account: str, step: SyncStep, lms_id: str | None, *, last: bool = False
+    ) -> None:
+        """Record that ``step`` is written on the LMS (clears any uncertainty about it).
+
+        ``last``: it was the last write the record needed: mark it synced and give the lease
+        back in the same transaction.
+        """
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"uncertain_step": None, "updated_at": now}
+        if last:
+            values.update(status=SYNCED, reason=None, synced_at=now, lease_owner=None, lease_until=None)
         if step is SyncStep.CREATE_ASSIGNMENT:
             values.update(assignment_created=True, lms_assignment_id=lms_id)
         elif step is SyncStep.CREATE_COMPLETION:
