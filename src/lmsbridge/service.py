@@ -71,7 +71,7 @@ class Service:
     people: People
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     clock: Callable[[], float] = time.time
-    _content_locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
+    _content_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
 
     # --- step 1: events -----------------------------------------------------------------
 
@@ -173,23 +173,18 @@ class Service:
         return None
 
     async def _upsert_content(self, account: str, ref: str, title: str) -> int:
-        """Upsert this learning object once per account, even when many records need it at once."""
-        async with self._content_locks.setdefault(account, asyncio.Lock()):
+        """Upsert a learning object once per account, even when many records need it at once.
+
+        Uses the batch endpoint (some LMSs accept single content writes only rarely); the
+        lock per (account, object) keeps concurrent syncs in this process from repeating it.
+        """
+        async with self._content_locks.setdefault((account, ref), asyncio.Lock()):
             if not await self.repo.missing_content(account, [(ref, title)]):
                 return 0  # a concurrent sync upserted it while this one waited
-            return await self._upsert_content_now(account, ref, title)
-
-    async def _upsert_content_now(self, account: str, ref: str, title: str) -> int:
-        """Upsert this learning object, with any others waiting records on the account need."""
-        wanted = dict(await self.repo.pending_content(account))
-        wanted[ref] = title
-        items = sorted(wanted.items())
-        errors = await self.stackone.upsert_content_batch(account, [content_body(r, t) for r, t in items])
-        accepted = [item for i, item in enumerate(items) if i >= len(errors) or not errors[i]]
-        await self.repo.mark_content(account, accepted)
-        if ref not in dict(accepted):
-            problems = errors[[r for r, _ in items].index(ref)]
-            raise DeadLetter("content_rejected", f"StackOne rejected learning object {ref}", detail=problems)
+            errors = await self.stackone.upsert_content_batch(account, [content_body(ref, title)])
+            if errors and errors[0]:
+                raise DeadLetter("content_rejected", f"StackOne rejected learning object {ref}", detail=errors[0])
+            await self.repo.mark_content(account, [(ref, title)])
         return 1
 
     # --- bookkeeping for the consumer's decisions ---------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -396,30 +396,6 @@ class Repository:
             )
             known = {r[0] for r in rows}
         return [(ref, title) for ref, title in wanted.items() if ref not in known]
-
-    @_guard
-    async def pending_content(self, account: str, limit: int = 100) -> list[tuple[str, str]]:
-        """Learning objects that records waiting on ``account`` need and the account lacks."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(records.c.learning_object_ref, func.max(records.c.title))
-                .join(sync_state, sync_state.c.record_id == records.c.id)
-                .outerjoin(
-                    content,
-                    and_(
-                        content.c.account == sync_state.c.account,
-                        content.c.external_reference == records.c.learning_object_ref,
-                    ),
-                )
-                .where(
-                    sync_state.c.account == account,
-                    sync_state.c.status == PENDING,
-                    content.c.external_reference.is_(None),
-                )
-                .group_by(records.c.learning_object_ref)
-                .limit(limit)
-            )
-            return [(str(r[0]), str(r[1])) for r in rows]
 
     @_guard
     async def mark_content(self, account: str, items: Sequence[tuple[str, str]]) -> None:
