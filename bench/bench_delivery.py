@@ -433,13 +433,11 @@ async def rate_budget(tmp: Path, limit: int) -> dict[str, Any]:
         t0 = time.time()
         posting = asyncio.create_task(poster.post_all(backlog, concurrency=64))
         window = (t0 + BUDGET_SETTLE, t0 + BUDGET_SETTLE + BUDGET_WINDOW)
-        target = len(warm) + len(backlog)
-        drain_timeout = 60 * len(backlog) / limit * 1.5 + 30
-        drained = await settle(
-            stackone, lambda: len(stackone.assignments()) >= target, timeout=drain_timeout, quiet=1.0, label="drain"
-        )
+        # the window only: the drain goes on after it, and is not waited for
+        while time.time() < window[1] + 1.0:
+            await asyncio.sleep(0.5)
         await posting
-        drain_seconds = time.time() - t0
+        written = len(stackone.assignments()) - len(warm)
         inside = [r for r in stackone.requests if window[0] <= r.time < window[1]]
         counted = [r for r in inside if r.status != 429]
         limited_at = [r.time - t0 for r in stackone.requests if r.status == 429]
@@ -449,9 +447,8 @@ async def rate_budget(tmp: Path, limit: int) -> dict[str, Any]:
             "warm_requests": warm_requests,
             "warm_limited": warm_limited,
             "backlog": len(backlog),
-            "drained": drained,
-            "drain_seconds": drain_seconds,
-            "written": len(stackone.assignments()) - len(warm),
+            "written": written,
+            "queued": poster.accepted - len(warm),
             "window_requests": len(inside),
             "window_counted": len(counted),
             "use": len(counted) / allowance,
@@ -578,9 +575,9 @@ def table(results: dict[str, dict[str, Any]]) -> Table:
         first = r["first_429"]
         out.add_row("  first 429, s after the backlog started", "-" if first is None else f"{first:.1f}", "")
         out.add_row(
-            f"  {r['backlog']:,} events drained in (s)",
-            f"{r['drain_seconds']:.0f}" + ("" if r["drained"] else " (unfinished)"),
-            f">= {60 * r['backlog'] / r['limit']:.0f}",
+            f"  backlog queued / written in {BUDGET_SETTLE + BUDGET_WINDOW:.0f} s",
+            f"{r['queued']:,} / {r['written']:,}",
+            f"{r['queued']:,} / {(BUDGET_SETTLE + BUDGET_WINDOW) * r['limit'] / 60:,.0f}",
         )
         out.add_row("  requests in window by operation", r["window_by_op"], "")
     if "fairness" in results:
