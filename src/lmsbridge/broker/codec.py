@@ -139,11 +139,7 @@ def decode(message: AbstractIncomingMessage) -> Task:
     raise DeadLetter("poison_message", f"unknown message kind {kind!r}")
 
 
-def retried(message: AbstractIncomingMessage, *, attempt: int, delay_header: str, level: int) -> Message:
-    """A copy of ``message`` for a delay queue, with its attempt count and delay level set."""
-    headers = dict(message.headers or {})
-    headers[ATTEMPT] = attempt
-    headers[delay_header] = level
+def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Message:
     return Message(
         message.body,
         message_id=message.message_id,
@@ -153,20 +149,14 @@ def retried(message: AbstractIncomingMessage, *, attempt: int, delay_header: str
         headers=headers,
         timestamp=message.timestamp,
     )
+
+
+def retried(message: AbstractIncomingMessage, *, attempt: int, delay_header: str, level: int) -> Message:
+    """A copy of ``message`` for a delay queue, with its attempt count and delay level set."""
+    return _copy(message, {**(message.headers or {}), ATTEMPT: attempt, delay_header: level})
 
 
 def dead(message: AbstractIncomingMessage, *, reason: str, error: str) -> Message:
     """A copy of ``message`` for the dead-letter queue, recording why it is there."""
-    headers = dict(message.headers or {})
-    headers[REASON] = reason
-    headers[ERROR] = error[:1000]
-    headers[ROUTING_KEY] = message.routing_key or ""
-    return Message(
-        message.body,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        content_type=message.content_type,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        headers=headers,
-        timestamp=message.timestamp,
-    )
+    headers = {**(message.headers or {}), REASON: reason, ERROR: error[:1000], ROUTING_KEY: message.routing_key or ""}
+    return _copy(message, headers)

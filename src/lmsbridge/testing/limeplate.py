@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
+from lmsbridge.testing.webhooks import T0, limeplate_assignment
+
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found", 429: "rate_limit_error"}
 
 
@@ -87,10 +88,6 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": {"type": kind, "message": message}}, status=status, headers=headers)
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def make_team_assignment(
     n_members: int,
     *,
@@ -104,26 +101,14 @@ def make_team_assignment(
 
     Members are ``member000@{domain}``, ``member001@{domain}``, ...; none has started.
     """
-    assignment_id = assignment_id or str(uuid.uuid4())
+    base = limeplate_assignment(
+        assignment_id or str(uuid.uuid4()), target_id=target_id, title=title, created_at=created_at
+    )
     return {
-        "id": assignment_id,
-        "contentArea": "practice",
-        "assigneeType": "team",
-        "assigneeId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"team:{assignment_id}")),
-        "assigneeName": "Payments",
-        "targetType": "topic",
-        "targetId": target_id,
-        "targetTitle": title,
-        "deadline": _iso(created_at + timedelta(days=14)),
-        "isMandatory": True,
-        "isActive": True,
-        "isOverdue": False,
+        **base,
         "note": "Follow-up to the May audit finding.",
         "assignedByName": "API Key: CI Ingestion",
-        "avgProgress": 0,
         "totalAssignees": n_members,
-        "completedAssignees": 0,
-        "createdAt": _iso(created_at),
         "userProgress": [
             {
                 "userId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"member-{i}@{domain}")),
