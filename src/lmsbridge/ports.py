@@ -71,7 +71,9 @@ class RepositoryPort(Protocol):
     async def mark_written(
         self, record_id: int, account: str, step: SyncStep, lms_id: str | None, *, last: bool = False
     ) -> None: ...
-    async def mark_uncertain(self, record_id: int, account: str, step: SyncStep) -> None: ...
+    async def intend(
+        self, record_id: int, account: str, owner: str, step: SyncStep | None, now: float, lease: float
+    ) -> bool: ...
     async def set_status(
         self,
         record_id: int,

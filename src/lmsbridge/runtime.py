@@ -112,6 +112,7 @@ class Runtime:
             accounts_of={name: list(src.accounts) for name, src in s.sources.items()},
             platforms=platforms,
             people=self.people,
+            lease_seconds=s.worker.sync_lease_seconds,
         )
         self.consumer = Consumer(
             self.broker,

@@ -39,6 +39,7 @@ from lmsbridge.errors import (
     DeadLetter,
     InfrastructureFault,
     LeaseBusy,
+    LmsbridgeError,
     ParkRecord,
     RetryLater,
     WriteUncertain,
@@ -47,6 +48,7 @@ from lmsbridge.people import People
 from lmsbridge.ports import PlatformPort, RepositoryPort, StackOnePort, SyncQueuePort, SyncView
 
 LEASE_SECONDS = 120.0
+"""Default sync lease: longer than StackOne works on one request (60 s), renewed before every create."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Service:
     platforms: Mapping[str, PlatformPort]
     people: People
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
     _content_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
 
@@ -111,11 +114,11 @@ class Service:
                 await self.repo.set_status(record_id, account, SYNCED)
             return Synced(record_id, account)
         holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"  # one lease per sync call, even within a process
-        claimed = await self.repo.claim(record_id, account, holder, self.clock(), LEASE_SECONDS)
+        claimed = await self.repo.claim(record_id, account, holder, self.clock(), self.lease_seconds)
         if claimed is None:
             raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
-            result = await self._sync_claimed(claimed)
+            result = await self._sync_claimed(claimed, holder)
         except BaseException:
             with contextlib.suppress(InfrastructureFault):
                 await self.repo.release(record_id, account, holder)
@@ -124,7 +127,7 @@ class Service:
             await self.repo.release(record_id, account, holder)
         return result
 
-    async def _sync_claimed(self, view: SyncView) -> Synced:
+    async def _sync_claimed(self, view: SyncView, holder: str) -> Synced:
         """Write the missing steps; the last write also marks the record synced and frees the lease."""
         record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced)
@@ -134,10 +137,13 @@ class Service:
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
         for index, step in enumerate(plan.steps):
-            calls += await self._perform(view, step, user_id, last=index == len(plan.steps) - 1)
+            calls += await self._perform(view, step, user_id, holder, last=index == len(plan.steps) - 1)
         return Synced(record_id, account, plan.steps, calls)
 
-    async def _perform(self, view: SyncView, step: SyncStep, user_id: str, *, last: bool) -> int:
+    async def _perform(self, view: SyncView, step: SyncStep, user_id: str, holder: str, *, last: bool) -> int:
+        """One write. A create is preceded by its write-ahead intent, so a crash at any point
+        (SIGKILL mid-request, a timeout, a 408) leaves the step marked: the next sync of the
+        record lists the LMS before creating, and no second copy is ever written."""
         account, rid, state = view.account, view.record_id, view.state
         if step is SyncStep.UPSERT_CONTENT:
             return await self._upsert_content(account, state.learning_object_ref, state.title)
@@ -148,6 +154,8 @@ class Service:
             if existing is not None:
                 await self.repo.mark_written(rid, account, step, existing or None, last=last)
                 return calls
+        if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
+            raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:
                 lms_id = await self.stackone.create_assignment(account, user_id, assignment_body(state))
@@ -156,7 +164,11 @@ class Service:
         except AlreadyExists:
             lms_id = None
         except WriteUncertain:
-            await self.repo.mark_uncertain(rid, account, step)
+            raise  # the intent stays: the next attempt lists first
+        except LmsbridgeError:
+            # StackOne answered and refused: nothing was written, so the next attempt need not list
+            with contextlib.suppress(InfrastructureFault):
+                await self.repo.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
         await self.repo.mark_written(rid, account, step, lms_id, last=last)
         return calls + 1

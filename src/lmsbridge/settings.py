@@ -82,6 +82,12 @@ class WorkerSettings(_Section):
     drain_timeout: float = Field(25.0, ge=0, description="seconds to finish work on SIGTERM")
     inbox_retention_days: float = Field(14.0, gt=0, description="how long message ids are remembered")
     pause_probe_seconds: float = Field(5.0, gt=0, description="first wait before probing a paused account")
+    sync_lease_seconds: float = Field(
+        120.0,
+        ge=1,
+        description="how long one consumer holds a record while writing it; renewed before every create. "
+        "Keep it above stackone.timeout plus StackOne's own 60 s and the longest Retry-After",
+    )
 
 
 class SourceSettings(_Section):
@@ -139,6 +145,13 @@ class Settings(BaseSettings):
             if not _SOURCE_NAME.match(name):
                 raise ValueError(f"source name {name!r} must be a URL path segment")
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_call(self) -> Settings:
+        # A lease that ran out during a create would let a second consumer write the record again.
+        if self.worker.sync_lease_seconds <= self.stackone.timeout:
+            raise ValueError("worker.sync_lease_seconds must be longer than stackone.timeout")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -266,6 +266,7 @@ retry_delays = {list(RETRY_DELAYS)}
 [worker]
 metrics_port = 0
 drain_timeout = 5.0
+sync_lease_seconds = 15.0
 {sources}"""
     )
 

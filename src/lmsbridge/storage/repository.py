@@ -311,9 +311,26 @@ class Repository:
         await self._update_sync(record_id, account, values)
 
     @_guard
-    async def mark_uncertain(self, record_id: int, account: str, step: SyncStep) -> None:
-        """A create may or may not have happened: check the LMS before creating again."""
-        await self._update_sync(record_id, account, {"uncertain_step": step.value})
+    async def intend(
+        self, record_id: int, account: str, owner: str, step: SyncStep | None, now: float, lease: float
+    ) -> bool:
+        """Write-ahead intent: note ``step`` as possibly written, and renew the lease, BEFORE the create.
+
+        Whoever syncs the record next (after a crash, a timeout or a 408) lists the LMS before
+        creating again. ``step=None`` clears the intent after a definite refusal. False when
+        ``owner`` no longer holds the lease: the caller must not write.
+        """
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(sync_state)
+                .where(
+                    sync_state.c.record_id == record_id,
+                    sync_state.c.account == account,
+                    sync_state.c.lease_owner == owner,
+                )
+                .values(uncertain_step=step.value if step else None, lease_until=now + lease)
+            )
+        return bool(result.rowcount)
 
     @_guard
     async def set_status(
