@@ -6,7 +6,7 @@ broker implement them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -97,8 +97,22 @@ class StackOnePort(Protocol):
     """The StackOne LMS calls the service makes (implemented by :class:`lmsbridge.stackone.StackOneClient`)."""
 
     async def upsert_content_batch(self, account: str, items: list[dict[str, Any]]) -> list[list[str]]: ...
-    async def create_assignment(self, account: str, user_id: str, body: dict[str, Any]) -> str | None: ...
-    async def create_completion(self, account: str, user_id: str, body: dict[str, Any]) -> str | None: ...
+    async def create_assignment(
+        self,
+        account: str,
+        user_id: str,
+        body: dict[str, Any],
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str | None: ...
+    async def create_completion(
+        self,
+        account: str,
+        user_id: str,
+        body: dict[str, Any],
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str | None: ...
     async def list_user_assignments(self, account: str, user_id: str) -> list[dict[str, Any]]: ...
     async def list_user_completions(self, account: str, user_id: str) -> list[dict[str, Any]]: ...
     async def find_users_by_email(self, account: str, email: str) -> Sequence[UserRow]: ...

@@ -154,13 +154,19 @@ class Service:
             if existing is not None:
                 await self.repo.mark_written(rid, account, step, existing or None, last=last)
                 return calls
-        if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
-            raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
+
+        async def intend() -> None:
+            # After the rate limiter's grant, so no wait can outlast the lease between this and the send.
+            if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
+                raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
+
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:
-                lms_id = await self.stackone.create_assignment(account, user_id, assignment_body(state))
+                body = assignment_body(state)
+                lms_id = await self.stackone.create_assignment(account, user_id, body, before_send=intend)
             else:
-                lms_id = await self.stackone.create_completion(account, user_id, completion_body(state))
+                body = completion_body(state)
+                lms_id = await self.stackone.create_completion(account, user_id, body, before_send=intend)
         except AlreadyExists:
             lms_id = None
         except WriteUncertain:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -39,6 +39,8 @@ from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPa
 from lmsbridge.stackone.ratelimit import RateLimiter
 
 Observer = Callable[[str, int, float], None]
+BeforeSend = Callable[[], Awaitable[None]]
+"""Called after the rate limiter granted the request and just before it is sent; may raise to stop it."""
 """Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 
 DEFAULT_RETRY_AFTER = 60.0  # StackOne's documented default
@@ -185,13 +187,17 @@ class StackOneClient:
         """Create or replace one learning object, matched by ``external_reference`` (send every field)."""
         await self._call("upsert_content", account, "PUT", "/unified/lms/content", json=item)
 
-    async def create_assignment(self, account: str, user_id: str, body: dict[str, Any]) -> str | None:
+    async def create_assignment(
+        self, account: str, user_id: str, body: dict[str, Any], *, before_send: BeforeSend | None = None
+    ) -> str | None:
         """Create an assignment for a user; StackOne's id of it, if given."""
-        return await self._create("create_assignment", account, user_id, "assignments", body)
+        return await self._create("create_assignment", account, user_id, "assignments", body, before_send)
 
-    async def create_completion(self, account: str, user_id: str, body: dict[str, Any]) -> str | None:
+    async def create_completion(
+        self, account: str, user_id: str, body: dict[str, Any], *, before_send: BeforeSend | None = None
+    ) -> str | None:
         """Create a completion for a user; StackOne's id of it, if given."""
-        return await self._create("create_completion", account, user_id, "completions", body)
+        return await self._create("create_completion", account, user_id, "completions", body, before_send)
 
     # --- reads --------------------------------------------------------------------------
 
@@ -223,9 +229,24 @@ class StackOneClient:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    async def _create(self, operation: str, account: str, user_id: str, kind: str, body: dict[str, Any]) -> str | None:
+    async def _create(
+        self,
+        operation: str,
+        account: str,
+        user_id: str,
+        kind: str,
+        body: dict[str, Any],
+        before_send: BeforeSend | None,
+    ) -> str | None:
         data = await self._call(
-            operation, account, "POST", _user_path(user_id, kind), json=body, is_create=True, user_scoped=True
+            operation,
+            account,
+            "POST",
+            _user_path(user_id, kind),
+            json=body,
+            is_create=True,
+            user_scoped=True,
+            before_send=before_send,
         )
         if not isinstance(data, dict):
             return None  # written (2xx), but no readable id
@@ -275,10 +296,13 @@ class StackOneClient:
         json: Any = None,
         is_create: bool = False,
         user_scoped: bool = False,
+        before_send: BeforeSend | None = None,
     ) -> Any:
         """One request; the parsed JSON of a 2xx answer (None if empty or not JSON), else raises."""
         if self._limiter is not None:
             await self._limiter.acquire(account)
+        if before_send is not None:
+            await before_send()
         headers = {**self._headers, "x-account-id": account}
         data: bytes | None = None
         if json is not None:

@@ -1,0 +1,136 @@
+"""A consumer that dies or stalls in the middle of a create never causes a second LMS write.
+
+Two :class:`Service` instances stand for two worker processes sharing one SQLite file; they
+talk to the StackOne stand-in over real HTTP. Only the sync queue is a collecting fake, so the
+test decides who syncs when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from lmsbridge.errors import LeaseBusy
+from lmsbridge.people import People
+from lmsbridge.service import Service
+from lmsbridge.settings import StackOneSettings
+from lmsbridge.stackone import StackOneClient
+from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage.migrate import upgrade
+from lmsbridge.testing.fakes import CollectingSyncQueue
+from lmsbridge.testing.stackone import StackOneStandIn
+from tests.test_convergence import EVENTS
+
+KEY = "crash-key"
+ACCOUNT = "acc-crash"
+
+
+@dataclass
+class Worker:
+    """One worker process's service, with a clock the test moves."""
+
+    service: Service
+    now: list[float]
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand."""
+
+    now: list[float]
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now[0]
+
+
+@pytest.fixture
+async def standin(stackone_spec: Path) -> AsyncIterator[StackOneStandIn]:
+    """The StackOne stand-in, checking every request against the spec."""
+    server = StackOneStandIn(api_key=KEY, spec_path=stackone_spec)
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def workers(standin: StackOneStandIn, tmp_path: Path) -> AsyncIterator[tuple[Worker, Worker, int]]:
+    """Two workers on one database; the first event is ingested, its record id returned."""
+    repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path}/crash.db"))
+    await upgrade(repo.engine)
+    standin.add_user(ACCOUNT, "jane@acme.example")
+    async with aiohttp.ClientSession() as session:
+        settings = StackOneSettings(base_url=standin.url, api_key=KEY, timeout=5.0)
+        built = []
+        for _ in range(2):
+            client = StackOneClient(session, settings, user_agent="lmsbridge/test")
+            now = [1000.0]
+            service = Service(
+                repo=repo,
+                stackone=client,
+                queue=CollectingSyncQueue(),
+                accounts_of={"acme": [ACCOUNT]},
+                platforms={},
+                people=People(repo, client, refresh_after=3600),
+                lease_seconds=30.0,
+                clock=Clock(now),
+            )
+            built.append(Worker(service, now))
+        _, [rid] = await built[0].service.ingest(EVENTS[0])
+        yield built[0], built[1], rid
+    await repo.close()
+
+
+def _posts(standin: StackOneStandIn) -> int:
+    return sum(1 for r in standin.requests if r.method == "POST" and r.path.endswith("/assignments"))
+
+
+async def test_a_worker_killed_mid_create_is_not_written_again(
+    workers: tuple[Worker, Worker, int], standin: StackOneStandIn
+) -> None:
+    """Worker A dies while its create is in flight (the LMS writes it); B, after A's lease, lists and finds it."""
+    a, b, rid = workers
+    standin.fail_next(0, delay=1.0, path_contains="/assignments")  # hangs 1 s, then writes
+    dying = asyncio.create_task(a.service.sync(rid, ACCOUNT))
+    while not any(r.path.endswith("/assignments") and r.status == 0 for r in standin.requests):
+        await asyncio.sleep(0.01)
+    dying.cancel()  # the process is gone; its request is not
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    await asyncio.sleep(1.3)
+    assert len(standin.assignments(ACCOUNT)) == 1
+
+    b.now[0] += 31.0  # A's lease has run out
+    result = await b.service.sync(rid, ACCOUNT)
+
+    assert len(standin.assignments(ACCOUNT)) == 1
+    assert _posts(standin) == 1, "B created the assignment a second time"
+    assert any(r.method == "GET" and r.path.endswith("/assignments") for r in standin.requests), "B did not list"
+    assert result.steps  # B recorded the write it found
+    assert (await b.service.repo.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert not standin.violations
+
+
+async def test_a_worker_whose_lease_ran_out_does_not_write(
+    workers: tuple[Worker, Worker, int], standin: StackOneStandIn
+) -> None:
+    """A worker stalled past its lease (a slow user lookup) is stopped before its create; B writes it once."""
+    a, b, rid = workers
+    standin.fail_next(0, delay=1.0, path_contains="/users")  # A's user lookup hangs for 1 s
+    stalled = asyncio.create_task(a.service.sync(rid, ACCOUNT))
+    while not any(r.path.endswith("/users") and r.status == 0 for r in standin.requests):
+        await asyncio.sleep(0.01)
+    a.now[0] += 31.0  # while A waits, its lease runs out ...
+    b.now[0] += 31.0
+    assert (await b.service.sync(rid, ACCOUNT)).steps  # ... and B takes the record over and writes it
+
+    with pytest.raises(LeaseBusy):
+        await stalled
+    assert len(standin.assignments(ACCOUNT)) == 1
+    assert _posts(standin) == 1, "the stalled worker wrote after losing its lease"
+    assert not standin.violations
