@@ -29,7 +29,6 @@ from lmsbridge.domain.sync import (
     DEAD,
     PARKED,
     PENDING,
-    SYNCED,
     assignment_body,
     completion_body,
     content_body,
@@ -87,14 +86,20 @@ class Service:
                 raise DeadLetter("no_platform_api", f"source {event.source} has no api_base_url/api_key to expand with")
             people = await platform.members(event.assignment_id)
         [result] = await self.repo.ingest([(event, people)], {k: list(v) for k, v in self.accounts_of.items()})
-        for record_id in result.record_ids:
-            for account in self.accounts_of.get(event.source, []):
-                await self.queue.queue_sync(
+        # Confirmed publishes, all in flight at once; a failure retries the event (a repeated
+        # sync task is harmless).
+        await asyncio.gather(
+            *(
+                self.queue.queue_sync(
                     record_id,
                     account,
                     correlation_id=event.correlation_id,
                     received_at=event.received_at.timestamp(),
                 )
+                for record_id in result.record_ids
+                for account in self.accounts_of.get(event.source, [])
+            )
+        )
         return result.duplicate, result.record_ids
 
     # --- step 2: sync -------------------------------------------------------------------
@@ -104,27 +109,22 @@ class Service:
 
         A dead record stays dead unless ``revive`` (an operator replayed its dead letter).
         """
-        view = await self.repo.load_sync(record_id, account)
-        if view is None or (view.status == DEAD and not revive):
-            return Synced(record_id, account)
-        if view.status == DEAD:
-            await self.repo.set_status(record_id, account, PENDING)
-        if plan_sync(view.state, view.synced).done:
-            if view.status != SYNCED:
-                await self.repo.set_status(record_id, account, SYNCED)
-            return Synced(record_id, account)
         holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"  # one lease per sync call, even within a process
-        claimed = await self.repo.claim(record_id, account, holder, self.clock(), self.lease_seconds)
-        if claimed is None:
+        view = await self.repo.claim(record_id, account, holder, self.clock(), self.lease_seconds, revive=revive)
+        if view is None or (view.status == DEAD and not revive):
+            return Synced(record_id, account)  # gone, or dead: nothing to write
+        if not view.leased:
+            if plan_sync(view.state, view.synced).done:
+                return Synced(record_id, account)
             raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
-            result = await self._sync_claimed(claimed, holder)
+            result = await self._sync_claimed(view, holder)
         except BaseException:
+            # The write-ahead intent, not the lease, guards against a second write: giving the
+            # lease back is always safe, and lets the retry start at once.
             with contextlib.suppress(InfrastructureFault):
                 await self.repo.release(record_id, account, holder)
             raise
-        if not result.steps:  # nothing written, so no write released the lease
-            await self.repo.release(record_id, account, holder)
         return result
 
     async def _sync_claimed(self, view: SyncView, holder: str) -> Synced:
@@ -132,7 +132,7 @@ class Service:
         record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced)
         if plan.done:
-            await self.repo.set_status(record_id, account, SYNCED)
+            await self.repo.release(record_id, account, holder, synced=True)
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0

@@ -1,4 +1,4 @@
-"""A consumer that dies or stalls in the middle of a create never causes a second LMS write.
+"""Consumers racing over one record: a crash, a stall or a merge mid-sync never doubles or loses a write.
 
 Two :class:`Service` instances stand for two worker processes sharing one SQLite file; they
 talk to the StackOne stand-in over real HTTP. Only the sync queue is a collecting fake, so the
@@ -133,4 +133,24 @@ async def test_a_worker_whose_lease_ran_out_does_not_write(
         await stalled
     assert len(standin.assignments(ACCOUNT)) == 1
     assert _posts(standin) == 1, "the stalled worker wrote after losing its lease"
+    assert not standin.violations
+
+
+async def test_a_completion_merged_during_a_sync_is_still_written(
+    workers: tuple[Worker, Worker, int], standin: StackOneStandIn
+) -> None:
+    """A completion stored while another worker writes the assignment is written by the next sync, not lost."""
+    a, b, rid = workers
+    standin.fail_next(0, delay=0.5, path_contains="/assignments")  # A's assignment POST takes 0.5 s
+    writing = asyncio.create_task(a.service.sync(rid, ACCOUNT))
+    while not any(r.path.endswith("/assignments") and r.status == 0 for r in standin.requests):
+        await asyncio.sleep(0.01)
+    _, ids = await b.service.ingest(EVENTS[1])  # the completion arrives meanwhile
+    assert ids == (rid,)
+    await writing  # A saw only the assignment, and marks the row synced
+
+    await b.service.sync(rid, ACCOUNT)  # the completion's own sync task
+
+    assert len(standin.assignments(ACCOUNT)) == 1
+    assert len(standin.completions(ACCOUNT)) == 1
     assert not standin.violations

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress, Rank
 from lmsbridge.domain.sync import SyncStep
-from lmsbridge.storage import PENDING, SYNCED, Repository, create_engine
+from lmsbridge.storage import DEAD, PENDING, SYNCED, Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.storage.tables import metadata
 
@@ -83,11 +83,43 @@ async def test_lease_excludes_a_second_owner_until_it_expires(repo: Repository) 
     """Only one worker holds a record's sync lease at a time; an expired lease can be taken."""
     [created] = await repo.ingest([(event("m1"), event("m1").people)], ACCOUNTS)
     rid = created.record_ids[0]
-    assert await repo.claim(rid, "acc-1", "w1", 1000.0, 30)
-    assert not await repo.claim(rid, "acc-1", "w2", 1010.0, 30)
-    assert await repo.claim(rid, "acc-1", "w2", 1031.0, 30)
+
+    async def leased(owner: str, now: float) -> bool:
+        view = await repo.claim(rid, "acc-1", owner, now, 30)
+        assert view is not None
+        return view.leased
+
+    assert await leased("w1", 1000.0)
+    assert not await leased("w2", 1010.0)
+    assert await leased("w2", 1031.0)
     await repo.release(rid, "acc-1", "w2")
-    assert await repo.claim(rid, "acc-1", "w1", 1032.0, 30)
+    assert await leased("w1", 1032.0)
+
+
+async def test_claim_leases_dead_rows_only_when_revived(repo: Repository) -> None:
+    """A dead row is leased only when revived (it becomes pending); a synced row is leased, the plan decides."""
+    [created] = await repo.ingest([(event("m1"), event("m1").people)], ACCOUNTS)
+    rid = created.record_ids[0]
+    await repo.set_status(rid, "acc-1", SYNCED)
+    await repo.set_status(rid, "acc-2", DEAD, reason="stackone_422")
+    synced = await repo.claim(rid, "acc-1", "w1", 1000.0, 30)
+    dead = await repo.claim(rid, "acc-2", "w1", 1000.0, 30)
+    assert synced is not None
+    assert dead is not None
+    assert (synced.leased, synced.status, dead.leased, dead.status) == (True, SYNCED, False, DEAD)
+    revived = await repo.claim(rid, "acc-2", "w1", 1000.0, 30, revive=True)
+    assert revived is not None
+    assert (revived.leased, revived.status) == (True, PENDING)
+
+
+async def test_concurrent_writes_share_one_transaction(repo: Repository) -> None:
+    """Writes issued concurrently are committed together (group commit), each with its own result."""
+    items = [event(f"m{i}", emails=(f"p{i}@acme.example",)) for i in range(20)]
+    before = repo.transactions
+    results = await asyncio.gather(*(repo.ingest([(e, e.people)], ACCOUNTS) for e in items))
+    assert len({r[0].record_ids for r in results}) == 20
+    assert repo.transactions - before < 20
+    assert (await repo.status_counts())["acc-1"] == {PENDING: 20}
 
 
 async def test_concurrent_ingest_of_one_record_merges(repo: Repository) -> None:

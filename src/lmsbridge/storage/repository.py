@@ -1,5 +1,9 @@
 """The repository: every SQL statement lmsbridge runs. Connections never leave this module.
 
+Statements are built once (:class:`_Statements`) and run as plain functions of a connection
+(:mod:`lmsbridge.storage.database`): on SQLite a whole batch on one thread, on PostgreSQL
+through asyncpg. Writes go through :class:`~lmsbridge.storage.group_commit.GroupCommit`: the
+writes of concurrent consumers share one transaction, and each returns only after that commit.
 Database faults surface as :class:`~lmsbridge.errors.InfrastructureFault`, so the consumer
 requeues without using up a record's attempts.
 """
@@ -11,22 +15,27 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, Rank, RecordKey, RecordState
 from lmsbridge.domain.records import merge, state_from_event
 from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.ports import AccountState, Ingest, SyncView
+from lmsbridge.storage.database import open_database
+from lmsbridge.storage.group_commit import GroupCommit
 from lmsbridge.storage.tables import accounts, content, directory, inbox, metadata, records, sync_state
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 __all__ = ["DEAD", "PARKED", "PENDING", "SYNCED", "Repository"]
+
+_RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "assigned_at", "due_date", "progress")
+_RECORD_STATE += ("completed_at", "passed", "score")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -50,12 +59,89 @@ def _guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any
     return wrapper
 
 
+class _Statements:
+    """The hot statements, built once per dialect; values come as parameters at execution."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.insert = insert
+        self.inbox_ids = select(inbox.c.record_ids).where(inbox.c.message_id == bindparam("message_id"))
+        self.add_inbox = insert(inbox).on_conflict_do_nothing(index_elements=["message_id"])
+        find = select(records).where(
+            records.c.source == bindparam("b_source"),
+            records.c.learning_object_ref == bindparam("b_ref"),
+            records.c.person_key == bindparam("b_person"),
+        )
+        self.find_record = find.with_for_update() if dialect == "postgresql" else find
+        self.add_record = (
+            insert(records)
+            .on_conflict_do_nothing(index_elements=["source", "learning_object_ref", "person_key"])
+            .returning(records.c.id)
+        )
+        self.set_record = (
+            update(records)
+            .where(records.c.id == bindparam("b_id"))
+            .values(
+                {name: bindparam(f"b_{name}") for name in _RECORD_STATE}
+                | {"version": bindparam("b_version"), "updated_at": bindparam("b_updated_at")}
+            )
+        )
+        self.add_sync_rows = insert(sync_state).on_conflict_do_nothing(index_elements=["record_id", "account"])
+        self.reopen_completion = (
+            update(sync_state)
+            .where(
+                sync_state.c.record_id == bindparam("b_id"),
+                sync_state.c.account.in_(bindparam("b_accounts", expanding=True)),
+                sync_state.c.status == SYNCED,
+                sync_state.c.completion_created.is_(False),
+            )
+            .values(status=PENDING, attempts=0, updated_at=bindparam("b_now"))
+        )
+        known = content.c.external_reference.label("content_known")
+        self.view = (
+            select(records, sync_state, known)
+            .join(sync_state, sync_state.c.record_id == records.c.id)
+            .outerjoin(
+                content,
+                and_(
+                    content.c.account == sync_state.c.account,
+                    content.c.external_reference == records.c.learning_object_ref,
+                ),
+            )
+            .where(records.c.id == bindparam("b_id"), sync_state.c.account == bindparam("b_account"))
+        )
+        row = (sync_state.c.record_id == bindparam("b_id"), sync_state.c.account == bindparam("b_account"))
+        free = or_(
+            sync_state.c.lease_until.is_(None),
+            sync_state.c.lease_until < bindparam("b_now"),
+            sync_state.c.lease_owner == bindparam("b_owner"),
+        )
+        lease: dict[str, Any] = {"lease_owner": bindparam("b_owner"), "lease_until": bindparam("b_until")}
+        self.claim = update(sync_state).where(*row, sync_state.c.status != DEAD, free).values(lease)
+        self.claim_reviving = (
+            update(sync_state)
+            .where(*row, free)
+            .values(lease | {"status": case((sync_state.c.status == DEAD, PENDING), else_=sync_state.c.status)})
+        )
+        # The SET clause of these two comes from the parameter names at execution.
+        self.sync_row = update(sync_state).where(*row)
+        self.held_sync_row = update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner"))
+
+
 class Repository:
     """All persistence for lmsbridge, over one async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self._sql = _Statements(self._dialect)
+        self._db = open_database(engine)
+        self._group = GroupCommit(self._db)
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions committed by this repository's group commit."""
+        return self._group.batches
 
     # --- schema -------------------------------------------------------------------------
 
@@ -67,26 +153,16 @@ class Repository:
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(select(1))
+            await self._db.read(lambda conn: conn.execute(select(1)).scalar())
             return True
         except (SQLAlchemyError, OSError):
             return False
 
     async def close(self) -> None:
-        """Dispose of the engine's connections."""
+        """Stop the group-commit writer and release every connection."""
+        await self._group.close()
+        await self._db.close()
         await self.engine.dispose()
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
-
-    async def _lock_record(self, conn: AsyncConnection, rid: int) -> Any:
-        stmt = select(records).where(records.c.id == rid)
-        if self._dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        return (await conn.execute(stmt)).mappings().one()
 
     # --- intake -------------------------------------------------------------------------
 
@@ -96,200 +172,151 @@ class Repository:
         items: Sequence[tuple[AssignmentEvent, Sequence[PersonProgress]]],
         accounts_of: dict[str, list[str]],
     ) -> list[Ingest]:
-        """Store a batch of events in ONE transaction: inbox, merged records, pending sync rows.
+        """Store events in ONE transaction: merged records, pending sync rows, the inbox.
 
         An event whose message id is already in the inbox changes nothing and returns the
-        record ids stored the first time, so its sync can be resumed.
+        record ids stored the first time, so its sync can be resumed. (A duplicate racing its
+        twin from another process is merged again, which changes nothing: merge is a join.)
         """
-        now = datetime.now(UTC)
-        out: list[Ingest] = []
-        async with self.engine.begin() as conn:
-            for event, people in items:
-                first = await conn.execute(
-                    self._insert(inbox)
-                    .values(
-                        message_id=event.message_id,
-                        source=event.source,
-                        event_type=event.type,
-                        received_at=event.received_at,
-                        processed_at=now,
-                        record_ids=[],
-                    )
-                    .on_conflict_do_nothing(index_elements=["message_id"])
-                )
-                if first.rowcount == 0:
-                    stored = await conn.scalar(select(inbox.c.record_ids).where(inbox.c.message_id == event.message_id))
-                    out.append(Ingest(True, tuple(stored or ())))
-                    continue
-                ids = [
-                    await self._upsert_record(conn, event, person, accounts_of.get(event.source, []), now)
-                    for person in people
-                ]
-                await conn.execute(update(inbox).where(inbox.c.message_id == event.message_id).values(record_ids=ids))
-                out.append(Ingest(False, tuple(ids)))
-        return out
 
-    async def _upsert_record(
-        self,
-        conn: AsyncConnection,
-        event: AssignmentEvent,
-        person: PersonProgress,
-        accts: list[str],
-        now: datetime,
+        def work(conn: Connection) -> list[Ingest]:
+            now = datetime.now(UTC)
+            out: list[Ingest] = []
+            for event, people in items:
+                stored = conn.execute(self._sql.inbox_ids, {"message_id": event.message_id}).scalar()
+                if stored is not None:
+                    out.append(Ingest(True, tuple(stored)))
+                    continue
+                accts = accounts_of.get(event.source, [])
+                ids = [self._upsert_record(conn, event, person, accts, now) for person in people]
+                first = conn.execute(
+                    self._sql.add_inbox,
+                    {
+                        "message_id": event.message_id,
+                        "source": event.source,
+                        "event_type": event.type,
+                        "received_at": event.received_at,
+                        "processed_at": now,
+                        "record_ids": ids,
+                    },
+                )
+                out.append(Ingest(first.rowcount == 0, tuple(ids)))
+            return out
+
+        return await self._group.run(work)
+
+    def _upsert_record(
+        self, conn: Connection, event: AssignmentEvent, person: PersonProgress, accts: list[str], now: datetime
     ) -> int:
         incoming = state_from_event(event, person)
-        await conn.execute(
-            self._insert(records)
-            .values(
-                source=event.source,
-                assignment_id=event.assignment_id,
-                person_key=person.person_key,
-                platform=event.platform,
-                learning_object_ref=incoming.learning_object_ref,
-                title=incoming.title,
-                rank=0,
-                version=0,
-                received_at=event.received_at,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["source", "learning_object_ref", "person_key"])
-        )
-        rid = await conn.scalar(
-            select(records.c.id).where(
-                records.c.source == event.source,
-                records.c.learning_object_ref == incoming.learning_object_ref,
-                records.c.person_key == person.person_key,
-            )
-        )
+        identity = {"b_source": event.source, "b_ref": incoming.learning_object_ref, "b_person": person.person_key}
+        row = conn.execute(self._sql.find_record, identity).mappings().first()
+        rid: int | None = None
+        merged = merge(None, incoming)
+        changed = True
+        if row is None:
+            rid = conn.execute(
+                self._sql.add_record,
+                {
+                    "source": event.source,
+                    "assignment_id": event.assignment_id,
+                    "person_key": person.person_key,
+                    "platform": event.platform,
+                    "version": 1,
+                    "received_at": event.received_at,
+                    "updated_at": now,
+                    **_columns(merged),
+                },
+            ).scalar()
+            if rid is None:  # another process inserted it meanwhile
+                row = conn.execute(self._sql.find_record, identity).mappings().first()
+        if row is not None:
+            rid = int(row["id"])
+            current = _state(row)
+            merged = merge(current, incoming)
+            changed = merged != current
+            if changed:
+                values = {f"b_{k}": v for k, v in _columns(merged).items()}
+                conn.execute(
+                    self._sql.set_record, {"b_id": rid, "b_version": row["version"] + 1, "b_updated_at": now, **values}
+                )
         assert rid is not None
-        row = await self._lock_record(conn, rid)
-        current = _state(row) if row["rank"] else None
-        merged = merge(current, incoming)
-        if merged != current:
-            await conn.execute(
-                update(records)
-                .where(records.c.id == rid)
-                .values(
-                    rank=int(merged.rank),
-                    learning_object_ref=merged.learning_object_ref,
-                    title=merged.title,
-                    assigned_at=merged.assigned_at,
-                    due_date=merged.due_date,
-                    progress=merged.progress,
-                    completed_at=merged.completed_at,
-                    passed=merged.passed,
-                    score=merged.score,
-                    version=row["version"] + 1,
-                    updated_at=now,
-                )
+        if accts:
+            conn.execute(
+                self._sql.add_sync_rows,
+                [
+                    {
+                        "record_id": rid,
+                        "account": account,
+                        "status": PENDING,
+                        "assignment_created": False,
+                        "completion_created": False,
+                        "attempts": 0,
+                        "updated_at": now,
+                    }
+                    for account in accts
+                ],
             )
-        for account in accts:
-            await conn.execute(
-                self._insert(sync_state)
-                .values(
-                    record_id=rid,
-                    account=account,
-                    status=PENDING,
-                    assignment_created=False,
-                    completion_created=False,
-                    attempts=0,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["record_id", "account"])
-            )
-            if merged != current and merged.rank is Rank.COMPLETED:
+            if changed and row is not None and merged.rank is Rank.COMPLETED:
                 # a synced record that just completed has a completion to write
-                await conn.execute(
-                    update(sync_state)
-                    .where(
-                        sync_state.c.record_id == rid,
-                        sync_state.c.account == account,
-                        sync_state.c.status == SYNCED,
-                        sync_state.c.completion_created.is_(False),
-                    )
-                    .values(status=PENDING, attempts=0, updated_at=now)
-                )
-        return int(rid)
+                conn.execute(self._sql.reopen_completion, {"b_id": rid, "b_accounts": accts, "b_now": now})
+        return rid
 
     # --- sync ---------------------------------------------------------------------------
 
     @_guard
     async def load_sync(self, record_id: int, account: str) -> SyncView | None:
         """The record and its sync state on ``account``; None when either is gone."""
-        async with self.engine.connect() as conn:
-            return await self._view(conn, record_id, account)
+        return await self._db.read(lambda conn: self._view(conn, record_id, account, leased=False))
 
-    async def _view(self, conn: AsyncConnection, record_id: int, account: str) -> SyncView | None:
-        row = (
-            (
-                await conn.execute(
-                    select(records, sync_state)
-                    .join(sync_state, sync_state.c.record_id == records.c.id)
-                    .where(records.c.id == record_id, sync_state.c.account == account)
-                )
-            )
-            .mappings()
-            .first()
-        )
+    def _view(self, conn: Connection, record_id: int, account: str, *, leased: bool) -> SyncView | None:
+        row = conn.execute(self._sql.view, {"b_id": record_id, "b_account": account}).mappings().first()
         if row is None:
             return None
-        known = await conn.scalar(
-            select(func.count())
-            .select_from(content)
-            .where(content.c.account == account, content.c.external_reference == row["learning_object_ref"])
-        )
         return SyncView(
             record_id=record_id,
             account=account,
             key=RecordKey(row["source"], row["learning_object_ref"], row["person_key"]),
             state=_state(row),
             synced=AccountSync(
-                content_known=bool(known),
+                content_known=row["content_known"] is not None,
                 assignment_created=row["assignment_created"],
                 completion_created=row["completion_created"],
             ),
             status=row["status"],
             attempts=row["attempts"],
             uncertain_step=row["uncertain_step"],
+            leased=leased,
         )
 
     @_guard
-    async def claim(self, record_id: int, account: str, owner: str, now: float, lease: float) -> SyncView | None:
+    async def claim(
+        self, record_id: int, account: str, owner: str, now: float, lease: float, *, revive: bool = False
+    ) -> SyncView | None:
         """Take the record's sync lease on ``account`` and read it afresh, in one transaction.
 
-        None while someone else holds the lease (or the row is gone).
+        A dead row is leased only when ``revive`` (an operator replayed its dead letter: it
+        becomes pending again). A synced row is leased too: its status may be older than the
+        record (a completion merged while another consumer wrote the assignment), so only the
+        plan decides. The view's ``leased`` says whether the lease is ours; None when the row is gone.
         """
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(sync_state)
-                .where(
-                    sync_state.c.record_id == record_id,
-                    sync_state.c.account == account,
-                    or_(
-                        sync_state.c.lease_until.is_(None),
-                        sync_state.c.lease_until < now,
-                        sync_state.c.lease_owner == owner,
-                    ),
-                )
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-            if not result.rowcount:
-                return None
-            return await self._view(conn, record_id, account)
+        params = {"b_id": record_id, "b_account": account, "b_owner": owner, "b_now": now, "b_until": now + lease}
+        stmt = self._sql.claim_reviving if revive else self._sql.claim
+
+        def work(conn: Connection) -> SyncView | None:
+            leased = bool(conn.execute(stmt, params).rowcount)
+            return self._view(conn, record_id, account, leased=leased)
+
+        return await self._group.run(work)
 
     @_guard
-    async def release(self, record_id: int, account: str, owner: str) -> None:
-        """Give the lease back (only if we still hold it)."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(sync_state)
-                .where(
-                    sync_state.c.record_id == record_id,
-                    sync_state.c.account == account,
-                    sync_state.c.lease_owner == owner,
-                )
-                .values(lease_owner=None, lease_until=None)
-            )
+    async def release(self, record_id: int, account: str, owner: str, *, synced: bool = False) -> None:
+        """Give the lease back (only if we still hold it); ``synced`` also marks the row up to date."""
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if synced:
+            values.update(status=SYNCED, reason=None, synced_at=now, updated_at=now)
+        await self._update_sync(record_id, account, values, owner=owner)
 
     @_guard
     async def mark_written(
@@ -320,17 +347,8 @@ class Repository:
         creating again. ``step=None`` clears the intent after a definite refusal. False when
         ``owner`` no longer holds the lease: the caller must not write.
         """
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(sync_state)
-                .where(
-                    sync_state.c.record_id == record_id,
-                    sync_state.c.account == account,
-                    sync_state.c.lease_owner == owner,
-                )
-                .values(uncertain_step=step.value if step else None, lease_until=now + lease)
-            )
-        return bool(result.rowcount)
+        values = {"uncertain_step": step.value if step else None, "lease_until": now + lease}
+        return await self._update_sync(record_id, account, values, owner=owner) > 0
 
     @_guard
     async def set_status(
@@ -354,39 +372,35 @@ class Repository:
     @_guard
     async def note_failure(self, record_id: int, account: str, error: str) -> int:
         """Count a failed attempt (a fault outside lmsbridge); returns the attempts so far."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        where = (sync_state.c.record_id == record_id, sync_state.c.account == account)
+
+        def work(conn: Connection) -> int:
+            conn.execute(
                 update(sync_state)
-                .where(sync_state.c.record_id == record_id, sync_state.c.account == account)
+                .where(*where)
                 .values(attempts=sync_state.c.attempts + 1, last_error=error[:2000], updated_at=datetime.now(UTC))
             )
-            attempts = await conn.scalar(
-                select(sync_state.c.attempts).where(
-                    sync_state.c.record_id == record_id, sync_state.c.account == account
-                )
-            )
-        return int(attempts or 0)
+            return int(conn.execute(select(sync_state.c.attempts).where(*where)).scalar() or 0)
 
-    async def _update_sync(self, record_id: int, account: str, values: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(sync_state)
-                .where(sync_state.c.record_id == record_id, sync_state.c.account == account)
-                .values(**values)
-            )
+        return await self._group.run(work)
+
+    async def _update_sync(self, record_id: int, account: str, values: dict[str, Any], *, owner: str = "") -> int:
+        """Set ``values`` on one sync row (only while ``owner`` holds its lease, if given); rows changed."""
+        stmt = self._sql.held_sync_row if owner else self._sql.sync_row
+        params = {"b_id": record_id, "b_account": account, **values} | ({"b_owner": owner} if owner else {})
+
+        def work(conn: Connection) -> int:
+            return int(conn.execute(stmt, params).rowcount or 0)
+
+        return await self._group.run(work)
 
     @_guard
     async def parked(self, account: str, reason: str) -> list[int]:
         """Record ids parked on ``account`` for ``reason``."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(sync_state.c.record_id).where(
-                    sync_state.c.account == account,
-                    sync_state.c.status == PARKED,
-                    sync_state.c.reason == reason,
-                )
-            )
-            return [int(r[0]) for r in rows]
+        stmt = select(sync_state.c.record_id).where(
+            sync_state.c.account == account, sync_state.c.status == PARKED, sync_state.c.reason == reason
+        )
+        return await self._db.read(lambda conn: [int(r[0]) for r in conn.execute(stmt)])
 
     @_guard
     async def unsynced(self, account: str | None = None) -> list[tuple[int, str]]:
@@ -394,8 +408,7 @@ class Repository:
         stmt = select(sync_state.c.record_id, sync_state.c.account).where(sync_state.c.status.in_((PENDING, PARKED)))
         if account is not None:
             stmt = stmt.where(sync_state.c.account == account)
-        async with self.engine.connect() as conn:
-            return [(int(r[0]), str(r[1])) for r in await conn.execute(stmt)]
+        return await self._db.read(lambda conn: [(int(r[0]), str(r[1])) for r in conn.execute(stmt)])
 
     # --- learning objects ---------------------------------------------------------------
 
@@ -405,13 +418,10 @@ class Repository:
         wanted = dict(refs)
         if not wanted:
             return []
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(content.c.external_reference).where(
-                    content.c.account == account, content.c.external_reference.in_(list(wanted))
-                )
-            )
-            known = {r[0] for r in rows}
+        stmt = select(content.c.external_reference).where(
+            content.c.account == account, content.c.external_reference.in_(list(wanted))
+        )
+        known = await self._db.read(lambda conn: {r[0] for r in conn.execute(stmt)})
         return [(ref, title) for ref, title in wanted.items() if ref not in known]
 
     @_guard
@@ -420,48 +430,46 @@ class Repository:
         if not items:
             return
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
-            for ref, title in items:
-                await conn.execute(
-                    self._insert(content)
-                    .values(account=account, external_reference=ref, title=title, synced_at=now)
-                    .on_conflict_do_nothing(index_elements=["account", "external_reference"])
-                )
+        rows = [
+            {"account": account, "external_reference": ref, "title": title, "synced_at": now} for ref, title in items
+        ]
+        stmt = self._sql.insert(content).on_conflict_do_nothing(index_elements=["account", "external_reference"])
+        await self._group.run(lambda conn: conn.execute(stmt, rows))
 
     # --- people -------------------------------------------------------------------------
 
     @_guard
     async def user_id(self, account: str, email: str) -> str | None:
         """The StackOne user id for ``email`` on ``account``, from the local directory."""
-        async with self.engine.connect() as conn:
-            found = await conn.scalar(
-                select(directory.c.user_id).where(directory.c.account == account, directory.c.email == email.lower())
-            )
+        stmt = select(directory.c.user_id).where(directory.c.account == account, directory.c.email == email.lower())
+        found = await self._db.read(lambda conn: conn.execute(stmt).scalar())
         return str(found) if found is not None else None
 
     @_guard
     async def save_users(self, account: str, users: Iterable[tuple[str, str]]) -> int:
         """Store (email, user id) pairs in the account's directory; returns how many."""
         now = datetime.now(UTC)
-        count = 0
-        async with self.engine.begin() as conn:
-            for email, uid in users:
-                stmt = self._insert(directory).values(account=account, email=email.lower(), user_id=uid, updated_at=now)
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["account", "email"], set_={"user_id": uid, "updated_at": now}
-                    )
-                )
-                count += 1
-        return count
+        latest = {email.lower(): uid for email, uid in users}  # one row per e-mail: the last one listed
+        if not latest:
+            return 0
+        rows = [
+            {"account": account, "email": email, "user_id": uid, "updated_at": now} for email, uid in latest.items()
+        ]
+        stmt = self._sql.insert(directory)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["account", "email"],
+            set_={"user_id": stmt.excluded.user_id, "updated_at": stmt.excluded.updated_at},
+        )
+        await self._group.run(lambda conn: conn.execute(upsert, rows))
+        return len(rows)
 
     # --- accounts -----------------------------------------------------------------------
 
     @_guard
     async def account(self, account: str) -> AccountState:
         """Bookkeeping for ``account`` (defaults when never seen)."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(accounts).where(accounts.c.account == account))).mappings().first()
+        stmt = select(accounts).where(accounts.c.account == account)
+        row = await self._db.read(lambda conn: conn.execute(stmt).mappings().first())
         if row is None:
             return AccountState(account)
         return AccountState(
@@ -475,56 +483,51 @@ class Repository:
     @_guard
     async def update_account(self, account: str, **values: Any) -> None:
         """Upsert bookkeeping fields of ``account`` (paused, reason, status, since, directory_*)."""
-        async with self.engine.begin() as conn:
-            stmt = self._insert(accounts).values(**{"account": account, "paused": False, **values})
-            set_ = {k: stmt.excluded[k] for k in values}
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["account"], set_=set_)
-                if set_
-                else stmt.on_conflict_do_nothing(index_elements=["account"])
-            )
+        stmt = self._sql.insert(accounts).values(**{"account": account, "paused": False, **values})
+        set_ = {k: stmt.excluded[k] for k in values}
+        upsert = (
+            stmt.on_conflict_do_update(index_elements=["account"], set_=set_)
+            if set_
+            else stmt.on_conflict_do_nothing(index_elements=["account"])
+        )
+        await self._group.run(lambda conn: conn.execute(upsert))
 
     # --- housekeeping and status --------------------------------------------------------
 
     @_guard
     async def prune_inbox(self, before: datetime) -> int:
         """Forget message ids processed before ``before``; returns how many were removed."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(inbox.delete().where(inbox.c.processed_at < before))
-            return int(result.rowcount or 0)
+        stmt = inbox.delete().where(inbox.c.processed_at < before)
+        return await self._group.run(lambda conn: int(conn.execute(stmt).rowcount or 0))
 
     @_guard
     async def status_counts(self) -> dict[str, dict[str, int]]:
         """Sync rows per account and status: ``{account: {status: n}}``."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(sync_state.c.account, sync_state.c.status, func.count()).group_by(
-                    sync_state.c.account, sync_state.c.status
-                )
-            )
-            out: dict[str, dict[str, int]] = {}
-            for account, status, n in rows:
-                out.setdefault(str(account), {})[str(status)] = int(n)
-            return out
+        stmt = select(sync_state.c.account, sync_state.c.status, func.count()).group_by(
+            sync_state.c.account, sync_state.c.status
+        )
+        out: dict[str, dict[str, int]] = {}
+        for account, status, n in await self._db.read(lambda conn: conn.execute(stmt).all()):
+            out.setdefault(str(account), {})[str(status)] = int(n)
+        return out
 
     @_guard
     async def top_reasons(self, status: str, limit: int = 5) -> list[tuple[str, int]]:
         """The most common reasons among rows in ``status`` (parked, dead)."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(sync_state.c.reason, func.count())
-                .where(sync_state.c.status == status)
-                .group_by(sync_state.c.reason)
-                .order_by(func.count().desc())
-                .limit(limit)
-            )
-            return [(str(r[0]), int(r[1])) for r in rows]
+        stmt = (
+            select(sync_state.c.reason, func.count())
+            .where(sync_state.c.status == status)
+            .group_by(sync_state.c.reason)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+        return await self._db.read(lambda conn: [(str(r[0]), int(r[1])) for r in conn.execute(stmt)])
 
     @_guard
     async def inbox_count(self) -> int:
         """How many message ids the inbox remembers."""
-        async with self.engine.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(inbox)) or 0)
+        stmt = select(func.count()).select_from(inbox)
+        return await self._db.read(lambda conn: int(conn.execute(stmt).scalar() or 0))
 
 
 def _state(row: Any) -> RecordState:
@@ -540,3 +543,8 @@ def _state(row: Any) -> RecordState:
         passed=row["passed"],
         score=row["score"],
     )
+
+
+def _columns(state: RecordState) -> dict[str, Any]:
+    """The records columns that hold a merged state."""
+    return {name: int(state.rank) if name == "rank" else getattr(state, name) for name in _RECORD_STATE}

@@ -1,0 +1,88 @@
+"""Group commit: the small write transactions of many concurrent callers, run as one.
+
+Every sync and every event makes a few tiny writes (take a lease, note an intent, mark a
+step written). Alone, each pays a whole transaction: ``BEGIN IMMEDIATE``, a commit with its
+fsync, a hop to the database thread. :class:`GroupCommit` queues those writes and runs
+whatever is queued in ONE transaction; each caller gets its own result only after the
+commit, so "acked after the commit" still holds. Under load the batches grow by themselves
+(everything that queued while the previous batch ran); alone, a write waits for nobody.
+
+If the shared transaction fails, every write in it fails with the same error and none is
+kept: callers see the same :class:`~sqlalchemy.exc.SQLAlchemyError` they would have seen
+alone, and retry. A write whose caller was cancelled before its batch started is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+
+from lmsbridge.storage.database import Database
+
+T = TypeVar("T")
+
+__all__ = ["GroupCommit"]
+
+
+class GroupCommit:
+    """Runs queued write functions together, one transaction per batch, one batch at a time."""
+
+    def __init__(self, database: Database, *, max_batch: int = 256) -> None:
+        self._database = database
+        self._max_batch = max_batch
+        self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions committed (for benchmarks and tests)
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` inside the next shared transaction; its result once committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((work, future))
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever(), name="lmsbridge-group-commit")
+        return await future
+
+    async def _write_forever(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            batch = [(work, future) for work, future in batch if not future.done()]
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._database.write([work for work, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                if not future.done():
+                    future.cancel()
+            raise
+        except Exception as exc:  # the whole transaction is gone: every caller sees why
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.batches += 1
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def close(self) -> None:
+        """Stop the writer (callers still waiting are cancelled)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
