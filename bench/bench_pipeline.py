@@ -9,6 +9,8 @@ Phases (each prints a row):
   `lmsbridge worker` while it drains them.
 
 The StackOne stand-in answers at once and runs in this process, beside the load generator.
+The mix: every event a new LMS record, over 20 learning objects (so a content upsert and a
+user lookup are paid once per object and per person, as in production).
 
     .venv/bin/python bench/bench_pipeline.py [--duration 60] [--backlog 100000]
 """
@@ -43,7 +45,8 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 AMQP = os.environ.get("LMSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ACCOUNT = "acc-bench"
 KEY = "bench-key"
-PEOPLE = 500
+OBJECTS = 20  # learning objects in the mix: each content upsert and user lookup is paid once
+PEOPLE = 20_000  # enough (person, object) pairs that every event is a new LMS record
 
 
 def free_port() -> int:
@@ -109,19 +112,24 @@ async def wait_ready(url: str) -> None:
     raise RuntimeError("lmsbridge did not become ready")
 
 
+def person_and_object(i: int) -> tuple[str, str]:
+    """Event ``i``'s person and scenario: a realistic mix, every (person, object) pair new."""
+    return f"person{(i // OBJECTS) % PEOPLE:05d}@acme.example", f"scenario-{i % OBJECTS:02d}"
+
+
 def envelope(i: int) -> bytes:
-    email = f"person{i % PEOPLE:04d}@acme.example"
-    assignment = exec_assignment(f"b{i:07d}", email, scenario=f"scenario-{i}", name=f"Scenario {i}")
+    email, scenario = person_and_object(i)
+    assignment = exec_assignment(f"b{i:07d}", email, scenario=scenario, name=f"Scenario {scenario}")
     return orjson.dumps(exec_event("assignment.created", assignment, event_id=f"evt_{i}"))
 
 
 class Load:
-    """Signs and posts events; remembers when each was sent (by its scenario)."""
+    """Signs and posts events; remembers when each was sent (by person and learning object)."""
 
     def __init__(self, url: str) -> None:
         self.url = f"{url}/webhooks/bench"
         self.signer = build_signer("standard-webhooks", SECRET)
-        self.sent: dict[str, float] = {}
+        self.sent: dict[tuple[str, str], float] = {}
         self.accepted = 0
         self.refused = 0
 
@@ -131,7 +139,8 @@ class Load:
             "Content-Type": "application/json",
             **self.signer.sign(body, message_id=f"m{i}", timestamp=int(time.time())),
         }
-        self.sent[f"exec:scenario:scenario-{i}"] = time.perf_counter()
+        email, scenario = person_and_object(i)
+        self.sent[(email, f"exec:scenario:{scenario}")] = time.perf_counter()
         async with session.post(self.url, data=body, headers=headers) as response:
             await response.read()
             if response.status == 202:
@@ -140,9 +149,15 @@ class Load:
                 self.refused += 1
 
 
-def written_at(stackone: StackOneStandIn) -> dict[str, float]:
-    """learning object -> when the stand-in received its assignment (perf_counter clock)."""
-    return {a["body"]["learning_object_external_reference"]: a["received"] for a in stackone.assignments(ACCOUNT)}
+EMAIL_OF: dict[str, str] = {}  # StackOne user id -> e-mail, filled when the stand-in's users are added
+
+
+def written_at(stackone: StackOneStandIn) -> dict[tuple[str, str], float]:
+    """(e-mail, learning object) -> when the stand-in received its assignment (perf_counter clock)."""
+    return {
+        (EMAIL_OF[a["user_id"]], a["body"]["learning_object_external_reference"]): a["received"]
+        for a in stackone.assignments(ACCOUNT)
+    }
 
 
 async def throughput(tmp: Path, stackone: StackOneStandIn, duration: float, concurrency: int) -> dict[str, Any]:
@@ -286,7 +301,8 @@ async def main_async(args: argparse.Namespace) -> int:
             stackone = StackOneStandIn(api_key=KEY)
             await stackone.start()
             for p in range(PEOPLE):
-                stackone.add_user(ACCOUNT, f"person{p:04d}@acme.example")
+                email = f"person{p:05d}@acme.example"
+                EMAIL_OF[stackone.add_user(ACCOUNT, email)] = email
             try:
                 if phase == "throughput":
                     results[phase] = await throughput(tmp, stackone, args.duration, args.concurrency)

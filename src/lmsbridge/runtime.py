@@ -82,6 +82,7 @@ class Runtime:
         if self.with_worker:
             self.repo = Repository(create_engine(self.settings.database_url.get_secret_value()))
             await upgrade(self.repo.engine)
+            await self.repo.engine.dispose()  # on SQLite only migrations use it: the repository has its own thread
         await self.broker.start(wait=broker_wait if broker_wait is not None else (60.0 if self.with_worker else None))
         if self.with_worker:
             await self._start_worker()
