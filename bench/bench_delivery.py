@@ -492,7 +492,7 @@ async def fairness(tmp: Path, limit: int) -> dict[str, Any]:
         while len(stackone.assignments("acc-a")) < FAIR_STARTED and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
         a_before = len(stackone.assignments("acc-a"))
-        events_depth = await queue_depth(f"{prefix}.events")
+        events_depth = await queue_depth(f"{prefix}.events.a")
         sync_depth = await queue_depth(f"{prefix}.sync.acc-a")
         sent_wall, sent = time.time(), time.perf_counter()
         async with aiohttp.ClientSession() as session:

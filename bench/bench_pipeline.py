@@ -233,8 +233,13 @@ async def latency(tmp: Path, stackone: StackOneStandIn, rate: float, duration: f
         await cleanup(prefix)
 
 
-async def backlog_and_drain(tmp: Path, stackone: StackOneStandIn, backlog: int) -> dict[str, Any]:
-    """Queue ``backlog`` events through `lmsbridge serve`, then drain them with `lmsbridge worker`."""
+async def backlog_and_drain(
+    tmp: Path, stackone: StackOneStandIn, backlog: int, drain_for: float = 1800.0
+) -> dict[str, Any]:
+    """Queue ``backlog`` events through `lmsbridge serve`, then drain them with `lmsbridge worker`.
+
+    The drain stops after ``drain_for`` seconds even if unfinished (the row then says how far it got).
+    """
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
     cfg = config(tmp, port, prefix, stackone.url, "drain")
     serve = start(cfg, "serve")
@@ -260,7 +265,7 @@ async def backlog_and_drain(tmp: Path, stackone: StackOneStandIn, backlog: int) 
     worker_proc = start(cfg, "worker")
     try:
         started = time.perf_counter()
-        deadline = started + 1800
+        deadline = started + drain_for
         peak = 0.0
         while len(stackone.assignments(ACCOUNT)) - before < load.accepted and time.perf_counter() < deadline:
             await asyncio.sleep(0.5)
@@ -278,6 +283,7 @@ async def backlog_and_drain(tmp: Path, stackone: StackOneStandIn, backlog: int) 
         "serve_rss_mb": serve_rss,
         "drained": done,
         "drain_per_s": done / elapsed,
+        "drain_seconds": elapsed,
         "worker_rss_mb": peak,
     }
 
@@ -286,7 +292,7 @@ async def cleanup(prefix: str) -> None:
     connection = await aio_pika.connect(AMQP)
     async with connection:
         channel = await connection.channel()
-        for suffix in ["events", "dead", f"sync.{ACCOUNT}", *[f"delay.{i}" for i in range(8)]]:
+        for suffix in ["events", "events.bench", "dead", f"sync.{ACCOUNT}", *[f"delay.{i}" for i in range(8)]]:
             await channel.queue_delete(f"{prefix}.{suffix}")
         for exchange in (prefix, f"{prefix}.delay", f"{prefix}.dead"):
             await channel.exchange_delete(exchange)
@@ -309,7 +315,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 elif phase == "latency":
                     results[phase] = await latency(tmp, stackone, 100.0, min(args.duration, 30))
                 elif phase == "drain":
-                    results[phase] = await backlog_and_drain(tmp, stackone, args.backlog)
+                    results[phase] = await backlog_and_drain(tmp, stackone, args.backlog, args.drain_for)
             finally:
                 await stackone.close()
             console.print(phase, results[phase])
@@ -333,7 +339,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if "drain" in results:
         r = results["drain"]
         table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
-        table.add_row("worker drain events/s", f"{r['drain_per_s']:,.0f}", "")
+        table.add_row(f"worker drain events/s (over {r['drain_seconds']:.0f} s)", f"{r['drain_per_s']:,.0f}", "")
         table.add_row(f"worker peak RSS draining {r['queued']:,} (MB)", f"{r['worker_rss_mb']:.0f}", "<= 150")
         table.add_row("events queued / drained", f"{r['queued']:,} / {r['drained']:,}", "equal")
     console.print(table)
@@ -345,6 +351,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--drain-for", type=float, default=1800.0, help="stop the drain after this many seconds")
     parser.add_argument("--phases", default="throughput,latency,drain")
     return asyncio.run(main_async(parser.parse_args()))
 

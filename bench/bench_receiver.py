@@ -192,9 +192,9 @@ async def cleanup(prefix: str) -> int:
     connection = await aio_pika.connect(AMQP)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(f"{prefix}.events", passive=True)
+        queue = await channel.declare_queue(f"{prefix}.events.bench", passive=True)
         queued = int(queue.declaration_result.message_count or 0)
-        for suffix in ["events", "dead", "sync.acc-bench", *[f"delay.{i}" for i in range(8)]]:
+        for suffix in ["events", "events.bench", "dead", "sync.acc-bench", *[f"delay.{i}" for i in range(8)]]:
             await channel.queue_delete(f"{prefix}.{suffix}")
         for exchange in (prefix, f"{prefix}.delay", f"{prefix}.dead"):
             await channel.exchange_delete(exchange)

@@ -10,7 +10,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,16 +72,20 @@ async def delete_prefix(amqp_url: str, prefix: str, name: str = "cleanup") -> No
             await channel.queue_delete(f"{prefix}.{suffix}")
         for account in _accounts_seen.pop(prefix, set()):
             await channel.queue_delete(f"{prefix}.sync.{account}")
+        for source in _sources_seen.pop(prefix, set()):
+            await channel.queue_delete(f"{prefix}.events.{source}")
         for exchange in (prefix, f"{prefix}.delay", f"{prefix}.dead"):
             await channel.exchange_delete(exchange)
 
 
 _accounts_seen: dict[str, set[str]] = {}
+_sources_seen: dict[str, set[str]] = {}
 
 
-def remember_accounts(prefix: str, accounts: list[str]) -> None:
-    """Note the sync queues a test will create, so cleanup removes them."""
+def remember_accounts(prefix: str, accounts: list[str], *, sources: Iterable[str] = ()) -> None:
+    """Note the sync (and intake) queues a test will create, so cleanup removes them."""
     _accounts_seen.setdefault(prefix, set()).update(accounts)
+    _sources_seen.setdefault(prefix, set()).update(sources)
 
 
 @pytest.fixture

@@ -243,9 +243,7 @@ async def _delete_topology(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
-        queues = [names.events, names.dead, *(names.sync(a) for a in settings.accounts())]
-        queues += [names.delay(i) for i in range(len(settings.broker.retry_delays))]
-        for queue in queues:
+        for queue in names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays)):
             await channel.queue_delete(queue)
         for exchange in (names.exchange, names.delay_exchange, names.dead_exchange):
             await channel.exchange_delete(exchange)

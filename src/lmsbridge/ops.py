@@ -54,8 +54,7 @@ async def check(settings: Settings, *, timeout: float = 5.0) -> int:
 async def queue_depths(settings: Settings) -> dict[str, int | None]:
     """Messages ready in each of lmsbridge's queues (None when a queue does not exist)."""
     names = Names(settings.broker.prefix)
-    queues = [names.events, *(names.sync(a) for a in settings.accounts()), names.dead]
-    queues += [names.delay(i) for i in range(len(settings.broker.retry_delays))]
+    queues = names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays))
     depths: dict[str, int | None] = {}
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:

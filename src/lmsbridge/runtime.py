@@ -62,6 +62,7 @@ class Runtime:
             settings.broker,
             settings.accounts(),
             name=f"lmsbridge-{role}",
+            sources=list(settings.sources),
         )
         self.repo: Repository | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -93,7 +94,11 @@ class Runtime:
         assert self.repo is not None
         s = self.settings
         self.session = aiohttp.ClientSession()
-        self.limiter = RateLimiter(s.stackone.rate_limit_per_minute * s.stackone.rate_limit_share)
+        # StackOne counts requests in a sliding minute, so the bucket's rate plus its burst must fit
+        # in one, with 1 % kept back for the jitter between our grant and StackOne's count.
+        per_minute = s.stackone.rate_limit_per_minute * s.stackone.rate_limit_share
+        burst = max(1.0, per_minute / 600)  # a tenth of a second's worth
+        self.limiter = RateLimiter(max(1.0, per_minute * 0.99 - burst), burst=burst)
         stackone = StackOneClient(
             self.session,
             s.stackone,
@@ -197,9 +202,8 @@ class Runtime:
         depths: dict[str, int] = {}
         channel = await self.broker.connection.channel()
         try:
-            queues = [names.events, names.dead, *(names.sync(a) for a in self.broker.accounts)]
-            queues += [names.delay(i) for i in range(len(self.settings.broker.retry_delays))]
-            for queue_name in queues:
+            levels = len(self.settings.broker.retry_delays)
+            for queue_name in names.queues(self.broker.sources, self.broker.accounts, levels):
                 queue = await channel.declare_queue(queue_name, passive=True)
                 depths[queue_name] = queue.declaration_result.message_count or 0
                 self.metrics.queue_depth.labels(queue=queue_name).set(depths[queue_name])

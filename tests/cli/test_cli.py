@@ -91,7 +91,7 @@ def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, 
 
 async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, broker_prefix: str) -> None:
     """`dlq list --json` shows a dead letter's reason; `dlq replay ID` sends it back to its queue."""
-    remember_accounts(broker_prefix, ["acc-1"])
+    remember_accounts(broker_prefix, ["acc-1"], sources=["acme"])
     broker = Broker(amqp_url, BrokerSettings(prefix=broker_prefix), ["acc-1"], name="cli-test")
     await broker.start(wait=10)
     await broker.publish_sync(SyncTask(5, "acc-1"), correlation_id="c", received_at=1.0)

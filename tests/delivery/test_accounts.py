@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 from lmsbridge.broker.dead import DeadLetters
 from lmsbridge.broker.topology import Names
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
-from tests.pipeline.conftest import SettingsFactory
+from tests.pipeline.conftest import SECRET, SettingsFactory
 
 JANE = "jane.smith@acme.example"
 REF = "exec:scenario:discovery-call"
@@ -92,3 +95,41 @@ async def test_412_pauses_only_that_account_keeps_its_message_and_the_probe_resu
     assert record_count(runtime, "paused") >= 1
     assert record_count(runtime, "dead_lettered") == 0
     assert stackone.violations == []
+
+
+async def test_one_sources_backlog_does_not_hold_up_another_sources_event(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """With 200 events of one platform queued, another platform's single event is written among the first.
+
+    Each source has its own intake queue, consumed beside the others, as each account has its
+    own sync queue: a platform's backlog delays nobody else's events.
+    """
+    people = [f"p{i:03d}@acme.example" for i in range(200)]
+    for email in people:
+        stackone.add_user("a1", email)
+    stackone.add_user("a2", JANE)
+    sources = {
+        "acme-sales": {"platform": "exec", "secrets": [SECRET], "accounts": ["a1"]},
+        "acme-sales-eu": {"platform": "exec", "secrets": [SECRET], "accounts": ["a2"]},
+    }
+    settings = make_settings(accounts=["a1", "a2"], sources=sources, stackone={"rate_limit_per_minute": 600_000})
+    intake = await start_runtime(settings, worker=False)
+    sender = sender_for(intake)
+    for email in people:
+        await assign(sender, email)
+    await assign(sender, JANE, source="acme-sales-eu")  # queued last, behind all of the backlog
+
+    worker = await start_runtime(settings, receiver=False)
+
+    async def written_for_b() -> bool:
+        return bool(stackone.assignments("a2"))
+
+    await wait_for(written_for_b, what="the other source's assignment")
+    assert await settled(worker) == {"a1": {"synced": 200}, "a2": {"synced": 1}}
+    # Records are numbered in the order their events were stored: B's came among the first,
+    # not after the 200 queued before it.
+    database = settings.database_url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        [(b_record,)] = db.execute("SELECT id FROM records WHERE source = 'acme-sales-eu'").fetchall()
+    assert b_record <= 50, f"the other source's event was stored as number {b_record} of 201"

@@ -484,7 +484,7 @@ def records_by_id(database: Path) -> dict[int, tuple[str, str, str]]:
 async def queue_depths(amqp_url: str, prefix: str) -> dict[str, int]:
     """Ready messages in the work and delay queues (not the dead-letter queue)."""
     names = Names(prefix)
-    queues = [names.events, *(names.sync(a) for a in ACCOUNTS), *(names.delay(i) for i in range(len(RETRY_DELAYS)))]
+    queues = [q for q in names.queues(list(ACCOUNTS_OF), ACCOUNTS, len(RETRY_DELAYS)) if q != names.dead]
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": f"faults-depths-{prefix}"})
     async with connection:
         channel = await connection.channel()
@@ -681,7 +681,7 @@ async def run_ledger(
     started = time.monotonic()
     deadline = started + timeout
     rng = random.Random(seed)
-    remember_accounts(prefix, ACCOUNTS)
+    remember_accounts(prefix, ACCOUNTS, sources=ACCOUNTS_OF)
     events = plan(n, seed=seed)
     user_ids = {(account, email): stackone.add_user(account, email) for account in ACCOUNTS for email in people(events)}
     wanted = {w for p in events for w in expected_writes(p, user_ids)}

@@ -78,7 +78,9 @@ def make_settings(
                 values[key] = {**values[key], **value}
             else:
                 values[key] = value
-        return load_settings(**values)
+        settings = load_settings(**values)
+        remember_accounts(broker_prefix, accts, sources=settings.sources)
+        return settings
 
     return build
 

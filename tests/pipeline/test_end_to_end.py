@@ -87,7 +87,7 @@ async def test_bad_signature_is_refused_and_publishes_nothing(
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(Names(broker_prefix).events, passive=True)
+        queue = await channel.declare_queue(Names(broker_prefix).intake("acme-sales"), passive=True)
         assert queue.declaration_result.message_count == 0
 
 

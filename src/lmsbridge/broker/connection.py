@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import aio_pika
 import aiormq
@@ -23,6 +24,7 @@ from lmsbridge.broker.topology import (
     Topology,
     declare,
     declare_sync_queue,
+    events_key,
     sync_key,
 )
 from lmsbridge.domain import AssignmentEvent
@@ -38,10 +40,13 @@ _PUBLISH_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSEr
 class Broker:
     """A robust connection to RabbitMQ that (re)declares the topology and publishes with confirms."""
 
-    def __init__(self, url: str, settings: BrokerSettings, accounts: list[str], *, name: str) -> None:
+    def __init__(
+        self, url: str, settings: BrokerSettings, accounts: list[str], *, name: str, sources: Sequence[str] = ()
+    ) -> None:
         self._url = url
         self.settings = settings
         self.accounts = list(accounts)
+        self.sources = list(sources)
         self._name = name
         self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -77,7 +82,7 @@ class Broker:
                 )
                 self.connection.reconnect_callbacks.add(self._on_reconnect)
                 self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-                self.topology = await declare(self._channel, self.settings, self.accounts)
+                self.topology = await declare(self._channel, self.settings, self.accounts, self.sources)
                 self._ready.set()
                 log.info("broker.connected", connection=self._name)
                 return
@@ -127,7 +132,8 @@ class Broker:
     async def publish_event(self, event: AssignmentEvent, *, timeout: float) -> None:
         """Publish an accepted event; returns once RabbitMQ confirmed it routed and persisted."""
         topology = self._require()
-        await self._publish(topology.exchange, codec.encode_event(event), EVENTS_KEY, timeout)
+        key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
+        await self._publish(topology.exchange, codec.encode_event(event), key, timeout)
 
     async def publish_sync(
         self, task: SyncTask, *, correlation_id: str, received_at: float, timeout: float = 10.0

@@ -61,8 +61,10 @@ class Consumer:
         return sorted(self._paused)
 
     async def start(self) -> None:
-        """Start consuming the events queue and every account's sync queue."""
+        """Start consuming every intake queue (one per source, and the shared one) and every account's sync queue."""
         await self._consume(self._names.events, None)
+        for source in self._broker.sources:
+            await self._consume(self._names.intake(source), None)
         for account in self._broker.accounts:
             state = await self._service.repo.account(account)
             if state.paused:

@@ -1,7 +1,7 @@
 """RabbitMQ topology: names and declarations, in one place.
 
 ```
-                      +--> {p}.events            (quorum; DLX {p}.dead)
+                      +--> {p}.events.<source>   (quorum; DLX {p}.dead), one per webhook source
  {p} (direct) --------+--> {p}.sync.<account>    (quorum; DLX {p}.dead), one per StackOne account
    ^                                   |
    | dead-lettered on expiry           | retry: published to {p}.delay with lmsbridge-delay=i
@@ -9,12 +9,16 @@
  {p}.dead (fanout) --> {p}.dead           operator's dead-letter queue: list, show, replay, purge
 ```
 A retried message keeps its routing key, so when its delay queue dead-letters it back into
-``{p}`` it lands in the queue it came from. Quorum queues dead-letter at-least-once
+``{p}`` it lands in the queue it came from. A queue per source at intake, like a queue per
+account at delivery, keeps one platform's backlog from delaying another's events: consumers
+take from every queue side by side. ``{p}.events`` (routing key ``event``) takes events of
+sources the broker was not told about, and whatever an older version left there. Quorum queues dead-letter at-least-once
 (RabbitMQ 3.10+); ``queue_type = "classic"`` exists for brokers without quorum support.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,11 @@ EVENTS_KEY = "event"
 # Not "x-" prefixed: a headers exchange with x-match=all ignores x- arguments when matching,
 # which would route every retry to every delay queue.
 DELAY_HEADER = "lmsbridge-delay"
+
+
+def events_key(source: str) -> str:
+    """Routing key of a source's intake queue."""
+    return f"{EVENTS_KEY}.{source}"
 
 
 def sync_key(account: str) -> str:
@@ -56,6 +65,9 @@ class Names:
     def events(self) -> str:
         return f"{self.prefix}.events"
 
+    def intake(self, source: str) -> str:
+        return f"{self.prefix}.events.{source}"
+
     @property
     def dead(self) -> str:
         return f"{self.prefix}.dead"
@@ -65,6 +77,16 @@ class Names:
 
     def delay(self, level: int) -> str:
         return f"{self.prefix}.delay.{level}"
+
+    def queues(self, sources: Sequence[str], accounts: Sequence[str], delay_levels: int) -> list[str]:
+        """Every queue: intake (shared, then per source), dead letters, sync per account, delays."""
+        return [
+            self.events,
+            *(self.intake(s) for s in sources),
+            self.dead,
+            *(self.sync(a) for a in accounts),
+            *(self.delay(i) for i in range(delay_levels)),
+        ]
 
 
 @dataclass(slots=True)
@@ -92,7 +114,9 @@ def _work_queue_args(settings: BrokerSettings, dlx: str) -> dict[str, Any]:
     return args
 
 
-async def declare(channel: AbstractChannel, settings: BrokerSettings, accounts: list[str]) -> Topology:
+async def declare(
+    channel: AbstractChannel, settings: BrokerSettings, accounts: list[str], sources: Sequence[str] = ()
+) -> Topology:
     """Declare (idempotently) every exchange and queue lmsbridge uses."""
     names = Names(settings.prefix)
     exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
@@ -105,6 +129,11 @@ async def declare(channel: AbstractChannel, settings: BrokerSettings, accounts: 
 
     events = await channel.declare_queue(names.events, durable=True, arguments=_work_queue_args(settings, names.dead))
     await events.bind(exchange, routing_key=EVENTS_KEY)
+    for source in sources:
+        queue = await channel.declare_queue(
+            names.intake(source), durable=True, arguments=_work_queue_args(settings, names.dead)
+        )
+        await queue.bind(exchange, routing_key=events_key(source))
     for account in accounts:
         await declare_sync_queue(channel, settings, exchange, account)
 
