@@ -172,11 +172,12 @@ async def queue_depth(name: str) -> int:
         return int(queue.declaration_result.message_count or 0)
 
 
-async def cleanup(prefix: str, accounts: Iterable[str]) -> None:
+async def cleanup(prefix: str, accounts: Iterable[str], sources: Iterable[str]) -> None:
     connection = await aio_pika.connect(AMQP)
     async with connection:
         channel = await connection.channel()
-        for suffix in ["events", "dead", *[f"sync.{a}" for a in accounts], *[f"delay.{i}" for i in range(8)]]:
+        queues = ["events", "dead", *[f"events.{s}" for s in sources], *[f"sync.{a}" for a in accounts]]
+        for suffix in [*queues, *[f"delay.{i}" for i in range(8)]]:
             await channel.queue_delete(f"{prefix}.{suffix}")
         for exchange in (prefix, f"{prefix}.delay", f"{prefix}.dead"):
             await channel.exchange_delete(exchange)
@@ -404,7 +405,7 @@ async def calls_per_record(tmp: Path, n: int) -> dict[str, Any]:
     finally:
         stop(proc)
         await stackone.close()
-        await cleanup(prefix, ["acc-bench"])
+        await cleanup(prefix, ["acc-bench"], ["bench"])
 
 
 async def rate_budget(tmp: Path, limit: int) -> dict[str, Any]:
@@ -460,7 +461,7 @@ async def rate_budget(tmp: Path, limit: int) -> dict[str, Any]:
     finally:
         stop(proc)
         await stackone.close()
-        await cleanup(prefix, ["acc-bench"])
+        await cleanup(prefix, ["acc-bench"], ["bench"])
 
 
 async def fairness(tmp: Path, limit: int) -> dict[str, Any]:
@@ -522,7 +523,7 @@ async def fairness(tmp: Path, limit: int) -> dict[str, Any]:
             stop(worker)
         stop(serve)
         await stackone.close()
-        await cleanup(prefix, ["acc-a", "acc-b"])
+        await cleanup(prefix, ["acc-a", "acc-b"], ["a", "b"])
 
 
 # --- report -----------------------------------------------------------------------------
