@@ -14,6 +14,9 @@ from typing import Any, Protocol
 from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, RecordKey, RecordState
 from lmsbridge.domain.sync import SyncStep
 
+BeforeSend = Callable[[], Awaitable[None]]
+"""Called after the rate limiter granted a create and just before it is sent; may raise to stop it."""
+
 
 @dataclass(frozen=True, slots=True)
 class Ingest:
@@ -101,20 +104,10 @@ class StackOnePort(Protocol):
 
     async def upsert_content_batch(self, account: str, items: list[dict[str, Any]]) -> list[list[str]]: ...
     async def create_assignment(
-        self,
-        account: str,
-        user_id: str,
-        body: dict[str, Any],
-        *,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        self, account: str, user_id: str, body: dict[str, Any], *, before_send: BeforeSend | None = None
     ) -> str | None: ...
     async def create_completion(
-        self,
-        account: str,
-        user_id: str,
-        body: dict[str, Any],
-        *,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        self, account: str, user_id: str, body: dict[str, Any], *, before_send: BeforeSend | None = None
     ) -> str | None: ...
     async def list_user_assignments(self, account: str, user_id: str) -> list[dict[str, Any]]: ...
     async def list_user_completions(self, account: str, user_id: str) -> list[dict[str, Any]]: ...

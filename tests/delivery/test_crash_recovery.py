@@ -24,9 +24,9 @@ from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.testing.fakes import CollectingSyncQueue
 from lmsbridge.testing.stackone import StackOneStandIn
+from tests.pipeline.conftest import STACKONE_KEY
 from tests.test_convergence import EVENTS
 
-KEY = "crash-key"
 ACCOUNT = "acc-crash"
 
 
@@ -50,22 +50,13 @@ class Clock:
 
 
 @pytest.fixture
-async def standin(stackone_spec: Path) -> AsyncIterator[StackOneStandIn]:
-    """The StackOne stand-in, checking every request against the spec."""
-    server = StackOneStandIn(api_key=KEY, spec_path=stackone_spec)
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def workers(standin: StackOneStandIn, tmp_path: Path) -> AsyncIterator[tuple[Worker, Worker, int]]:
+async def workers(stackone: StackOneStandIn, tmp_path: Path) -> AsyncIterator[tuple[Worker, Worker, int]]:
     """Two workers on one database; the first event is ingested, its record id returned."""
     repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path}/crash.db"))
     await upgrade(repo.engine)
-    standin.add_user(ACCOUNT, "jane@acme.example")
+    stackone.add_user(ACCOUNT, "jane@acme.example")
     async with aiohttp.ClientSession() as session:
-        settings = StackOneSettings(base_url=standin.url, api_key=KEY, timeout=5.0)
+        settings = StackOneSettings(base_url=stackone.url, api_key=STACKONE_KEY, timeout=5.0)
         built = []
         for _ in range(2):
             client = StackOneClient(session, settings, user_agent="lmsbridge/test")
@@ -86,44 +77,44 @@ async def workers(standin: StackOneStandIn, tmp_path: Path) -> AsyncIterator[tup
     await repo.close()
 
 
-def _posts(standin: StackOneStandIn) -> int:
-    return sum(1 for r in standin.requests if r.method == "POST" and r.path.endswith("/assignments"))
+def _posts(stackone: StackOneStandIn) -> int:
+    return sum(1 for r in stackone.requests if r.method == "POST" and r.path.endswith("/assignments"))
 
 
 async def test_a_worker_killed_mid_create_is_not_written_again(
-    workers: tuple[Worker, Worker, int], standin: StackOneStandIn
+    workers: tuple[Worker, Worker, int], stackone: StackOneStandIn
 ) -> None:
     """Worker A dies while its create is in flight (the LMS writes it); B, after A's lease, lists and finds it."""
     a, b, rid = workers
-    standin.fail_next(0, delay=1.0, path_contains="/assignments")  # hangs 1 s, then writes
+    stackone.fail_next(0, delay=1.0, path_contains="/assignments")  # hangs 1 s, then writes
     dying = asyncio.create_task(a.service.sync(rid, ACCOUNT))
-    while not any(r.path.endswith("/assignments") and r.status == 0 for r in standin.requests):
+    while not any(r.path.endswith("/assignments") and r.status == 0 for r in stackone.requests):
         await asyncio.sleep(0.01)
     dying.cancel()  # the process is gone; its request is not
     with pytest.raises(asyncio.CancelledError):
         await dying
     await asyncio.sleep(1.3)
-    assert len(standin.assignments(ACCOUNT)) == 1
+    assert len(stackone.assignments(ACCOUNT)) == 1
 
     b.now[0] += 31.0  # A's lease has run out
     result = await b.service.sync(rid, ACCOUNT)
 
-    assert len(standin.assignments(ACCOUNT)) == 1
-    assert _posts(standin) == 1, "B created the assignment a second time"
-    assert any(r.method == "GET" and r.path.endswith("/assignments") for r in standin.requests), "B did not list"
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert _posts(stackone) == 1, "B created the assignment a second time"
+    assert any(r.method == "GET" and r.path.endswith("/assignments") for r in stackone.requests), "B did not list"
     assert result.steps  # B recorded the write it found
     assert (await b.service.repo.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
-    assert not standin.violations
+    assert not stackone.violations
 
 
 async def test_a_worker_whose_lease_ran_out_does_not_write(
-    workers: tuple[Worker, Worker, int], standin: StackOneStandIn
+    workers: tuple[Worker, Worker, int], stackone: StackOneStandIn
 ) -> None:
     """A worker stalled past its lease (a slow user lookup) is stopped before its create; B writes it once."""
     a, b, rid = workers
-    standin.fail_next(0, delay=1.0, path_contains="/users")  # A's user lookup hangs for 1 s
+    stackone.fail_next(0, delay=1.0, path_contains="/users")  # A's user lookup hangs for 1 s
     stalled = asyncio.create_task(a.service.sync(rid, ACCOUNT))
-    while not any(r.path.endswith("/users") and r.status == 0 for r in standin.requests):
+    while not any(r.path.endswith("/users") and r.status == 0 for r in stackone.requests):
         await asyncio.sleep(0.01)
     a.now[0] += 31.0  # while A waits, its lease runs out ...
     b.now[0] += 31.0
@@ -131,19 +122,19 @@ async def test_a_worker_whose_lease_ran_out_does_not_write(
 
     with pytest.raises(LeaseBusy):
         await stalled
-    assert len(standin.assignments(ACCOUNT)) == 1
-    assert _posts(standin) == 1, "the stalled worker wrote after losing its lease"
-    assert not standin.violations
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert _posts(stackone) == 1, "the stalled worker wrote after losing its lease"
+    assert not stackone.violations
 
 
 async def test_a_completion_merged_during_a_sync_is_still_written(
-    workers: tuple[Worker, Worker, int], standin: StackOneStandIn
+    workers: tuple[Worker, Worker, int], stackone: StackOneStandIn
 ) -> None:
     """A completion stored while another worker writes the assignment is written by the next sync, not lost."""
     a, b, rid = workers
-    standin.fail_next(0, delay=0.5, path_contains="/assignments")  # A's assignment POST takes 0.5 s
+    stackone.fail_next(0, delay=0.5, path_contains="/assignments")  # A's assignment POST takes 0.5 s
     writing = asyncio.create_task(a.service.sync(rid, ACCOUNT))
-    while not any(r.path.endswith("/assignments") and r.status == 0 for r in standin.requests):
+    while not any(r.path.endswith("/assignments") and r.status == 0 for r in stackone.requests):
         await asyncio.sleep(0.01)
     _, ids = await b.service.ingest(EVENTS[1])  # the completion arrives meanwhile
     assert ids == (rid,)
@@ -151,6 +142,6 @@ async def test_a_completion_merged_during_a_sync_is_still_written(
 
     await b.service.sync(rid, ACCOUNT)  # the completion's own sync task
 
-    assert len(standin.assignments(ACCOUNT)) == 1
-    assert len(standin.completions(ACCOUNT)) == 1
-    assert not standin.violations
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert not stackone.violations

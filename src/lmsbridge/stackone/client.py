@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -34,13 +34,12 @@ from lmsbridge.errors import (
     RetryLater,
     WriteUncertain,
 )
+from lmsbridge.ports import BeforeSend
 from lmsbridge.settings import StackOneSettings
 from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPage, UsersPage
 from lmsbridge.stackone.ratelimit import RateLimiter
 
 Observer = Callable[[str, int, float], None]
-BeforeSend = Callable[[], Awaitable[None]]
-"""Called after the rate limiter granted the request and just before it is sent; may raise to stop it."""
 """Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 
 DEFAULT_RETRY_AFTER = 60.0  # StackOne's documented default
