@@ -60,6 +60,14 @@ class Synced:
     calls: int = 0
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One sync call's lease, and whether a create of it may still be in flight at StackOne."""
+
+    holder: str
+    in_doubt: bool = False
+
+
 @dataclass
 class Service:
     """The pipeline's logic between a decoded message and the edges."""
@@ -109,7 +117,8 @@ class Service:
 
         A dead record stays dead unless ``revive`` (an operator replayed its dead letter).
         """
-        holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"  # one lease per sync call, even within a process
+        attempt = _Attempt(f"{self.owner}:{uuid.uuid4().hex[:8]}")  # one lease per sync call, even within a process
+        holder = attempt.holder
         view = await self.repo.claim(record_id, account, holder, self.clock(), self.lease_seconds, revive=revive)
         if view is None or (view.status == DEAD and not revive):
             return Synced(record_id, account)  # gone, or dead: nothing to write
@@ -118,29 +127,31 @@ class Service:
                 return Synced(record_id, account)
             raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
-            result = await self._sync_claimed(view, holder)
+            result = await self._sync_claimed(view, attempt)
         except BaseException:
-            # The write-ahead intent, not the lease, guards against a second write: giving the
-            # lease back is always safe, and lets the retry start at once.
-            with contextlib.suppress(InfrastructureFault):
-                await self.repo.release(record_id, account, holder)
+            # A create whose outcome is unknown (no answer, 408, cancelled mid-request) keeps the
+            # lease, renewed when its intent was written: StackOne may still be working on it, and
+            # nobody may list the LMS before the lease runs out. Otherwise the retry may start at once.
+            if not attempt.in_doubt:
+                with contextlib.suppress(InfrastructureFault):
+                    await self.repo.release(record_id, account, holder)
             raise
         return result
 
-    async def _sync_claimed(self, view: SyncView, holder: str) -> Synced:
+    async def _sync_claimed(self, view: SyncView, attempt: _Attempt) -> Synced:
         """Write the missing steps; the last write also marks the record synced and frees the lease."""
         record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced)
         if plan.done:
-            await self.repo.release(record_id, account, holder, synced=True)
+            await self.repo.release(record_id, account, attempt.holder, synced=True)
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
         for index, step in enumerate(plan.steps):
-            calls += await self._perform(view, step, user_id, holder, last=index == len(plan.steps) - 1)
+            calls += await self._perform(view, step, user_id, attempt, last=index == len(plan.steps) - 1)
         return Synced(record_id, account, plan.steps, calls)
 
-    async def _perform(self, view: SyncView, step: SyncStep, user_id: str, holder: str, *, last: bool) -> int:
+    async def _perform(self, view: SyncView, step: SyncStep, user_id: str, attempt: _Attempt, *, last: bool) -> int:
         """One write. A create is preceded by its write-ahead intent, so a crash at any point
         (SIGKILL mid-request, a timeout, a 408) leaves the step marked: the next sync of the
         record lists the LMS before creating, and no second copy is ever written."""
@@ -155,10 +166,13 @@ class Service:
                 await self.repo.mark_written(rid, account, step, existing or None, last=last)
                 return calls
 
+        holder = attempt.holder
+
         async def intend() -> None:
             # After the rate limiter's grant, so no wait can outlast the lease between this and the send.
             if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
                 raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
+            attempt.in_doubt = True
 
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:
@@ -170,12 +184,14 @@ class Service:
         except AlreadyExists:
             lms_id = None
         except WriteUncertain:
-            raise  # the intent stays: the next attempt lists first
+            raise  # the intent and the lease stay: the next attempt lists first, after the lease
         except LmsbridgeError:
             # StackOne answered and refused: nothing was written, so the next attempt need not list
+            attempt.in_doubt = False
             with contextlib.suppress(InfrastructureFault):
                 await self.repo.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
+        attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
         await self.repo.mark_written(rid, account, step, lms_id, last=last)
         return calls + 1
 

@@ -84,15 +84,17 @@ def _posts(stackone: StackOneStandIn) -> int:
 async def test_a_worker_killed_mid_create_is_not_written_again(
     workers: tuple[Worker, Worker, int], stackone: StackOneStandIn
 ) -> None:
-    """Worker A dies while its create is in flight (the LMS writes it); B, after A's lease, lists and finds it."""
+    """Worker A dies while its create is in flight (the LMS writes it); B waits out A's lease, lists, finds it."""
     a, b, rid = workers
     stackone.fail_next(0, delay=1.0, path_contains="/assignments")  # hangs 1 s, then writes
     dying = asyncio.create_task(a.service.sync(rid, ACCOUNT))
     while not any(r.path.endswith("/assignments") and r.status == 0 for r in stackone.requests):
         await asyncio.sleep(0.01)
-    dying.cancel()  # the process is gone; its request is not
+    dying.cancel()  # the process is gone (or its drain ran out); its request is not
     with pytest.raises(asyncio.CancelledError):
         await dying
+    with pytest.raises(LeaseBusy):  # while the request may be in flight, nobody lists or writes
+        await b.service.sync(rid, ACCOUNT)
     await asyncio.sleep(1.3)
     assert len(stackone.assignments(ACCOUNT)) == 1
 

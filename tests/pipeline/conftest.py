@@ -61,7 +61,7 @@ def make_settings(
             "receiver": {"host": "127.0.0.1", "port": 0, "publish_timeout": 2.0},
             "stackone": {"base_url": stackone.url, "api_key": STACKONE_KEY, "timeout": 5.0},
             "broker": {"prefix": broker_prefix, "retry_delays": (0.2, 0.4, 0.8), "max_attempts": 5, "prefetch": 16},
-            "worker": {"metrics_port": 0, "drain_timeout": 5.0},
+            "worker": {"metrics_port": 0, "drain_timeout": 5.0, "sync_lease_seconds": 6.0},
             "sources": {
                 "acme-security": {
                     "platform": "limeplate",
