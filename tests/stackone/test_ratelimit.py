@@ -88,7 +88,8 @@ async def test_one_accounts_backlog_cannot_starve_another() -> None:
 
 async def test_accounts_take_turns_and_each_is_served_in_arrival_order() -> None:
     """Grants go round-robin over accounts with waiters; within an account, first come first served."""
-    limiter = RateLimiter(60_000, burst=1)
+    # 10 a second: no token can accrue while the seven callers start, even on a machine that stalls
+    limiter = RateLimiter(600, burst=1)
     await limiter.acquire("warm-up")  # empty the bucket so every caller below queues
     order: list[tuple[str, int]] = []
 
