@@ -186,10 +186,10 @@ class Service:
         except WriteUncertain:
             raise  # the intent and the lease stay: the next attempt lists first, after the lease
         except LmsbridgeError:
-            # StackOne answered and refused: nothing was written, so the next attempt need not list
-            attempt.in_doubt = False
-            with contextlib.suppress(InfrastructureFault):
-                await self.repo.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
+            if attempt.in_doubt:  # sent, and StackOne refused it: nothing written, the next attempt need not list
+                attempt.in_doubt = False
+                with contextlib.suppress(InfrastructureFault):
+                    await self.repo.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
         attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
         await self.repo.mark_written(rid, account, step, lms_id, last=last)

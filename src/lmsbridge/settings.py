@@ -85,8 +85,8 @@ class WorkerSettings(_Section):
     sync_lease_seconds: float = Field(
         120.0,
         ge=1,
-        description="how long one consumer holds a record while writing it; renewed before every create. "
-        "Keep it above stackone.timeout plus StackOne's own 60 s and the longest Retry-After",
+        description="how long one consumer holds a record while writing it; renewed just before every "
+        "create is sent. Keep it above StackOne's own 60 s per request",
     )
 
 
