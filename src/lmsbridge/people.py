@@ -35,18 +35,41 @@ class People:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._cache: dict[tuple[str, str], str] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     async def resolve(self, account: str, email: str) -> str:
-        """The StackOne user id of ``email`` on ``account``; raises ParkRecord(user_not_found)."""
-        email = email.strip().lower()
-        cached = self._cache.get((account, email)) or await self._repo.user_id(account, email)
+        """The StackOne user id of ``email`` on ``account``; raises ParkRecord(user_not_found).
+
+        Concurrent calls for one person share one lookup: a new person's assignment and
+        completion, or a team's records synced side by side, ask StackOne once, not once each.
+        """
+        key = (account, email.strip().lower())
+        cached = self._cache.get(key)
+        if cached:
+            return cached
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(*key))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda done: self._forget(key, done))
+        # Shielded: one caller cancelled (its message returned at shutdown) does not fail the others.
+        return await asyncio.shield(lookup)
+
+    def _forget(self, key: tuple[str, str], done: asyncio.Future[str]) -> None:
+        self._lookups.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a lookup whose callers all left logs no warning
+
+    async def _lookup(self, account: str, email: str) -> str:
+        cached = await self._repo.user_id(account, email)
         if cached:
             self._cache[(account, email)] = cached
             return cached
         state = await self._repo.account(account)
         if state.email_filter != "ignored":
-            found = await self._by_filter(account, email)
+            found = await self._by_filter(account, email, known=state.email_filter)
             if found:
+                self._cache[(account, email)] = found
                 return found
         async with self._locks.setdefault(account, asyncio.Lock()):
             found = await self._repo.user_id(account, email)
@@ -61,7 +84,7 @@ class People:
         self._cache[(account, email)] = found
         return found
 
-    async def _by_filter(self, account: str, email: str) -> str | None:
+    async def _by_filter(self, account: str, email: str, *, known: str | None) -> str | None:
         rows = await self._stackone.find_users_by_email(account, email)
         match = next((r.id for r in rows if r.id and (r.email or "").strip().lower() == email), None)
         others = [r for r in rows if (r.email or "").strip().lower() != email]
@@ -69,7 +92,7 @@ class People:
             # The LMS ignored the filter: never ask it again, use the directory instead.
             await self._repo.update_account(account, email_filter="ignored")
             await self._repo.save_users(account, [(r.email, r.id) for r in others if r.email and r.id])
-        elif match:
+        elif match and known != "honoured":
             await self._repo.update_account(account, email_filter="honoured")
         if match:
             await self._repo.save_users(account, [(email, match)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
@@ -80,3 +82,21 @@ async def test_a_person_unknown_to_the_lms_is_parked_then_synced_after_a_directo
     refreshes = calls(stackone, "GET", "/unified/lms/users", query="filter[updated_after]")
     assert refreshes, "no incremental directory refresh was made"
     assert stackone.violations == []
+
+
+async def test_records_of_one_new_person_synced_side_by_side_share_one_user_lookup(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """Twelve assignments of one person the worker has not seen, sent at once: all twelve reach the
+    LMS under that person's id, and StackOne is asked for the person once, not once per record."""
+    email = "new.hire@acme.example"
+    user_id = stackone.add_user(ACCOUNT, email)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+
+    await asyncio.gather(*(assign(sender, email, scenario=f"s{i}") for i in range(12)))
+    assert await settled(runtime) == {ACCOUNT: {"synced": 12}}
+
+    assert len(calls(stackone, "GET", "/unified/lms/users", query="filter[email]")) == 1
+    assert {a["user_id"] for a in stackone.assignments(ACCOUNT)} == {user_id}
+    assert len(stackone.assignments(ACCOUNT)) == 12
