@@ -127,6 +127,7 @@ class Runtime:
             self.metrics,
             probe=stackone.probe,
             probe_interval=s.worker.pause_probe_seconds,
+            inline_limit=s.worker.inline_sync_limit,
         )
         await self.consumer.start()
         self._background += [

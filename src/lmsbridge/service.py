@@ -87,6 +87,16 @@ class Service:
 
     async def ingest(self, event: AssignmentEvent) -> tuple[bool, tuple[int, ...]]:
         """Store ``event`` and queue its sync tasks; returns (duplicate, record ids)."""
+        duplicate, record_ids = await self.store(event)
+        await self.queue_syncs(event, self.targets(event, record_ids))
+        return duplicate, record_ids
+
+    async def store(self, event: AssignmentEvent) -> tuple[bool, tuple[int, ...]]:
+        """Store ``event`` (inbox, merged records, pending sync rows); returns (duplicate, record ids).
+
+        A duplicate stores nothing and returns the records it touched the first time, so their
+        syncs can be done again: a crash between commit and sync loses nothing.
+        """
         people = list(event.people)
         if event.needs_expansion:
             platform = self.platforms.get(event.source)
@@ -94,21 +104,24 @@ class Service:
                 raise DeadLetter("no_platform_api", f"source {event.source} has no api_base_url/api_key to expand with")
             people = await platform.members(event.assignment_id)
         [result] = await self.repo.ingest([(event, people)], {k: list(v) for k, v in self.accounts_of.items()})
-        # Confirmed publishes, all in flight at once; a failure retries the event (a repeated
-        # sync task is harmless).
+        return result.duplicate, result.record_ids
+
+    def targets(self, event: AssignmentEvent, record_ids: tuple[int, ...]) -> list[tuple[int, str]]:
+        """Every (record, account) an event's records are synced to."""
+        return [(rid, account) for rid in record_ids for account in self.accounts_of.get(event.source, [])]
+
+    async def queue_syncs(self, event: AssignmentEvent, targets: list[tuple[int, str]]) -> None:
+        """Queue one sync task per (record, account): confirmed publishes, all in flight at once.
+
+        A failure raises for the event to be retried (a repeated sync task is harmless).
+        """
+        received_at = event.received_at.timestamp()
         await asyncio.gather(
             *(
-                self.queue.queue_sync(
-                    record_id,
-                    account,
-                    correlation_id=event.correlation_id,
-                    received_at=event.received_at.timestamp(),
-                )
-                for record_id in result.record_ids
-                for account in self.accounts_of.get(event.source, [])
+                self.queue.queue_sync(rid, account, correlation_id=event.correlation_id, received_at=received_at)
+                for rid, account in targets
             )
         )
-        return result.duplicate, result.record_ids
 
     # --- step 2: sync -------------------------------------------------------------------
 

@@ -82,6 +82,13 @@ class WorkerSettings(_Section):
     drain_timeout: float = Field(25.0, ge=0, description="seconds to finish work on SIGTERM")
     inbox_retention_days: float = Field(14.0, gt=0, description="how long message ids are remembered")
     pause_probe_seconds: float = Field(5.0, gt=0, description="first wait before probing a paused account")
+    inline_sync_limit: int = Field(
+        32,
+        ge=0,
+        description="an event touching at most this many (record, account) pairs has them synced by the "
+        "consumer that stored it, before it is acked; larger events (teams, orgs) queue one sync task each. "
+        "0 queues every sync",
+    )
     sync_lease_seconds: float = Field(
         120.0,
         ge=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 
@@ -9,6 +10,7 @@ from lmsbridge.broker.dead import DeadLetters
 from lmsbridge.broker.topology import Names
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
+from tests.pipeline.conftest import ACCOUNT as ACCOUNT_MAIN
 from tests.pipeline.conftest import SECRET, SettingsFactory
 
 JANE = "jane.smith@acme.example"
@@ -133,3 +135,33 @@ async def test_one_sources_backlog_does_not_hold_up_another_sources_event(
     with contextlib.closing(sqlite3.connect(database)) as db:
         [(b_record,)] = db.execute("SELECT id FROM records WHERE source = 'acme-sales-eu'").fetchall()
     assert b_record <= 50, f"the other source's event was stored as number {b_record} of 201"
+
+
+async def test_a_worker_facing_a_deep_backlog_stores_no_further_ahead_of_the_lms_than_its_prefetch_allows(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """300 events queued before the worker starts (prefetch 16): while it drains them, at no moment
+    are more than about 16 records stored but not yet in the LMS, so delivery keeps pace with intake
+    and a deep queue never starves the LMS writes; every record is written once in the end.
+
+    (Quorum queues hand a consumer a few messages beyond its prefetch, 19 in 16 seen here, so the
+    bound allows twice the prefetch; storing ahead of the syncs went to 243 before.)"""
+    people = [f"q{i:03d}@acme.example" for i in range(300)]
+    for email in people:
+        stackone.add_user(ACCOUNT_MAIN, email)
+    settings = make_settings(stackone={"rate_limit_per_minute": 600_000})
+    intake = await start_runtime(settings, worker=False)
+    sender = sender_for(intake)
+    for email in people:
+        await assign(sender, email)
+
+    worker = await start_runtime(settings, receiver=False)
+    most_ahead = 0
+    while True:
+        counts = await sync_status(worker, ACCOUNT_MAIN)
+        most_ahead = max(most_ahead, counts.get("pending", 0))
+        if counts.get("synced", 0) == len(people):
+            break
+        await asyncio.sleep(0.02)
+    assert most_ahead <= 2 * 16, f"{most_ahead} records were stored ahead of their LMS writes"
+    assert len(stackone.assignments(ACCOUNT_MAIN)) == len(people)

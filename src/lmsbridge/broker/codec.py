@@ -104,14 +104,29 @@ def encode_event(event: AssignmentEvent) -> Message:
     )
 
 
-def encode_sync(task: SyncTask, *, correlation_id: str, received_at: float, attempt: int = 0) -> Message:
+def encode_sync(
+    task: SyncTask,
+    *,
+    correlation_id: str,
+    received_at: float,
+    attempt: int = 0,
+    extra: Mapping[str, Any] | None = None,
+) -> Message:
     """The persistent message asking a worker to sync one record on one account."""
     return _message(
         orjson.dumps({"record_id": task.record_id, "account": task.account}),
         message_id=f"sync:{task.record_id}:{task.account}",
         correlation_id=correlation_id,
-        headers={KIND: "sync", ATTEMPT: attempt, RECEIVED: received_at, ACCOUNT: task.account},
+        headers={KIND: "sync", ATTEMPT: attempt, RECEIVED: received_at, ACCOUNT: task.account, **(extra or {})},
     )
+
+
+def dead_sync(
+    task: SyncTask, *, correlation_id: str, received_at: float, attempt: int, reason: str, error: str, routing_key: str
+) -> Message:
+    """A sync task for the dead-letter queue, recording why (a sync that failed where it was first tried)."""
+    extra = {REASON: reason, ERROR: error[:1000], ROUTING_KEY: routing_key}
+    return encode_sync(task, correlation_id=correlation_id, received_at=received_at, attempt=attempt, extra=extra)
 
 
 def decode(message: AbstractIncomingMessage) -> Task:

@@ -136,12 +136,54 @@ class Broker:
         await self._publish(topology.exchange, codec.encode_event(event), key, timeout)
 
     async def publish_sync(
-        self, task: SyncTask, *, correlation_id: str, received_at: float, timeout: float = 10.0
+        self,
+        task: SyncTask,
+        *,
+        correlation_id: str,
+        received_at: float,
+        attempt: int = 0,
+        delay_level: int | None = None,
+        timeout: float = 10.0,
     ) -> None:
-        """Queue a sync task for one record on one account (confirmed)."""
+        """Queue a sync task for one record on one account (confirmed).
+
+        With ``delay_level`` it waits in that delay queue first, as a retried message does.
+        """
         topology = self._require()
-        message = codec.encode_sync(task, correlation_id=correlation_id, received_at=received_at)
-        await self._publish(topology.exchange, message, sync_key(task.account), timeout)
+        delayed = delay_level is not None
+        message = codec.encode_sync(
+            task,
+            correlation_id=correlation_id,
+            received_at=received_at,
+            attempt=attempt,
+            extra={DELAY_HEADER: delay_level} if delayed else None,
+        )
+        exchange = topology.delay_exchange if delayed else topology.exchange
+        await self._publish(exchange, message, sync_key(task.account), timeout)
+
+    async def publish_dead_sync(
+        self,
+        task: SyncTask,
+        *,
+        correlation_id: str,
+        received_at: float,
+        attempt: int,
+        reason: str,
+        error: str,
+        timeout: float = 10.0,
+    ) -> None:
+        """Put a sync task that failed for good in the dead-letter queue with its reason."""
+        topology = self._require()
+        message = codec.dead_sync(
+            task,
+            correlation_id=correlation_id,
+            received_at=received_at,
+            attempt=attempt,
+            reason=reason,
+            error=error,
+            routing_key=sync_key(task.account),
+        )
+        await self._publish(topology.dead_exchange, message, "", timeout)
 
     async def publish_retry(
         self, message: AbstractIncomingMessage, *, attempt: int, level: int, timeout: float = 10.0

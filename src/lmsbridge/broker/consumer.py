@@ -1,7 +1,17 @@
 """The consumer: the only place that acks, retries, dead-letters or returns a message.
 
-One channel for the events queue and one per StackOne account, so pausing an account
+One channel per intake queue and one per StackOne account, so pausing an account
 (401/403/412) stops only that account's deliveries while its messages stay queued.
+
+An event's records are synced by the consumer that stored it, before the event is acked
+(up to ``inline_limit`` (record, account) pairs; beyond that, or for a paused account, one
+sync task each is queued instead). That saves every event a second trip through RabbitMQ
+and keeps intake and delivery advancing together: no more events are stored ahead of
+their syncs than the prefetch holds. A crash before the ack redelivers the event, which
+is then a duplicate and syncs the same records again (the leases and write-ahead intents
+make that safe). A sync that fails here is handed to its account's queue with the same
+decision a sync task would get: a delayed retry, a dead letter with its reason, or a wait
+in the queue of a paused account.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ class Consumer:
         *,
         probe: Probe,
         probe_interval: float = 5.0,
+        inline_limit: int = 0,
     ) -> None:
         self._broker = broker
         self._service = service
@@ -48,6 +59,7 @@ class Consumer:
         self._metrics = metrics
         self._probe = probe
         self._probe_interval = probe_interval
+        self._inline_limit = inline_limit
         self._names = Names(settings.prefix)
         self._channels: list[AbstractChannel] = []
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}  # queue name -> (queue, tag)
@@ -142,22 +154,89 @@ class Consumer:
     async def _run(self, task: Task) -> None:
         started = time.perf_counter()
         if task.event is not None:
+            event = task.event
             self._metrics.stage("consumed")
             log.info("event.consumed")
-            duplicate, ids = await self._service.ingest(task.event)
+            duplicate, ids = await self._service.store(event)
             self._metrics.stage("duplicate" if duplicate else "upserted")
             log.info(
                 "event.duplicate" if duplicate else "event.upserted",
                 records=len(ids),
                 duration=time.perf_counter() - started,
             )
+            targets = self._service.targets(event, ids)
+            here = len(targets) <= self._inline_limit
+            inline = [t for t in targets if here and self._syncs_here(t[1])]
+            queued = [t for t in targets if t not in inline]
+            results = await asyncio.gather(
+                self._service.queue_syncs(event, queued),
+                *(self._sync_here(task, SyncTask(rid, account)) for rid, account in inline),
+                return_exceptions=True,
+            )
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed  # the event is retried; redelivered, it syncs its records again
         elif task.sync is not None:
-            result = await self._service.sync(task.sync.record_id, task.sync.account, revive=task.replayed)
-            if result.steps:
-                self._metrics.record("pushed")
-                self._metrics.lag_seconds.observe(max(0.0, time.time() - task.received_at))
-                steps = [s.value for s in result.steps]
-                log.info("sync.pushed", steps=steps, duration=time.perf_counter() - started)
+            await self._sync(task, task.sync, revive=task.replayed)
+
+    def _syncs_here(self, account: str) -> bool:
+        """Whether this consumer may sync ``account`` now (it consumes its queue, not paused)."""
+        return account not in self._paused and self._names.sync(account) in self._consumers
+
+    async def _sync(self, task: Task, sync: SyncTask, *, revive: bool = False) -> None:
+        started = time.perf_counter()
+        result = await self._service.sync(sync.record_id, sync.account, revive=revive)
+        if result.steps:
+            self._metrics.record("pushed")
+            self._metrics.lag_seconds.observe(max(0.0, time.time() - task.received_at))
+            steps = [s.value for s in result.steps]
+            log.info("sync.pushed", steps=steps, duration=time.perf_counter() - started)
+
+    async def _sync_here(self, task: Task, sync: SyncTask) -> None:
+        """Sync one of an event's records; a failure is settled as its sync task's would be."""
+        with structlog.contextvars.bound_contextvars(account=sync.account, record_id=sync.record_id):
+            try:
+                await self._sync(task, sync)
+                return
+            except Exception as caught:  # settled below, as for a sync task of attempt 0
+                exc = caught
+            action = decide(exc, attempt=0, max_attempts=self._settings.max_attempts, steps=self._settings.retry_delays)
+            getattr(log, _level(action))(f"sync.{_stage(action, exc)}", **describe(exc))
+            await self._settle(sync, action, exc)
+            await self._hand_over(task, sync, action)
+            if isinstance(exc, PauseAccount):
+                await self.pause(sync.account, exc)
+
+    async def _hand_over(self, task: Task, sync: SyncTask, action: Action) -> None:
+        """Queue a sync that failed here as the sync task the decision makes of it (confirmed).
+
+        Raises BrokerUnavailable, so the event is retried rather than a sync forgotten.
+        """
+        count = self._metrics.record
+        cid, received = task.correlation_id, task.received_at
+        if action.kind == "ack":  # parked: the record waits in the database
+            if action.reason:
+                count("parked")
+        elif action.kind == "retry":
+            level = delay_level(self._settings, action.delay)
+            await self._broker.publish_sync(
+                sync, correlation_id=cid, received_at=received, attempt=action.attempt, delay_level=level
+            )
+            count("retried")
+        elif action.kind == "dead":
+            await self._broker.publish_dead_sync(
+                sync,
+                correlation_id=cid,
+                received_at=received,
+                attempt=action.attempt,
+                reason=action.reason,
+                error=action.error,
+            )
+            count("dead_lettered")
+            log.error("message.dead_lettered", reason=action.reason, error=action.error)
+        else:  # pause: the task waits in the account's queue until the account works again
+            await self._broker.publish_sync(sync, correlation_id=cid, received_at=received, attempt=action.attempt)
+            count("paused")
 
     async def _settle(self, sync: SyncTask, action: Action, exc: BaseException) -> None:
         kind = "parked" if isinstance(exc, ParkRecord) else action.kind
