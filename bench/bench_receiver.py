@@ -206,6 +206,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--raw-messages", type=int, default=30_000)
+    parser.add_argument("--processes", type=int, default=1, help="`lmsbridge serve` processes sharing the port")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_receiver: needs wrk (apt-get install wrk)", file=sys.stderr)
@@ -235,25 +236,33 @@ def main() -> int:
         config = tmpdir / "serve.toml"
         serve_config(config, port, prefix)
         env = {**os.environ, "LMSBRIDGE_CONFIG": str(config)}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", "serve"],
-            env=env,
-        )
+        if args.processes > 1:
+            env["LMSBRIDGE_RECEIVER__REUSE_PORT"] = "true"
+        servers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", "serve"],
+                env=env,
+            )
+            for _ in range(args.processes)
+        ]
         try:
             wait_port(port)
-            time.sleep(1.0)
+            time.sleep(1.0 + args.processes)
             serve_result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
                                    duration=args.duration, connections=args.connections)  # fmt: skip
         finally:
-            server.terminate()
-            server.wait()
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                server.wait()
         queued = asyncio.run(cleanup(prefix))
 
     table = Table(title=f"Receiver, {args.connections} connections, {args.duration}s, {os.cpu_count()} cores")
     for column in ("server", "accepted/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "errors", "wrk CPU %"):
         table.add_column(column, justify="right")
     table.add_row("raw confirmed publish (aio-pika)", f"{raw:,.0f}", "-", "-", "-", "-", "-", "-")
-    for name, r in (("bare aiohttp 202", bare_result), ("lmsbridge serve", serve_result)):
+    serve_name = "lmsbridge serve" + (f" x {args.processes}" if args.processes > 1 else "")
+    for name, r in (("bare aiohttp 202", bare_result), (serve_name, serve_result)):
         table.add_row(
             name, f"{r['rps']:,.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.1f}",
             f"{r['non2xx']:,.0f}", f"{r['errors']:,.0f}", f"{r['wrk_cpu_pct']:.0f}",

@@ -145,7 +145,9 @@ class Runtime:
         self.app = create_app(s.receiver, s.sources, self.broker, self.metrics, checks=checks)
         self._runner = web.AppRunner(self.app, shutdown_timeout=s.receiver.shutdown_grace, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.receiver.host, s.receiver.port, backlog=1024)
+        site = web.TCPSite(
+            self._runner, s.receiver.host, s.receiver.port, backlog=1024, reuse_port=s.receiver.reuse_port or None
+        )
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

@@ -47,6 +47,11 @@ class ReceiverSettings(_Section):
     publish_timeout: float = Field(5.0, gt=0, description="seconds to wait for the broker's confirm")
     retry_after: int = Field(5, ge=1, description="Retry-After seconds sent with a 503")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds to finish requests in flight")
+    reuse_port: bool = Field(
+        False,
+        description="bind with SO_REUSEPORT, so several `lmsbridge serve` processes on one host share the "
+        "port and the kernel spreads connections over them (one Python process uses one core)",
+    )
 
 
 class StackOneSettings(_Section):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -187,3 +188,37 @@ async def test_rabbitmq_restart_gives_503s_then_recovers_with_nothing_lost(
     counts = await settled(runtime, timeout=90)
     assert counts == {ACCOUNT: {"synced": len(events)}}
     assert_once(stackone, len(events))
+
+
+async def test_two_receivers_with_reuse_port_share_one_port_and_every_event_they_accept_is_written(
+    make_settings: SettingsFactory, start_runtime: Start, stackone: StackOneStandIn
+) -> None:
+    """``receiver.reuse_port``: a second receiver binds the port the first holds (no "address in
+    use"), the kernel hands connections to both, and each of 24 events either one accepted reaches
+    the LMS once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    settings = make_settings(receiver={"port": port, "reuse_port": True})
+    people = [f"rp{i:02d}@acme.example" for i in range(24)]
+    ids = {stackone.add_user(ACCOUNT, email) for email in people}
+    first = await start_runtime(settings, worker=False)
+    second = await start_runtime(settings)
+    assert first.port == second.port == port
+
+    sender = WebhookSender(f"http://127.0.0.1:{port}", SECRET)  # no shared session: a connection per post
+    for i, email in enumerate(people):
+        assignment = exec_assignment(f"as-rp-{i}", email, scenario="discovery-call")
+        status, body = await sender.post("acme-sales", exec_event("assignment.created", assignment))
+        assert status == 202, body
+
+    def accepted(runtime: Runtime) -> float:
+        sample = runtime.metrics.registry.get_sample_value("lmsbridge_events_total", {"stage": "accepted"})
+        return float(sample or 0.0)
+
+    assert accepted(first) > 0
+    assert accepted(second) > 0
+    assert accepted(first) + accepted(second) == len(people)
+    assert await settled(second) == {ACCOUNT: {"synced": len(people)}}
+    written = [a["user_id"] for a in stackone.assignments(ACCOUNT)]
+    assert sorted(written) == sorted(ids)
