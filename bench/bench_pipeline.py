@@ -3,6 +3,8 @@
 Phases (each prints a row):
 - throughput: `lmsbridge run` in its own process; signed webhooks as fast as the load
   generator can send them for ``--duration`` seconds; LMS writes per second, sustained;
+- split: the same with `lmsbridge serve` and `lmsbridge worker` as two processes (the
+  production layout: each gets a core);
 - latency: the same at a steady 100 events per second; webhook-sent -> LMS-written p50/p99;
 - drain: ``--backlog`` events already queued, then `lmsbridge worker` alone: events/s;
 - memory: peak RSS (VmHWM) of `lmsbridge serve` while it queues ``--backlog`` events, and of
@@ -160,9 +162,13 @@ def written_at(stackone: StackOneStandIn) -> dict[tuple[str, str], float]:
     }
 
 
-async def throughput(tmp: Path, stackone: StackOneStandIn, duration: float, concurrency: int) -> dict[str, Any]:
+async def throughput(
+    tmp: Path, stackone: StackOneStandIn, duration: float, concurrency: int, *, split: bool = False
+) -> dict[str, Any]:
+    """Maximum load for ``duration`` s: one `lmsbridge run`, or (``split``) `serve` and `worker` processes."""
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
-    proc = start(config(tmp, port, prefix, stackone.url, "throughput"), "run")
+    cfg = config(tmp, port, prefix, stackone.url, "throughput")
+    procs = [start(cfg, "serve"), start(cfg, "worker")] if split else [start(cfg, "run")]
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(url)
@@ -192,11 +198,13 @@ async def throughput(tmp: Path, stackone: StackOneStandIn, duration: float, conc
             "written": len(times),
             "written_per_s_in_window": len(window) / duration,
             "written_per_s_overall": len(times) / (finished - started),
-            "rss_mb": peak_rss_mb(proc.pid),
+            "rss_mb": max(peak_rss_mb(p.pid) for p in procs),
         }
     finally:
-        proc.terminate()
-        proc.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
         await cleanup(prefix)
 
 
@@ -312,6 +320,8 @@ async def main_async(args: argparse.Namespace) -> int:
             try:
                 if phase == "throughput":
                     results[phase] = await throughput(tmp, stackone, args.duration, args.concurrency)
+                elif phase == "split":
+                    results[phase] = await throughput(tmp, stackone, args.duration, args.concurrency, split=True)
                 elif phase == "latency":
                     results[phase] = await latency(tmp, stackone, 100.0, min(args.duration, 30))
                 elif phase == "drain":
@@ -323,14 +333,18 @@ async def main_async(args: argparse.Namespace) -> int:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
-    if "throughput" in results:
-        r = results["throughput"]
-        table.add_row("webhooks accepted/s (run, max load)", f"{r['accepted_per_s']:,.0f}", "")
+    for phase, layout in (("throughput", "run"), ("split", "serve + worker")):
+        if phase not in results:
+            continue
+        r = results[phase]
+        table.add_row(f"webhooks accepted/s ({layout}, max load)", f"{r['accepted_per_s']:,.0f}", "")
         table.add_row(
-            f"LMS writes/s sustained over {args.duration:.0f} s", f"{r['written_per_s_in_window']:,.0f}", ">= 2,500"
+            f"LMS writes/s sustained over {args.duration:.0f} s ({layout})",
+            f"{r['written_per_s_in_window']:,.0f}",
+            ">= 2,500",
         )
-        table.add_row("LMS writes/s including drain", f"{r['written_per_s_overall']:,.0f}", "")
-        table.add_row("events accepted / written", f"{r['accepted']:,} / {r['written']:,}", "equal")
+        table.add_row(f"LMS writes/s including drain ({layout})", f"{r['written_per_s_overall']:,.0f}", "")
+        table.add_row(f"events accepted / written ({layout})", f"{r['accepted']:,} / {r['written']:,}", "equal")
     if "latency" in results:
         r = results["latency"]
         table.add_row("latency at 100/s p50 (ms)", f"{r['p50_ms']:.1f}", "<= 20")
@@ -352,7 +366,7 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--drain-for", type=float, default=1800.0, help="stop the drain after this many seconds")
-    parser.add_argument("--phases", default="throughput,latency,drain")
+    parser.add_argument("--phases", default="throughput,split,latency,drain")
     return asyncio.run(main_async(parser.parse_args()))
 
 

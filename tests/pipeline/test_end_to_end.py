@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import aiohttp
 import orjson
+import pytest
 
 from lmsbridge.broker import Names
 from lmsbridge.runtime import Runtime
@@ -20,12 +21,18 @@ Start = Callable[..., Awaitable[Runtime]]
 Sender = Callable[[Runtime], WebhookSender]
 
 
+@pytest.mark.parametrize("inline_limit", [32, 0], ids=["synced-where-stored", "through-sync-tasks"])
 async def test_signed_exec_webhooks_reach_stackone_as_spec_valid_requests(
-    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    inline_limit: int,
 ) -> None:
-    """Created then completed: content upserted, one assignment and one completion, all on the spec."""
+    """Created then completed: content upserted, one assignment and one completion, all on the spec,
+    whether the worker syncs events where it stores them or queues every sync as a task."""
     jane = stackone.add_user(ACCOUNT, "jane.smith@acme.example", "Jane Smith")
-    runtime = await start_runtime(make_settings())
+    runtime = await start_runtime(make_settings(worker={"inline_sync_limit": inline_limit}))
     sender = sender_for(runtime)
     created = exec_event("assignment.created", exec_assignment("a1", "jane.smith@acme.example"))
     status, body = await sender.post("acme-sales", created)
@@ -119,14 +126,17 @@ async def test_broker_down_gives_503_and_stores_nothing(
     assert stackone.requests == []
 
 
+@pytest.mark.parametrize("inline_limit", [32, 4], ids=["synced-where-stored", "larger-than-the-limit"])
 async def test_team_assignment_expands_through_the_platform_api(
     make_settings: SettingsFactory,
     start_runtime: Start,
     sender_for: Sender,
     stackone: StackOneStandIn,
     platform: LimeplateStandIn,
+    inline_limit: int,
 ) -> None:
-    """A team assignment of 12 becomes 12 LMS assignments, even when the platform API fails twice first."""
+    """A team assignment of 12 becomes 12 LMS assignments, even when the platform API fails twice first,
+    synced where stored or, for a team larger than ``worker.inline_sync_limit``, as 12 sync tasks."""
     from lmsbridge.testing.limeplate import make_team_assignment
     from lmsbridge.testing.webhooks import limeplate_created
 
@@ -135,7 +145,7 @@ async def test_team_assignment_expands_through_the_platform_api(
     for row in detail["userProgress"]:
         stackone.add_user(ACCOUNT, row["email"])
     platform.fail_next(500, times=2)
-    runtime = await start_runtime(make_settings())
+    runtime = await start_runtime(make_settings(worker={"inline_sync_limit": inline_limit}))
     listed = {k: v for k, v in detail.items() if k not in ("userProgress", "note", "assignedByName")}
     status, _ = await sender_for(runtime).post("acme-security", limeplate_created(listed))
     assert status == 202
