@@ -84,7 +84,7 @@ class People:
         self._cache[(account, email)] = found
         return found
 
-    async def _by_filter(self, account: str, email: str, *, known: str | None) -> str | None:
+    async def _by_filter(self, account: str, email: str, *, known: str) -> str | None:
         rows = await self._stackone.find_users_by_email(account, email)
         match = next((r.id for r in rows if r.id and (r.email or "").strip().lower() == email), None)
         others = [r for r in rows if (r.email or "").strip().lower() != email]

@@ -2,11 +2,12 @@
 
 Two steps, each safe to repeat:
 
-1. :meth:`Service.ingest` expands the event into people (a platform API call for
-   team and org assignments), stores it in one transaction (inbox + merged records +
-   pending sync rows) and queues one sync task per (record, account). A duplicate message
-   id stores nothing and re-queues the sync of the records it touched the first time, so a
-   crash between commit and queueing loses nothing.
+1. :meth:`Service.store` expands the event into people (a platform API call for
+   team and org assignments) and stores it in one transaction (inbox + merged records +
+   pending sync rows); its :meth:`~Service.targets` are then synced at once by the consumer
+   or queued as sync tasks (:meth:`Service.queue_syncs`; :meth:`Service.ingest` does both).
+   A duplicate message id stores nothing and returns the records it touched the first
+   time, so their syncs are done again and a crash between commit and sync loses nothing.
 2. :meth:`Service.sync` brings one record up to date on one account, writing only what is
    still missing (learning object, assignment, completion). A create that may have
    happened (408, timeout) is checked by listing before it is tried again.
