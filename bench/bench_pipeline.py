@@ -86,11 +86,19 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
     return path
 
 
+LOGS: Path | None = None  # --logs: keep each process's warnings and errors here
+
+
 def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
+    stderr: Any = subprocess.DEVNULL
+    if LOGS is not None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        stderr = (LOGS / f"{cfg.stem}-{role}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", role],
         env={**os.environ, "LMSBRIDGE_CONFIG": str(cfg)},
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        stdout=stderr,
     )
 
 
@@ -167,7 +175,7 @@ async def throughput(
 ) -> dict[str, Any]:
     """Maximum load for ``duration`` s: one `lmsbridge run`, or (``split``) `serve` and `worker` processes."""
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
-    cfg = config(tmp, port, prefix, stackone.url, "throughput")
+    cfg = config(tmp, port, prefix, stackone.url, "split" if split else "throughput")  # each phase its own database
     procs = [start(cfg, "serve"), start(cfg, "worker")] if split else [start(cfg, "run")]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -367,7 +375,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--drain-for", type=float, default=1800.0, help="stop the drain after this many seconds")
     parser.add_argument("--phases", default="throughput,split,latency,drain")
-    return asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--logs", type=Path, help="keep each lmsbridge process's log lines in this folder")
+    args = parser.parse_args()
+    global LOGS
+    LOGS = args.logs
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
