@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -138,3 +139,24 @@ async def test_dead_letters_can_be_listed_shown_and_replayed(broker: Broker, amq
     back = decode(await _get(amqp_url, names.sync("acc-1")))
     assert back.sync == SyncTask(9, "acc-1")
     assert back.attempt == 0
+
+
+async def test_retrying_an_unreachable_broker_leaves_no_connection_open_behind(broker_prefix: str) -> None:
+    """Each failed attempt to reach RabbitMQ closes its connection: after a broker that never connected
+    is closed, none of its attempts' connections is still open. (Left open, the garbage collector
+    finalises them from whatever thread it runs in, and off the event loop their own close becomes a
+    coroutine never awaited: the warning a CI run failed on.)"""
+
+    def open_connections() -> set[int]:
+        return {id(o) for o in gc.get_objects() if isinstance(o, aio_pika.RobustConnection) and not o.is_closed}
+
+    unreachable = Broker("amqp://guest:guest@127.0.0.1:1/", BrokerSettings(prefix=broker_prefix), [], name="down")
+    gc.disable()  # keep what the attempts dropped in sight until it is counted
+    try:
+        before = open_connections()
+        await unreachable.start()
+        await asyncio.sleep(1.0)  # two attempts or more (0.5 s between the first ones)
+        await unreachable.close()
+        assert open_connections() - before == set()
+    finally:
+        gc.enable()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError
 
 from lmsbridge.broker import codec
@@ -77,9 +78,13 @@ class Broker:
         delay = 0.5
         while True:
             try:
-                self.connection = await aio_pika.connect_robust(
-                    self._url, client_properties={"connection_name": self._name}, timeout=10
+                # Built here rather than by connect_robust, so a failed attempt's connection is closed
+                # below: left to the garbage collector, it schedules its own close from whatever thread
+                # collects it, which off the event loop is a coroutine never awaited.
+                self.connection = aio_pika.RobustConnection(
+                    make_url(self._url), client_properties={"connection_name": self._name}
                 )
+                await self.connection.connect(timeout=10)
                 self.connection.reconnect_callbacks.add(self._on_reconnect)
                 self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
                 self.topology = await declare(self._channel, self.settings, self.accounts, self.sources)
