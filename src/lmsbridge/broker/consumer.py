@@ -143,9 +143,10 @@ class Consumer:
                     duration=time.perf_counter() - started,
                     **describe(exc),
                 )
-            if task.sync is not None and exc is not None:
+            # Recorded in the database only once the broker holds the outcome: a record marked dead
+            # whose dead letter was never published would be dropped when its task came back.
+            if await self._apply(message, task, action) and task.sync is not None and exc is not None:
                 await self._settle(task.sync, action, exc)
-            await self._apply(message, task, action)
             if isinstance(exc, PauseAccount) and task.sync is not None:
                 await self.pause(task.sync.account, exc)
         finally:
@@ -166,8 +167,10 @@ class Consumer:
             )
             targets = self._service.targets(event, ids)
             here = len(targets) <= self._inline_limit
-            inline = [t for t in targets if here and self._syncs_here(t[1])]
-            queued = [t for t in targets if t not in inline]
+            inline: list[tuple[int, str]] = []
+            queued: list[tuple[int, str]] = []
+            for target in targets:
+                (inline if here and self._syncs_here(target[1]) else queued).append(target)
             results = await asyncio.gather(
                 self._service.queue_syncs(event, queued),
                 *(self._sync_here(task, SyncTask(rid, account)) for rid, account in inline),
@@ -202,8 +205,8 @@ class Consumer:
                 exc = caught
             action = decide(exc, attempt=0, max_attempts=self._settings.max_attempts, steps=self._settings.retry_delays)
             getattr(log, _level(action))(f"sync.{_stage(action, exc)}", **describe(exc))
+            await self._hand_over(task, sync, action)  # first, as in _handle: see there
             await self._settle(sync, action, exc)
-            await self._hand_over(task, sync, action)
             if isinstance(exc, PauseAccount):
                 await self.pause(sync.account, exc)
 
@@ -212,17 +215,12 @@ class Consumer:
 
         Raises BrokerUnavailable, so the event is retried rather than a sync forgotten.
         """
-        count = self._metrics.record
         cid, received = task.correlation_id, task.received_at
-        if action.kind == "ack":  # parked: the record waits in the database
-            if action.reason:
-                count("parked")
-        elif action.kind == "retry":
+        if action.kind == "retry":
             level = delay_level(self._settings, action.delay)
             await self._broker.publish_sync(
                 sync, correlation_id=cid, received_at=received, attempt=action.attempt, delay_level=level
             )
-            count("retried")
         elif action.kind == "dead":
             await self._broker.publish_dead_sync(
                 sync,
@@ -232,11 +230,10 @@ class Consumer:
                 reason=action.reason,
                 error=action.error,
             )
-            count("dead_lettered")
-            log.error("message.dead_lettered", reason=action.reason, error=action.error)
-        else:  # pause: the task waits in the account's queue until the account works again
+        elif action.kind == "pause":  # the task waits in the account's queue until the account works again
             await self._broker.publish_sync(sync, correlation_id=cid, received_at=received, attempt=action.attempt)
-            count("paused")
+        # ack: nothing to queue (a parked record waits in the database)
+        self._count(action, self._metrics.record)
 
     async def _settle(self, sync: SyncTask, action: Action, exc: BaseException) -> None:
         kind = "parked" if isinstance(exc, ParkRecord) else action.kind
@@ -244,31 +241,39 @@ class Consumer:
         with contextlib.suppress(InfrastructureFault):
             await self._service.settle_sync(sync.record_id, sync.account, kind, reason, action.error or str(exc))
 
-    async def _apply(self, message: AbstractIncomingMessage, task: Task | None, action: Action) -> None:
-        """Carry out ``action``; if the broker fails meanwhile, return the message to its queue."""
+    async def _apply(self, message: AbstractIncomingMessage, task: Task | None, action: Action) -> bool:
+        """Carry out ``action``; False if the broker failed meanwhile and the message went back to its queue."""
         try:
-            count = self._metrics.record if task is not None and task.kind == "sync" else self._metrics.stage
             if action.kind == "ack":
-                if action.reason:
-                    count("parked")
                 await message.ack()
             elif action.kind == "retry":
                 level = delay_level(self._settings, action.delay)
                 await self._broker.publish_retry(message, attempt=action.attempt, level=level)
                 await message.ack()
-                count("retried")
             elif action.kind == "dead":
                 await self._broker.publish_dead(message, reason=action.reason, error=action.error)
                 await message.ack()
-                count("dead_lettered")
-                log.error("message.dead_lettered", reason=action.reason, error=action.error)
             else:  # pause: the message goes back to its queue, untouched
                 await message.nack(requeue=True)
-                count("paused")
         except (BrokerUnavailable, ConnectionError, RuntimeError) as exc:
             log.warning("message.returned", reason="broker_fault", error=type(exc).__name__)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
+            return False
+        self._count(action, self._metrics.record if task is not None and task.kind == "sync" else self._metrics.stage)
+        return True
+
+    @staticmethod
+    def _count(action: Action, count: Callable[[str], None]) -> None:
+        """Count (and for a dead letter, log) an outcome the broker now holds."""
+        if action.kind == "ack":
+            if action.reason:
+                count("parked")
+        elif action.kind == "dead":
+            count("dead_lettered")
+            log.error("message.dead_lettered", reason=action.reason, error=action.error)
+        else:
+            count({"retry": "retried", "pause": "paused"}[action.kind])
 
     # --- pausing accounts ---------------------------------------------------------------
 
