@@ -9,6 +9,9 @@ The repository writes its statements as plain functions of a synchronous SQLAlch
 * **PostgreSQL**: the async engine (asyncpg) runs the same functions with ``run_sync``.
 
 Both run a batch in one transaction and return its results in order, or raise.
+:func:`is_data_error` tells a statement refused for the data it carries (too long, a NUL on
+PostgreSQL, a date out of range, a constraint) from a database that failed (connection lost,
+locked, shutting down): the first fails again however often it is retried, the second heals.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,7 +32,31 @@ from lmsbridge.storage.engine import configure_sqlite, is_sqlite
 T = TypeVar("T")
 SyncWork = Callable[[Connection], Any]
 
-__all__ = ["Database", "SyncWork", "open_database"]
+__all__ = ["Database", "SyncWork", "is_data_error", "open_database"]
+
+# SQLSTATE classes of a statement refused for its values: 22 data exception (value too long,
+# NUL in text, date out of range), 23 integrity constraint violation.
+_DATA_SQLSTATE_CLASSES = ("22", "23")
+# Raised by the driver or a bind processor while turning one value into SQL (a date past year
+# 9999 once moved to UTC, an int past 64 bits, an unencodable string): the value's fault.
+_VALUE_FAULTS = (ValueError, OverflowError, TypeError, UnicodeError)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when the database refused a statement for the data it carries, not for its own state.
+
+    Retrying such a statement can never succeed; a lost connection, a locked file, a
+    serialization failure or a server shutting down (``OperationalError`` and friends) can.
+    """
+    if isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in _DATA_SQLSTATE_CLASSES
+    if isinstance(exc, sa_exc.StatementError):  # failed while binding a value, before the database saw it
+        return isinstance(exc.orig, _VALUE_FAULTS)
+    return False
 
 
 class Database(Protocol):

@@ -7,9 +7,13 @@ whatever is queued in ONE transaction; each caller gets its own result only afte
 commit, so "acked after the commit" still holds. Under load the batches grow by themselves
 (everything that queued while the previous batch ran); alone, a write waits for nobody.
 
-If the shared transaction fails, every write in it fails with the same error and none is
-kept: callers see the same :class:`~sqlalchemy.exc.SQLAlchemyError` they would have seen
-alone, and retry. A write whose caller was cancelled before its batch started is skipped.
+If the shared transaction fails because the database failed (connection lost, locked),
+every write in it fails with the same error and none is kept: callers see the same
+:class:`~sqlalchemy.exc.SQLAlchemyError` they would have seen alone, and retry. If it fails
+because one write's own data was refused (:func:`~lmsbridge.storage.database.is_data_error`,
+or an exception that is not the database's), nothing of the batch was kept either, and each
+write is run again in a transaction of its own: the culprit fails alone, with its own error,
+and the others commit. A write whose caller was cancelled before its batch started is skipped.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
-from lmsbridge.storage.database import Database
+from lmsbridge.storage.database import Database, is_data_error
 
 T = TypeVar("T")
 
@@ -67,13 +72,35 @@ class GroupCommit:
                 if not future.done():
                     future.cancel()
             raise
-        except Exception as exc:  # the whole transaction is gone: every caller sees why
-            for _, future in batch:
+        except Exception as exc:  # the whole transaction is gone
+            if len(batch) > 1 and _one_writes_fault(exc):
+                await self._one_by_one(batch)
+                return
+            for _, future in batch:  # the database failed: every caller sees why
                 if not future.done():
                     future.set_exception(exc)
             return
         self.batches += 1
         for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _one_by_one(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+        """Run each write of a failed batch in its own transaction, so only the culprit fails."""
+        for index, (work, future) in enumerate(batch):
+            if future.done():
+                continue
+            try:
+                [result] = await self._database.write([work])
+            except asyncio.CancelledError:
+                for _, waiting in batch[index:]:
+                    waiting.cancel()
+                raise
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
             if not future.done():
                 future.set_result(result)
 
@@ -86,3 +113,10 @@ class GroupCommit:
         for _, future in self._queue:
             future.cancel()
         self._queue.clear()
+
+
+def _one_writes_fault(exc: Exception) -> bool:
+    """Whether a batch failed for one write's data (or code), not because the database failed."""
+    if isinstance(exc, SQLAlchemyError):
+        return is_data_error(exc)
+    return not isinstance(exc, OSError)
