@@ -5,7 +5,10 @@ Statements are built once (:class:`_Statements`) and run as plain functions of a
 through asyncpg. Writes go through :class:`~lmsbridge.storage.group_commit.GroupCommit`: the
 writes of concurrent consumers share one transaction, and each returns only after that commit.
 Database faults surface as :class:`~lmsbridge.errors.InfrastructureFault`, so the consumer
-requeues without using up a record's attempts.
+requeues without using up a record's attempts; a statement refused for its own data (a
+title with a NUL on PostgreSQL, a reference longer than its column, a date past year 9999)
+as a :class:`~lmsbridge.errors.DeadLetter` with reason ``unstorable``: retrying it could never
+succeed, so it fails that event (or sync) alone and for good, with the database's reason.
 """
 
 from __future__ import annotations
@@ -23,16 +26,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, Rank, RecordKey, RecordState
 from lmsbridge.domain.records import merge, state_from_event
 from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
-from lmsbridge.errors import InfrastructureFault
+from lmsbridge.errors import DeadLetter, InfrastructureFault
 from lmsbridge.ports import AccountState, Ingest, SyncView
-from lmsbridge.storage.database import open_database
+from lmsbridge.storage.database import is_data_error, open_database
 from lmsbridge.storage.group_commit import GroupCommit
 from lmsbridge.storage.tables import accounts, content, directory, inbox, metadata, records, sync_state
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["DEAD", "PARKED", "PENDING", "SYNCED", "Repository"]
+__all__ = ["DEAD", "PARKED", "PENDING", "SYNCED", "UNSTORABLE", "Repository"]
+
+UNSTORABLE = "unstorable"
+"""Dead-letter reason: the database refused the message's own data (retrying cannot help)."""
 
 _RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "assigned_at", "due_date", "progress")
 _RECORD_STATE += ("completed_at", "passed", "score")
@@ -45,18 +51,32 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Turn driver and SQLAlchemy errors into InfrastructureFault (our fault, not the record's)."""
+    """Turn driver and SQLAlchemy errors into InfrastructureFault (our fault, not the record's),
+    or into a dead letter (``unstorable``) when the database refused the statement's own data."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except SQLAlchemyError as exc:
+            if is_data_error(exc):
+                raise DeadLetter(UNSTORABLE, f"the database refused the data: {_complaint(exc)}") from exc
             raise InfrastructureFault(f"database: {type(exc).__name__}") from exc
         except OSError as exc:
             raise InfrastructureFault(f"database: {exc.strerror or type(exc).__name__}") from exc
 
     return wrapper
+
+
+def _complaint(exc: SQLAlchemyError) -> str:
+    """The driver's one-line reason (e.g. ``value too long for type character varying(512)``).
+
+    Never SQLAlchemy's own text, which repeats the statement's parameters, the value itself.
+    """
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if orig is not None else type(exc).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.replace("\x00", "")[:200]
 
 
 class _Statements:
