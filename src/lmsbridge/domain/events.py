@@ -1,11 +1,78 @@
-"""The canonical assignment event: what every platform adapter produces and the queue carries."""
+"""The canonical assignment event: what every platform adapter produces and the queue carries.
+
+It also holds what the database can store (:data:`MAX_ID`, :data:`MAX_REFERENCE`,
+:data:`MAX_EMAIL`; text without NUL or control characters; datetimes that still exist in UTC),
+as annotated types the platform adapters use for the body fields these come from, so a body
+breaking a limit is refused with a 422 naming its field before the 202, and a queued event
+breaking one fails to decode in the worker instead of looping on the database's refusal.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_ID = 255
+"""Ids: ``inbox.message_id`` (and the AMQP message id, in UTF-8 bytes), ``records.assignment_id``."""
+MAX_REFERENCE = 512
+"""``records.learning_object_ref`` and ``content.external_reference``."""
+MAX_EMAIL = 320
+"""``records.person_key`` and ``directory.email``: the e-mail after ``strip().lower()``."""
+
+# C0 controls but tab, newline and carriage return, and DEL: never meaningful in a title or a name.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def printable(value: str) -> str:
+    """An id or a reference: printable characters only (as message ids from headers must be)."""
+    if not value.isprintable():
+        raise ValueError("must contain only printable characters")
+    return value
+
+
+def text(value: str) -> str:
+    """A title or a name: no NUL or control characters (tab and line breaks are fine)."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain NUL or control characters")
+    return value
+
+
+def short_bytes(value: str) -> str:
+    """A message id: at most :data:`MAX_ID` bytes of UTF-8 (an AMQP short string)."""
+    if len(value.encode()) > MAX_ID:
+        raise ValueError(f"must be at most {MAX_ID} bytes of UTF-8")
+    return value
+
+
+def email(value: str) -> str:
+    """An e-mail whose person key (``strip().lower()``; some characters grow) fits :data:`MAX_EMAIL`."""
+    text(value)
+    if len(value.strip().lower()) > MAX_EMAIL:
+        raise ValueError(f"must be at most {MAX_EMAIL} characters once lower-cased")
+    return value
+
+
+def storable(value: datetime) -> datetime:
+    """A datetime that still exists once converted to UTC (``9999-12-31T23:59:59-12:00`` does not)."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(printable)]
+MessageId = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID), AfterValidator(printable), AfterValidator(short_bytes)
+]
+Reference = Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE), AfterValidator(printable)]
+Text = Annotated[str, AfterValidator(text)]
+Email = Annotated[str, Field(min_length=3), AfterValidator(email)]
+Moment = Annotated[datetime, AfterValidator(storable)]
 
 EventType = Literal["assignment.created", "assignment.completed"]
 ASSIGNMENT_CREATED: EventType = "assignment.created"
@@ -17,8 +84,8 @@ class LearningObject(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    external_reference: str = Field(min_length=1)
-    title: str
+    external_reference: Reference
+    title: Text
 
 
 class PersonProgress(BaseModel):
@@ -26,11 +93,11 @@ class PersonProgress(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    email: str = Field(min_length=3)
-    name: str | None = None
-    platform_user_id: str | None = None
+    email: Email
+    name: Text | None = None
+    platform_user_id: Identifier | None = None
     progress: float | None = Field(None, ge=0, le=100)
-    completed_at: datetime | None = None
+    completed_at: Moment | None = None
     passed: bool | None = None
     score: float | None = None
 
@@ -45,16 +112,16 @@ class AssignmentEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    message_id: str = Field(min_length=1, max_length=255)
+    message_id: MessageId
     source: str
     platform: str
     type: EventType
-    occurred_at: datetime
-    received_at: datetime
+    occurred_at: Moment
+    received_at: Moment
     correlation_id: str
-    assignment_id: str = Field(min_length=1)
+    assignment_id: Identifier
     learning_object: LearningObject
-    assigned_at: datetime | None = None
-    due_date: datetime | None = None
+    assigned_at: Moment | None = None
+    due_date: Moment | None = None
     people: tuple[PersonProgress, ...] = ()
     needs_expansion: bool = False

@@ -9,12 +9,16 @@ UTC) may be absent, and then the event is taken to have happened when it was rec
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from lmsbridge.domain.events import MessageId, storable
 from lmsbridge.errors import MalformedRequest, UnusableBody
 
 HANDLED = ("assignment.created", "assignment.completed")
@@ -32,18 +36,8 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
-"""A timestamp; one without a zone is taken as UTC."""
-
-
-def _short(value: str) -> str:
-    # The id becomes the AMQP message_id, a short string of at most 255 bytes.
-    if len(value.encode()) > 255:
-        raise ValueError("must be at most 255 bytes of UTF-8")
-    return value
-
-
-MessageId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_short)]
+UtcDatetime = Annotated[datetime, AfterValidator(_aware), AfterValidator(storable)]
+"""A timestamp; one without a zone is taken as UTC; it must still exist once converted to UTC."""
 
 
 class Head(Lenient):
@@ -65,10 +59,62 @@ def load_json(body: bytes) -> dict[str, Any]:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
+        path = _overflowing_number(body)
+        if path is not None:
+            # Well-formed JSON (orjson refuses only what a double cannot hold): the field is the problem.
+            raise UnusableBody(f"{path}: number is too large", code="invalid_body", path=path) from None
         raise MalformedRequest("the body is not valid JSON", code="malformed_json") from None
     if not isinstance(parsed, dict):
         raise MalformedRequest("the body must be a JSON object", code="malformed_json")
     return parsed
+
+
+class _Overflow:
+    """Stands for a number a double cannot hold, so its path can be found."""
+
+
+_OVERFLOW = _Overflow()
+
+
+def _float(literal: str) -> float | _Overflow:
+    value = float(literal)
+    return value if math.isfinite(value) else _OVERFLOW
+
+
+def _int(literal: str) -> int | _Overflow:
+    # orjson reads integers beyond 64 bits as doubles; past ~1.8e308 (or int()'s digit limit) it refuses.
+    if len(literal) > 400:
+        return _OVERFLOW
+    value = int(literal)
+    try:
+        float(value)
+    except OverflowError:
+        return _OVERFLOW
+    return value
+
+
+def _not_json(literal: str) -> None:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def _overflowing_number(body: bytes) -> str | None:
+    """Where a JSON body that orjson refused holds a number too large for a double, if that is why."""
+    try:
+        document = json.loads(body, parse_float=_float, parse_int=_int, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return None
+    return _find(document, ())
+
+
+def _find(value: Any, loc: tuple[int | str, ...]) -> str | None:
+    if value is _OVERFLOW:
+        return json_path(loc) or "body"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _find(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
 
 
 def json_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
@@ -90,3 +136,21 @@ def validate(model: type[M], value: Any, *, prefix: str = "") -> M:
         first = exc.errors(include_url=False, include_input=False)[0]
         path = json_path(first["loc"], prefix)
         raise UnusableBody(f"{path or 'body'}: {first['msg']}", code="invalid_body", path=path or None) from None
+
+
+T = TypeVar("T")
+
+
+def build(make: Callable[[], T], paths: dict[str, str]) -> T:
+    """Build a domain object; a domain limit it breaks is 422 naming the body field it came from.
+
+    ``paths`` maps the domain's field paths (``learning_object.external_reference``) to the
+    body's; the adapters' own models check the same limits first, so this is the safety net.
+    """
+    try:
+        return make()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        loc = json_path(tuple(part for part in first["loc"] if not isinstance(part, int)))
+        path = paths.get(loc)
+        raise UnusableBody(f"{path or loc}: {first['msg']}", code="invalid_body", path=path) from None

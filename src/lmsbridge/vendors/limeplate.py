@@ -15,7 +15,9 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
-from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, validate
+from lmsbridge.domain.events import MAX_REFERENCE, Email, Identifier, Reference, Text
+from lmsbridge.errors import UnusableBody
+from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, build, validate
 
 EMAIL = r"^[^@\s]+@[^@\s]+$"
 
@@ -29,11 +31,11 @@ class Camel(Lenient):
 class Assignment(Camel):
     """An assignment as ``GET /assignments`` lists it (the fields lmsbridge uses)."""
 
-    id: str = Field(min_length=1, max_length=255)
+    id: Identifier
     assignee_type: Literal["user", "team", "org"]
-    target_type: str = Field(min_length=1)
-    target_id: str = Field(min_length=1)
-    target_title: str = Field(min_length=1)
+    target_type: Identifier
+    target_id: Reference
+    target_title: Text = Field(min_length=1)
     deadline: UtcDatetime | None = None
     created_at: UtcDatetime | None = None
 
@@ -41,9 +43,9 @@ class Assignment(Camel):
 class Member(Camel):
     """One person's progress: a ``userProgress`` row, or a completion's ``data.user``."""
 
-    user_id: str | None = None
-    name: str | None = None
-    email: str = Field(min_length=3, max_length=320, pattern=EMAIL)
+    user_id: Identifier | None = None
+    name: Text | None = None
+    email: Email = Field(max_length=320, pattern=EMAIL)
     progress_percent: float | None = Field(None, ge=0, le=100)
     completed_at: UtcDatetime | None = None
 
@@ -69,11 +71,14 @@ class CompletedData(Lenient):
 
 
 def learning_object(assignment: Assignment) -> LearningObject:
-    """The stable LMS reference of an assignment's target, e.g. ``limeplate:topic:sql-injection``."""
-    return LearningObject(
-        external_reference=f"limeplate:{assignment.target_type}:{assignment.target_id}",
-        title=assignment.target_title,
-    )
+    """The stable LMS reference of an assignment's target, e.g. ``limeplate:topic:sql-injection``.
+
+    Raises ``ValueError`` when the reference would not fit its column (:data:`MAX_REFERENCE`).
+    """
+    reference = f"limeplate:{assignment.target_type}:{assignment.target_id}"
+    if len(reference) > MAX_REFERENCE:
+        raise ValueError(f"the learning object reference would be longer than {MAX_REFERENCE} characters")
+    return LearningObject(external_reference=reference, title=assignment.target_title)
 
 
 def to_event(
@@ -87,18 +92,28 @@ def to_event(
         assignment, people = done.assignment, (done.user.person(passed=True),)
     else:
         assignment = validate(CreatedData, envelope.data, prefix="data").assignment
-    return AssignmentEvent(
-        message_id=message_id,
-        source=source,
-        platform="limeplate",
-        type="assignment.completed" if completed else "assignment.created",
-        occurred_at=envelope.timestamp or received_at,
-        received_at=received_at,
-        correlation_id=correlation_id,
-        assignment_id=assignment.id,
-        learning_object=learning_object(assignment),
-        assigned_at=assignment.created_at,
-        due_date=assignment.deadline,
-        people=people,
-        needs_expansion=not completed,
+    try:
+        target = learning_object(assignment)
+    except ValueError as exc:
+        raise UnusableBody(f"{TARGET_ID}: {exc}", code="invalid_body", path=TARGET_ID) from None
+    return build(
+        lambda: AssignmentEvent(
+            message_id=message_id,
+            source=source,
+            platform="limeplate",
+            type="assignment.completed" if completed else "assignment.created",
+            occurred_at=envelope.timestamp or received_at,
+            received_at=received_at,
+            correlation_id=correlation_id,
+            assignment_id=assignment.id,
+            learning_object=target,
+            assigned_at=assignment.created_at,
+            due_date=assignment.deadline,
+            people=people,
+            needs_expansion=not completed,
+        ),
+        {"message_id": "id", "assignment_id": "data.assignment.id"},
     )
+
+
+TARGET_ID = "data.assignment.targetId"
