@@ -1,7 +1,18 @@
 """The ``lmsbridge`` command: the only place that builds Settings and configures logging.
 
-Commands: ``run`` (receiver + worker), ``serve``, ``worker``, ``check`` (probe exit code),
-``status``, ``dlq list|show|replay|purge``, ``migrate``, ``demo``.
+Commands: ``run`` (receiver + worker), ``serve``, ``worker``, ``migrate``, ``check`` (a probe's
+exit code), ``status``, ``dlq list|show|replay|purge`` and ``demo``. The global options
+(``--config``, ``--log-level``, ``--log-format``) are accepted before or after the command:
+``lmsbridge --config F run`` and ``lmsbridge run --config F`` are the same.
+
+Exit codes (also in ``lmsbridge --help`` and the README):
+
+====  ==========================================================================
+0     done; for ``check``, the broker and the database answer
+1     the command could not do its job (a service unreachable, a check failed)
+2     bad settings or bad usage (one line on stderr names the key or the option)
+130   interrupted (Ctrl-C)
+====  ==========================================================================
 """
 
 from __future__ import annotations
@@ -9,7 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from lmsbridge import __version__
@@ -17,81 +28,154 @@ from lmsbridge.errors import ConfigError, LmsbridgeError
 from lmsbridge.logs import configure
 from lmsbridge.settings import Settings, load_settings
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_SETTINGS = 2
+EXIT_INTERRUPTED = 130
+
+_EXIT_CODES = """exit codes:
+  0    done; for `check`, RabbitMQ and the database answer
+  1    the command could not do its job (a service unreachable, a check failed)
+  2    bad settings or bad usage (one line on stderr names the key or the option)
+  130  interrupted (Ctrl-C)
+
+Global options may come before or after the command: `lmsbridge run --config F` works too.
+Every setting can also come from the environment: LMSBRIDGE_<SECTION>__<KEY>."""
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """The global options; on subcommands their defaults are suppressed so a value given first is kept."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("global options")
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help="TOML settings file (default: $LMSBRIDGE_CONFIG; without either, environment and defaults only)",
+    )
+    group.add_argument(
+        "--log-level",
+        default=default("info"),
+        choices=["debug", "info", "warning", "error"],
+        help="lowest level logged (default: info)",
+    )
+    group.add_argument(
+        "--log-format",
+        default=default("auto"),
+        choices=["auto", "json", "console"],
+        help="json: one JSON object per line; console: for people; auto: console on a terminal, else json",
+    )
+    return parent
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmsbridge", description="Signed training webhooks in, LMS records out.")
+    common = _global_options(suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="lmsbridge",
+        description="Signed training webhooks in, LMS assignments and completions out (via StackOne).",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(suppress=False)],
+    )
     parser.add_argument("--version", action="version", version=f"lmsbridge {__version__}")
-    parser.add_argument("--config", help="TOML settings file (default: $LMSBRIDGE_CONFIG)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="receiver and worker in one process (the main job)")
-    sub.add_parser("serve", help="the webhook receiver only")
-    sub.add_parser("worker", help="the consumers only")
-    sub.add_parser("migrate", help="bring the database schema up to date")
-    check = sub.add_parser("check", help="exit 0 when the broker and database answer (a probe)")
-    check.add_argument("--timeout", type=float, default=5.0)
-    status = sub.add_parser("status", help="ledger, queue depths, backlog, parked and dead records")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        return parent.add_parser(  # type: ignore[no-any-return]
+            name,
+            help=text,
+            description=text,
+            parents=[common],
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command("run", "receiver and worker in one process (the main job)")
+    command("serve", "the webhook receiver only (scale it horizontally)")
+    command("worker", "the consumers only (scale them horizontally)")
+    command("migrate", "bring the database schema up to date")
+    check = command("check", "exit 0 when RabbitMQ and the database answer, else 1 (a probe)")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each service (default: 5)")
+    status = command("status", "records per state and account, queue depths, parked and dead reasons, rate budget")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list")
-    dlq_list.add_argument("--limit", type=int, default=100)
-    dlq_list.add_argument("--json", action="store_true")
-    dlq_show = dlq_sub.add_parser("show")
-    dlq_show.add_argument("id")
-    dlq_replay = dlq_sub.add_parser("replay")
-    dlq_replay.add_argument("id", nargs="?")
-    dlq_replay.add_argument("--all", action="store_true")
-    dlq_sub.add_parser("purge").add_argument("--yes", action="store_true", help="do not ask")
-    demo = sub.add_parser("demo", help="the whole pipeline against built-in stand-ins; needs only RabbitMQ")
-    demo.add_argument("--events", type=int, default=60, help="how many webhooks to send")
-    demo.add_argument("--amqp-url", default=None, help="RabbitMQ URL (default: settings' amqp_url)")
+    dlq = command("dlq", "inspect, replay and purge the dead-letter queue")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = command("list", "list dead-lettered messages with their reason and error", dlq_sub)
+    dlq_list.add_argument("--limit", type=int, default=100, help="show at most this many (default: 100)")
+    dlq_list.add_argument("--json", action="store_true", help="machine-readable output")
+    dlq_show = command("show", "print one dead-lettered message's headers and body", dlq_sub)
+    dlq_show.add_argument("id", help="the message id, as `dlq list` shows it")
+    dlq_replay = command("replay", "send dead-lettered messages back where they came from", dlq_sub)
+    dlq_replay.add_argument("id", nargs="?", help="the message id to replay")
+    dlq_replay.add_argument("--all", action="store_true", help="replay every dead-lettered message")
+    dlq_purge = command("purge", "delete every dead-lettered message", dlq_sub)
+    dlq_purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    demo = command("demo", "the whole pipeline against built-in stand-ins; needs only RabbitMQ")
+    demo.add_argument("--events", type=int, default=60, help="how many webhooks to send (default: 60)")
+    demo.add_argument("--amqp-url", default=None, help="RabbitMQ URL (default: the settings' amqp_url)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lmsbridge`` console script."""
+    """Entry point of the ``lmsbridge`` console script and of ``python -m lmsbridge``."""
     args = _parser().parse_args(argv)
     configure(level=args.log_level, fmt=args.log_format)
     try:
         if args.command == "demo":
-            from lmsbridge.demo import run_demo
-
-            settings = load_settings(args.config) if args.config else None
-            return asyncio.run(run_demo(settings, events=args.events, amqp_url=args.amqp_url))
+            return _demo(args)
         settings = load_settings(args.config)
-        return _dispatch(args, settings)
+        return _COMMANDS[args.command](args, settings)
     except ConfigError as exc:
         print(f"lmsbridge: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_SETTINGS
     except LmsbridgeError as exc:
         print(f"lmsbridge: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in ("run", "serve", "worker"):
-        from lmsbridge.runtime import Runtime, run_until_signal
+def _demo(args: argparse.Namespace) -> int:
+    from lmsbridge.demo import run_demo
 
-        _require_runtime_settings(settings, worker=args.command != "serve")
-        runtime = Runtime(settings, receiver=args.command != "worker", worker=args.command != "serve")
-        _run(run_until_signal(runtime))
-        return 0
-    if args.command == "migrate":
-        from lmsbridge.ops import migrate
+    settings = load_settings(args.config) if args.config else None
+    return asyncio.run(run_demo(settings, events=args.events, amqp_url=args.amqp_url))
 
-        return _run(migrate(settings))
-    if args.command == "check":
-        from lmsbridge.ops import check
 
-        return _run(check(settings, timeout=args.timeout))
-    if args.command == "status":
-        from lmsbridge.ops import status
+def _runtime(args: argparse.Namespace, settings: Settings) -> int:
+    from lmsbridge.runtime import Runtime, run_until_signal
 
-        return _run(status(settings, as_json=args.json))
+    receiver, worker = args.command != "worker", args.command != "serve"
+    _require_runtime_settings(settings, worker=worker)
+    _run(run_until_signal(Runtime(settings, receiver=receiver, worker=worker)))
+    return EXIT_OK
+
+
+def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+    from lmsbridge.ops import migrate
+
+    return _run(migrate(settings))
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from lmsbridge.ops import check
+
+    return _run(check(settings, timeout=args.timeout))
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from lmsbridge.ops import status
+
+    return _run(status(settings, as_json=args.json))
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge import dlq
 
     if args.dlq_command == "list":
@@ -103,8 +187,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError("dlq replay: give a message id or --all")
         return _run(dlq.replay(settings, None if args.all else args.id))
     if not args.yes and input("Purge every dead-lettered message? [y/N] ").strip().lower() != "y":
-        return 1
+        return EXIT_FAILED
     return _run(dlq.purge(settings))
+
+
+_COMMANDS: dict[str, Handler] = {
+    "run": _runtime,
+    "serve": _runtime,
+    "worker": _runtime,
+    "migrate": _migrate,
+    "check": _check,
+    "status": _status,
+    "dlq": _dlq,
+}
 
 
 def _require_runtime_settings(settings: Settings, *, worker: bool) -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from lmsbridge.runtime import Runtime
 from lmsbridge.settings import Settings, load_settings
-from lmsbridge.storage import PENDING
+from lmsbridge.storage import PENDING, SYNCED
 from lmsbridge.testing.limeplate import LimeplateStandIn
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import (
@@ -150,7 +150,9 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
         started = time.perf_counter()
         try:
             statuses = await _send(console, runtime, batch)
-            ok = await _wait_for_sync(console, runtime)
+            settled = await _wait_for_sync(console, runtime)
+            assert runtime.repo is not None
+            counts = await runtime.repo.status_counts()
         finally:
             await runtime.stop()
             await _delete_topology(settings)
@@ -158,7 +160,17 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
     _report(console, stackone, people, statuses, elapsed)
     await stackone.close()
     await platform.close()
-    return 0 if ok and not stackone.violations else 1
+    records = sum(sum(per.values()) for per in counts.values())
+    synced = sum(per.get(SYNCED, 0) for per in counts.values())
+    in_lms = len(stackone.assignments())
+    if settled and records and synced == records == in_lms and not stackone.violations:
+        console.print(f"[green]every record reached the LMS: {synced} of {records} records, once each[/green]")
+        return 0
+    console.print(
+        f"[red]NOT every record reached the LMS: {synced} of {records} records synced, {in_lms} LMS assignments, "
+        f"{len(stackone.violations)} requests off the spec[/red]"
+    )
+    return 1
 
 
 async def _send(console: Console, runtime: Runtime, batch: list[tuple[str, dict[str, Any]]]) -> dict[int, int]:

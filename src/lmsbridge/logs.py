@@ -37,8 +37,18 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+# Libraries that are chatty at info; they log at warning and above unless the level is debug.
+_CHATTY = ("aiormq", "aio_pika", "asyncio", "sqlalchemy", "aiohttp.access", "alembic.runtime.plugins")
+
+
 def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
-    """Configure structlog and stdlib logging once, at the CLI."""
+    """Configure structlog and the standard library's logging once, at the CLI.
+
+    structlog's own loggers render straight to stderr (the fast path). Everything else that logs
+    through the standard library (aio-pika, aiormq, aiohttp, SQLAlchemy, Alembic, asyncio,
+    ``warnings``) goes through a :class:`structlog.stdlib.ProcessorFormatter` with the same
+    processors, masking included, so a stream holds one format: in ``json``, one object per line.
+    """
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: Any = (
@@ -47,11 +57,12 @@ def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             redact,
             renderer,
@@ -60,7 +71,31 @@ def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                stamp,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
+    logging.captureWarnings(True)
 
 
 def get_logger(name: str) -> Any:
