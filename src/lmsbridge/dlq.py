@@ -1,24 +1,46 @@
-"""``lmsbridge dlq``: what the dead-letter queue holds, and putting it back."""
+"""``lmsbridge dlq``: what the dead-letter queue holds, and putting it back.
+
+A dead-letter queue that does not exist yet (nothing has run with this prefix) is empty, not an
+error; an unreachable broker is one line and exit code 1, never a traceback.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import orjson
+from aio_pika.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 from rich.console import Console
 from rich.table import Table
 
 from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.broker.topology import Names
+from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import Settings
+
+T = TypeVar("T")
 
 
 def _dlq(settings: Settings) -> DeadLetters:
     return DeadLetters(settings.amqp_url.get_secret_value(), settings.broker.prefix)
 
 
+async def _ask(settings: Settings, call: Awaitable[T], empty: T) -> T:
+    """Run one call on the dead-letter queue; ``empty`` when the queue was never declared."""
+    try:
+        return await call
+    except ChannelNotFoundEntity:
+        print(f"lmsbridge: no dead-letter queue {Names(settings.broker.prefix).dead} yet", file=sys.stderr)
+        return empty
+    except (AMQPConnectionError, ConnectionError, OSError) as exc:
+        raise BrokerUnavailable(f"RabbitMQ unreachable: {type(exc).__name__}") from None
+
+
 async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
     """Print the dead-lettered messages."""
-    items = await _dlq(settings).list(limit)
+    items = await _ask(settings, _dlq(settings).list(limit), [])
     if as_json:
         sys.stdout.write(orjson.dumps([m.summary() for m in items]).decode() + "\n")
         return 0
@@ -33,7 +55,7 @@ async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
 
 async def show(settings: Settings, message_id: str) -> int:
     """Print one dead-lettered message with its body."""
-    found = await _dlq(settings).show(message_id)
+    found = await _ask(settings, _dlq(settings).show(message_id), None)
     if found is None:
         print(f"lmsbridge: no dead letter with id {message_id}", file=sys.stderr)
         return 1
@@ -43,13 +65,13 @@ async def show(settings: Settings, message_id: str) -> int:
 
 async def replay(settings: Settings, message_id: str | None) -> int:
     """Send dead letters back to their queues."""
-    n = await _dlq(settings).replay(message_id)
+    n = await _ask(settings, _dlq(settings).replay(message_id), 0)
     print(f"lmsbridge: replayed {n} message(s)")
     return 0 if n or message_id is None else 1
 
 
 async def purge(settings: Settings) -> int:
     """Drop every dead letter."""
-    n = await _dlq(settings).purge()
+    n = await _ask(settings, _dlq(settings).purge(), 0)
     print(f"lmsbridge: purged {n} message(s)")
     return 0
