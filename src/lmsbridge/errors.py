@@ -148,3 +148,18 @@ class DeadLetter(LmsbridgeError):
         super().__init__(message)
         self.reason = reason
         self.detail = detail
+
+
+# --- reconciliation: a pass that cannot go on ------------------------------------------
+
+
+class PlatformUnavailable(LmsbridgeError):
+    """A platform's list API kept failing or refused the key: the reconcile pass stops where it got to."""
+
+
+class MalformedPage(PlatformUnavailable):
+    """A platform page is not the documented shape (``field`` names where): nothing from it is merged."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -70,6 +70,27 @@ class Metrics:
             "lmsbridge_rate_budget_granted", "StackOne requests granted by the rate limiter", registry=r
         )
         self.paused_accounts = Gauge("lmsbridge_paused_accounts", "StackOne accounts paused", registry=r)
+        self.reconcile_runs = Counter(
+            "lmsbridge_reconcile_runs", "Reconcile passes by source and outcome", ["source", "outcome"], registry=r
+        )
+        self.reconcile_drift = Counter(
+            "lmsbridge_reconcile_drift",
+            "Drift found by reconcile passes, by source and kind",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            "lmsbridge_reconcile_last_success_timestamp_seconds",
+            "When the last reconcile pass of a source finished",
+            ["source"],
+            registry=r,
+        )
+        self.reconcile_calls = Gauge(
+            "lmsbridge_reconcile_calls_per_pass",
+            "API calls the last reconcile pass of a source made",
+            ["source"],
+            registry=r,
+        )
         for stage in EVENT_STAGES:
             self.events.labels(stage=stage)
         for stage in RECORD_STAGES:

@@ -117,3 +117,38 @@ accounts = Table(
     Column("directory_refreshed_at", DateTime(timezone=True)),
     Column("email_filter", String(16)),  # unknown | honoured | ignored
 )
+
+
+# --- reconciliation (times are epoch seconds) --------------------------------------------
+
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("source", String(64), primary_key=True),  # a source's name, or "lms:<account>"
+    Column("started_at", Float, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),  # finished | stopped
+    Column("findings", JSON, nullable=False),
+    Column("error", Text),
+    Column("last_success_at", Float),
+)
+
+reconcile_seen = Table(
+    "reconcile_seen",
+    metadata,
+    # A platform assignment's aggregates when a pass last read its members: unchanged, no detail call.
+    Column("source", String(64), primary_key=True),
+    Column("assignment_id", String(255), primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
+
+reconcile_lease = Table(
+    "reconcile_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("until", Float, nullable=False),
+)
+Index("ix_records_source_assignment", records.c.source, records.c.assignment_id)

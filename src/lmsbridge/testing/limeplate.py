@@ -1,12 +1,16 @@
 """A stand-in for the security-training platform's API (spec 003): a real aiohttp server.
 
 Answers ``GET /api/public/v1/assignments/{id}`` with what :meth:`LimeplateStandIn.add_assignment`
-stored, checks the Bearer key (401 in the platform's error shape otherwise), and can be told
-to fail the next requests. :func:`make_team_assignment` builds a realistic document.
+stored, and ``GET /api/public/v1/assignments`` with every assignment, active and inactive, as
+003 lists them: without ``userProgress``, ``note`` and ``assignedByName``, with the aggregates
+(``totalAssignees``, ``completedAssignees``, ``avgProgress``) computed from the members. Checks
+the Bearer key (401 in the platform's error shape otherwise), and can be told to fail the next
+requests or a seeded share of them. :func:`make_team_assignment` builds a realistic document.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +37,9 @@ class LimeplateStandIn:
         self._key = api_key
         self._assignments: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
+        self._rate = 0.0
+        self._rate_statuses: tuple[int, ...] = (500, 429)
+        self._chaos = random.Random(0)
         self.requests: list[tuple[str, str]] = []
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -45,6 +52,7 @@ class LimeplateStandIn:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Start serving (``port=0`` picks a free port)."""
         app = web.Application()
+        app.router.add_get("/api/public/v1/assignments", self._list)
         app.router.add_get("/api/public/v1/assignments/{id}", self._get)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -66,7 +74,34 @@ class LimeplateStandIn:
         """Answer the next ``times`` authorised requests with ``status`` (and ``Retry-After`` if given)."""
         self._faults.append(_Fault(status, times, retry_after))
 
-    async def _get(self, request: web.Request) -> web.StreamResponse:
+    def set_failure_rate(self, rate: float, statuses: tuple[int, ...] = (500, 429), seed: int = 0) -> None:
+        """Fail this share of authorised requests (seeded), with one of ``statuses`` and ``Retry-After: 0``."""
+        self._rate = rate
+        self._rate_statuses = statuses
+        self._chaos = random.Random(seed)
+
+    def set_progress(
+        self, assignment_id: str, email: str, percent: float, completed_at: datetime | None = None
+    ) -> None:
+        """Move one member's progress (what the platform would do as they work; no webhook is sent)."""
+        for row in self._assignments[assignment_id]["userProgress"]:
+            if row["email"] == email:
+                row["progressPercent"] = percent
+                row["completedChallenges"] = round(row.get("totalChallenges", 8) * percent / 100)
+                row["completedAt"] = completed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if completed_at else None
+                return
+        raise KeyError(email)
+
+    def detail_calls(self) -> list[str]:
+        """Assignment ids read one by one (``GET /assignments/{id}``), in order."""
+        prefix = "/api/public/v1/assignments/"
+        return [path[len(prefix) :] for _, path in self.requests if path.startswith(prefix)]
+
+    def list_calls(self) -> int:
+        """Calls to the list (``GET /assignments``)."""
+        return sum(1 for _, path in self.requests if path == "/api/public/v1/assignments")
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
         self.requests.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {self._key}":
             return _error(401, "Invalid or inactive API key")
@@ -77,10 +112,41 @@ class LimeplateStandIn:
                 self._faults.pop(0)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
             return _error(fault.status, "injected fault", headers)
+        if self._rate and self._chaos.random() < self._rate:
+            return _error(self._chaos.choice(self._rate_statuses), "injected fault", {"Retry-After": "0"})
+        return None
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         found = self._assignments.get(request.match_info["id"])
         if found is None:
             return _error(404, f"Assignment not found: {request.match_info['id']}")
-        return web.json_response(found)
+        return web.json_response({**found, **_aggregates(found)})
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        hidden = ("userProgress", "note", "assignedByName")
+        rows = [
+            {**{k: v for k, v in a.items() if k not in hidden}, **_aggregates(a)} for a in self._assignments.values()
+        ]
+        return web.json_response(rows)
+
+
+def _aggregates(assignment: dict[str, Any]) -> dict[str, Any]:
+    """``totalAssignees``, ``completedAssignees`` and ``avgProgress`` from the members (as stored if none)."""
+    members = assignment.get("userProgress")
+    if members is None:
+        return {}
+    progress = [float(m.get("progressPercent") or 0) for m in members]
+    return {
+        "totalAssignees": len(members),
+        "completedAssignees": sum(1 for p in progress if p >= 100),
+        "avgProgress": round(sum(progress) / len(progress), 1) if progress else 0,
+    }
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

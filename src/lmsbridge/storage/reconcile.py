@@ -1,0 +1,265 @@
+"""What reconciliation reads and keeps in the database, apart from the repository.
+
+Reads: the local records a platform page is compared with, per-assignment counts (is a
+team assignment's aggregate what lmsbridge holds?), and the (record, account) rows marked
+written on an LMS account. Writes: a written row found missing in the LMS goes back to
+pending; the aggregates seen at the last pass; each pass's figures (for ``status``); and a
+lease so one worker at a time runs the periodic pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lmsbridge.domain import Rank, RecordState
+from lmsbridge.domain.sync import PENDING, SYNCED
+from lmsbridge.storage.database import open_database
+from lmsbridge.storage.repository import _guard, _state
+from lmsbridge.storage.tables import (
+    directory,
+    reconcile_lease,
+    reconcile_runs,
+    reconcile_seen,
+    records,
+    sync_state,
+)
+
+__all__ = ["PassRecord", "ReconcileStore", "WrittenRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenRow:
+    """A (record, account) pair with at least one write lmsbridge recorded as done."""
+
+    record_id: int
+    email: str
+    learning_object_ref: str
+    assignment_created: bool
+    completion_created: bool
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassRecord:
+    """The last pass of one source (or ``lms:<account>``)."""
+
+    source: str
+    started_at: float
+    duration: float
+    outcome: str
+    findings: dict[str, Any]
+    error: str | None
+    last_success_at: float | None
+
+
+class ReconcileStore:
+    """Reconciliation's reads and writes, over its own connection to the database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._db = open_database(engine)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def close(self) -> None:
+        """Release this store's connection (the engine belongs to the caller)."""
+        await self._db.close()
+
+    # --- the platform side --------------------------------------------------------------
+
+    @_guard
+    async def states(self, source: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordState]:
+        """The local state of each (learning object, person) of ``source`` that has a record."""
+        if not keys:
+            return {}
+        stmt = select(records).where(
+            records.c.source == source,
+            tuple_(records.c.learning_object_ref, records.c.person_key).in_(list(set(keys))),
+        )
+
+        def work(conn: Connection) -> dict[tuple[str, str], RecordState]:
+            rows = conn.execute(stmt).mappings().all()
+            return {(r["learning_object_ref"], r["person_key"]): _state(r) for r in rows}
+
+        return await self._db.read(work)
+
+    @_guard
+    async def held(self, source: str, assignment_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(records, completed records) lmsbridge holds per platform assignment id."""
+        if not assignment_ids:
+            return {}
+        done = func.sum(case((records.c.rank == int(Rank.COMPLETED), 1), else_=0))
+        stmt = (
+            select(records.c.assignment_id, func.count(), done)
+            .where(records.c.source == source, records.c.assignment_id.in_(list(assignment_ids)))
+            .group_by(records.c.assignment_id)
+        )
+        return await self._db.read(
+            lambda conn: {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in conn.execute(stmt).all()}
+        )
+
+    @_guard
+    async def seen(self, source: str) -> dict[str, tuple[int, int]]:
+        """The (total, completed) aggregates of each assignment when a pass last read its members."""
+        stmt = select(reconcile_seen.c.assignment_id, reconcile_seen.c.total, reconcile_seen.c.completed).where(
+            reconcile_seen.c.source == source
+        )
+        return await self._db.read(lambda conn: {str(r[0]): (int(r[1]), int(r[2])) for r in conn.execute(stmt)})
+
+    @_guard
+    async def remember_seen(self, source: str, assignment_id: str, total: int, completed: int, now: float) -> None:
+        """Note the aggregates of an assignment whose members were just read and queued."""
+        stmt = self._insert(reconcile_seen).values(
+            source=source, assignment_id=assignment_id, total=total, completed=completed, seen_at=now
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["source", "assignment_id"],
+            set_={"total": total, "completed": completed, "seen_at": now},
+        )
+        await self._db.write([lambda conn: conn.execute(upsert)])
+
+    # --- the LMS side -------------------------------------------------------------------
+
+    @_guard
+    async def written(self, account: str) -> list[WrittenRow]:
+        """Every (record, account) row on ``account`` with an assignment or completion recorded as written."""
+        stmt = (
+            select(
+                records.c.id,
+                records.c.person_key,
+                records.c.learning_object_ref,
+                sync_state.c.assignment_created,
+                sync_state.c.completion_created,
+                sync_state.c.status,
+            )
+            .join(sync_state, sync_state.c.record_id == records.c.id)
+            .where(
+                sync_state.c.account == account,
+                or_(sync_state.c.assignment_created.is_(True), sync_state.c.completion_created.is_(True)),
+            )
+        )
+        return await self._db.read(
+            lambda conn: [
+                WrittenRow(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]), str(r[5]))
+                for r in conn.execute(stmt)
+            ]
+        )
+
+    @_guard
+    async def known_pairs(self, account: str) -> set[tuple[str, str]]:
+        """(person, learning object) of every record with a sync row on ``account``, written or not."""
+        stmt = (
+            select(records.c.person_key, records.c.learning_object_ref)
+            .join(sync_state, sync_state.c.record_id == records.c.id)
+            .where(sync_state.c.account == account)
+        )
+        return await self._db.read(lambda conn: {(str(r[0]), str(r[1])) for r in conn.execute(stmt)})
+
+    @_guard
+    async def directory(self, account: str) -> dict[str, str]:
+        """The account's known people: e-mail -> StackOne user id."""
+        stmt = select(directory.c.email, directory.c.user_id).where(directory.c.account == account)
+        return await self._db.read(lambda conn: {str(r[0]): str(r[1]) for r in conn.execute(stmt)})
+
+    @_guard
+    async def reopen(self, record_id: int, account: str, *, assignment: bool, completion: bool, now: float) -> bool:
+        """Mark a write found missing in the LMS as not done, so the next sync writes it again.
+
+        Only a row at rest (synced, no lease held): one being written right now is left to its
+        writer. True when the row was reopened.
+        """
+        values: dict[str, Any] = {"status": PENDING, "attempts": 0, "reason": None}
+        if assignment:
+            values.update(assignment_created=False, lms_assignment_id=None)
+        if completion:
+            values.update(completion_created=False, lms_completion_id=None)
+        stmt = (
+            update(sync_state)
+            .where(
+                sync_state.c.record_id == record_id,
+                sync_state.c.account == account,
+                sync_state.c.status == SYNCED,
+                sync_state.c.uncertain_step.is_(None),
+                or_(sync_state.c.lease_until.is_(None), sync_state.c.lease_until < now),
+            )
+            .values(values)
+        )
+        [changed] = await self._db.write([lambda conn: int(conn.execute(stmt).rowcount or 0)])
+        return bool(changed)
+
+    # --- passes and the periodic lease --------------------------------------------------
+
+    @_guard
+    async def record_pass(
+        self,
+        source: str,
+        *,
+        started_at: float,
+        duration: float,
+        outcome: str,
+        findings: dict[str, Any],
+        error: str | None,
+    ) -> None:
+        """Keep the figures of a pass (the last one per source); a finished pass is the last success."""
+        values: dict[str, Any] = {
+            "started_at": started_at,
+            "duration": duration,
+            "outcome": outcome,
+            "findings": findings,
+            "error": error,
+        }
+        if outcome == "finished":
+            values["last_success_at"] = started_at + duration
+        stmt = self._insert(reconcile_runs).values(source=source, **values)
+        upsert = stmt.on_conflict_do_update(index_elements=["source"], set_=values)
+        await self._db.write([lambda conn: conn.execute(upsert)])
+
+    @_guard
+    async def passes(self) -> list[PassRecord]:
+        """The last pass of every source, by name."""
+        stmt = select(reconcile_runs).order_by(reconcile_runs.c.source)
+        rows = await self._db.read(lambda conn: conn.execute(stmt).mappings().all())
+        return [
+            PassRecord(
+                source=r["source"],
+                started_at=r["started_at"],
+                duration=r["duration"],
+                outcome=r["outcome"],
+                findings=dict(r["findings"] or {}),
+                error=r["error"],
+                last_success_at=r["last_success_at"],
+            )
+            for r in rows
+        ]
+
+    @_guard
+    async def take_lease(self, name: str, owner: str, now: float, seconds: float) -> bool:
+        """Hold ``name`` until ``now + seconds`` if it is free, expired or already ours; True when held."""
+        insert = self._insert(reconcile_lease).values(name=name, owner=owner, until=now + seconds)
+        take = insert.on_conflict_do_nothing(index_elements=["name"])
+        steal = (
+            update(reconcile_lease)
+            .where(
+                reconcile_lease.c.name == name,
+                or_(reconcile_lease.c.until < now, reconcile_lease.c.owner == owner),
+            )
+            .values(owner=owner, until=now + seconds)
+        )
+
+        def work(conn: Connection) -> bool:
+            if conn.execute(take).rowcount:
+                return True
+            return bool(conn.execute(steal).rowcount)
+
+        [held] = await self._db.write([work])
+        return bool(held)
+
+    @_guard
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give ``name`` back if ``owner`` holds it."""
+        stmt = reconcile_lease.delete().where(and_(reconcile_lease.c.name == name, reconcile_lease.c.owner == owner))
+        await self._db.write([lambda conn: conn.execute(stmt)])
