@@ -98,7 +98,9 @@ class Runtime:
         # in one, with 1 % kept back for the jitter between our grant and StackOne's count.
         per_minute = s.stackone.rate_limit_per_minute * s.stackone.rate_limit_share
         burst = max(1.0, per_minute / 600)  # a tenth of a second's worth
-        self.limiter = RateLimiter(max(1.0, per_minute * 0.99 - burst), burst=burst)
+        self.limiter = RateLimiter(
+            max(1.0, per_minute * 0.99 - burst), burst=burst, max_pause=s.stackone.max_pause_seconds
+        )
         stackone = StackOneClient(
             self.session,
             s.stackone,

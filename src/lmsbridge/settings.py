@@ -65,6 +65,13 @@ class StackOneSettings(_Section):
         1.0, gt=0, le=1.0, description="this process's share of the key's limit (1/number of workers)"
     )
     directory_refresh_seconds: float = Field(900.0, gt=0, description="how often user directories refresh")
+    max_pause_seconds: float = Field(
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="the longest a Retry-After from StackOne may stop every request of the key; "
+        "longer asks are cut to this (and logged)",
+    )
     page_size: int = Field(100, ge=1, le=1000)
 
 

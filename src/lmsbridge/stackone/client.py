@@ -7,6 +7,12 @@ and first takes a token from the key's :class:`~lmsbridge.stackone.ratelimit.Rat
 :func:`stackone_error` is the only place an HTTP status or a transport failure becomes an
 :mod:`lmsbridge.errors` exception. Messages name the operation, the status and StackOne's
 message, never the key or the ``Authorization`` header.
+
+Redirects are never followed: a 3xx is an unexpected answer, never a success (followed, a
+302 to a create came back as the 200 of a GET and counted as written). On a create it
+raises :class:`~lmsbridge.errors.WriteUncertain` (list before writing again; the attempts
+run out into a dead letter), elsewhere a dead letter ``stackone_3xx``. ``Retry-After`` is
+read by :mod:`lmsbridge.retry_after` and bounded by ``stackone.max_pause_seconds``.
 """
 
 from __future__ import annotations
@@ -14,8 +20,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -34,7 +39,10 @@ from lmsbridge.errors import (
     RetryLater,
     WriteUncertain,
 )
+from lmsbridge.logs import get_logger
 from lmsbridge.ports import BeforeSend
+from lmsbridge.retry_after import bounded
+from lmsbridge.retry_after import retry_after_seconds as read_retry_after
 from lmsbridge.settings import StackOneSettings
 from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPage, UsersPage
 from lmsbridge.stackone.ratelimit import RateLimiter
@@ -42,7 +50,10 @@ from lmsbridge.stackone.ratelimit import RateLimiter
 Observer = Callable[[str, int, float], None]
 """Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 
+log = get_logger(__name__)
+
 DEFAULT_RETRY_AFTER = 60.0  # StackOne's documented default
+DEFAULT_MAX_PAUSE = 300.0  # stackone.max_pause_seconds: the longest a Retry-After may stop the key
 TIMEOUT_RECHECK_DELAY = 5.0  # after a create timed out, wait at least this long before listing to check
 STACKONE_GIVES_UP = 60.0  # StackOne works on a request for up to 60 s before answering 408
 _MESSAGE_LIMIT = 300
@@ -52,20 +63,23 @@ _Page = TypeVar("_Page", bound=BaseModel)
 
 def retry_after_seconds(headers: Mapping[str, str], default: float = DEFAULT_RETRY_AFTER) -> float:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date); ``default`` when absent or unreadable."""
-    value = headers.get("Retry-After")
-    if value is None:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return read_retry_after(headers.get("Retry-After"), default=default)
+
+
+def _pause_for(operation: str, account: str, headers: Mapping[str, str], max_pause: float) -> float:
+    """The wait StackOne asked for, no longer than ``max_pause`` (logged when the cap applies)."""
+    asked = retry_after_seconds(headers)
+    delay = bounded(asked, max_pause)
+    if delay < asked:
+        log.warning(
+            "stackone.retry_after_capped",
+            operation=operation,
+            account=account,
+            asked=asked,
+            pause=delay,
+            header=str(headers.get("Retry-After", ""))[:40],
+        )
+    return delay
 
 
 def _error_fields(body: bytes) -> tuple[str, Any]:
@@ -92,6 +106,7 @@ def stackone_error(
     exc: BaseException | None = None,
     secrets: tuple[str, ...] = (),
     recheck_after: float = TIMEOUT_RECHECK_DELAY,
+    max_pause: float = DEFAULT_MAX_PAUSE,
 ) -> LmsbridgeError:
     """Map a failed call to the exception naming its consequence.
 
@@ -100,7 +115,8 @@ def stackone_error(
     lost answer may hide a write. ``user_scoped`` is true under ``/users/{id}/``, where a
     404 means the user, not the account, is unknown. ``secrets`` are scrubbed from messages.
     ``recheck_after`` is how long to wait before checking whether a create that got no
-    answer was written (StackOne may go on working on it for up to 60 s).
+    answer was written (StackOne may go on working on it for up to 60 s). ``max_pause``
+    bounds a ``Retry-After``.
     """
     if status == 0:
         what = "no response" if exc is None else type(exc).__name__
@@ -122,11 +138,18 @@ def stackone_error(
             message = message.replace(secret, "***")
     text = f"StackOne {operation}: HTTP {status}" + (f": {message}" if message else "")
     if status == 429:
-        return RetryAfter(text, delay=retry_after_seconds(headers))
+        return RetryAfter(text, delay=_pause_for(operation, account, headers, max_pause))
     if status == 408:
         if is_create:
-            return WriteUncertain(text + " (the write may have happened)", delay=retry_after_seconds(headers))
-        return RetryAfter(text, delay=retry_after_seconds(headers))
+            delay = _pause_for(operation, account, headers, max_pause)
+            return WriteUncertain(text + " (the write may have happened)", delay=delay)
+        return RetryAfter(text, delay=_pause_for(operation, account, headers, max_pause))
+    if 300 <= status < 400:
+        # Not followed (a followed 302 turned a create into a GET whose 200 counted as written).
+        text += " (a redirect; not followed)"
+        if is_create:  # a Post/Redirect/Get may mean it was written: list before writing again
+            return WriteUncertain(text + "; the write may have happened", delay=recheck_after)
+        return DeadLetter(f"stackone_{status}", text, detail={"message": message or None})
     if status >= 500 and status != 501:
         return RetryLater(text)
     if status == 409:
@@ -158,6 +181,7 @@ class StackOneClient:
         self._page_size = settings.page_size
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._recheck_after = max(TIMEOUT_RECHECK_DELAY, STACKONE_GIVES_UP - settings.timeout)
+        self._max_pause = settings.max_pause_seconds
         self._limiter = limiter
         self._on_response = on_response
         key = settings.api_key.get_secret_value()
@@ -310,7 +334,13 @@ class StackOneClient:
         started = time.perf_counter()
         try:
             async with self._session.request(
-                method, self._base + path, params=params, data=data, headers=headers, timeout=self._timeout
+                method,
+                self._base + path,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 body = await response.read()
@@ -343,6 +373,7 @@ class StackOneClient:
             is_create=is_create,
             user_scoped=user_scoped,
             secrets=self._secrets,
+            max_pause=self._max_pause,
         )
         if status in (408, 429) and self._limiter is not None and isinstance(error, RetryAfter):
             self._limiter.pause(error.delay)

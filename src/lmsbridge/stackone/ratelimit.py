@@ -8,14 +8,23 @@ thousands cannot starve an account that has one message.
 There is no dispatcher task: a grant happens synchronously when a token is available,
 otherwise one timer (``loop.call_later``) is armed for the moment the next token will be.
 Nothing is left running when the loop closes, and a cancelled waiter never leaks a token.
+
+A pause (a 429's ``Retry-After``) stops every account of the key, so it is bounded by
+``max_pause`` (``stackone.max_pause_seconds``): ``Retry-After: 86400`` or a non-finite value
+slipped past a parser must not stop all traffic for a day or for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
+
+from lmsbridge.logs import get_logger
+
+log = get_logger(__name__)
 
 # Arm timers a hair late, so a timer that fires early on a coarse clock does not spin.
 _EPSILON = 1e-4
@@ -33,9 +42,13 @@ class RateLimiter:
         *,
         burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_pause: float = 300.0,
     ) -> None:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")
+        if not 0 < max_pause < math.inf:
+            raise ValueError("max_pause must be positive and finite")
+        self._max_pause = max_pause
         self._per_minute = float(per_minute)
         self._rate = per_minute / 60.0  # tokens per second
         self._burst = max(1.0, burst if burst is not None else self._rate * 2)
@@ -84,10 +97,14 @@ class RateLimiter:
         """No tokens for anyone until now + ``seconds`` (extends a pause, never shortens it).
 
         The bucket does not refill during a pause and keeps at most one token, so the
-        first request after it is a single probe, not a burst.
+        first request after it is a single probe, not a burst. A pause longer than
+        ``max_pause`` (or not finite) is cut to ``max_pause``, and logged.
         """
-        if seconds <= 0:
+        if math.isnan(seconds) or seconds <= 0:
             return
+        if seconds > self._max_pause:
+            log.warning("stackone.pause_capped", asked=seconds, pause=self._max_pause)
+            seconds = self._max_pause
         now = self._clock()
         self._refill(now)
         until = now + seconds

@@ -23,8 +23,6 @@ The key never appears in a message.
 
 from __future__ import annotations
 
-import time
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import aiohttp
@@ -33,6 +31,7 @@ from pydantic import SecretStr
 
 from lmsbridge.domain import PersonProgress
 from lmsbridge.errors import DeadLetter, RejectRequest, RetryAfter, RetryLater
+from lmsbridge.retry_after import retry_after_seconds
 from lmsbridge.vendors.envelope import validate
 from lmsbridge.vendors.limeplate import Camel, Member
 
@@ -48,17 +47,8 @@ class AssignmentDetail(Camel):
 
 
 def retry_after(value: str | None, *, now: float | None = None) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return DEFAULT_RETRY_AFTER
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    """Seconds to wait from a ``Retry-After`` header (:mod:`lmsbridge.retry_after`; else 30 s)."""
+    return retry_after_seconds(value, default=DEFAULT_RETRY_AFTER, now=now)
 
 
 class LimeplateApi:
