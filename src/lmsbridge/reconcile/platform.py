@@ -64,7 +64,7 @@ class PlatformPass:
         """One pass over ``source``; never raises for the platform's or the broker's failures."""
         report = SourceReport(source, settings.platform)
         started = time.monotonic()
-        where = "the first call"
+        where = "before the first batch"
         batches: AsyncIterator[Batch]
         if settings.platform == "exec":
             batches = exec_batches(client, source, correlation_id=correlation_id, now=self.clock)
@@ -72,7 +72,7 @@ class PlatformPass:
             batches = limeplate_batches(client, self.store, source, correlation_id=correlation_id, now=self.clock)
         try:
             async for batch in batches:
-                where = batch.where
+                where = f"after {batch.where}"
                 await self._apply(report, batch)
                 if self.progress is not None:
                     self.progress(source, report.assignments_read, batch.total)

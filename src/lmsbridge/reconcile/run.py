@@ -8,6 +8,7 @@ written is in the LMS (:mod:`.lms`). Both are also what the worker's periodic pa
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -109,12 +110,16 @@ async def reconcile_command(
     lms: bool = False,
     account: str | None = None,
 ) -> int:
-    """The ``reconcile`` subcommand; returns its exit code. Raises ConfigError for bad settings (exit 2)."""
+    """The ``reconcile`` subcommand; returns its exit code (2 with one line naming the key for bad settings)."""
     if lms:
         from lmsbridge.reconcile.lms import lms_command
 
         return await lms_command(settings, account=account, dry_run=dry_run, as_json=as_json)
-    chosen = readable_sources(settings, sources)
+    try:
+        chosen = readable_sources(settings, sources)
+    except ConfigError as exc:
+        print(f"lmsbridge: {exc}", file=sys.stderr)
+        return 2
     engine = create_engine(settings.database_url.get_secret_value())
     store = ReconcileStore(engine)
     broker: Broker | None = None
@@ -130,7 +135,7 @@ async def reconcile_command(
             try:
                 await broker.start(wait=15.0)
             except BrokerUnavailable as exc:
-                print(f"lmsbridge: reconcile: {exc}")
+                print(f"lmsbridge: reconcile: {exc}", file=sys.stderr)
                 return 1
         async with aiohttp.ClientSession() as session:
             with progress_bar(not as_json) as bar:

@@ -6,7 +6,8 @@
 ``user_emails`` and ``scenario_ids``. The Bearer key is checked (401 in Exec's error shape).
 It can fail on demand: the next calls (:meth:`ExecStandIn.fail_next`), a seeded share of
 calls (:meth:`ExecStandIn.set_failure_rate`, 500 or 429 with ``Retry-After``), or one page
-served in a shape that is not the documented one (:meth:`ExecStandIn.corrupt_page`).
+served in a shape that is not the documented one (:meth:`ExecStandIn.corrupt_page`), or one page
+failing until healed (:meth:`ExecStandIn.fail_page`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ExecStandIn:
         self._rate_statuses: tuple[int, ...] = (500, 429)
         self._chaos = random.Random(seed)
         self._corrupt: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self._down_pages: dict[int, int] = {}
         self.requests: list[dict[str, str]] = []
         self.failures = 0
         self._runner: web.AppRunner | None = None
@@ -98,6 +100,17 @@ class ExecStandIn:
         """Serve ``page`` as ``mutate`` rewrites its document (a shape that is not 001's)."""
         self._corrupt[page] = mutate
 
+    def fail_page(self, page: int, status: int = 503) -> None:
+        """Answer every request for ``page`` with ``status`` until :meth:`heal` (an outage mid-listing)."""
+        self._down_pages[page] = status
+
+    def heal(self) -> None:
+        """Stop every failure: scripted, random, per page and corrupt pages."""
+        self._faults.clear()
+        self._rate = 0.0
+        self._down_pages.clear()
+        self._corrupt.clear()
+
     @property
     def list_calls(self) -> int:
         """Requests to the list endpoint (every answer counted, failures included)."""
@@ -121,6 +134,9 @@ class ExecStandIn:
             return _error(400, "Invalid pagination parameters", code="invalid_pagination")
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
             return _error(400, "Invalid pagination parameters", code="invalid_pagination")
+        if page in self._down_pages:
+            self.failures += 1
+            return _error(self._down_pages[page], "injected outage", headers={"Retry-After": "0"})
         rows = self._filtered(request)
         total_pages = math.ceil(len(rows) / size)
         document: dict[str, Any] = {

@@ -1,0 +1,89 @@
+"""Platform side, the security-training platform (003): one list call, details only where something moved."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from lmsbridge.reconcile.run import reconcile_command
+from lmsbridge.runtime import Runtime
+from lmsbridge.testing.limeplate import LimeplateStandIn, make_team_assignment
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import WebhookSender, limeplate_created
+from tests.pipeline.conftest import settled
+from tests.reconcile.conftest import ACCOUNT, json_out
+
+Start = Callable[..., Awaitable[Runtime]]
+Sender = Callable[[Runtime], WebhookSender]
+DONE_AT = datetime(2026, 6, 4, 10, 18, 42, tzinfo=UTC)
+
+
+def listed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The list entry of a detail document (what the webhook carries)."""
+    return {k: v for k, v in doc.items() if k not in ("userProgress", "note", "assignedByName")}
+
+
+async def test_details_are_read_only_for_the_assignments_that_moved(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    platform: LimeplateStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Team assignments: one never webhooked, one whose member completed without a webhook, one
+    unchanged. The pass lists once and reads the members of the first two only; the LMS gets the
+    missing assignments and the one completion; a second pass reads no detail and writes nothing."""
+    never = make_team_assignment(4, assignment_id="asg-never", target_id="phishing", title="Phishing")
+    moved = make_team_assignment(4, assignment_id="asg-moved", target_id="sql-injection", title="SQL Injection")
+    quiet = make_team_assignment(4, assignment_id="asg-quiet", target_id="xss", title="XSS")
+    inactive = {**make_team_assignment(3, assignment_id="asg-gone", target_id="csrf", title="CSRF"), "isActive": False}
+    for doc in (never, moved, quiet, inactive):
+        platform.add_assignment(doc)
+    users = {m["email"]: stackone.add_user(ACCOUNT, m["email"]) for m in never["userProgress"]}
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for doc in (moved, quiet):
+        assert (await sender.post("acme-security", limeplate_created(listed(doc))))[0] == 202
+    await settled(runtime)
+    assert len(stackone.assignments()) == 8
+    platform.set_progress("asg-moved", "member001@acme.example", 100, DONE_AT)
+    platform.set_progress("asg-moved", "member002@acme.example", 50)
+    details_before = len(platform.detail_calls())
+
+    assert await reconcile_command(settings, sources=["acme-security"], as_json=True) == 0
+    report = json_out(capsys.readouterr().out)["sources"]["acme-security"]
+    assert platform.detail_calls()[details_before:] == ["asg-never", "asg-moved"]
+    assert report["platform_calls"] == 3
+    assert report["detail_calls"] == 2
+    assert report["skipped_inactive"] == 1
+    assert report["drift"] == {"record_missing": 4, "completion_missing": 1, "updated": 1}
+    assert report["in_step"] == 4 + 2  # the quiet team, and two unchanged members of the moved one
+    await settled(runtime)
+
+    refs = sorted(
+        (a["user_id"], a["body"]["learning_object_external_reference"]) for a in stackone.assignments(ACCOUNT)
+    )
+    expected = sorted(
+        (uid, f"limeplate:topic:{t}") for uid in users.values() for t in ("phishing", "sql-injection", "xss")
+    )
+    assert refs == expected  # nothing for the inactive assignment lmsbridge never saw
+    [completion] = stackone.completions(ACCOUNT)
+    assert completion["user_id"] == users["member001@acme.example"]
+    assert completion["body"]["learning_object_external_reference"] == "limeplate:topic:sql-injection"
+    assert completion["body"]["result"] == {"value": "Pass"}
+    assert completion["body"]["completed_at"].startswith("2026-06-04T10:18:42")
+    writes, calls = stackone.writes(), len(platform.requests)
+
+    assert await reconcile_command(settings, sources=["acme-security"], as_json=True) == 0
+    second = json_out(capsys.readouterr().out)["sources"]["acme-security"]
+    assert second["platform_calls"] == 1  # a quiet day: the list only
+    assert len(platform.requests) == calls + 1
+    assert second["events_queued"] == 0
+    await settled(runtime)
+    assert stackone.writes() == writes
+    assert stackone.violations == []
