@@ -153,6 +153,8 @@ def test_the_shipped_settings_load_and_fit_the_probes_and_grace_periods(k8s_sett
     assert worker["ports"][0]["containerPort"] == s.worker.metrics_port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert worker[probe]["httpGet"]["port"] == worker["ports"][0]["name"]
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert worker_pod["terminationGracePeriodSeconds"] > s.worker.drain_timeout
 
     # The workers' rate budgets add up to at most the API key's limit.
