@@ -266,28 +266,32 @@ async def test_501_dead_letters_as_unsupported(
     assert stackone.violations == []
 
 
-async def test_5xx_until_max_attempts_dead_letters_as_attempts_exhausted(
+async def test_5xx_for_longer_than_max_retry_age_dead_letters_as_retry_age_exceeded(
     make_settings: SettingsFactory,
     start_runtime: Start,
     sender_for: Sender,
     stackone: StackOneStandIn,
     dead_letters: DeadLetters,
 ) -> None:
-    """With max_attempts 3, three 5xx answers dead-letter the sync as attempts_exhausted; no fourth try."""
+    """Transient failures dead-letter by age, not by count: with max_retry_age 1.5 s and every create
+    answered 503, the sync is retried (backoff with jitter) until it has been failing for 1.5 s, then
+    dead-lettered as retry_age_exceeded; it is not dead after max_attempts (2) tries."""
     stackone.add_user(ACCOUNT, JANE)
-    runtime = await start_runtime(make_settings(broker={"max_attempts": 3}))
+    runtime = await start_runtime(make_settings(broker={"max_attempts": 2, "max_retry_age": 1.5}))
     assert runtime.repo is not None
-    stackone.fail_next(503, times=3, path_contains="/assignments")
+    stackone.fail_next(503, times=1000, path_contains="/assignments")
 
     await assign(sender_for(runtime), JANE)
 
     assert await settled(runtime) == {ACCOUNT: {"dead": 1}}
-    assert await runtime.repo.top_reasons("dead") == [("attempts_exhausted", 1)]
+    assert await runtime.repo.top_reasons("dead") == [("retry_age_exceeded", 1)]
     [dead] = await dead_letters.list()
-    assert (dead.kind, dead.reason) == ("sync", "attempts_exhausted")
+    assert (dead.kind, dead.reason) == ("sync", "retry_age_exceeded")
     assert "HTTP 503" in dead.error
-    assert [r.status for r in calls(stackone, "POST", "/assignments")] == [503, 503, 503]
-    assert record_count(runtime, "retried") == 2
+    creates = calls(stackone, "POST", "/assignments")
+    assert len(creates) > 2, "dead-lettered after a count of attempts"
+    assert creates[-1].time - creates[0].time > 1.5
+    assert record_count(runtime, "retried") == len(creates) - 1
     assert record_count(runtime, "dead_lettered") == 1
     assert stackone.assignments() == []
     assert stackone.violations == []

@@ -1,9 +1,9 @@
-"""RabbitMQ edge: topology, codec, confirmed publisher, and the consumer (the only place that acks)."""
+"""RabbitMQ edge: topology, codec, confirmed publisher, the consumer and the settling of outcomes."""
 
-from lmsbridge.broker.codec import SyncTask, Task
+from lmsbridge.broker.codec import Job, SyncTask
 from lmsbridge.broker.connection import Broker
 from lmsbridge.broker.consumer import Consumer
 from lmsbridge.broker.outcome import Action, decide
 from lmsbridge.broker.topology import Names
 
-__all__ = ["Action", "Broker", "Consumer", "Names", "SyncTask", "Task", "decide"]
+__all__ = ["Action", "Broker", "Consumer", "Job", "Names", "SyncTask", "decide"]

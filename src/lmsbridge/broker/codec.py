@@ -1,6 +1,6 @@
 """Message codec: canonical events and sync tasks to AMQP messages and back.
 
-Handlers never see aio-pika types: :func:`decode` turns a delivery into a :class:`Task`.
+Handlers never see aio-pika types: :func:`decode` turns a delivery into a :class:`Job`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ REASON = "x-lmsbridge-reason"
 ERROR = "x-lmsbridge-error"
 ROUTING_KEY = "x-lmsbridge-routing-key"
 REPLAYED = "x-lmsbridge-replayed"
+FAILING_SINCE = "x-lmsbridge-failing-since"  # epoch seconds of the first transient failure in a row
+DELIVERY_COUNT = "x-delivery-count"  # set by quorum queues on a redelivery
 
 Kind = Literal["event", "sync"]
 
@@ -40,8 +42,8 @@ class SyncTask:
 
 
 @dataclass(frozen=True, slots=True)
-class Task:
-    """A decoded delivery: an event to ingest, or a sync task."""
+class Job:
+    """A decoded delivery: an event to ingest, or a sync task (named so as not to read as asyncio's Task)."""
 
     kind: Kind
     message_id: str
@@ -52,11 +54,20 @@ class Task:
     event: AssignmentEvent | None = None
     sync: SyncTask | None = None
     replayed: bool = False  # an operator sent it back from the dead-letter queue
+    failing_since: float | None = None  # first transient failure of the failures in a row, if failing
+    delivery_count: int = 0  # how often the broker delivered it before (requeues, crashed consumers)
 
-    @property
-    def account(self) -> str | None:
-        """The StackOne account a sync task is for."""
-        return self.sync.account if self.sync else None
+    def syncing(self, sync: SyncTask) -> Job:
+        """The sync job of one of this event's records, synced where the event was stored (first attempt)."""
+        return Job(
+            kind="sync",
+            message_id=f"sync:{sync.record_id}:{sync.account}",
+            correlation_id=self.correlation_id,
+            attempt=0,
+            received_at=self.received_at,
+            routing_key="",
+            sync=sync,
+        )
 
 
 def header_str(headers: Mapping[str, Any], key: str) -> str:
@@ -75,6 +86,12 @@ def header_num(headers: Mapping[str, Any], key: str, default: float = 0.0) -> fl
         return float(header_str(headers, key) or default)
     except ValueError:
         return default
+
+
+def instant(seconds: float) -> str:
+    """An epoch time as a header value. Text, not a float: AMQP tables may carry floats in 32 bits,
+    which at today's epoch is a minute's precision."""
+    return f"{seconds:.3f}"
 
 
 def _message(body: bytes, *, message_id: str, correlation_id: str, headers: dict[str, Any]) -> Message:
@@ -98,7 +115,7 @@ def encode_event(event: AssignmentEvent) -> Message:
         headers={
             KIND: "event",
             ATTEMPT: 0,
-            RECEIVED: event.received_at.timestamp(),
+            RECEIVED: instant(event.received_at.timestamp()),
             SOURCE: event.source,
         },
     )
@@ -110,32 +127,37 @@ def encode_sync(
     correlation_id: str,
     received_at: float,
     attempt: int = 0,
+    failing_since: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Message:
     """The persistent message asking a worker to sync one record on one account."""
+    headers: dict[str, Any] = {KIND: "sync", ATTEMPT: attempt, RECEIVED: instant(received_at), ACCOUNT: task.account}
+    if failing_since is not None:
+        headers[FAILING_SINCE] = instant(failing_since)
     return _message(
         orjson.dumps({"record_id": task.record_id, "account": task.account}),
         message_id=f"sync:{task.record_id}:{task.account}",
         correlation_id=correlation_id,
-        headers={KIND: "sync", ATTEMPT: attempt, RECEIVED: received_at, ACCOUNT: task.account, **(extra or {})},
+        headers={**headers, **(extra or {})},
     )
 
 
 def dead_sync(
     task: SyncTask, *, correlation_id: str, received_at: float, attempt: int, reason: str, error: str, routing_key: str
 ) -> Message:
-    """A sync task for the dead-letter queue, recording why (a sync that failed where it was first tried)."""
+    """A sync task for the dead-letter queue, recording why."""
     extra = {REASON: reason, ERROR: error[:1000], ROUTING_KEY: routing_key}
     return encode_sync(task, correlation_id=correlation_id, received_at=received_at, attempt=attempt, extra=extra)
 
 
-def decode(message: AbstractIncomingMessage) -> Task:
-    """Turn a delivery into a :class:`Task`; a message we cannot read is poison (dead-letter)."""
+def decode(message: AbstractIncomingMessage) -> Job:
+    """Turn a delivery into a :class:`Job`; a message we cannot read is poison (dead-letter)."""
     headers = message.headers or {}
     kind = header_str(headers, KIND)
     try:
         attempt = int(header_num(headers, ATTEMPT))
         received = header_num(headers, RECEIVED, time.time())
+        since = header_num(headers, FAILING_SINCE, 0.0)
         common: dict[str, Any] = {
             "message_id": message.message_id or "",
             "correlation_id": message.correlation_id or message.message_id or "",
@@ -143,12 +165,14 @@ def decode(message: AbstractIncomingMessage) -> Task:
             "received_at": received,
             "routing_key": message.routing_key or "",
             "replayed": bool(header_num(headers, REPLAYED)),
+            "failing_since": since or None,
+            "delivery_count": int(header_num(headers, DELIVERY_COUNT)),
         }
         if kind == "event":
-            return Task(kind="event", event=AssignmentEvent.model_validate_json(message.body), **common)
+            return Job(kind="event", event=AssignmentEvent.model_validate_json(message.body), **common)
         if kind == "sync":
             data = orjson.loads(message.body)
-            return Task(kind="sync", sync=SyncTask(int(data["record_id"]), str(data["account"])), **common)
+            return Job(kind="sync", sync=SyncTask(int(data["record_id"]), str(data["account"])), **common)
     except (ValidationError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DeadLetter("poison_message", f"undecodable {kind or 'unknown'} message: {type(exc).__name__}") from exc
     raise DeadLetter("poison_message", f"unknown message kind {kind!r}")
@@ -166,9 +190,15 @@ def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Message:
     )
 
 
-def retried(message: AbstractIncomingMessage, *, attempt: int, delay_header: str, level: int) -> Message:
-    """A copy of ``message`` for a delay queue, with its attempt count and delay level set."""
-    return _copy(message, {**(message.headers or {}), ATTEMPT: attempt, delay_header: level})
+def retried(
+    message: AbstractIncomingMessage, *, attempt: int, delay_header: str, level: int, failing_since: float | None = None
+) -> Message:
+    """A copy of ``message`` for a delay queue, with its attempt count, delay level and first failure set."""
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in (FAILING_SINCE, DELIVERY_COUNT)}
+    headers.update({ATTEMPT: attempt, delay_header: level})
+    if failing_since is not None:
+        headers[FAILING_SINCE] = instant(failing_since)
+    return _copy(message, headers)
 
 
 def dead(message: AbstractIncomingMessage, *, reason: str, error: str) -> Message:

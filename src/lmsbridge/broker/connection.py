@@ -24,7 +24,6 @@ from lmsbridge.broker.topology import (
     EVENTS_KEY,
     Topology,
     declare,
-    declare_sync_queue,
     events_key,
     sync_key,
 )
@@ -111,12 +110,6 @@ class Broker:
         await channel.set_qos(prefetch_count=prefetch)
         return channel
 
-    async def ensure_account(self, account: str) -> None:
-        """Declare the sync queue of an account that was not configured at start."""
-        if account not in self.accounts and self._channel is not None and self.topology is not None:
-            await declare_sync_queue(self._channel, self.settings, self.topology.exchange, account)
-            self.accounts.append(account)
-
     def _require(self) -> Topology:
         if not self.connected or self.topology is None:
             raise BrokerUnavailable("RabbitMQ is not connected")
@@ -148,6 +141,7 @@ class Broker:
         received_at: float,
         attempt: int = 0,
         delay_level: int | None = None,
+        failing_since: float | None = None,
         timeout: float = 10.0,
     ) -> None:
         """Queue a sync task for one record on one account (confirmed).
@@ -161,6 +155,7 @@ class Broker:
             correlation_id=correlation_id,
             received_at=received_at,
             attempt=attempt,
+            failing_since=failing_since,
             extra={DELAY_HEADER: delay_level} if delayed else None,
         )
         exchange = topology.delay_exchange if delayed else topology.exchange
@@ -191,11 +186,19 @@ class Broker:
         await self._publish(topology.dead_exchange, message, "", timeout)
 
     async def publish_retry(
-        self, message: AbstractIncomingMessage, *, attempt: int, level: int, timeout: float = 10.0
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        attempt: int,
+        level: int,
+        failing_since: float | None = None,
+        timeout: float = 10.0,
     ) -> None:
         """Park a copy of ``message`` in delay queue ``level``; it returns to its queue on expiry."""
         topology = self._require()
-        copy = codec.retried(message, attempt=attempt, delay_header=DELAY_HEADER, level=level)
+        copy = codec.retried(
+            message, attempt=attempt, delay_header=DELAY_HEADER, level=level, failing_since=failing_since
+        )
         await self._publish(topology.delay_exchange, copy, message.routing_key or "", timeout)
 
     async def publish_dead(

@@ -18,6 +18,8 @@ sources the broker was not told about, and whatever an older version left there.
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,10 @@ EVENTS_KEY = "event"
 # Not "x-" prefixed: a headers exchange with x-match=all ignores x- arguments when matching,
 # which would route every retry to every delay queue.
 DELAY_HEADER = "lmsbridge-delay"
+# A message the consumers returned this often is dead-lettered by the broker. The consumer
+# never returns a message on purpose (a paused account's messages are published again), and
+# dead-letters one delivered DELIVERY_LIMIT - 1 times itself, recording why on the record.
+DELIVERY_LIMIT = 50
 
 
 def events_key(source: str) -> str:
@@ -108,7 +114,7 @@ def _work_queue_args(settings: BrokerSettings, dlx: str) -> dict[str, Any]:
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
                 # a message that crashes consumers over and over ends in the dead-letter queue
-                "x-delivery-limit": 50,
+                "x-delivery-limit": DELIVERY_LIMIT,
             }
         )
     return args
@@ -173,3 +179,21 @@ def delay_level(settings: BrokerSettings, seconds: float) -> int:
         if step >= seconds:
             return level
     return len(settings.retry_delays) - 1
+
+
+def jittered_level(settings: BrokerSettings, seconds: float, rng: random.Random | None = None) -> int:
+    """A delay level for a backoff of ``seconds``, rounded at random to a neighbouring level so that
+    the mean delay stays ``seconds`` (the delay queues are a fixed ladder of TTLs).
+
+    Only levels up to ``backoff_cap`` are used (the first level always is); shorter than the
+    first level rounds up to it.
+    """
+    ladder = sorted((step, level) for level, step in enumerate(settings.retry_delays))
+    usable = [rung for rung in ladder if rung[0] <= settings.backoff_cap] or ladder[:1]
+    if seconds <= usable[0][0]:
+        return usable[0][1]
+    for (low, low_level), (high, high_level) in itertools.pairwise(usable):
+        if seconds <= high:
+            up = (seconds - low) / (high - low) if high > low else 1.0
+            return high_level if (rng or random).random() < up else low_level
+    return usable[-1][1]

@@ -39,17 +39,21 @@ class LmsUser(_Model):
 
 
 class UsersPage(_Model):
-    """One page of ``GET /unified/lms/users`` (``UsersPaginated``)."""
+    """One page of ``GET /unified/lms/users`` (``UsersPaginated``: ``data`` is required)."""
 
     next: str | None = None
-    data: list[LmsUser] = []
+    data: list[LmsUser]
 
 
 class RowsPage(_Model):
-    """One page of a list of assignments or completions, rows kept as received."""
+    """One page of a list of assignments or completions, rows kept as received.
+
+    ``data`` is required, as in the spec's ``*Paginated`` schemas: an error body or a page
+    without ``data`` is not "nothing there", and must never license a create.
+    """
 
     next: str | None = None
-    data: list[dict[str, Any]] = []
+    data: list[dict[str, Any]]
 
 
 class CreatedData(_Model):

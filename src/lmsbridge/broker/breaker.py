@@ -1,0 +1,66 @@
+"""A circuit breaker per StackOne account, over the outcomes of its syncs.
+
+When most of an account's recent syncs failed with a 5xx, a timeout or no connection
+(``failure_rate`` of at least ``min_calls`` outcomes within ``window`` seconds), the
+account is failing rather than its records: the consumer pauses the account's queue and
+probes it, as for a 401/403/412, instead of letting every record burn its retries. A 429
+is the rate limiter's business and counts for neither side; a permanent refusal is the
+record's own trouble and does not count either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from lmsbridge.errors import RetryAfter, RetryLater, WriteUncertain
+
+
+def outage_like(exc: BaseException | None) -> bool | None:
+    """True for a failure that says the account is failing, False for a success, None when it says neither."""
+    if exc is None:
+        return False
+    if isinstance(exc, RetryAfter) and not isinstance(exc, WriteUncertain):
+        return None  # 429: the rate limiter slows the whole key down
+    if isinstance(exc, RetryLater):
+        return True  # 5xx, timeout, 408, no connection, an unreadable answer
+    return None
+
+
+class Breaker:
+    """Sliding windows of sync outcomes, one per account."""
+
+    def __init__(
+        self,
+        *,
+        window: float,
+        min_calls: int,
+        failure_rate: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window
+        self._min_calls = min_calls
+        self._rate = failure_rate
+        self._clock = clock
+        self._outcomes: dict[str, deque[tuple[float, bool]]] = {}
+
+    def record(self, account: str, exc: BaseException | None) -> bool:
+        """Note one sync outcome; True when the account's breaker opens (pause it now)."""
+        failed = outage_like(exc)
+        if failed is None:
+            return False
+        now = self._clock()
+        outcomes = self._outcomes.setdefault(account, deque())
+        outcomes.append((now, failed))
+        while outcomes and outcomes[0][0] < now - self._window:
+            outcomes.popleft()
+        failures = sum(1 for _, bad in outcomes if bad)
+        if failed and len(outcomes) >= self._min_calls and failures >= self._rate * len(outcomes):
+            outcomes.clear()  # closed again once the account is resumed
+            return True
+        return False
+
+    def reset(self, account: str) -> None:
+        """Forget an account's outcomes (it was paused, or it has just been resumed)."""
+        self._outcomes.pop(account, None)

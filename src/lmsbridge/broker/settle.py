@@ -1,0 +1,170 @@
+"""The outcome of a job, in one place: an :class:`~lmsbridge.broker.outcome.Action` carried out.
+
+:meth:`Settler.settle` makes the action durable in the broker (a retry in a delay queue, a
+dead letter, a paused account's task back in its queue), writes what the database must say
+about the record, counts it and logs it, in this order:
+
+| action | before the ack (raises: nothing acked)       | after the ack (best effort)        |
+|--------|----------------------------------------------|------------------------------------|
+| ack    |                                              |                                    |
+| park   | record ``parked`` with its reason            |                                    |
+| retry  | publish to a delay queue (confirmed)         | note the failure on the record     |
+| pause  | pause the account; publish its task again    | record the reason on the record    |
+| dead   | publish to the dead-letter queue (confirmed) | record ``dead`` with its reason    |
+
+A dead record is recorded only once the broker holds its dead letter (marked dead first,
+a dead letter that failed to publish would be dropped when its task came back). A paused
+account's task is published again rather than returned, so pausing never counts towards
+the queue's delivery limit. What is written after the ack may fail; the sweeper
+(:mod:`lmsbridge.broker.sweeper`) queues any record left ``pending`` with no message again.
+
+A sync of an event's record that failed where the event was stored has no message of its
+own: the same table applies, and the task is published fresh (there is nothing to ack).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from lmsbridge.broker.codec import Job
+from lmsbridge.broker.connection import Broker
+from lmsbridge.broker.outcome import Action
+from lmsbridge.broker.topology import delay_level, jittered_level
+from lmsbridge.domain.sync import DEAD, PARKED, PENDING
+from lmsbridge.errors import InfrastructureFault
+from lmsbridge.logs import get_logger
+from lmsbridge.metrics import Metrics
+from lmsbridge.ports import RepositoryPort
+from lmsbridge.service import describe
+from lmsbridge.settings import BrokerSettings
+
+log = get_logger(__name__)
+
+Pause = Callable[[str, str, int | None], Awaitable[None]]
+"""Pause an account's queue: (account, reason, StackOne status)."""
+
+
+class Settler:
+    """Carries out the action decided for a job: broker, database, metrics and log."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        repo: RepositoryPort,
+        settings: BrokerSettings,
+        metrics: Metrics,
+        *,
+        pause: Pause,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._broker = broker
+        self._repo = repo
+        self._settings = settings
+        self._metrics = metrics
+        self._pause = pause
+        self._rng = rng
+
+    async def settle(
+        self,
+        job: Job,
+        action: Action,
+        exc: BaseException | None = None,
+        *,
+        message: AbstractIncomingMessage | None = None,
+        duration: float = 0.0,
+    ) -> None:
+        """Carry out ``action`` for ``job`` (and ack ``message``, when the job came in one).
+
+        Raises (BrokerUnavailable, InfrastructureFault, a connection error) when the outcome
+        could not be made durable; nothing was acked then.
+        """
+        if exc is not None or action.kind != "ack":
+            getattr(log, action.level)(f"{job.kind}.{action.stage}", duration=duration, **_described(action, exc))
+        if job.sync is not None:
+            await self._sync_before_ack(job, action)
+        elif message is not None and action.kind != "ack":
+            await self._event_before_ack(message, action)
+        if message is not None:
+            await message.ack()
+        if job.sync is not None:
+            await self._sync_after_ack(job, action)
+        self._count(job, action)
+
+    def _level(self, action: Action) -> int:
+        if action.at_least:
+            return delay_level(self._settings, action.delay)
+        return jittered_level(self._settings, action.delay, self._rng)
+
+    async def _event_before_ack(self, message: AbstractIncomingMessage, action: Action) -> None:
+        if action.kind == "dead":
+            await self._broker.publish_dead(message, reason=action.reason, error=action.error)
+        else:  # retry (an event is never parked nor paused: its records are)
+            level = self._level(action)
+            await self._broker.publish_retry(
+                message, attempt=action.attempt, level=level, failing_since=action.failing_since
+            )
+
+    async def _sync_before_ack(self, job: Job, action: Action) -> None:
+        sync = job.sync
+        assert sync is not None
+        cid, received = job.correlation_id, job.received_at
+        if action.kind == "park":
+            await self._repo.set_status(sync.record_id, sync.account, PARKED, reason=action.reason, error=action.error)
+        elif action.kind == "retry":
+            await self._broker.publish_sync(
+                sync,
+                correlation_id=cid,
+                received_at=received,
+                attempt=action.attempt,
+                delay_level=self._level(action),
+                failing_since=action.failing_since,
+            )
+        elif action.kind == "pause":
+            # Stop the account's deliveries first, so the task published again waits for the probe.
+            await self._pause(sync.account, action.error or action.reason, _status(action.reason))
+            await self._broker.publish_sync(sync, correlation_id=cid, received_at=received, attempt=action.attempt)
+        elif action.kind == "dead":
+            await self._broker.publish_dead_sync(
+                sync,
+                correlation_id=cid,
+                received_at=received,
+                attempt=action.attempt,
+                reason=action.reason,
+                error=action.error,
+            )
+
+    async def _sync_after_ack(self, job: Job, action: Action) -> None:
+        sync = job.sync
+        assert sync is not None
+        rid, account = sync.record_id, sync.account
+        with contextlib.suppress(InfrastructureFault):
+            if action.kind == "dead":
+                await self._repo.set_status(rid, account, DEAD, reason=action.reason, error=action.error)
+            elif action.kind == "pause":
+                await self._repo.set_status(rid, account, PENDING, reason=action.reason, error=action.error)
+            elif action.kind == "retry" and action.transient:
+                await self._repo.note_failure(rid, account, action.error)
+
+    def _count(self, job: Job, action: Action) -> None:
+        count = self._metrics.record if job.kind == "sync" else self._metrics.stage
+        if action.kind != "ack":
+            count(action.stage)
+        if action.kind == "dead":
+            log.error("message.dead_lettered", reason=action.reason, error=action.error)
+
+
+def _described(action: Action, exc: BaseException | None) -> dict[str, Any]:
+    fields: dict[str, Any] = describe(exc) if exc is not None else {"error": action.error}
+    fields.setdefault("reason", action.reason)
+    return fields
+
+
+def _status(reason: str) -> int | None:
+    """The StackOne status a pause reason names (``stackone_403``), if any."""
+    prefix, _, number = reason.partition("_")
+    return int(number) if prefix == "stackone" and number.isdigit() else None
