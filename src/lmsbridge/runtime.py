@@ -121,6 +121,7 @@ class Runtime:
             platforms=platforms,
             people=self.people,
             lease_seconds=s.worker.sync_lease_seconds,
+            delete_superseded=s.stackone.delete_superseded_completions,
         )
         self.consumer = Consumer(
             self.broker,

@@ -25,13 +25,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmsbridge.domain import AssignmentEvent, SyncStep, plan_sync
+from lmsbridge.domain import AssignmentEvent, RecordState, SyncStep, plan_sync
+from lmsbridge.domain.records import completion_of
 from lmsbridge.domain.sync import (
     DEAD,
+    PARKED,
     PENDING,
     assignment_body,
     completion_body,
     content_body,
+    same_completion,
+    superseded_ids,
 )
 from lmsbridge.errors import (
     AlreadyExists,
@@ -66,7 +70,6 @@ class _Attempt:
 
     holder: str
     in_doubt: bool = False
-    intended_at: float = 0.0  # when the lease was last renewed, with the intent of a create
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Service:
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
+    delete_superseded: bool = False  # delete a completion a better retake replaced (default: keep it as history)
     _content_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
 
     # --- step 1: events -----------------------------------------------------------------
@@ -137,7 +141,7 @@ class Service:
         if view is None or (view.status == DEAD and not revive):
             return Synced(record_id, account)  # gone, or dead: nothing to write
         if not view.leased:
-            if plan_sync(view.state, view.synced).done:
+            if plan_sync(view.state, view.synced, delete_superseded=self.delete_superseded).done:
                 return Synced(record_id, account)
             raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
@@ -155,7 +159,7 @@ class Service:
     async def _sync_claimed(self, view: SyncView, attempt: _Attempt) -> Synced:
         """Write the missing steps; the last write also marks the record synced and frees the lease."""
         record_id, account = view.record_id, view.account
-        plan = plan_sync(view.state, view.synced)
+        plan = plan_sync(view.state, view.synced, delete_superseded=self.delete_superseded)
         if plan.done:
             await self.repo.release(record_id, account, attempt.holder, synced=True)
             return Synced(record_id, account)
@@ -171,13 +175,17 @@ class Service:
         record lists the LMS before creating, and no second copy is ever written."""
         account, rid, state = view.account, view.record_id, view.state
         if step is SyncStep.UPSERT_CONTENT:
-            return await self._upsert_content(account, state.learning_object_ref, state.title)
+            return await self._upsert_content(account, state)
+        if step is SyncStep.DELETE_SUPERSEDED:
+            return await self._delete_superseded(view, user_id, last=last)
         calls = 0
         if view.uncertain_step == step.value:
             calls += 1
-            existing = await self._existing(account, user_id, step, state.learning_object_ref)
+            existing = await self._existing(account, user_id, step, state)
             if existing is not None:
-                await self.repo.mark_written(rid, account, step, existing or None, last=last)
+                await self.repo.mark_written(
+                    rid, account, step, existing or None, last=last, completion=completion_of(state)
+                )
                 return calls
 
         holder = attempt.holder
@@ -187,7 +195,6 @@ class Service:
             if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
                 raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
             attempt.in_doubt = True
-            attempt.intended_at = self.clock()
 
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:
@@ -198,18 +205,8 @@ class Service:
                 lms_id = await self.stackone.create_completion(account, user_id, body, before_send=intend)
         except AlreadyExists:
             lms_id = None
-        except WriteUncertain as uncertain:
-            # Check at once (the listing waits for the rate limiter like any call): in the common
-            # case the write landed and is recorded now. A failed or empty check proves nothing
-            # (StackOne may still be writing): the intent and the lease stay, and the next attempt,
-            # after the lease, lists again before it writes.
-            found = await self._existing(account, user_id, step, state.learning_object_ref)
-            if found is None:
-                wait = max(0.0, attempt.intended_at + self.lease_seconds - self.clock())
-                raise WriteUncertain(f"{uncertain}; not listed yet", delay=wait) from uncertain
-            attempt.in_doubt = False
-            await self.repo.mark_written(rid, account, step, found or None, last=last)
-            return calls + 2
+        except WriteUncertain:
+            raise  # the intent and the lease stay: the next attempt lists first, after the lease
         except LmsbridgeError:
             if attempt.in_doubt:  # sent, and StackOne refused it: nothing written, the next attempt need not list
                 attempt.in_doubt = False
@@ -217,36 +214,72 @@ class Service:
                     await self.repo.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
         attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
-        await self.repo.mark_written(rid, account, step, lms_id, last=last)
+        await self.repo.mark_written(rid, account, step, lms_id, last=last, completion=completion_of(state))
         return calls + 1
 
-    async def _existing(self, account: str, user_id: str, step: SyncStep, ref: str) -> str | None:
-        """The LMS id ('' when it has none) of a record already there for ``ref``, else None."""
+    async def _existing(self, account: str, user_id: str, step: SyncStep, state: RecordState) -> str | None:
+        """The LMS id ('' when it has none) of the write ``step`` means for ``state`` if it is there, else None.
+
+        An assignment is there when one for the learning object is; a completion only when one
+        with the same result, score and time is (a retake's earlier Fail is not the Pass meant now).
+        """
+        ref = state.learning_object_ref
         if step is SyncStep.CREATE_ASSIGNMENT:
             rows = await self.stackone.list_user_assignments(account, user_id)
+            found = [row for row in rows if row.get("learning_object_external_reference") == ref]
         else:
+            body = completion_body(state)
             rows = await self.stackone.list_user_completions(account, user_id)
-        for row in rows:
-            if row.get("learning_object_external_reference") == ref:
-                return str(row.get("id") or "")
-        return None
+            found = [row for row in rows if same_completion(row, body)]
+        return str(found[0].get("id") or "") if found else None
 
-    async def _upsert_content(self, account: str, ref: str, title: str) -> int:
-        """Upsert a learning object once per account, even when many records need it at once.
+    async def _delete_superseded(self, view: SyncView, user_id: str, *, last: bool) -> int:
+        """Delete the completions a better retake replaced (``delete_superseded``); a 404 counts as done.
 
-        Uses the batch endpoint (some LMSs accept single content writes only rarely); the
-        lock per (account, object) keeps concurrent syncs in this process from repeating it.
+        Idempotent, so it needs no intent: a crash before it is recorded deletes again, harmlessly.
         """
+        ids = superseded_ids(
+            view.synced, replacing=SyncStep.CREATE_COMPLETION in plan_sync(view.state, view.synced).steps
+        )
+        for completion_id in ids:
+            await self.stackone.delete_completion(view.account, user_id, completion_id)
+        await self.repo.mark_written(view.record_id, view.account, SyncStep.DELETE_SUPERSEDED, None, last=last)
+        return len(ids)
+
+    async def _upsert_content(self, account: str, state: RecordState) -> int:
+        """Upsert a learning object once per (account, object, title), even when many records need it at once.
+
+        A record whose title is older than the one written upserts nothing, so the newest title
+        (by its event's time) stays whatever the order of arrival. Uses the batch endpoint (some
+        LMSs accept single content writes only rarely); the lock per (account, object) keeps
+        concurrent syncs in this process from repeating it.
+        """
+        ref, title = state.learning_object_ref, state.title
+        item = (ref, title, state.title_at)
         async with self._content_locks.setdefault((account, ref), asyncio.Lock()):
-            if not await self.repo.missing_content(account, [(ref, title)]):
-                return 0  # a concurrent sync upserted it while this one waited
+            if not await self.repo.missing_content(account, [item]):
+                # A concurrent sync upserted it while this one waited, or the LMS has this title
+                # already: remember its later time, so an older title arriving next is not sent.
+                await self.repo.mark_content(account, [item])
+                return 0
             errors = await self.stackone.upsert_content_batch(account, [content_body(ref, title)])
             if errors and errors[0]:
                 raise DeadLetter("content_rejected", f"StackOne rejected learning object {ref}", detail=errors[0])
-            await self.repo.mark_content(account, [(ref, title)])
+            await self.repo.mark_content(account, [item])
         return 1
 
-    # --- parked records (a sync's outcome is settled by lmsbridge.broker.settle) ----------
+    # --- bookkeeping for the consumer's decisions ---------------------------------------
+
+    async def settle_sync(self, record_id: int, account: str, kind: str, reason: str, error: str) -> None:
+        """Record in the database what the consumer decided for a sync task."""
+        if kind == "dead":
+            await self.repo.set_status(record_id, account, DEAD, reason=reason, error=error)
+        elif kind == "parked":
+            await self.repo.set_status(record_id, account, PARKED, reason=reason, error=error)
+        elif kind == "retry" and reason == "transient":
+            await self.repo.note_failure(record_id, account, error)
+        elif kind == "pause":
+            await self.repo.set_status(record_id, account, PENDING, reason=reason, error=error)
 
     async def unpark(self, account: str, reason: str, *, correlation_id: str) -> int:
         """Queue the sync of records parked for ``reason`` again; returns how many."""

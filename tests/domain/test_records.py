@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress, Rank, RecordState, merge, state_from_event
+from lmsbridge.domain.records import title_key
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
 
@@ -37,6 +38,7 @@ states = st.builds(
     learning_object_ref=st.just("ref"),
     title=st.sampled_from(["A", "B"]),
     email=st.just("jane@acme.example"),
+    title_at=st.none() | st.sampled_from([T0, T0 + timedelta(hours=1)]),
     assigned_at=st.none() | st.datetimes(timezones=st.just(UTC)),
     due_date=st.none() | st.datetimes(timezones=st.just(UTC)),
     progress=st.none() | st.floats(0, 100),
@@ -52,6 +54,15 @@ def test_merge_is_order_and_duplicate_insensitive(items: list[RecordState], rnd:
     shuffled = items + items[: len(items) // 2]
     rnd.shuffle(shuffled)
     assert reduce(merge, shuffled, None) == reduce(merge, items, None)
+
+
+@given(st.lists(states, min_size=1, max_size=6))
+def test_the_newest_title_wins(items: list[RecordState]) -> None:
+    """The merged title is the one of the latest event (no time counts as oldest; text breaks ties)."""
+    merged = reduce(merge, items, None)
+    assert merged is not None
+    newest = max(items, key=lambda s: title_key(s.title, s.title_at))
+    assert (merged.title, merged.title_at) == (newest.title, newest.title_at)
 
 
 @given(states, states)

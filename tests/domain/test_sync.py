@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from lmsbridge.domain import AccountSync, Rank, RecordState, SyncStep, plan_sync
+from lmsbridge.domain import AccountSync, Completion, Rank, RecordState, SyncStep, plan_sync
 from lmsbridge.domain.sync import assignment_body, completion_body
 
 ASSIGNED = RecordState(
@@ -44,8 +44,9 @@ def test_completed_first_pushes_assignment_and_completion() -> None:
 
 def test_nothing_left_means_done() -> None:
     """Once assignment and completion are written, there is nothing to do."""
-    assert plan_sync(DONE, AccountSync(True, True, True)).done
-    assert plan_sync(ASSIGNED, AccountSync(True, True, False)).done
+    written = Completion(False, 41.5, DONE.completed_at)
+    assert plan_sync(DONE, AccountSync(True, True, written)).done
+    assert plan_sync(ASSIGNED, AccountSync(True, True, None)).done
 
 
 def test_bodies_use_spec_fields_and_formats() -> None:

@@ -8,7 +8,7 @@ from lmsbridge.domain.events import (
     LearningObject,
     PersonProgress,
 )
-from lmsbridge.domain.records import Rank, RecordKey, RecordState, merge, state_from_event
+from lmsbridge.domain.records import Completion, Rank, RecordKey, RecordState, merge, state_from_event
 from lmsbridge.domain.sync import AccountSync, SyncPlan, SyncStep, plan_sync
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ASSIGNMENT_CREATED",
     "AccountSync",
     "AssignmentEvent",
+    "Completion",
     "EventType",
     "LearningObject",
     "PersonProgress",

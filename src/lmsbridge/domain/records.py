@@ -6,6 +6,15 @@ the same training to the same person are one record. Every event contributes a
 :class:`RecordState`; :func:`merge` is a join (commutative, associative, idempotent), so
 any interleaving and any number of duplicates of a record's events end in the same state,
 and a record's rank never goes backwards.
+
+Two orders decide what the LMS is told again after a first write:
+
+- :func:`improves`: a completion is worth writing as a retake only when its result is better
+  than the one written: a Pass over a Fail, or the same result with a higher score (a score
+  over none). The same result and score at another time is not a retake. The merged
+  completion only ever rises in this order, so a Fail after a Pass never writes anything.
+- :func:`title_key`: the newest title wins, by the time of the event that carried it (ties
+  broken by the text, so the choice never depends on order of arrival).
 """
 
 from __future__ import annotations
@@ -42,12 +51,43 @@ class RecordState:
     learning_object_ref: str
     title: str
     email: str
+    title_at: datetime | None = None  # when the event that carried ``title`` happened
     assigned_at: datetime | None = None
     due_date: datetime | None = None
     progress: float | None = None
     completed_at: datetime | None = None
     passed: bool | None = None
     score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One completion as written to (or meant for) the LMS: its result, score and time."""
+
+    passed: bool
+    score: float | None
+    completed_at: datetime | None
+
+
+def completion_of(state: RecordState) -> Completion | None:
+    """The completion a record reports (None before it is completed); no result counts as a Pass."""
+    if state.rank is not Rank.COMPLETED:
+        return None
+    return Completion(state.passed is not False, state.score, state.completed_at)
+
+
+def _result_key(c: Completion) -> tuple[int, float]:
+    return (1 if c.passed else 0, c.score if c.score is not None else float("-inf"))
+
+
+def improves(new: Completion, written: Completion) -> bool:
+    """True when ``new`` is a better result than ``written``: Pass over Fail, else a higher score."""
+    return _result_key(new) > _result_key(written)
+
+
+def title_key(title: str, at: datetime | None) -> tuple[float, str]:
+    """Order of titles: the later event's title is newer; no time is oldest; text breaks ties."""
+    return (at.timestamp() if at is not None else float("-inf"), title)
 
 
 def _min(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -63,11 +103,12 @@ def _max_dt(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def _completion_key(state: RecordState) -> tuple[int, float, float, int, int]:
-    # The best completion wins: a pass over a fail, then the higher score, then the earlier
-    # time; the last two fields break the remaining ties so the choice never depends on order.
+    # The best completion wins: a pass over a fail (no result counts as a pass, as it is
+    # written), then the higher score, then the earlier time; the last two fields break the
+    # remaining ties so the choice never depends on order. Its first two fields are improves'.
     completed = state.completed_at.timestamp() if state.completed_at else float("inf")
     return (
-        1 if state.passed else 0,
+        1 if state.passed is not False else 0,
         state.score if state.score is not None else float("-inf"),
         -completed,
         state.passed is None,
@@ -79,11 +120,13 @@ def merge(current: RecordState | None, incoming: RecordState) -> RecordState:
     """Join two states of the same record; the result never ranks below either."""
     if current is None:
         return _normal(incoming)
+    newest = max(current, incoming, key=lambda s: title_key(s.title, s.title_at))
     merged = replace(
         current,
         rank=max(current.rank, incoming.rank),
         learning_object_ref=min(current.learning_object_ref, incoming.learning_object_ref),
-        title=max(current.title, incoming.title),
+        title=newest.title,
+        title_at=newest.title_at,
         assigned_at=_min(current.assigned_at, incoming.assigned_at),
         due_date=_max_dt(current.due_date, incoming.due_date),
         progress=_max_opt(current.progress, incoming.progress),
@@ -117,6 +160,7 @@ def state_from_event(event: AssignmentEvent, person: PersonProgress) -> RecordSt
         learning_object_ref=event.learning_object.external_reference,
         title=event.learning_object.title,
         email=person.person_key,
+        title_at=event.occurred_at,
         assigned_at=event.assigned_at,
         due_date=event.due_date,
         progress=person.progress if not completed else 100.0,

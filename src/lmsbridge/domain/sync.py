@@ -1,8 +1,12 @@
 """Sync rules: what must be written to an LMS account for a record, and in what shape.
 
 StackOne has no update for assignments and completions and no idempotency key, so the
-rules are written as "what is still missing": at most one assignment and one completion
-per (account, person, learning object), learning object first.
+rules are written as "what is still missing": at most one assignment per (account, person,
+learning object), learning object first, and a completion whenever the record's completion
+:func:`~lmsbridge.domain.records.improves` on the one written there (a retake: a Pass after a
+Fail is a new completion with its own time and score; the Fail is kept as history unless
+``delete_superseded``). The learning object is upserted again when the record carries a newer
+title than the one written (:func:`~lmsbridge.domain.records.title_key`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from lmsbridge.domain.records import Rank, RecordState
+from lmsbridge.domain.records import Completion, Rank, RecordState, completion_of, improves, title_key
 
 
 class SyncStep(Enum):
@@ -21,6 +25,7 @@ class SyncStep(Enum):
     UPSERT_CONTENT = "upsert_content"
     CREATE_ASSIGNMENT = "create_assignment"
     CREATE_COMPLETION = "create_completion"
+    DELETE_SUPERSEDED = "delete_superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,16 @@ class AccountSync:
 
     content_known: bool = False
     assignment_created: bool = False
-    completion_created: bool = False
+    completion: Completion | None = None  # the best completion written (None: none yet)
+    content_title: str | None = None  # the learning object's title as last upserted
+    content_title_at: datetime | None = None
+    lms_completion_id: str | None = None  # the LMS id of ``completion`` ('' or None: not known)
+    superseded_completion_id: str | None = None  # a completion a retake replaced, not yet deleted
+
+    @property
+    def completion_created(self) -> bool:
+        """True when some completion is written."""
+        return self.completion is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +58,65 @@ class SyncPlan:
         return not self.steps
 
 
-def plan_sync(state: RecordState, synced: AccountSync) -> SyncPlan:
-    """Decide the writes still missing for ``state`` on one account."""
+def plan_sync(state: RecordState, synced: AccountSync, *, delete_superseded: bool = False) -> SyncPlan:
+    """Decide the writes still missing for ``state`` on one account.
+
+    ``delete_superseded``: also delete a completion a retake replaced (when its LMS id is known).
+    """
     steps: list[SyncStep] = []
     needs_assignment = not synced.assignment_created
-    needs_completion = state.rank is Rank.COMPLETED and not synced.completion_created
-    if (needs_assignment or needs_completion) and not synced.content_known:
+    completion = completion_of(state)
+    needs_completion = completion is not None and (synced.completion is None or improves(completion, synced.completion))
+    if ((needs_assignment or needs_completion) and not synced.content_known) or newer_title(state, synced):
         steps.append(SyncStep.UPSERT_CONTENT)
     if needs_assignment:
         steps.append(SyncStep.CREATE_ASSIGNMENT)
     if needs_completion:
         steps.append(SyncStep.CREATE_COMPLETION)
+    if delete_superseded and superseded_ids(synced, replacing=needs_completion):
+        steps.append(SyncStep.DELETE_SUPERSEDED)
     return SyncPlan(tuple(steps))
+
+
+def superseded_ids(synced: AccountSync, *, replacing: bool) -> tuple[str, ...]:
+    """LMS ids of completions a retake replaced: the one noted, and the written one if ``replacing`` it."""
+    ids = [synced.superseded_completion_id]
+    if replacing and synced.completion is not None:
+        ids.append(synced.lms_completion_id)
+    return tuple(i for i in ids if i)
+
+
+def newer_title(state: RecordState, synced: AccountSync) -> bool:
+    """True when the record's title is newer than the one upserted on the account."""
+    if not synced.content_known or synced.content_title is None:
+        return False
+    return title_key(state.title, state.title_at) > title_key(synced.content_title, synced.content_title_at)
+
+
+def same_completion(row: dict[str, Any], body: dict[str, Any]) -> bool:
+    """True when a listed completion ``row`` is the one ``body`` creates: same object, result, score, time."""
+    if row.get("learning_object_external_reference") != body["learning_object_external_reference"]:
+        return False
+    result = row.get("result")
+    if not isinstance(result, dict) or result.get("value") != body["result"]["value"]:
+        return False
+    score = row.get("score")
+    listed_score = score.get("percentage") if isinstance(score, dict) else None
+    wanted_score = body["score"]["percentage"] if "score" in body else None
+    if listed_score != wanted_score:
+        return False
+    return _instant(row.get("completed_at")) == _instant(body.get("completed_at"))
+
+
+def _instant(value: Any) -> datetime | None:
+    """An RFC 3339 text as an aware instant (None when absent or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def iso(value: datetime) -> str:

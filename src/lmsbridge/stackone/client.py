@@ -222,6 +222,15 @@ class StackOneClient:
         """Create a completion for a user; StackOne's id of it, if given."""
         return await self._create("create_completion", account, user_id, "completions", body, before_send)
 
+    async def delete_completion(self, account: str, user_id: str, completion_id: str) -> None:
+        """Delete one completion of a user (one a retake superseded); a 404 means it is gone already."""
+        path = _user_path(user_id, "completions") + "/" + quote(completion_id, safe="")
+        try:
+            await self._call("delete_completion", account, "DELETE", path, user_scoped=True)
+        except ParkRecord as exc:
+            if exc.reason != "user_not_found":
+                raise
+
     # --- reads --------------------------------------------------------------------------
 
     async def list_user_assignments(self, account: str, user_id: str) -> list[dict[str, Any]]:
@@ -271,18 +280,13 @@ class StackOneClient:
             user_scoped=True,
             before_send=before_send,
         )
-        # A 2xx we cannot read (not JSON, no created id) proves nothing either way: StackOne may
-        # have written it. The caller checks by listing, as after a 408, before writing again.
+        if not isinstance(data, dict):
+            return None  # written (2xx), but no readable id
         try:
-            created = CreateResult.model_validate(data if isinstance(data, dict) else {})
+            created = CreateResult.model_validate(data)
         except ValidationError:
-            created = CreateResult()
-        if created.data is None or not created.data.id:
-            raise WriteUncertain(
-                f"StackOne {operation}: a 2xx answer without a readable created id; the write may have happened",
-                delay=0.0,
-            )
-        return created.data.id
+            return None
+        return created.data.id if created.data is not None else None
 
     async def _all_rows(self, operation: str, account: str, path: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -380,10 +384,7 @@ class StackOneClient:
             secrets=self._secrets,
             max_pause=self._max_pause,
         )
-        # A 429 pauses the whole key; a 408 only when StackOne says how long (a timed-out request
-        # is that request's trouble, not a rate limit).
-        asked = status == 429 or "Retry-After" in response_headers
-        if status in (408, 429) and asked and self._limiter is not None and isinstance(error, RetryAfter):
+        if status in (408, 429) and self._limiter is not None and isinstance(error, RetryAfter):
             self._limiter.pause(error.delay)
         raise error
 

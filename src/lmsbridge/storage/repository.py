@@ -23,11 +23,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, Rank, RecordKey, RecordState
-from lmsbridge.domain.records import merge, state_from_event
+from lmsbridge.domain import AccountSync, AssignmentEvent, Completion, PersonProgress, Rank, RecordKey, RecordState
+from lmsbridge.domain.records import merge, state_from_event, title_key
 from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
 from lmsbridge.errors import DeadLetter, InfrastructureFault
-from lmsbridge.ports import AccountState, Ingest, SyncView
+from lmsbridge.ports import AccountState, ContentItem, Ingest, SyncView
 from lmsbridge.storage.database import is_data_error, open_database
 from lmsbridge.storage.group_commit import GroupCommit
 from lmsbridge.storage.tables import accounts, content, directory, inbox, metadata, records, sync_state
@@ -40,7 +40,8 @@ __all__ = ["DEAD", "PARKED", "PENDING", "SYNCED", "UNSTORABLE", "Repository"]
 UNSTORABLE = "unstorable"
 """Dead-letter reason: the database refused the message's own data (retrying cannot help)."""
 
-_RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "assigned_at", "due_date", "progress")
+_RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "title_at", "assigned_at", "due_date")
+_RECORD_STATE += ("progress",)
 _RECORD_STATE += ("completed_at", "passed", "score")
 
 
@@ -85,8 +86,10 @@ class _Statements:
     def __init__(self, dialect: str) -> None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self.insert = insert
-        self.inbox_ids = select(inbox.c.record_ids).where(inbox.c.message_id == bindparam("message_id"))
-        self.add_inbox = insert(inbox).on_conflict_do_nothing(index_elements=["message_id"])
+        self.inbox_ids = select(inbox.c.record_ids).where(
+            inbox.c.source == bindparam("source"), inbox.c.message_id == bindparam("message_id")
+        )
+        self.add_inbox = insert(inbox).on_conflict_do_nothing(index_elements=["source", "message_id"])
         find = select(records).where(
             records.c.source == bindparam("b_source"),
             records.c.learning_object_ref == bindparam("b_ref"),
@@ -107,19 +110,21 @@ class _Statements:
             )
         )
         self.add_sync_rows = insert(sync_state).on_conflict_do_nothing(index_elements=["record_id", "account"])
-        self.reopen_completion = (
+        # A synced record whose state changed may have something to write again (a completion,
+        # a retake, a newer title): pending until its sync's plan says otherwise.
+        self.reopen = (
             update(sync_state)
             .where(
                 sync_state.c.record_id == bindparam("b_id"),
                 sync_state.c.account.in_(bindparam("b_accounts", expanding=True)),
                 sync_state.c.status == SYNCED,
-                sync_state.c.completion_created.is_(False),
             )
             .values(status=PENDING, attempts=0, updated_at=bindparam("b_now"))
         )
         known = content.c.external_reference.label("content_known")
+        content_title = (content.c.title.label("content_title"), content.c.title_at.label("content_title_at"))
         self.view = (
-            select(records, sync_state, known)
+            select(records, sync_state, known, *content_title)
             .join(sync_state, sync_state.c.record_id == records.c.id)
             .outerjoin(
                 content,
@@ -146,6 +151,17 @@ class _Statements:
         # The SET clause of these two comes from the parameter names at execution.
         self.sync_row = update(sync_state).where(*row)
         self.held_sync_row = update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner"))
+        # A new completion: the one it replaces (a retake's Fail) is noted for deletion.
+        replaced = and_(sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "")
+        self.write_completion = (
+            update(sync_state)
+            .where(*row)
+            .values(
+                superseded_completion_id=case(
+                    (replaced, sync_state.c.lms_completion_id), else_=sync_state.c.superseded_completion_id
+                )
+            )
+        )
 
 
 class Repository:
@@ -203,7 +219,9 @@ class Repository:
             now = datetime.now(UTC)
             out: list[Ingest] = []
             for event, people in items:
-                stored = conn.execute(self._sql.inbox_ids, {"message_id": event.message_id}).scalar()
+                stored = conn.execute(
+                    self._sql.inbox_ids, {"source": event.source, "message_id": event.message_id}
+                ).scalar()
                 if stored is not None:
                     out.append(Ingest(True, tuple(stored)))
                     continue
@@ -277,9 +295,8 @@ class Repository:
                     for account in accts
                 ],
             )
-            if changed and row is not None and merged.rank is Rank.COMPLETED:
-                # a synced record that just completed has a completion to write
-                conn.execute(self._sql.reopen_completion, {"b_id": rid, "b_accounts": accts, "b_now": now})
+            if changed and row is not None:
+                conn.execute(self._sql.reopen, {"b_id": rid, "b_accounts": accts, "b_now": now})
         return rid
 
     # --- sync ---------------------------------------------------------------------------
@@ -301,7 +318,11 @@ class Repository:
             synced=AccountSync(
                 content_known=row["content_known"] is not None,
                 assignment_created=row["assignment_created"],
-                completion_created=row["completion_created"],
+                completion=_written_completion(row),
+                content_title=row["content_title"],
+                content_title_at=row["content_title_at"],
+                lms_completion_id=row["lms_completion_id"],
+                superseded_completion_id=row["superseded_completion_id"],
             ),
             status=row["status"],
             attempts=row["attempts"],
@@ -340,12 +361,21 @@ class Repository:
 
     @_guard
     async def mark_written(
-        self, record_id: int, account: str, step: SyncStep, lms_id: str | None, *, last: bool = False
+        self,
+        record_id: int,
+        account: str,
+        step: SyncStep,
+        lms_id: str | None,
+        *,
+        last: bool = False,
+        completion: Completion | None = None,
     ) -> None:
         """Record that ``step`` is written on the LMS (clears any uncertainty about it).
 
         ``last``: it was the last write the record needed: mark it synced and give the lease
-        back in the same transaction.
+        back in the same transaction. A completion notes which one was written (``completion``)
+        and keeps the LMS id of the one it replaces as superseded. A delete of superseded
+        completions clears that note.
         """
         now = datetime.now(UTC)
         values: dict[str, Any] = {"uncertain_step": None, "updated_at": now}
@@ -353,8 +383,20 @@ class Repository:
             values.update(status=SYNCED, reason=None, synced_at=now, lease_owner=None, lease_until=None)
         if step is SyncStep.CREATE_ASSIGNMENT:
             values.update(assignment_created=True, lms_assignment_id=lms_id)
+        elif step is SyncStep.DELETE_SUPERSEDED:
+            values.update(superseded_completion_id=None)
         elif step is SyncStep.CREATE_COMPLETION:
-            values.update(completion_created=True, lms_completion_id=lms_id)
+            assert completion is not None, "a written completion says which one it was"
+            values.update(
+                completion_created=True,
+                lms_completion_id=lms_id or "",
+                completion_passed=completion.passed,
+                completion_score=completion.score,
+                completion_at=completion.completed_at,
+            )
+            params = {"b_id": record_id, "b_account": account, **values}
+            await self._group.run(lambda conn: conn.execute(self._sql.write_completion, params))
+            return
         await self._update_sync(record_id, account, values)
 
     @_guard
@@ -423,62 +465,57 @@ class Repository:
         return await self._db.read(lambda conn: [int(r[0]) for r in conn.execute(stmt)])
 
     @_guard
-    async def stale_pending(
-        self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
-    ) -> list[tuple[int, str]]:
-        """(record id, account) pairs pending on ``accounts``, unchanged since ``unchanged_since`` and
-        without a live lease: records whose message may be lost (the sweeper queues them again).
-
-        Their ``updated_at`` is set to now in the same transaction, so the next sweep waits again.
-        """
-        if not accounts:
-            return []
-        stmt = (
-            select(sync_state.c.record_id, sync_state.c.account)
-            .where(
-                sync_state.c.status == PENDING,
-                sync_state.c.account.in_(list(accounts)),
-                sync_state.c.updated_at < unchanged_since,
-                or_(sync_state.c.lease_until.is_(None), sync_state.c.lease_until < now),
-            )
-            .order_by(sync_state.c.updated_at)
-            .limit(limit)
-        )
-
-        def work(conn: Connection) -> list[tuple[int, str]]:
-            found = [(int(r[0]), str(r[1])) for r in conn.execute(stmt)]
-            touched = datetime.now(UTC)
-            for rid, account in found:
-                conn.execute(self._sql.sync_row, {"b_id": rid, "b_account": account, "updated_at": touched})
-            return found
-
-        return await self._group.run(work)
+    async def unsynced(self, account: str | None = None) -> list[tuple[int, str]]:
+        """(record id, account) pairs still pending or parked: what a resync would republish."""
+        stmt = select(sync_state.c.record_id, sync_state.c.account).where(sync_state.c.status.in_((PENDING, PARKED)))
+        if account is not None:
+            stmt = stmt.where(sync_state.c.account == account)
+        return await self._db.read(lambda conn: [(int(r[0]), str(r[1])) for r in conn.execute(stmt)])
 
     # --- learning objects ---------------------------------------------------------------
 
     @_guard
-    async def missing_content(self, account: str, refs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Of (reference, title) pairs, those not yet upserted on ``account``."""
-        wanted = dict(refs)
+    async def missing_content(self, account: str, items: Iterable[ContentItem]) -> list[ContentItem]:
+        """Of (reference, title, title time) items, those whose title the LMS of ``account`` lacks.
+
+        An item is missing when its object was never upserted there, or when the title written
+        is another, older one (the same text at another time needs no write).
+        """
+        wanted = {ref: (ref, title, at) for ref, title, at in items}
         if not wanted:
             return []
-        stmt = select(content.c.external_reference).where(
+        stmt = select(content.c.external_reference, content.c.title, content.c.title_at).where(
             content.c.account == account, content.c.external_reference.in_(list(wanted))
         )
-        known = await self._db.read(lambda conn: {r[0] for r in conn.execute(stmt)})
-        return [(ref, title) for ref, title in wanted.items() if ref not in known]
+        known = await self._db.read(lambda conn: {r[0]: title_key(r[1], r[2]) for r in conn.execute(stmt)})
+
+        def missing(ref: str, title: str, at: datetime | None) -> bool:
+            return ref not in known or (title != known[ref][1] and title_key(title, at) > known[ref])
+
+        return [item for ref, item in wanted.items() if missing(*item)]
 
     @_guard
-    async def mark_content(self, account: str, items: Sequence[tuple[str, str]]) -> None:
-        """Remember that these learning objects exist on ``account``."""
+    async def mark_content(self, account: str, items: Sequence[ContentItem]) -> None:
+        """Remember that these learning objects exist on ``account``, each with its newest title (and its time)."""
         if not items:
             return
         now = datetime.now(UTC)
-        rows = [
-            {"account": account, "external_reference": ref, "title": title, "synced_at": now} for ref, title in items
-        ]
-        stmt = self._sql.insert(content).on_conflict_do_nothing(index_elements=["account", "external_reference"])
-        await self._group.run(lambda conn: conn.execute(stmt, rows))
+        refs = [ref for ref, _, _ in items]
+        current = select(content.c.external_reference, content.c.title, content.c.title_at).where(
+            content.c.account == account, content.c.external_reference.in_(refs)
+        )
+
+        def work(conn: Connection) -> None:
+            known = {r[0]: title_key(r[1], r[2]) for r in conn.execute(current)}
+            for ref, title, at in items:
+                row = {"title": title, "title_at": at, "synced_at": now}
+                if ref not in known:
+                    conn.execute(content.insert().values(account=account, external_reference=ref, **row))
+                elif title_key(title, at) > known[ref]:
+                    where = (content.c.account == account, content.c.external_reference == ref)
+                    conn.execute(update(content).where(*where).values(**row))
+
+        await self._group.run(work)
 
     # --- people -------------------------------------------------------------------------
 
@@ -579,6 +616,7 @@ def _state(row: Any) -> RecordState:
         rank=Rank(row["rank"]),
         learning_object_ref=row["learning_object_ref"],
         title=row["title"],
+        title_at=_utc(row["title_at"]),
         email=row["person_key"],
         assigned_at=_utc(row["assigned_at"]),
         due_date=_utc(row["due_date"]),
@@ -587,6 +625,14 @@ def _state(row: Any) -> RecordState:
         passed=row["passed"],
         score=row["score"],
     )
+
+
+def _written_completion(row: Any) -> Completion | None:
+    """The completion a sync row says was written (a row from before 0002 without one: a Pass)."""
+    if not row["completion_created"]:
+        return None
+    passed = row["completion_passed"]
+    return Completion(passed is not False, row["completion_score"], _utc(row["completion_at"]))
 
 
 def _columns(state: RecordState) -> dict[str, Any]:

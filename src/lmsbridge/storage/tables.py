@@ -1,9 +1,14 @@
 """The SQL schema: inbox of message ids, canonical records, per-account sync state, caches.
 
 Migrations in ``storage/migrations`` create exactly this schema; a test compares the two.
+Every time is a :class:`UtcDateTime`: SQLite keeps no offset, so times are stored in UTC and
+read back as aware UTC instants on both databases.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +25,34 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A ``DateTime(timezone=True)`` that keeps the instant on every database.
+
+    Stores UTC (an aware time is converted, a naive one is taken as UTC) and reads back aware
+    UTC: SQLite would otherwise drop the offset and shift ``08:00-07:00`` to ``08:00Z``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 metadata = MetaData(
     naming_convention={
@@ -33,11 +66,12 @@ metadata = MetaData(
 inbox = Table(
     "inbox",
     metadata,
+    # Per source: two platforms (or tenants) may use the same ids for different events.
+    Column("source", String(64), primary_key=True),
     Column("message_id", String(255), primary_key=True),
-    Column("source", String(64), nullable=False),
     Column("event_type", String(64), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("processed_at", UtcDateTime(), nullable=False),
     Column("record_ids", JSON, nullable=False),
 )
 Index("ix_inbox_processed_at", inbox.c.processed_at)
@@ -52,16 +86,17 @@ records = Table(
     Column("platform", String(32), nullable=False),
     Column("learning_object_ref", String(512), nullable=False),
     Column("title", Text, nullable=False),
+    Column("title_at", UtcDateTime()),  # time of the event that carried the title: the newest wins
     Column("rank", Integer, nullable=False),
-    Column("assigned_at", DateTime(timezone=True)),
-    Column("due_date", DateTime(timezone=True)),
+    Column("assigned_at", UtcDateTime()),
+    Column("due_date", UtcDateTime()),
     Column("progress", Float),
-    Column("completed_at", DateTime(timezone=True)),
+    Column("completed_at", UtcDateTime()),
     Column("passed", Boolean),
     Column("score", Float),
     Column("version", Integer, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     # One record per person and learning object: the LMS holds one assignment and at most one
     # completion per (account, person, learning object), whatever the platform's assignment ids.
     UniqueConstraint("source", "learning_object_ref", "person_key", name="uq_records_identity"),
@@ -78,13 +113,18 @@ sync_state = Table(
     Column("lms_assignment_id", String(255)),
     Column("completion_created", Boolean, nullable=False),
     Column("lms_completion_id", String(255)),
+    # The completion written (a retake is written again only when its result is better).
+    Column("completion_passed", Boolean),
+    Column("completion_score", Float),
+    Column("completion_at", UtcDateTime()),
+    Column("superseded_completion_id", String(255)),  # replaced by a retake, not (yet) deleted
     Column("uncertain_step", String(32)),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text),
     Column("lease_owner", String(64)),
     Column("lease_until", Float),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("synced_at", DateTime(timezone=True)),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("synced_at", UtcDateTime()),
 )
 Index("ix_sync_state_account_status", sync_state.c.account, sync_state.c.status)
 
@@ -94,7 +134,8 @@ content = Table(
     Column("account", String(255), primary_key=True),
     Column("external_reference", String(512), primary_key=True),
     Column("title", Text, nullable=False),
-    Column("synced_at", DateTime(timezone=True), nullable=False),
+    Column("title_at", UtcDateTime()),
+    Column("synced_at", UtcDateTime(), nullable=False),
 )
 
 directory = Table(
@@ -103,7 +144,7 @@ directory = Table(
     Column("account", String(255), primary_key=True),
     Column("email", String(320), primary_key=True),
     Column("user_id", String(255), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 accounts = Table(
@@ -113,11 +154,10 @@ accounts = Table(
     Column("paused", Boolean, nullable=False),
     Column("reason", Text),
     Column("status", Integer),
-    Column("since", DateTime(timezone=True)),
-    Column("directory_refreshed_at", DateTime(timezone=True)),
+    Column("since", UtcDateTime()),
+    Column("directory_refreshed_at", UtcDateTime()),
     Column("email_filter", String(16)),  # unknown | honoured | ignored
 )
-
 
 # --- reconciliation (times are epoch seconds) --------------------------------------------
 
