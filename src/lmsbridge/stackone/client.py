@@ -241,6 +241,18 @@ class StackOneClient:
         """Every completion of a user, all pages, rows as received."""
         return await self._all_rows("list_user_completions", account, _user_path(user_id, "completions"))
 
+    async def iter_account_rows(
+        self, account: str, kind: str, *, updated_after: datetime | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of every user's ``assignments`` or ``completions`` on the account (the cross-user
+        lists), rows as received; only those updated after ``updated_after`` when given."""
+        params = {"page_size": str(self._page_size)}
+        if updated_after is not None:
+            params["filter[updated_after]"] = iso(updated_after)
+        operation = f"list_{kind}"
+        async for data in self._pages(operation, account, f"/unified/lms/{kind}", params):
+            yield self._parse(operation, RowsPage, data).data
+
     async def find_users_by_email(self, account: str, email: str) -> list[LmsUser]:
         """ONE page of users filtered by e-mail, as received: the LMS may ignore the filter."""
         params = {"filter[email]": email, "page_size": str(self._page_size)}

@@ -186,3 +186,27 @@ class RateLimiter:
     def _on_timer(self) -> None:
         self._timer = None
         self._dispatch()
+
+
+class SubBudget(RateLimiter):
+    """A share of another limiter's budget, for work that must never starve live traffic (reconciliation).
+
+    A request takes a token from this smaller bucket (``share`` of the parent's rate), then one
+    from the parent's, so it counts against the API key like any other and gets at most
+    ``share`` of it; a pause (429) on either pauses both.
+    """
+
+    def __init__(self, parent: RateLimiter, share: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        per_minute = parent.snapshot()["per_minute"] * share
+        super().__init__(per_minute, burst=max(1.0, per_minute / 600), clock=clock)
+        self.parent = parent
+
+    async def acquire(self, account: str) -> None:
+        """Wait for this budget's token, then the parent's."""
+        await super().acquire(account)
+        await self.parent.acquire(account)
+
+    def pause(self, seconds: float) -> None:
+        """Pause this budget and the parent's (the API key is what StackOne limits)."""
+        super().pause(seconds)
+        self.parent.pause(seconds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select, tuple_, update
@@ -33,6 +34,10 @@ from lmsbridge.storage.tables import (
 __all__ = ["PassRecord", "ReconcileStore", "WrittenRow"]
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 @dataclass(frozen=True, slots=True)
 class WrittenRow:
     """A (record, account) pair with at least one write lmsbridge recorded as done."""
@@ -43,6 +48,7 @@ class WrittenRow:
     assignment_created: bool
     completion_created: bool
     status: str
+    synced_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,7 @@ class ReconcileStore:
                 sync_state.c.assignment_created,
                 sync_state.c.completion_created,
                 sync_state.c.status,
+                sync_state.c.synced_at,
             )
             .join(sync_state, sync_state.c.record_id == records.c.id)
             .where(
@@ -144,7 +151,7 @@ class ReconcileStore:
         )
         return await self._db.read(
             lambda conn: [
-                WrittenRow(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]), str(r[5]))
+                WrittenRow(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]), str(r[5]), _utc(r[6]))
                 for r in conn.execute(stmt)
             ]
         )

@@ -269,6 +269,19 @@ class StackOneStandIn:
         """Successful create and upsert calls (a batch counts once)."""
         return self._writes
 
+    def remove(self, kind: str, record_id: str) -> dict[str, Any]:
+        """Take a written ``assignment`` or ``completion`` out of the LMS, as someone deleting it there
+        (or a provider losing it) would; no request is recorded. Returns what was removed."""
+        records = self._assignments if kind == "assignment" else self._completions
+        for index, record in enumerate(records):
+            if record["id"] == record_id:
+                if kind == "assignment":
+                    ref = record["body"]["learning_object_external_reference"]
+                    self._assigned.discard((record["account"], record["user_id"], ref))
+                return records.pop(index)
+        raise KeyError(record_id)
+
+
     # --- misbehaviour -------------------------------------------------------------------
 
     def fail_next(
@@ -554,7 +567,15 @@ class StackOneStandIn:
 
     def _account_rows(self, account: str, records: list[dict[str, Any]], request: web.Request, kind: str) -> _Answer:
         user = request.query.get("user_id")
-        rows = [r["row"] for r in records if r["account"] == account and (user is None or r["user_id"] == user)]
+        after = request.query.get("filter[updated_after]") or request.query.get("updated_after")
+        since = _parse_time(after) if after else None
+        rows = [
+            r["row"]
+            for r in records
+            if r["account"] == account
+            and (user is None or r["user_id"] == user)
+            and (since is None or _parse_time(r["row"]["updated_at"]) > since)
+        ]
         return self._page(rows, request, kind)
 
     async def _upsert_content(self, account: str, params: dict[str, str], request: web.Request, body: Any) -> _Answer:

@@ -1,0 +1,312 @@
+"""The LMS side: what lmsbridge recorded as written on an account is really there.
+
+Reads down in this order, per account:
+
+1. the (record, account) rows lmsbridge marked written, and the account's known people;
+2. the account's assignments and completions through StackOne's cross-user lists
+   (``GET /unified/lms/assignments``, ``/completions``, paged with ``next``), narrowed with
+   ``filter[updated_after]`` to a day before lmsbridge's first write there, through a
+   :class:`~lmsbridge.stackone.ratelimit.SubBudget` of ``reconcile.budget_share``;
+3. a row marked written whose (person, learning object) is absent from the LMS goes back to
+   pending, only that step (``reopen``), and one sync task is queued for it: the workers
+   write it again under the usual lease, rate limit and write-ahead intent;
+4. a write in the LMS for one of lmsbridge's learning objects that lmsbridge has no record
+   of is reported, never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import aiohttp
+
+from lmsbridge import __version__
+from lmsbridge.broker import Broker, SyncTask
+from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeError, RetryAfter, RetryLater
+from lmsbridge.logs import get_logger
+from lmsbridge.metrics import Metrics
+from lmsbridge.reconcile.findings import LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_MISSING, LMS_UNKNOWN_WRITE
+from lmsbridge.reconcile.report import print_json
+from lmsbridge.settings import Settings
+from lmsbridge.stackone import StackOneClient
+from lmsbridge.stackone.ratelimit import RateLimiter, SubBudget
+from lmsbridge.storage import create_engine
+from lmsbridge.storage.reconcile import ReconcileStore
+
+log = get_logger(__name__)
+
+USER_AGENT = f"lmsbridge/{__version__} (reconcile)"
+MARGIN = timedelta(days=1)  # clocks differ: read a day further back than our first write
+SAMPLE = 20  # unknown writes listed by name in the report
+_KINDS = (LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_MISSING, LMS_UNKNOWN_WRITE)
+
+
+class SyncQueue(Protocol):
+    """Where a reopened row's sync goes (the broker's sync queue of the account)."""
+
+    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None: ...
+
+
+class _LmsLister(Protocol):
+    def iter_account_rows(self, account: str, kind: str, *, updated_after: Any = None) -> Any: ...
+
+
+@dataclass
+class LmsReport:
+    """The figures of one account's LMS pass."""
+
+    account: str
+    written_checked: int = 0
+    lms_assignments: int = 0
+    lms_completions: int = 0
+    drift: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_KINDS, 0))
+    reopened: int = 0
+    queued: int = 0
+    unknown_people: int = 0
+    unknown_writes: list[dict[str, str]] = field(default_factory=list)
+    stackone_calls: int = 0
+    duration: float = 0.0
+    finished: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON and the database."""
+        return asdict(self)
+
+
+async def _listing(
+    stackone: _LmsLister, account: str, kind: str, since: Any, attempts: int, sleep: Callable[[float], Any]
+) -> set[tuple[str, str]]:
+    """(user id, learning object) of every ``kind`` row on the account; the listing is redone on a transient failure."""
+    for attempt in range(attempts):
+        try:
+            found: set[tuple[str, str]] = set()
+            async for rows in stackone.iter_account_rows(account, kind, updated_after=since):
+                for row in rows:
+                    ref = row.get("learning_object_external_reference")
+                    if row.get("user_id") and ref:
+                        found.add((str(row["user_id"]), str(ref)))
+            return found
+        except RetryLater as exc:
+            if attempt + 1 == attempts:
+                raise
+            await sleep(exc.delay if isinstance(exc, RetryAfter) else 2.0**attempt)
+    raise AssertionError("unreachable")
+
+
+async def lms_pass(
+    account: str,
+    *,
+    store: ReconcileStore,
+    stackone: _LmsLister,
+    queue: SyncQueue | None,
+    attempts: int = 6,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+) -> LmsReport:
+    """Check one account; ``queue=None`` is a dry run (reports, reopens nothing). Never raises for StackOne."""
+    report = LmsReport(account)
+    started = time.monotonic()
+    try:
+        written = await store.written(account)
+        people = await store.directory(account)
+        email_of = {uid: email for email, uid in people.items()}
+        report.written_checked = len(written)
+        firsts = [w.synced_at for w in written if w.synced_at is not None]
+        since = min(firsts) - MARGIN if firsts else None
+        assignments = await _listing(stackone, account, "assignments", since, attempts, sleep)
+        completions = await _listing(stackone, account, "completions", since, attempts, sleep)
+        report.lms_assignments, report.lms_completions = len(assignments), len(completions)
+        now = time.time()
+        for row in written:
+            uid = people.get(row.email)
+            if uid is None:
+                report.unknown_people += 1
+                continue
+            lost_assignment = row.assignment_created and (uid, row.learning_object_ref) not in assignments
+            lost_completion = row.completion_created and (uid, row.learning_object_ref) not in completions
+            if not (lost_assignment or lost_completion):
+                continue
+            report.drift[LMS_ASSIGNMENT_MISSING] += int(lost_assignment)
+            report.drift[LMS_COMPLETION_MISSING] += int(lost_completion)
+            if queue is None:
+                continue
+            if await store.reopen(
+                row.record_id, account, assignment=lost_assignment, completion=lost_completion, now=now
+            ):
+                report.reopened += 1
+                await queue.queue_sync(
+                    row.record_id, account, correlation_id=f"reconcile-lms-{account}", received_at=now
+                )
+                report.queued += 1
+        known = await store.known_pairs(account)
+        ours = {ref for _, ref in known}
+        for kind, rows in (("assignment", assignments), ("completion", completions)):
+            for uid, ref in sorted(rows):
+                if ref in ours and (email_of.get(uid, ""), ref) not in known:
+                    report.drift[LMS_UNKNOWN_WRITE] += 1
+                    if len(report.unknown_writes) < SAMPLE:
+                        report.unknown_writes.append({"kind": kind, "user_id": uid, "learning_object": ref})
+        report.finished = True
+    except (LmsbridgeError, InfrastructureFault) as exc:
+        report.error = str(exc)
+    report.duration = time.monotonic() - started
+    return report
+
+
+class _BrokerQueue:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None:
+        await self._broker.publish_sync(
+            SyncTask(record_id, account), correlation_id=correlation_id, received_at=received_at
+        )
+
+
+def lms_budget(settings: Settings, parent: RateLimiter | None = None) -> SubBudget:
+    """Reconciliation's share of the StackOne budget: of ``parent`` (the worker's), else of this process's share."""
+    if parent is None:
+        s = settings.stackone
+        per_minute = s.rate_limit_per_minute * s.rate_limit_share
+        burst = max(1.0, per_minute / 600)
+        parent = RateLimiter(max(1.0, per_minute * 0.99 - burst), burst=burst)
+    return SubBudget(parent, settings.reconcile.budget_share)
+
+
+async def lms_command(settings: Settings, *, account: str | None, dry_run: bool, as_json: bool) -> int:
+    """``reconcile --lms [--account ID]``: 0 when every account was checked, 1 otherwise, 2 for bad settings."""
+    accounts = settings.accounts()
+    if account is not None:
+        if account not in accounts:
+            print(f"lmsbridge: config: --account: {account} is not an account of any source", file=sys.stderr)
+            return 2
+        accounts = [account]
+    if not accounts or not settings.stackone.api_key.get_secret_value():
+        print("lmsbridge: config: stackone.api_key: required to read the LMS", file=sys.stderr)
+        return 2
+    engine = create_engine(settings.database_url.get_secret_value())
+    store = ReconcileStore(engine)
+    broker: Broker | None = None
+    reports: list[LmsReport] = []
+    calls = 0
+
+    def count(operation: str, status: int, seconds: float) -> None:
+        nonlocal calls
+        calls += 1
+
+    try:
+        if not dry_run:
+            broker = Broker(
+                settings.amqp_url.get_secret_value(),
+                settings.broker,
+                accounts,
+                name="lmsbridge-reconcile-lms",
+                sources=list(settings.sources),
+            )
+            try:
+                await broker.start(wait=15.0)
+            except BrokerUnavailable as exc:
+                print(f"lmsbridge: reconcile: {exc}", file=sys.stderr)
+                return 1
+        async with aiohttp.ClientSession() as session:
+            client = StackOneClient(
+                session, settings.stackone, user_agent=USER_AGENT, limiter=lms_budget(settings), on_response=count
+            )
+            for name in accounts:
+                before = calls
+                queue = _BrokerQueue(broker) if broker is not None else None
+                report = await lms_pass(name, store=store, stackone=client, queue=queue)
+                report.stackone_calls = calls - before
+                await record(store, report, dry_run=dry_run, metrics=None)
+                reports.append(report)
+    finally:
+        if broker is not None:
+            await broker.close()
+        await store.close()
+        await engine.dispose()
+    show(reports, as_json=as_json, dry_run=dry_run)
+    return 0 if all(r.finished for r in reports) else 1
+
+
+async def record(store: ReconcileStore, report: LmsReport, *, dry_run: bool, metrics: Metrics | None) -> None:
+    """Log the pass, count it, and (unless dry) keep its figures for ``status`` as ``lms:<account>``."""
+    source = f"lms:{report.account}"
+    outcome = "finished" if report.finished else "stopped"
+    (log.info if report.finished else log.warning)(
+        "reconcile.lms_pass",
+        account=report.account,
+        outcome=outcome,
+        checked=report.written_checked,
+        reopened=report.reopened,
+        stackone_calls=report.stackone_calls,
+        duration=round(report.duration, 3),
+        error=report.error,
+        **{f"drift_{k}": v for k, v in report.drift.items()},
+    )
+    if metrics is not None:
+        metrics.reconcile_runs.labels(source=source, outcome=outcome).inc()
+        for kind, n in report.drift.items():
+            if n:
+                metrics.reconcile_drift.labels(source=source, kind=kind).inc(n)
+        metrics.reconcile_calls.labels(source=source).set(report.stackone_calls)
+        if report.finished:
+            metrics.reconcile_last_success.labels(source=source).set(time.time())
+    if dry_run:
+        return
+    findings = report.as_dict()
+    with contextlib.suppress(InfrastructureFault):  # printed and logged anyway
+        await store.record_pass(
+            source,
+            started_at=time.time() - report.duration,
+            duration=report.duration,
+            outcome=outcome,
+            findings=findings,
+            error=report.error,
+        )
+
+
+def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
+    """The LMS pass's summary: a table, or JSON."""
+    if as_json:
+        print_json(
+            {
+                "finished": all(r.finished for r in reports),
+                "dry_run": dry_run,
+                "accounts": {r.account: r.as_dict() for r in reports},
+            }
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="LMS reconciliation" + (" (dry run: nothing reopened)" if dry_run else ""))
+    for column in ("account", "written checked", "assignments missing", "completions missing", "reopened"):
+        table.add_column(column, justify="left" if column == "account" else "right")
+    for column in ("unknown writes", "StackOne calls", "time", "result"):
+        table.add_column(column, justify="right")
+    for r in reports:
+        table.add_row(
+            r.account,
+            str(r.written_checked),
+            str(r.drift[LMS_ASSIGNMENT_MISSING]),
+            str(r.drift[LMS_COMPLETION_MISSING]),
+            str(r.reopened),
+            str(r.drift[LMS_UNKNOWN_WRITE]),
+            str(r.stackone_calls),
+            f"{r.duration:.1f} s",
+            "finished" if r.finished else f"stopped: {r.error}",
+        )
+    Console().print(table)
+    for r in reports:
+        for w in r.unknown_writes:
+            Console().print(
+                f"{r.account}: {w['kind']} of {w['learning_object']} for user {w['user_id']}: not lmsbridge's record",
+                markup=False,
+            )

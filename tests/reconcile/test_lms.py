@@ -1,0 +1,101 @@
+"""LMS side: what lmsbridge recorded as written is really in the LMS; what is not is written again, once."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from lmsbridge.reconcile.run import reconcile_command
+from lmsbridge.runtime import Runtime
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from tests.pipeline.conftest import STACKONE_KEY, settled
+from tests.reconcile.conftest import ACCOUNT, json_out
+
+Start = Callable[..., Awaitable[Runtime]]
+Sender = Callable[[Runtime], WebhookSender]
+
+
+async def write_behind_our_back(stackone: StackOneStandIn, user_id: str, ref: str) -> None:
+    """An assignment created in the LMS by someone else, for one of lmsbridge's learning objects."""
+    auth = base64.b64encode(f"{STACKONE_KEY}:".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}", "x-account-id": ACCOUNT, "User-Agent": "someone-else/1.0"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{stackone.url}/unified/lms/users/{user_id}/assignments",
+            json={"learning_object_external_reference": ref, "status": {"value": "pending"}, "progress": 0},
+            headers=headers,
+        ) as response,
+    ):
+        assert response.status == 201
+
+
+async def test_three_completions_deleted_in_the_lms_are_found_and_written_again_once(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ten completions written, three then deleted in the LMS: ``reconcile --lms`` finds exactly those
+    three, reports the one write for our learning object it has no record of (and leaves it), and the
+    three are written again once each; a second check finds nothing and writes nothing."""
+    people = [f"rep{i:02d}@acme.example" for i in range(10)]
+    users = {e: stackone.add_user(ACCOUNT, e) for e in people}
+    stranger = stackone.add_user(ACCOUNT, "stranger@acme.example")
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for i, email in enumerate(people):
+        done = exec_assignment(f"a{i}", email, status="completed", best_score=float(70 + i))
+        assert (await sender.post("acme-sales", exec_event("assignment.created", {**done, "status": "not_started"})))[
+            0
+        ] == 202
+        assert (await sender.post("acme-sales", exec_event("assignment.completed", done)))[0] == 202
+    await settled(runtime)
+    completions = stackone.completions(ACCOUNT)
+    assert len(completions) == 10
+    lost = [completions[2], completions[5], completions[7]]
+    for c in lost:
+        stackone.remove("completion", c["id"])
+    await write_behind_our_back(stackone, stranger, "exec:scenario:discovery-call")
+    writes, assignments = stackone.writes(), len(stackone.assignments(ACCOUNT))
+    requests = len(stackone.requests)
+
+    assert await reconcile_command(settings, lms=True, as_json=True) == 0
+    report = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
+    assert report["finished"]
+    assert report["written_checked"] == 10
+    assert report["drift"] == {"lms_assignment_missing": 0, "lms_completion_missing": 3, "lms_unknown_write": 1}
+    assert report["unknown_writes"] == [
+        {"kind": "assignment", "user_id": stranger, "learning_object": "exec:scenario:discovery-call"}
+    ]
+    assert report["reopened"] == report["queued"] == 3
+    assert report["stackone_calls"] == len(stackone.requests) - requests == 2  # one page of each list
+    await settled(runtime)
+
+    now = stackone.completions(ACCOUNT)
+    keyed = Counter((c["user_id"], c["body"]["learning_object_external_reference"]) for c in now)
+    assert len(now) == 10
+    assert set(keyed.values()) == {1}
+    rewritten = {
+        (c["user_id"], c["body"]["score"]["percentage"]) for c in now if c["id"] not in {x["id"] for x in completions}
+    }
+    assert rewritten == {(c["user_id"], c["body"]["score"]["percentage"]) for c in lost}
+    assert stackone.writes() == writes + 3  # the three completions, nothing else
+    assert len(stackone.assignments(ACCOUNT)) == assignments  # the stranger's is left alone
+    assert set(users.values()) <= {c["user_id"] for c in now}
+
+    assert await reconcile_command(settings, lms=True, as_json=True) == 0
+    second = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
+    assert second["drift"]["lms_completion_missing"] == 0
+    assert second["queued"] == 0
+    await settled(runtime)
+    assert stackone.writes() == writes + 3
+    assert stackone.violations == []
