@@ -84,10 +84,23 @@ class UnusableBody(RejectRequest):
     code = "invalid_body"
 
 
+class BodyTimeout(RejectRequest):
+    """408: the body did not arrive in time; the connection is closed."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class BrokerUnavailable(LmsbridgeError):
     """503: the broker is unreachable or did not confirm in time; the sender should retry."""
 
     code = "broker_unavailable"
+
+
+class ReceiverBusy(LmsbridgeError):
+    """503: as many request bodies as allowed are being read already; the sender should retry."""
+
+    code = "busy"
 
 
 # --- consumer side: decide what happens to the message ---------------------------------

@@ -23,7 +23,7 @@ from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.people import USER_NOT_FOUND, People
 from lmsbridge.ports import PlatformPort
-from lmsbridge.receiver import create_app, mark_shutting_down
+from lmsbridge.receiver import ReceiverRunner, create_app, mark_shutting_down
 from lmsbridge.service import Service
 from lmsbridge.settings import Settings
 from lmsbridge.stackone import RateLimiter, StackOneClient
@@ -146,7 +146,7 @@ class Runtime:
         if self.repo is not None:
             checks["database"] = self.repo.ping
         self.app = create_app(s.receiver, s.sources, self.broker, self.metrics, checks=checks)
-        self._runner = web.AppRunner(self.app, shutdown_timeout=s.receiver.shutdown_grace, access_log=None)
+        self._runner = ReceiverRunner(self.app, shutdown_timeout=s.receiver.shutdown_grace, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, s.receiver.host, s.receiver.port, backlog=1024, reuse_port=s.receiver.reuse_port or None

@@ -52,6 +52,21 @@ class ReceiverSettings(_Section):
         description="bind with SO_REUSEPORT, so several `lmsbridge serve` processes on one host share the "
         "port and the kernel spreads connections over them (one Python process uses one core)",
     )
+    body_timeout: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="seconds for a request's whole body to arrive; then 408, closed"
+    )
+    max_reading: int = Field(
+        64,
+        ge=1,
+        description="request bodies read at once (memory: at most this times max_body_bytes); "
+        "more get 503 with Retry-After",
+    )
+    keepalive_timeout: float = Field(
+        15.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a connection may stay idle, or take to send its request line and headers",
+    )
 
 
 class StackOneSettings(_Section):

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from lmsbridge.broker import Broker
 from lmsbridge.metrics import Metrics
-from lmsbridge.receiver import create_app
+from lmsbridge.receiver import ReceiverRunner, create_app
 from lmsbridge.receiver.openapi import document
 from lmsbridge.settings import BrokerSettings, ReceiverSettings
 from lmsbridge.testing.webhooks import (
@@ -77,7 +77,7 @@ class LiveReceiver:
         self._broker = Broker(self.amqp_url, BrokerSettings(prefix=self.prefix), [], name=self.name)
         await self._broker.start(wait=10)
         app = create_app(ReceiverSettings(max_body_bytes=MAX_BODY), SOURCES, self._broker, self.metrics, clock=_now)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = ReceiverRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -1,12 +1,21 @@
 """The webhook receiver: verify, validate, publish with confirms, and only then answer 202.
 
-Order of checks for ``POST /webhooks/{source}``: known source (404), body size (413),
-media type (415), signature and timestamp over the raw bytes (401/400), JSON (400),
-body contents (422). Then the event is published; ``202`` means RabbitMQ confirmed it.
+Order of checks for ``POST /webhooks/{source}``: known source (404), a ``Content-Encoding``
+(415: the signature covers the bytes as sent, so bodies are never decompressed), declared
+body size (413), a free reading slot (503 + ``Retry-After`` when ``receiver.max_reading``
+bodies are being read already), the body within ``receiver.body_timeout`` (408, connection
+closed) and the size limit (413), media type (415), signature and timestamp over the raw
+bytes (401/400), JSON (400), body contents (422, including what the database cannot hold).
+Then the event is published; ``202`` means RabbitMQ confirmed it.
+
+Connections: one idle (or still sending its request line and headers) for
+``receiver.keepalive_timeout`` seconds is closed, so slow senders hold neither memory nor
+sockets for long (see :mod:`.server` for the parser's own refusals).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -20,11 +29,12 @@ import structlog
 from aiohttp import web
 
 from lmsbridge.domain import AssignmentEvent
-from lmsbridge.errors import BodyTooLarge, UnknownSource, UnsupportedMediaType
+from lmsbridge.errors import BodyTimeout, BodyTooLarge, ReceiverBusy, UnknownSource, UnsupportedMediaType
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.receiver.errors import from_exception
 from lmsbridge.receiver.openapi import document
+from lmsbridge.receiver.server import RETRY_AFTER_KEY
 from lmsbridge.settings import ReceiverSettings, SourceSettings
 from lmsbridge.vendors import Ignored, Verifier, build_verifier, parse_event
 
@@ -32,6 +42,9 @@ log = get_logger(__name__)
 
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_TYPES = ("application/json",)
+_IDENTITY = ("", "identity")
+_LINGER_SECONDS = 1.0
+"""After an early refusal, how long the rest of an unread body is drained before closing."""
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -77,6 +90,7 @@ def create_app(
     verifiers: dict[str, Verifier] = {name: build_verifier(src) for name, src in sources.items()}
     recent = _Recent()
     state: dict[str, bool] = {"shutting_down": False}
+    reading = [0]
     readiness = dict(checks or {})
 
     @web.middleware
@@ -87,6 +101,8 @@ def create_app(
             return await handler(request)
         except Exception as exc:
             response = from_exception(exc, retry_after=settings.retry_after)
+            if isinstance(exc, BodyTimeout | ReceiverBusy):
+                response.force_close()  # the body was not (fully) read: this connection is done
             if response.status >= 500:
                 log.error(
                     "webhook.unavailable",
@@ -119,7 +135,23 @@ def create_app(
         source = sources.get(name)
         if source is None:
             raise UnknownSource(f"no source named {name!r} is configured")
-        body = await _read_body(request, settings.max_body_bytes)
+        if request.headers.get("Content-Encoding", "").strip().lower() not in _IDENTITY:
+            raise UnsupportedMediaType(
+                "send the body without Content-Encoding: the signature covers the bytes as sent",
+                code="unsupported_content_encoding",
+            )
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            raise BodyTooLarge(f"the body is larger than {settings.max_body_bytes} bytes")
+        if reading[0] >= settings.max_reading:
+            raise ReceiverBusy(f"{settings.max_reading} bodies are being read already")
+        reading[0] += 1
+        try:
+            async with asyncio.timeout(settings.body_timeout):
+                body = await _read_body(request, settings.max_body_bytes)
+        except TimeoutError:
+            raise BodyTimeout(f"the body did not arrive within {settings.body_timeout:g} seconds") from None
+        finally:
+            reading[0] -= 1
         if request.content_type not in _JSON_TYPES and not request.content_type.endswith("+json"):
             raise UnsupportedMediaType("the body must be application/json")
         verified = verifiers[name].verify(request.headers, body, clock())
@@ -167,8 +199,18 @@ def create_app(
     async def openapi(_: web.Request) -> web.StreamResponse:
         return web.Response(body=openapi_body, content_type="application/json")
 
-    app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes + 1)
+    app = web.Application(
+        middlewares=[errors],
+        client_max_size=settings.max_body_bytes + 1,
+        handler_args={
+            "keepalive_timeout": settings.keepalive_timeout,
+            "lingering_time": _LINGER_SECONDS,
+            # Bodies are verified as sent: aiohttp must not inflate them (nor spend memory doing so).
+            "auto_decompress": False,
+        },
+    )
     app[STATE_KEY] = state
+    app[RETRY_AFTER_KEY] = settings.retry_after
     app.router.add_post("/webhooks/{source}", receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -183,8 +225,6 @@ def mark_shutting_down(app: web.Application) -> None:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(65536):

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from lmsbridge.errors import BrokerUnavailable, RejectRequest
+from lmsbridge.errors import BrokerUnavailable, ReceiverBusy, RejectRequest
 
 
 def error_response(
@@ -32,6 +32,14 @@ def from_exception(exc: BaseException, *, retry_after: int) -> web.Response:
     """Map any exception raised while handling a request to its response (never a 500)."""
     if isinstance(exc, RejectRequest):
         return error_response(exc.status, exc.type, exc.code, exc.message, path=exc.path)
+    if isinstance(exc, ReceiverBusy):
+        return error_response(
+            503,
+            "unavailable",
+            exc.code,
+            "too many requests are being received at once; retry later",
+            headers={"Retry-After": str(retry_after)},
+        )
     if isinstance(exc, BrokerUnavailable):
         return error_response(
             503,
@@ -53,3 +61,14 @@ def from_exception(exc: BaseException, *, retry_after: int) -> web.Response:
         "internal error; retry later",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def malformed_http(status: int, *, retry_after: int) -> web.Response:
+    """aiohttp's own refusal of a request it could not parse, in the one error shape.
+
+    Echoes nothing of the request: the parser's message quotes the offending bytes.
+    """
+    if status >= 500:
+        return from_exception(RuntimeError("outside the application"), retry_after=retry_after)
+    code = "body_too_large" if status == 413 else "malformed_http"
+    return error_response(status, "invalid_request", code, "the request is not valid HTTP/1.1")

@@ -27,15 +27,22 @@ _ERROR = {
 
 _REFUSALS = {
     "400": "Malformed request: not JSON, or a required header is missing or unreadable "
-    "(codes `malformed_json`, `header_missing`, `header_invalid`).",
+    "(codes `malformed_json`, `header_missing`, `header_invalid`), or not valid HTTP/1.1, e.g. a bad "
+    "`Content-Length` or a control character in a header (code `malformed_http`; the connection is closed).",
     "401": "Signature refused (codes `signature_missing`, `signature_mismatch`, `timestamp_too_old`, "
     "`timestamp_in_future`).",
     "404": "No source with this name (code `unknown_source`).",
     "405": "Only POST is allowed (code `method_not_allowed`).",
+    "408": "The body did not arrive within `receiver.body_timeout` seconds (code `body_timeout`; "
+    "the connection is closed).",
     "413": "The body is larger than the limit (code `body_too_large`).",
-    "415": "The body is not `application/json` (code `unsupported_media_type`).",
+    "415": "The body is not `application/json` (code `unsupported_media_type`), or is sent with a "
+    "`Content-Encoding` other than `identity` (code `unsupported_content_encoding`): signatures cover the "
+    "bytes as sent, so bodies are never decompressed; send them uncompressed.",
     "422": "Valid JSON that lacks what lmsbridge needs; `error.path` names the field (code `invalid_body`).",
-    "503": "The event could not be queued (broker down or no confirm in time); retry after `Retry-After`.",
+    "503": "The event could not be queued (broker down or no confirm in time, code `broker_unavailable`), or "
+    "as many bodies as allowed are being read already (code `busy`; the connection is closed); retry after "
+    "`Retry-After`.",
 }
 
 
@@ -89,7 +96,8 @@ def document(sources: Mapping[str, SourceSettings], *, max_body_bytes: int) -> d
                 "parameters": _headers(source),
                 "requestBody": {
                     "required": True,
-                    "description": f"A signed event envelope, at most {max_body_bytes} bytes.",
+                    "description": f"A signed event envelope, at most {max_body_bytes} bytes, sent without "
+                    "`Content-Encoding` (the signature covers the bytes as sent; an encoded body is 415).",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
                 },
                 "responses": responses,
