@@ -29,7 +29,6 @@ from lmsbridge.domain import AssignmentEvent, RecordState, SyncStep, plan_sync
 from lmsbridge.domain.records import completion_of
 from lmsbridge.domain.sync import (
     DEAD,
-    PARKED,
     PENDING,
     assignment_body,
     completion_body,
@@ -70,6 +69,7 @@ class _Attempt:
 
     holder: str
     in_doubt: bool = False
+    intended_at: float = 0.0  # when the lease was last renewed, with the intent of a create
 
 
 @dataclass
@@ -195,6 +195,7 @@ class Service:
             if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
                 raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
             attempt.in_doubt = True
+            attempt.intended_at = self.clock()
 
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:
@@ -205,8 +206,18 @@ class Service:
                 lms_id = await self.stackone.create_completion(account, user_id, body, before_send=intend)
         except AlreadyExists:
             lms_id = None
-        except WriteUncertain:
-            raise  # the intent and the lease stay: the next attempt lists first, after the lease
+        except WriteUncertain as uncertain:
+            # Check at once (the listing waits for the rate limiter like any call): in the common
+            # case the write landed and is recorded now. A failed or empty check proves nothing
+            # (StackOne may still be writing): the intent and the lease stay, and the next attempt,
+            # after the lease, lists again before it writes.
+            found = await self._existing(account, user_id, step, state)
+            if found is None:
+                wait = max(0.0, attempt.intended_at + self.lease_seconds - self.clock())
+                raise WriteUncertain(f"{uncertain}; not listed yet", delay=wait) from uncertain
+            attempt.in_doubt = False
+            await self.repo.mark_written(rid, account, step, found or None, last=last, completion=completion_of(state))
+            return calls + 2
         except LmsbridgeError:
             if attempt.in_doubt:  # sent, and StackOne refused it: nothing written, the next attempt need not list
                 attempt.in_doubt = False
@@ -268,18 +279,7 @@ class Service:
             await self.repo.mark_content(account, [item])
         return 1
 
-    # --- bookkeeping for the consumer's decisions ---------------------------------------
-
-    async def settle_sync(self, record_id: int, account: str, kind: str, reason: str, error: str) -> None:
-        """Record in the database what the consumer decided for a sync task."""
-        if kind == "dead":
-            await self.repo.set_status(record_id, account, DEAD, reason=reason, error=error)
-        elif kind == "parked":
-            await self.repo.set_status(record_id, account, PARKED, reason=reason, error=error)
-        elif kind == "retry" and reason == "transient":
-            await self.repo.note_failure(record_id, account, error)
-        elif kind == "pause":
-            await self.repo.set_status(record_id, account, PENDING, reason=reason, error=error)
+    # --- parked records (a sync's outcome is settled by lmsbridge.broker.settle) ----------
 
     async def unpark(self, account: str, reason: str, *, correlation_id: str) -> int:
         """Queue the sync of records parked for ``reason`` again; returns how many."""

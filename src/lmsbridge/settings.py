@@ -99,10 +99,48 @@ class BrokerSettings(_Section):
 
     prefix: str = Field("lmsbridge", pattern=r"^[A-Za-z0-9._-]+$", description="names of exchanges/queues")
     prefetch: int = Field(64, ge=1)
-    max_attempts: int = Field(8, ge=1, description="StackOne failures before a record is dead-lettered")
-    retry_delays: tuple[float, ...] = Field(
-        (1.0, 5.0, 30.0, 120.0, 600.0, 1800.0), description="backoff steps in seconds (jittered)"
+    max_attempts: int = Field(
+        8,
+        ge=1,
+        description="tries of a message that fails with an unexpected error (a bug) before it is dead-lettered as "
+        "internal_error; StackOne's transient failures are bounded by max_retry_age instead",
     )
+    retry_delays: tuple[float, ...] = Field(
+        (1.0, 5.0, 30.0, 120.0, 600.0, 1800.0),
+        description="the delay queues' TTLs in seconds: a backoff is rounded at random to a neighbouring one (so "
+        "its mean stays), a Retry-After up to the next. Changing them on a running broker needs the "
+        "{prefix}.delay.N queues deleted first",
+    )
+    backoff_base: float = Field(1.0, gt=0, description="first backoff ceiling in seconds (full jitter, doubling)")
+    backoff_cap: float = Field(300.0, gt=0, description="the longest backoff in seconds")
+    max_retry_age: float = Field(
+        86400.0,
+        gt=0,
+        description="a record failing transiently (5xx, timeouts) for longer than this many seconds since its "
+        "first failure in a row is dead-lettered (retry_age_exceeded); time in a paused account does not count",
+    )
+    breaker_window: float = Field(60.0, gt=0, description="seconds of sync outcomes the circuit breaker looks at")
+    breaker_min_calls: int = Field(20, ge=1, description="outcomes in the window before the breaker may open")
+    breaker_failure_rate: float = Field(
+        0.9,
+        gt=0,
+        le=1.0,
+        description="share of an account's syncs failing with 5xx or timeouts in the window that pauses the "
+        "account (probed until a call succeeds) instead of burning retries",
+    )
+    probe_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="the longest wait between two probes of a paused account (the first is "
+        "worker.pause_probe_seconds, doubling)",
+    )
+    sweep_after: float = Field(
+        900.0,
+        gt=0,
+        description="a record pending this many seconds without a change or a live lease is queued again "
+        "(its message was lost); repeats are harmless",
+    )
+    sweep_interval: float = Field(60.0, gt=0, description="seconds between two sweeps for lost records")
     queue_type: Literal["quorum", "classic"] = "quorum"
 
 

@@ -292,13 +292,18 @@ class StackOneClient:
             user_scoped=True,
             before_send=before_send,
         )
-        if not isinstance(data, dict):
-            return None  # written (2xx), but no readable id
+        # A 2xx we cannot read (not JSON, no created id) proves nothing either way: StackOne may
+        # have written it. The caller checks by listing, as after a 408, before writing again.
         try:
-            created = CreateResult.model_validate(data)
+            created = CreateResult.model_validate(data if isinstance(data, dict) else {})
         except ValidationError:
-            return None
-        return created.data.id if created.data is not None else None
+            created = CreateResult()
+        if created.data is None or not created.data.id:
+            raise WriteUncertain(
+                f"StackOne {operation}: a 2xx answer without a readable created id; the write may have happened",
+                delay=0.0,
+            )
+        return created.data.id
 
     async def _all_rows(self, operation: str, account: str, path: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -396,7 +401,10 @@ class StackOneClient:
             secrets=self._secrets,
             max_pause=self._max_pause,
         )
-        if status in (408, 429) and self._limiter is not None and isinstance(error, RetryAfter):
+        # A 429 pauses the whole key; a 408 only when StackOne says how long (a timed-out request
+        # is that request's trouble, not a rate limit).
+        asked = status == 429 or "Retry-After" in response_headers
+        if status in (408, 429) and asked and self._limiter is not None and isinstance(error, RetryAfter):
             self._limiter.pause(error.delay)
         raise error
 

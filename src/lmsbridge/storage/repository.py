@@ -465,12 +465,36 @@ class Repository:
         return await self._db.read(lambda conn: [int(r[0]) for r in conn.execute(stmt)])
 
     @_guard
-    async def unsynced(self, account: str | None = None) -> list[tuple[int, str]]:
-        """(record id, account) pairs still pending or parked: what a resync would republish."""
-        stmt = select(sync_state.c.record_id, sync_state.c.account).where(sync_state.c.status.in_((PENDING, PARKED)))
-        if account is not None:
-            stmt = stmt.where(sync_state.c.account == account)
-        return await self._db.read(lambda conn: [(int(r[0]), str(r[1])) for r in conn.execute(stmt)])
+    async def stale_pending(
+        self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
+    ) -> list[tuple[int, str]]:
+        """(record id, account) pairs pending on ``accounts``, unchanged since ``unchanged_since`` and
+        without a live lease: records whose message may be lost (the sweeper queues them again).
+
+        Their ``updated_at`` is set to now in the same transaction, so the next sweep waits again.
+        """
+        if not accounts:
+            return []
+        stmt = (
+            select(sync_state.c.record_id, sync_state.c.account)
+            .where(
+                sync_state.c.status == PENDING,
+                sync_state.c.account.in_(list(accounts)),
+                sync_state.c.updated_at < unchanged_since,
+                or_(sync_state.c.lease_until.is_(None), sync_state.c.lease_until < now),
+            )
+            .order_by(sync_state.c.updated_at)
+            .limit(limit)
+        )
+
+        def work(conn: Connection) -> list[tuple[int, str]]:
+            found = [(int(r[0]), str(r[1])) for r in conn.execute(stmt)]
+            touched = datetime.now(UTC)
+            for rid, account in found:
+                conn.execute(self._sql.sync_row, {"b_id": rid, "b_account": account, "updated_at": touched})
+            return found
+
+        return await self._group.run(work)
 
     # --- learning objects ---------------------------------------------------------------
 

@@ -84,10 +84,14 @@ class _Fault:
     write_before_failing: bool
     delay: float
     body: dict[str, Any] | None
+    method: str | None = None
+    raw: bytes | None = None
 
-    def matches(self, path: str, account: str) -> bool:
-        return (self.path_contains is None or self.path_contains in path) and (
-            self.account is None or self.account == account
+    def matches(self, path: str, account: str, method: str = "") -> bool:
+        return (
+            (self.path_contains is None or self.path_contains in path)
+            and (self.account is None or self.account == account)
+            and (self.method is None or self.method == method)
         )
 
 
@@ -98,6 +102,8 @@ class _Rates:
     slow: float = 0.0
     slow_seconds: float = 0.5
     retry_after: int = 1
+    write_5xx: float = 0.0  # of create and upsert calls only
+    create_408: float = 0.0  # of creates: written, then answered 408 (StackOne timed out after the provider wrote)
 
 
 @dataclass
@@ -295,15 +301,19 @@ class StackOneStandIn:
         write_before_failing: bool = False,
         delay: float = 0.0,
         body: dict[str, Any] | None = None,
+        method: str | None = None,
+        raw: bytes | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``.
 
         ``write_before_failing`` performs the write first (StackOne timing out after the
         provider wrote). ``status`` 0 with ``delay`` hangs for ``delay`` seconds and then
-        answers normally, for client timeouts. ``body`` replaces the error body.
+        answers normally, for client timeouts. ``body`` replaces the error body, ``raw``
+        sends these bytes as the body instead (not JSON, whatever the status). ``method``
+        matches only requests with that method.
         """
         self._faults.append(
-            _Fault(status, times, retry_after, path_contains, account, write_before_failing, delay, body)
+            _Fault(status, times, retry_after, path_contains, account, write_before_failing, delay, body, method, raw)
         )
 
     def set_fault_rates(
@@ -314,9 +324,15 @@ class StackOneStandIn:
         slow: float = 0.0,
         slow_seconds: float = 0.5,
         retry_after: int = 1,
+        write_5xx: float = 0.0,
+        create_408: float = 0.0,
     ) -> None:
-        """Random faults from now on (seeded): a share of 5xx, of 429 and of slow answers."""
-        self._rates = _Rates(error_5xx, burst_429, slow, slow_seconds, retry_after)
+        """Random faults from now on (seeded): a share of 5xx, of 429 and of slow answers.
+
+        ``write_5xx`` is a share of 5xx on writes only; ``create_408`` a share of creates
+        written and then answered 408 (without Retry-After).
+        """
+        self._rates = _Rates(error_5xx, burst_429, slow, slow_seconds, retry_after, write_5xx, create_408)
 
     def disable_account(self, account: str, status: int = 412) -> None:
         """Answer every request for ``account`` with ``status`` (412: integration disabled)."""
@@ -349,6 +365,8 @@ class StackOneStandIn:
         self.requests.append(record)
         answer = await self._answer(request, record, bad_json)
         record.status = answer.status
+        if isinstance(answer.payload, bytes):  # a scripted answer that is not JSON
+            return web.Response(status=answer.status, body=answer.payload, headers=answer.headers)
         return web.Response(
             status=answer.status,
             body=orjson.dumps(answer.payload),
@@ -382,7 +400,7 @@ class StackOneStandIn:
             return _error(status, "The linked account is disabled" if status == 412 else _phrase(status))
 
         route = self._route(record.method, request.rel_url.raw_path)
-        fault = self._take_fault(record.path, account)
+        fault = self._take_fault(record.path, account, record.method)
         if fault is not None:
             if fault.delay > 0:
                 await asyncio.sleep(fault.delay)
@@ -390,12 +408,16 @@ class StackOneStandIn:
                 if fault.write_before_failing and route is not None:
                     await self._dispatch(route, account, request, record)
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                if fault.raw is not None:
+                    return _Answer(fault.status, fault.raw, headers)
                 if fault.body is not None:
                     return _Answer(fault.status, fault.body, headers)
                 return _error(fault.status, _phrase(fault.status), headers)
         else:
-            chaos = await self._chaos_fault()
+            chaos = await self._chaos_fault(route[0] if route is not None else "")
             if chaos is not None:
+                if chaos.status == 408 and route is not None:
+                    await self._dispatch(route, account, request, record)  # written, then timed out
                 return chaos
         if route is None:
             if self._validator is None:
@@ -435,17 +457,23 @@ class StackOneStandIn:
         self._window.append(now)
         return None
 
-    def _take_fault(self, path: str, account: str) -> _Fault | None:
+    def _take_fault(self, path: str, account: str, method: str = "") -> _Fault | None:
         for fault in self._faults:
-            if fault.matches(path, account):
+            if fault.matches(path, account, method):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
                 return fault
         return None
 
-    async def _chaos_fault(self) -> _Answer | None:
+    async def _chaos_fault(self, operation: str = "") -> _Answer | None:
         rates = self._rates
+        if operation in _WRITES and (rates.write_5xx or rates.create_408):
+            roll = self._chaos.random()
+            if roll < rates.write_5xx:
+                return _error(500, _phrase(500))
+            if operation.startswith("create_") and roll < rates.write_5xx + rates.create_408:
+                return _error(408, "Request Timeout")
         if rates.error_5xx or rates.burst_429:
             roll = self._chaos.random()
             if roll < rates.error_5xx:
