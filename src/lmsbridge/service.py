@@ -46,6 +46,7 @@ from lmsbridge.errors import (
     RetryLater,
     WriteUncertain,
 )
+from lmsbridge.locks import KeyedLocks
 from lmsbridge.people import People
 from lmsbridge.ports import PlatformPort, RepositoryPort, StackOnePort, SyncQueuePort, SyncView
 
@@ -86,7 +87,8 @@ class Service:
     lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
     delete_superseded: bool = False  # delete a completion a better retake replaced (default: keep it as history)
-    _content_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
+    # Kept only while held or awaited: a dict of locks grew by one per learning object ever seen.
+    _content_locks: KeyedLocks[tuple[str, str]] = field(default_factory=KeyedLocks, init=False, repr=False)
 
     # --- step 1: events -----------------------------------------------------------------
 
@@ -267,7 +269,7 @@ class Service:
         """
         ref, title = state.learning_object_ref, state.title
         item = (ref, title, state.title_at)
-        async with self._content_locks.setdefault((account, ref), asyncio.Lock()):
+        async with self._content_locks.hold((account, ref)):
             if not await self.repo.missing_content(account, [item]):
                 # A concurrent sync upserted it while this one waited, or the LMS has this title
                 # already: remember its later time, so an older title arriving next is not sent.
