@@ -13,8 +13,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +95,32 @@ def test_dockerignore_keeps_the_context_small_and_secret_free_but_keeps_what_the
     for source in " ".join(copied).split():
         assert (ROOT / source).exists(), source
         assert not ignored(source), source
+
+
+def test_the_build_stage_builds_a_complete_wheel_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    """Only the files the Dockerfile COPYs (less .dockerignore) build a wheel with the code, migrations and licence."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    context = tmp_path / "context"
+    context.mkdir()
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", (DEPLOY / "Dockerfile").read_text(), re.M)
+    for source in " ".join(copied).split():
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, context / source, ignore=ignore)
+        else:
+            shutil.copy(ROOT / source, context / source)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "out"), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "out").glob("lmsbridge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "lmsbridge/cli.py" in names
+    assert any(n.startswith("lmsbridge/storage/migrations/versions/0001") for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the licence is not in the image"
 
 
 def test_compose_defaults_to_sqlite_on_a_volume_with_restart_policies() -> None:
