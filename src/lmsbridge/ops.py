@@ -86,6 +86,9 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         depths: dict[str, int | None] = await queue_depths(settings)
     except Exception:
         depths = {}
+    from lmsbridge.reconcile.status import last_passes
+
+    reconcile = await last_passes(settings)
     return {
         "ledger": {"events_remembered": inbox, **_totals(counts)},
         "accounts": {
@@ -104,6 +107,7 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
             "per_minute": settings.stackone.rate_limit_per_minute,
             "share": settings.stackone.rate_limit_share,
         },
+        "reconcile": reconcile,
     }
 
 
@@ -154,6 +158,10 @@ async def status(settings: Settings, *, as_json: bool) -> int:
         for reason, n in data[key].items():
             table.add_row(reason, str(n))
         console.print(table)
+    if data["reconcile"]:
+        from lmsbridge.reconcile.status import print_passes
+
+        print_passes(console, data["reconcile"])
     rb = data["rate_budget"]
     console.print(f"StackOne rate budget: {rb['per_minute']}/min per key, this process's share {rb['share']}")
     return 0

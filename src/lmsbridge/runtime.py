@@ -137,6 +137,11 @@ class Runtime:
             asyncio.create_task(self._refresh_directories(), name="directory-refresh"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if s.reconcile.interval > 0:  # issue 12: one pass per interval across workers (a lease in the database)
+            from lmsbridge.reconcile.periodic import reconcile_periodically
+
+            pass_ = reconcile_periodically(s, self.broker, self.repo.engine, self.session, self.metrics, self.limiter)
+            self._background.append(asyncio.create_task(pass_, name="reconcile"))
         if not self.with_receiver and s.worker.metrics_port:
             self._metrics_runner = await _serve_metrics(self.metrics, s.receiver.host, s.worker.metrics_port)
 

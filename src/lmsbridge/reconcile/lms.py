@@ -160,7 +160,9 @@ async def lms_pass(
     return report
 
 
-class _BrokerQueue:
+class BrokerSyncQueue:
+    """Queues a reopened row's sync on the account's sync queue (confirmed)."""
+
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
 
@@ -221,7 +223,7 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
             )
             for name in accounts:
                 before = calls
-                queue = _BrokerQueue(broker) if broker is not None else None
+                queue = BrokerSyncQueue(broker) if broker is not None else None
                 report = await lms_pass(name, store=store, stackone=client, queue=queue)
                 report.stackone_calls = calls - before
                 await record(store, report, dry_run=dry_run, metrics=None)
