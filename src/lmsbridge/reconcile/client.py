@@ -20,8 +20,8 @@ import orjson
 from pydantic import SecretStr
 
 from lmsbridge.errors import MalformedPage, PlatformUnavailable
+from lmsbridge.retry_after import bounded, parse_retry_after
 from lmsbridge.settings import ReconcileSettings
-from lmsbridge.vendors.limeplate_api import retry_after
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -76,7 +76,7 @@ class PlatformClient:
                     body = await response.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 last = type(exc).__name__
-                await self._sleep(self._backoff(attempt, None))
+                await self._pause(attempt, None)
                 continue
             if status == 200:
                 try:
@@ -85,7 +85,7 @@ class PlatformClient:
                     raise MalformedPage(f"{what}: the answer is not JSON", field="(body)") from None
             if status in (408, 429) or status >= 500:
                 last = f"HTTP {status}"
-                await self._sleep(self._backoff(attempt, wait))
+                await self._pause(attempt, wait)
                 continue
             if status == 404 and missing_ok:
                 return None
@@ -96,11 +96,16 @@ class PlatformClient:
             raise PlatformUnavailable(f"{what}: the platform answered {status}{_message(body)}")
         raise PlatformUnavailable(f"{what}: still failing after {self._settings.max_attempts} tries (last: {last})")
 
+    async def _pause(self, attempt: int, header: str | None) -> None:
+        if attempt + 1 < self._settings.max_attempts:  # no wait after the last try
+            await self._sleep(self._backoff(attempt, header))
+
     def _backoff(self, attempt: int, header: str | None) -> float:
-        """Seconds before the next try: ``Retry-After`` when sent, else a jittered doubling."""
+        """Seconds before the next try: a readable ``Retry-After``, else a jittered doubling; capped."""
         cap = self._settings.max_wait_seconds
-        if header is not None:
-            return min(cap, retry_after(header))
+        asked = parse_retry_after(header)
+        if asked is not None:
+            return bounded(asked, cap)
         base = self._settings.backoff_seconds * (2.0**attempt)
         return min(cap, base * (0.5 + self._jitter.random()))
 
