@@ -4,6 +4,12 @@
 When an account is seen to ignore the filter, lmsbridge stops asking it and relies on a
 local directory of the account's users, filled by paging ``GET /unified/lms/users`` and
 refreshed with ``filter[updated_after]``. A person still unknown is parked, not dropped.
+
+Ids found are kept in memory for at most ``refresh_after`` (``stackone.directory_refresh_seconds``)
+and dropped for an account whenever its directory is refreshed, so a user deleted and created
+again in the LMS is not written to under the old id until a restart. A write answered 404 for
+a user id we knew asks :meth:`People.look_again`: the old id is forgotten (memory and
+directory) and the person is looked up afresh, once.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class People:
         self._refresh_after = timedelta(seconds=refresh_after)
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
-        self._cache: dict[tuple[str, str], str] = {}
+        self._cache: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> (user id, when found)
         self._lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     async def resolve(self, account: str, email: str) -> str:
@@ -44,7 +50,7 @@ class People:
         completion, or a team's records synced side by side, ask StackOne once, not once each.
         """
         key = (account, email.strip().lower())
-        cached = self._cache.get(key)
+        cached = self._cached(key)
         if cached:
             return cached
         lookup = self._lookups.get(key)
@@ -55,33 +61,62 @@ class People:
         # Shielded: one caller cancelled (its message returned at shutdown) does not fail the others.
         return await asyncio.shield(lookup)
 
+    async def look_again(self, account: str, email: str, stale: str) -> str:
+        """After the LMS answered 404 for ``stale``: forget it and find the person afresh.
+
+        Drops ``stale`` from memory and from the directory (if it still names it there), then
+        asks the LMS (the e-mail filter, or a directory refresh, whatever its age). Returns the
+        id found, which the caller compares with ``stale``; raises ParkRecord(user_not_found)
+        when the LMS no longer has the person.
+        """
+        key = (account, email.strip().lower())
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] == stale:
+            del self._cache[key]
+        await self._repo.forget_user(account, key[1], stale)
+        return await self._lookup(*key, force_refresh=True)
+
+    def _cached(self, key: tuple[str, str]) -> str | None:
+        """The id remembered for ``key``, unless older than the directory refresh interval."""
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        user_id, found_at = entry
+        if self._clock() - found_at >= self._refresh_after:
+            del self._cache[key]
+            return None
+        return user_id
+
+    def _remember(self, key: tuple[str, str], user_id: str) -> None:
+        self._cache[key] = (user_id, self._clock())
+
     def _forget(self, key: tuple[str, str], done: asyncio.Future[str]) -> None:
         self._lookups.pop(key, None)
         if not done.cancelled():
             done.exception()  # retrieved here, so a lookup whose callers all left logs no warning
 
-    async def _lookup(self, account: str, email: str) -> str:
+    async def _lookup(self, account: str, email: str, *, force_refresh: bool = False) -> str:
         cached = await self._repo.user_id(account, email)
         if cached:
-            self._cache[(account, email)] = cached
+            self._remember((account, email), cached)
             return cached
         state = await self._repo.account(account)
         if state.email_filter != "ignored":
             found = await self._by_filter(account, email, known=state.email_filter)
             if found:
-                self._cache[(account, email)] = found
+                self._remember((account, email), found)
                 return found
         async with self._locks.setdefault(account, asyncio.Lock()):
             found = await self._repo.user_id(account, email)
             if found is None:
                 state = await self._repo.account(account)
                 refreshed = state.directory_refreshed_at
-                if refreshed is None or self._clock() - refreshed >= self._refresh_after:
+                if force_refresh or refreshed is None or self._clock() - refreshed >= self._refresh_after:
                     await self.refresh(account)
                     found = await self._repo.user_id(account, email)
         if found is None:
             raise ParkRecord(USER_NOT_FOUND, f"no LMS user with this e-mail on account {account}")
-        self._cache[(account, email)] = found
+        self._remember((account, email), found)
         return found
 
     async def _by_filter(self, account: str, email: str, *, known: str) -> str | None:
@@ -99,11 +134,16 @@ class People:
         return match
 
     async def refresh(self, account: str) -> int:
-        """Page the account's users into the directory (only changes since the last refresh)."""
+        """Page the account's users into the directory (only changes since the last refresh).
+
+        The ids remembered in memory for the account are dropped: the directory is the truth now.
+        """
         state = await self._repo.account(account)
         started = self._clock()
         count = 0
         async for page in self._stackone.iter_users(account, updated_after=state.directory_refreshed_at):
             count += await self._repo.save_users(account, [(r.email, r.id) for r in page if r.email and r.id])
         await self._repo.update_account(account, directory_refreshed_at=started)
+        for key in [key for key in self._cache if key[0] == account]:
+            del self._cache[key]
         return count

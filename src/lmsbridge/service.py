@@ -47,7 +47,7 @@ from lmsbridge.errors import (
     WriteUncertain,
 )
 from lmsbridge.locks import KeyedLocks
-from lmsbridge.people import People
+from lmsbridge.people import USER_NOT_FOUND, People
 from lmsbridge.ports import PlatformPort, RepositoryPort, StackOnePort, SyncQueuePort, SyncView
 
 LEASE_SECONDS = 120.0
@@ -167,8 +167,23 @@ class Service:
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
-        for index, step in enumerate(plan.steps):
-            calls += await self._perform(view, step, user_id, attempt, last=index == len(plan.steps) - 1)
+        looked_again = False
+        index = 0
+        while index < len(plan.steps):
+            step = plan.steps[index]
+            try:
+                calls += await self._perform(view, step, user_id, attempt, last=index == len(plan.steps) - 1)
+            except ParkRecord as exc:
+                # The LMS answered 404 for the id we knew: the user may have been deleted and created
+                # again. Look them up afresh, once; the step is tried again with the new id.
+                if exc.reason != USER_NOT_FOUND or looked_again:
+                    raise
+                looked_again = True
+                stale, user_id = user_id, await self.people.look_again(account, view.state.email, user_id)
+                if user_id == stale:
+                    raise
+                continue
+            index += 1
         return Synced(record_id, account, plan.steps, calls)
 
     async def _perform(self, view: SyncView, step: SyncStep, user_id: str, attempt: _Attempt, *, last: bool) -> int:

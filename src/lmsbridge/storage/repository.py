@@ -568,6 +568,14 @@ class Repository:
         await self._group.run(lambda conn: conn.execute(upsert, rows))
         return len(rows)
 
+    @_guard
+    async def forget_user(self, account: str, email: str, user_id: str) -> None:
+        """Drop ``email``'s directory entry on ``account`` if it still names ``user_id`` (the LMS said 404)."""
+        stmt = directory.delete().where(
+            directory.c.account == account, directory.c.email == email.lower(), directory.c.user_id == user_id
+        )
+        await self._group.run(lambda conn: conn.execute(stmt))
+
     # --- accounts -----------------------------------------------------------------------
 
     @_guard

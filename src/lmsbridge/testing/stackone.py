@@ -252,6 +252,14 @@ class StackOneStandIn:
         index.setdefault(email.lower(), []).append(uid)
         return uid
 
+    def delete_user(self, account: str, user_id: str) -> None:
+        """Delete an LMS user, as an administrator would: requests naming the id get 404 from now on,
+        and the e-mail is free for a new user (:meth:`add_user`) with a new id."""
+        user = self._users.get(account, {}).pop(user_id)
+        ids = self._by_email.get(account, {}).get(str(user.get("email") or "").lower(), [])
+        if user_id in ids:
+            ids.remove(user_id)
+
     # --- what was received and written -------------------------------------------------
 
     def assignments(self, account: str | None = None) -> list[dict[str, Any]]:
