@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -26,16 +27,32 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from lmsbridge.errors import ConfigError
 
 Platform = Literal["limeplate", "exec"]
 SignatureScheme = Literal["standard-webhooks", "stripe", "github"]
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# An account names a queue ({prefix}.sync.<account>) and travels as the x-account-id header.
+_ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_MAX_QUEUE_NAME = 255
+"""RabbitMQ's limit on a queue name, in bytes of UTF-8."""
+_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def _http_url(value: str) -> str:
+    """An absolute http(s) URL with a host; the value is not echoed (it may carry credentials)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No duration, delay or share can be infinite or NaN (TOML has ``inf`` and ``nan``).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReceiverSettings(_Section):
@@ -88,6 +105,8 @@ class StackOneSettings(_Section):
         "longer asks are cut to this (and logged)",
     )
     page_size: int = Field(100, ge=1, le=1000)
+
+    _base_url = field_validator("base_url")(_http_url)
     delete_superseded_completions: bool = Field(
         False,
         description="delete a completion a better retake replaced (a Fail before a Pass); false keeps it as history",
@@ -142,6 +161,16 @@ class BrokerSettings(_Section):
     )
     sweep_interval: float = Field(60.0, gt=0, description="seconds between two sweeps for lost records")
     queue_type: Literal["quorum", "classic"] = "quorum"
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays_usable(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # Retries index the delay levels: none breaks the first retry, a negative TTL the queue.
+        if not value:
+            raise ValueError("needs at least one delay")
+        if any(step < 0 for step in value):
+            raise ValueError("delays must not be negative")
+        return value
 
 
 class WorkerSettings(_Section):
@@ -207,6 +236,29 @@ class SourceSettings(_Section):
             raise ValueError("secret_names must name every secret, in order")
         return self
 
+    @model_validator(mode="after")
+    def _platform_api(self) -> SourceSettings:
+        # Team and org assignments are expanded through the platform's API; without it each one is dead-lettered.
+        if self.platform == "limeplate" and (not self.api_base_url or self.api_key is None):
+            raise ValueError("a limeplate source needs api_base_url and api_key (its assignments are expanded there)")
+        return self
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts_usable(cls, value: list[str]) -> list[str]:
+        for index, account in enumerate(value):
+            if not _ACCOUNT.match(account):
+                raise ValueError(
+                    f"account {index} must be letters, digits, '.', '_', ':' or '-' (it names a queue), "
+                    "starting with a letter or digit"
+                )
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
     def key_name(self, index: int) -> str:
         """The loggable name of the secret at ``index`` (never the secret itself)."""
         if self.secret_names is not None:
@@ -240,6 +292,33 @@ class Settings(BaseSettings):
             if not _SOURCE_NAME.match(name):
                 raise ValueError(f"source name {name!r} must be a URL path segment")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_usable(cls, value: SecretStr) -> SecretStr:
+        try:
+            driver = make_url(value.get_secret_value()).drivername
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL (sqlite+aiosqlite:///path or postgresql+asyncpg://...)") from None
+        if driver not in _DATABASE_DRIVERS:
+            raise ValueError(f"must use one of the drivers {', '.join(_DATABASE_DRIVERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _queue_names_fit(self) -> Settings:
+        from lmsbridge.broker.topology import Names  # the one place queue names are made (imports settings)
+
+        names = Names(self.broker.prefix)
+        for source_name, source in self.sources.items():
+            if len(names.intake(source_name).encode()) > _MAX_QUEUE_NAME:
+                raise ValueError(f"broker.prefix: too long for source {source_name}'s queue name")
+            for index, account in enumerate(source.accounts):
+                if len(names.sync(account).encode()) > _MAX_QUEUE_NAME:
+                    raise ValueError(
+                        f"sources.{source_name}.accounts: account {index} makes its queue name "
+                        f"({names.sync('<account>')}) longer than {_MAX_QUEUE_NAME} bytes"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _lease_outlasts_a_call(self) -> Settings:

@@ -56,11 +56,16 @@ class Receiver:
         return float(value or 0.0)
 
 
+# A limeplate source needs its platform API configured (the receiver never calls it).
+PLATFORM_API = {"api_base_url": "http://127.0.0.1:9", "api_key": "unused-platform-key"}
+
 SOURCES = {
     "acme-sales": SourceSettings.model_validate(
         {"platform": "exec", "secrets": [OLD_SECRET, SECRET], "secret_names": ["2026-q2", "2026-q3"], "accounts": ["a"]}
     ),
-    "acme-security": SourceSettings.model_validate({"platform": "limeplate", "secrets": [SECRET], "accounts": ["a"]}),
+    "acme-security": SourceSettings.model_validate(
+        {"platform": "limeplate", "secrets": [SECRET], "accounts": ["a"], **PLATFORM_API}
+    ),
     "acme-stripe": SourceSettings.model_validate(
         {
             "platform": "limeplate",
@@ -68,6 +73,7 @@ SOURCES = {
             "signature_header": "Limeplate-Signature",
             "secrets": [STRIPE_SECRET],
             "accounts": ["a"],
+            **PLATFORM_API,
         }
     ),
     "acme-github": SourceSettings.model_validate(

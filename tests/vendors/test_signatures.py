@@ -71,6 +71,8 @@ def verifier_for(
         delivery_header=DELIVERY if scheme == "github" else None,
         tolerance_seconds=tolerance,
         future_skew_seconds=skew,
+        api_base_url="http://127.0.0.1:9",
+        api_key=SecretStr("unused-platform-key"),
     )
     return build_verifier(source)
 
