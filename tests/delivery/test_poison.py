@@ -17,10 +17,10 @@ from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Start
 from tests.pipeline.conftest import ACCOUNT, SettingsFactory
-from tests.storage.test_poison import POISON, make_event, poison_event
+from tests.storage.test_poison import DECODABLE, POISON, make_event, poison_event
 
 # What may become of a poison event: stored (SQLite holds it), refused by the database
-# (``unstorable``), or refused by the worker's own decoding once the models forbid it.
+# (``unstorable``), or refused by the worker's own decoding (the models forbid most of them).
 DEAD_REASONS = {"unstorable", "poison_message"}
 
 
@@ -38,10 +38,10 @@ async def test_poison_events_are_dead_lettered_and_the_valid_one_lands(
     stackone: StackOneStandIn,
     dead_letters: DeadLetters,
 ) -> None:
-    """Five poison events and one valid event, all queued before the worker starts (so they share
+    """Seven poison events and one valid event, all queued before the worker starts (so they share
     group-commit transactions): every poison event is settled within seconds, stored or dead-lettered
-    with reason ``unstorable`` (all of them on PostgreSQL), none is retried as an infrastructure
-    fault, and the valid event's assignment reaches the LMS.
+    with its reason (all of them on PostgreSQL, where the two that decode are ``unstorable``), none
+    is retried as an infrastructure fault, and the valid event's assignment reaches the LMS.
 
     Before the fix, on PostgreSQL each poison event came back every second (``event.retried``,
     attempt 0) for ever, and the valid event failed with whichever poison shared its transaction.
@@ -69,6 +69,9 @@ async def test_poison_events_are_dead_lettered_and_the_valid_one_lands(
     assert {d.reason for d in dead} <= DEAD_REASONS, [(d.reason, d.error) for d in dead]
     if database == "postgres":
         assert len(dead) == len(POISON), [(d.message_id, d.reason) for d in dead]
+        assert {d.message_id: d.reason for d in dead if d.reason == "unstorable"}.keys() >= {
+            f"poison-{case}" for case in DECODABLE
+        }, [(d.message_id, d.reason, d.error) for d in dead]
     assert all(d.error and "\x00" not in d.error for d in dead)
     [landed] = [a for a in stackone.assignments(ACCOUNT) if a["user_id"] == jane]
     assert landed["body"]["learning_object_external_reference"] == "exec:scenario:discovery-call"

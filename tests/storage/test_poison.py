@@ -1,11 +1,14 @@
 """Poison data (issue 13 item 1, the worker's half): a statement refused for its own data fails alone and for good.
 
-The cases pass the receiver's validation of the time the issue was filed, but not every
+The cases passed the receiver's validation of the time the issue was filed, but not every
 database can hold them: a NUL character (PostgreSQL text), a learning-object reference
 longer than its column (512), a 320-character e-mail whose ``lower()`` grows past 320
-(U+0130), a due date that is past year 9999 once moved to UTC. Whatever the database, such
-an event must never be retried as an infrastructure fault (without using an attempt, so
-forever), and an event that shares its group-commit transaction must still be stored.
+(U+0130), a due date that is past year 9999 once moved to UTC. The models now refuse those
+(the receiver answers 422), so the events here are built without validation; the two
+``platform`` cases still decode, as a hand-published or replayed message may carry them.
+Whatever the database, such an event must never be retried as an infrastructure fault
+(without using an attempt, so forever), and an event that shares its group-commit
+transaction must still be stored.
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ POISON: dict[str, dict[str, Any]] = {
     "reference_too_long": {"ref": "exec:scenario:" + "x" * 600},
     "email_grows_when_lowered": {"email": GROWING_EMAIL},
     "due_date_past_9999_in_utc": {"due": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-12)))},
+    # These two pass the models' validation (the platform is set by the receiver, not the body).
+    "nul_in_platform": {"platform": "exec\x00"},
+    "platform_too_long": {"platform": "exec-" + "x" * 40},
 }
+DECODABLE = ("nul_in_platform", "platform_too_long")
 
 
 def poison_event(case: str, *, source: str = "acme-sales") -> AssignmentEvent:
@@ -51,6 +58,7 @@ def make_event(
     message_id: str,
     source: str = "acme-sales",
     title: str = "Discovery Call",
+    platform: str = "exec",
     ref: str = "exec:scenario:discovery-call",
     email: str = "jane@acme.example",
     due: datetime | None = None,
@@ -64,7 +72,7 @@ def make_event(
     return AssignmentEvent.model_construct(
         message_id=message_id,
         source=source,
-        platform="exec",
+        platform=platform,
         type="assignment.created",
         occurred_at=T0,
         received_at=T0,
