@@ -5,11 +5,14 @@
 | nothing                     | ack    |              |                                                 |
 | ParkRecord                  | park   |              | the record waits in the database (parked)       |
 | RetryAfter / WriteUncertain | retry  | yes          | at least what StackOne (or the lease) asks      |
+|   (a 3xx on a create too)   |        |              | listed before writing again; never "written"    |
 | RetryLater                  | retry  | yes          | exponential backoff with full jitter            |
 | LeaseBusy                   | retry  | no           | ``backoff_base``: another worker holds it       |
 | InfrastructureFault         | retry  | no           | full jitter: our database or broker failed      |
 | PauseAccount                | pause  | no           | the message waits in its paused account's queue |
 | DeadLetter                  | dead   |              | at once: a permanent refusal (400/422/404 ...)  |
+| DeadLetter("unstorable")    | dead   |              | the database refused the message's own data     |
+| DeadLetter("stackone_3xx")  | dead   |              | a redirect on a read (never followed)           |
 | anything else (a bug)       | retry  | yes          | then dead-lettered as ``internal_error``        |
 
 Transient failures are dead-lettered by age, not by count: once a record has been failing
