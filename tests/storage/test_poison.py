@@ -149,3 +149,19 @@ async def test_a_poison_event_fails_alone_and_for_good(repo: Repository, case: s
     else:
         assert repo.engine.dialect.name == "sqlite", "PostgreSQL cannot hold this: it must be refused"
         assert await repo.status_counts() == {"acc-main": {"pending": 2}}
+
+
+async def test_error_text_with_a_nul_is_stored_not_refused(repo: Repository) -> None:
+    """Bookkeeping writes carry text from outside (StackOne's error messages): a NUL in it is replaced,
+    so PostgreSQL stores the failure instead of refusing it (which would now be a dead letter
+    escaping the consumer's bookkeeping, and before was an InfrastructureFault silently dropped)."""
+    good = make_event(message_id="good-1")
+    [stored] = await repo.ingest([(good, good.people)], ACCOUNTS)
+    rid = stored.record_ids[0]
+
+    assert await repo.note_failure(rid, "acc-main", "StackOne said: bad\x00title") == 1
+    await repo.set_status(rid, "acc-main", "dead", reason="stackone_400", error="HTTP 400: bad\x00title")
+    await repo.update_account("acc-main", paused=True, reason="HTTP 403: no\x00access", status=403)
+
+    assert await repo.status_counts() == {"acc-main": {"dead": 1}}
+    assert (await repo.account("acc-main")).reason == "HTTP 403: no\ufffdaccess"

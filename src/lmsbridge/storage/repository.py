@@ -69,6 +69,11 @@ def _guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any
     return wrapper
 
 
+def _text(message: str) -> str:
+    """Free text from outside (an error message) as a column can hold it: no NUL, 2,000 characters."""
+    return message.replace("\x00", "\ufffd")[:2000]
+
+
 def _complaint(exc: SQLAlchemyError) -> str:
     """The driver's one-line reason (e.g. ``value too long for type character varying(512)``).
 
@@ -426,7 +431,7 @@ class Repository:
         now = datetime.now(UTC)
         values: dict[str, Any] = {"status": status, "reason": reason, "updated_at": now}
         if error is not None:
-            values["last_error"] = error[:2000]
+            values["last_error"] = _text(error)
         if status == SYNCED:
             values["synced_at"] = now
         await self._update_sync(record_id, account, values)
@@ -440,7 +445,7 @@ class Repository:
             conn.execute(
                 update(sync_state)
                 .where(*where)
-                .values(attempts=sync_state.c.attempts + 1, last_error=error[:2000], updated_at=datetime.now(UTC))
+                .values(attempts=sync_state.c.attempts + 1, last_error=_text(error), updated_at=datetime.now(UTC))
             )
             return int(conn.execute(select(sync_state.c.attempts).where(*where)).scalar() or 0)
 
@@ -596,6 +601,7 @@ class Repository:
     @_guard
     async def update_account(self, account: str, **values: Any) -> None:
         """Upsert bookkeeping fields of ``account`` (paused, reason, status, since, directory_*)."""
+        values = {k: _text(v) if k == "reason" and isinstance(v, str) else v for k, v in values.items()}
         stmt = self._sql.insert(accounts).values(**{"account": account, "paused": False, **values})
         set_ = {k: stmt.excluded[k] for k in values}
         upsert = (
