@@ -17,11 +17,13 @@ from tests.receiver.conftest import NOW, SECRET, Receiver
 
 
 def lime(**assignment: Any) -> bytes:
+    """A limeplate completion whose assignment has ``assignment``'s fields changed."""
     body = limeplate_completed({**limeplate_assignment("asg-1"), **assignment}, "jane@acme.example", event_id="e1")
     return orjson.dumps(body)
 
 
 def exec_body(**changes: Any) -> bytes:
+    """An Exec ``assignment.created`` with top-level ``changes``."""
     return orjson.dumps(exec_event("assignment.created", {**exec_assignment("a-1", "jane@acme.example"), **changes}))
 
 

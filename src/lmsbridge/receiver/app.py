@@ -20,7 +20,8 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -74,6 +75,25 @@ class _Recent:
             self._ids.popitem(last=False)
 
 
+class _Slots:
+    """Request bodies being read at once, up to a limit: what bounds the memory slow senders can hold."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+
+    @contextmanager
+    def take(self) -> Iterator[None]:
+        """Hold one slot while reading a body; ``ReceiverBusy`` (503) when none is free."""
+        if self._used >= self._limit:
+            raise ReceiverBusy(f"{self._limit} bodies are being read already")
+        self._used += 1
+        try:
+            yield
+        finally:
+            self._used -= 1
+
+
 STATE_KEY = web.AppKey("state", dict)
 
 
@@ -90,7 +110,7 @@ def create_app(
     verifiers: dict[str, Verifier] = {name: build_verifier(src) for name, src in sources.items()}
     recent = _Recent()
     state: dict[str, bool] = {"shutting_down": False}
-    reading = [0]
+    reading = _Slots(settings.max_reading)
     readiness = dict(checks or {})
 
     @web.middleware
@@ -103,7 +123,9 @@ def create_app(
             response = from_exception(exc, retry_after=settings.retry_after)
             if isinstance(exc, BodyTimeout | ReceiverBusy):
                 response.force_close()  # the body was not (fully) read: this connection is done
-            if response.status >= 500:
+            if isinstance(exc, ReceiverBusy):
+                log.warning("webhook.busy", path=request.path, status=503)
+            elif response.status >= 500:
                 log.error(
                     "webhook.unavailable",
                     path=request.path,
@@ -142,16 +164,12 @@ def create_app(
             )
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             raise BodyTooLarge(f"the body is larger than {settings.max_body_bytes} bytes")
-        if reading[0] >= settings.max_reading:
-            raise ReceiverBusy(f"{settings.max_reading} bodies are being read already")
-        reading[0] += 1
-        try:
-            async with asyncio.timeout(settings.body_timeout):
-                body = await _read_body(request, settings.max_body_bytes)
-        except TimeoutError:
-            raise BodyTimeout(f"the body did not arrive within {settings.body_timeout:g} seconds") from None
-        finally:
-            reading[0] -= 1
+        with reading.take():
+            try:
+                async with asyncio.timeout(settings.body_timeout):
+                    body = await _read_body(request, settings.max_body_bytes)
+            except TimeoutError:
+                raise BodyTimeout(f"the body did not arrive within {settings.body_timeout:g} seconds") from None
         if request.content_type not in _JSON_TYPES and not request.content_type.endswith("+json"):
             raise UnsupportedMediaType("the body must be application/json")
         verified = verifiers[name].verify(request.headers, body, clock())
