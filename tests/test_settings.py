@@ -111,8 +111,9 @@ def test_stackone_base_url_must_be_http(tmp_path: Path, url: str) -> None:
         'api_key = "scs_live_x"\n',
         'api_base_url = "https://api.limeplate.example"\n',
         "",
+        'api_base_url = "https://api.limeplate.example"\napi_key = ""\n',
     ],
-    ids=["no-api_base_url", "no-api_key", "neither"],
+    ids=["no-api_base_url", "no-api_key", "neither", "empty-api_key"],
 )
 def test_a_limeplate_source_needs_its_platform_api(tmp_path: Path, missing: str) -> None:
     """Without ``api_base_url`` and ``api_key`` every ``assignment.created`` would be accepted and then

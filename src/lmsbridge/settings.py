@@ -239,7 +239,8 @@ class SourceSettings(_Section):
     @model_validator(mode="after")
     def _platform_api(self) -> SourceSettings:
         # Team and org assignments are expanded through the platform's API; without it each one is dead-lettered.
-        if self.platform == "limeplate" and (not self.api_base_url or self.api_key is None):
+        key = self.api_key.get_secret_value() if self.api_key is not None else ""
+        if self.platform == "limeplate" and not (self.api_base_url and key):
             raise ValueError("a limeplate source needs api_base_url and api_key (its assignments are expanded there)")
         return self
 

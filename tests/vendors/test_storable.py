@@ -15,10 +15,12 @@ from typing import Any
 import orjson
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import String
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
-from lmsbridge.domain.events import MAX_EMAIL, MAX_REFERENCE
+from lmsbridge.domain.events import MAX_EMAIL, MAX_ID, MAX_REFERENCE
 from lmsbridge.errors import MalformedRequest, UnusableBody
+from lmsbridge.storage import tables
 from lmsbridge.testing.webhooks import (
     exec_assignment,
     exec_event,
@@ -216,3 +218,15 @@ def test_the_domain_refuses_what_the_database_cannot_hold() -> None:
         LearningObject(external_reference="r", title="a\x00")
     with pytest.raises(ValidationError):
         PersonProgress(email="a@b\x00")
+
+
+def test_the_limits_are_the_columns_lengths() -> None:
+    """The domain's limits are the widths of the columns the values are stored in (no drift)."""
+
+    def width(column: Any) -> int | None:
+        assert isinstance(column.type, String)
+        return column.type.length
+
+    assert MAX_ID == width(tables.inbox.c.message_id) == width(tables.records.c.assignment_id)
+    assert MAX_REFERENCE == width(tables.records.c.learning_object_ref) == width(tables.content.c.external_reference)
+    assert MAX_EMAIL == width(tables.records.c.person_key) == width(tables.directory.c.email)
