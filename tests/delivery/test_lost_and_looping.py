@@ -1,0 +1,136 @@
+"""Records that no message would ever sync again, and accounts that bounce between paused and resumed
+(issue 13, items 2 and 3): the database always says what happened, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aio_pika
+
+from lmsbridge.broker.codec import SyncTask
+from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
+from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
+from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage.migrate import upgrade
+from lmsbridge.testing.stackone import StackOneStandIn
+from tests.delivery.conftest import Sender, Start, assign, calls, settled, wait_for
+from tests.pipeline.conftest import ACCOUNT, SettingsFactory
+
+JANE = "jane.smith@acme.example"
+
+
+async def test_a_pending_record_without_a_message_is_swept_and_written(
+    make_settings: SettingsFactory, start_runtime: Start, stackone: StackOneStandIn
+) -> None:
+    """A record stored as pending with no message anywhere (its message lost: a write after an ack
+    failed, a process died between two steps) is found by the sweeper once it has been unchanged
+    for ``sweep_after`` and queued again: it lands (before the fix it stayed pending forever)."""
+    stackone.add_user(ACCOUNT, JANE)
+    runtime = await start_runtime(make_settings(broker={"sweep_after": 1.0, "sweep_interval": 0.3}))
+    assert runtime.repo is not None
+    now = datetime.now(UTC)
+    event = AssignmentEvent(
+        message_id="orphan-1",
+        source="acme-sales",
+        platform="exec",
+        type="assignment.created",
+        occurred_at=now,
+        received_at=now,
+        correlation_id="orphan",
+        assignment_id="as-orphan",
+        learning_object=LearningObject(external_reference="exec:scenario:orphan", title="Orphan"),
+        people=(PersonProgress(email=JANE),),
+    )
+    # Stored the way the consumer stores an event, but no sync task is ever published for it.
+    await runtime.repo.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
+    assert (await runtime.repo.status_counts())[ACCOUNT] == {"pending": 1}
+
+    async def landed() -> bool:
+        return len(stackone.assignments(ACCOUNT)) == 1
+
+    await wait_for(landed, timeout=15, what="the swept record to land")
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert len(stackone.assignments(ACCOUNT)) == 1
+
+
+async def test_an_account_refusing_only_writes_cycles_without_reaching_the_delivery_limit(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    dead_letters: DeadLetters,
+) -> None:
+    """An account answering 403 to creates and 200 to the read probe is paused, probed healthy, resumed
+    and refused again, 60 times. The cycle never counts against the quorum queue's x-delivery-limit
+    (50): the task is published again, not requeued. Nothing is dead-lettered by the broker (before
+    the fix: broker:delivery_limit while the database said pending), and once the account accepts
+    writes the record lands once."""
+    stackone.add_user(ACCOUNT, JANE)
+    settings = make_settings(worker={"pause_probe_seconds": 0.01}, broker={"probe_max_seconds": 0.01})
+    runtime = await start_runtime(settings)
+    assert runtime.repo is not None
+    stackone.fail_next(403, times=60, path_contains="/assignments")
+
+    await assign(sender_for(runtime), JANE)
+
+    assert await settled(runtime, timeout=60) == {ACCOUNT: {"synced": 1}}
+    refused = [r for r in calls(stackone, "POST", "/assignments") if r.status == 403]
+    assert len(refused) == 60
+    assert await dead_letters.list() == []
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert not (await runtime.repo.account(ACCOUNT)).paused
+
+
+async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_record_saying_so(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    stackone: StackOneStandIn,
+    dead_letters: DeadLetters,
+    amqp_url: str,
+    broker_prefix: str,
+) -> None:
+    """A sync task returned to its queue 49 times (crashed consumers) would be dead-lettered by the
+    broker on its next return, leaving the record ``pending`` with no message. lmsbridge dead-letters
+    it itself instead, as ``delivery_limit``, and the record says ``dead`` with that reason."""
+    stackone.add_user(ACCOUNT, JANE)
+    settings = make_settings()
+    repo = Repository(create_engine(settings.database_url.get_secret_value()))
+    await upgrade(repo.engine)
+    now = datetime.now(UTC)
+    event = AssignmentEvent(
+        message_id="looped-1",
+        source="acme-sales",
+        platform="exec",
+        type="assignment.created",
+        occurred_at=now,
+        received_at=now,
+        correlation_id="looped",
+        assignment_id="as-looped",
+        learning_object=LearningObject(external_reference="exec:scenario:looped", title="Looped"),
+        people=(PersonProgress(email=JANE),),
+    )
+    [stored] = await repo.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
+    await repo.close()
+    intake = await start_runtime(settings, worker=False)
+    await intake.broker.publish_sync(SyncTask(stored.record_ids[0], ACCOUNT), correlation_id="c", received_at=0.0)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Names(broker_prefix).sync(ACCOUNT))
+        for _ in range(DELIVERY_LIMIT - 1):
+            message = await queue.get(no_ack=False, timeout=5)
+            await message.nack(requeue=True)
+
+    worker = await start_runtime(settings, receiver=False)
+    assert worker.repo is not None
+
+    async def recorded() -> bool:
+        assert worker.repo is not None
+        return bool(await dead_letters.list()) and await worker.repo.top_reasons("dead") == [("delivery_limit", 1)]
+
+    await wait_for(recorded, timeout=10, what="the dead letter, recorded on the record")
+    [letter] = await dead_letters.list()
+    assert letter.reason == "delivery_limit"
+    assert stackone.assignments() == []
