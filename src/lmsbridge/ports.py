@@ -111,9 +111,6 @@ class RepositoryPort(Protocol):
     async def stale_pending(
         self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
     ) -> list[tuple[int, str]]: ...
-    async def stale_pending(
-        self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
-    ) -> list[tuple[int, str]]: ...
 
 
 class StackOnePort(Protocol):

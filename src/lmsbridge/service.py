@@ -71,7 +71,6 @@ class _Attempt:
     holder: str
     in_doubt: bool = False
     intended_at: float = 0.0  # when the lease was last renewed, with the intent of a create
-    intended_at: float = 0.0  # when the lease was last renewed, with the intent of a create
 
 
 @dataclass
@@ -213,7 +212,6 @@ class Service:
             if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
                 raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
             attempt.in_doubt = True
-            attempt.intended_at = self.clock()
             attempt.intended_at = self.clock()
 
         try:

@@ -104,8 +104,6 @@ class _Rates:
     retry_after: int = 1
     write_5xx: float = 0.0  # of create and upsert calls only
     create_408: float = 0.0  # of creates: written, then answered 408 (StackOne timed out after the provider wrote)
-    write_5xx: float = 0.0  # of create and upsert calls only
-    create_408: float = 0.0  # of creates: written, then answered 408 (StackOne timed out after the provider wrote)
 
 
 @dataclass
