@@ -245,6 +245,42 @@ async def test_parser_errors_answer_the_json_error_shape_and_echo_nothing(serve:
         assert echoed not in body
 
 
+CHUNKED = (
+    b"POST /webhooks/acme-sales HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+BAD_CHUNKS = [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"]
+
+
+@pytest.mark.parametrize("chunk", BAD_CHUNKS, ids=["bad-size", "no-crlf"])
+async def test_a_malformed_chunked_body_is_a_json_400(serve: Start, chunk: bytes) -> None:
+    """A chunked body aiohttp cannot parse, sent with its headers, is 400 ``malformed_http`` in the
+    JSON shape (not a 503 inviting the sender to retry the same bytes)."""
+    served = await serve()
+    reader, writer = await served.connect()
+    writer.write(CHUNKED + chunk)
+    status, headers, body = await response_of(reader, timeout=3.0)
+    writer.close()
+    assert status == 400, body
+    assert headers["content-type"].startswith("application/json")
+    assert orjson.loads(body)["error"]["code"] == "malformed_http"
+
+
+@pytest.mark.parametrize("chunk", BAD_CHUNKS, ids=["bad-size", "no-crlf"])
+async def test_a_chunk_gone_bad_while_the_body_is_read_ends_with_the_body_timeout(serve: Start, chunk: bytes) -> None:
+    """When the framing breaks after the route started reading, aiohttp does not fail the body: the read
+    ends at ``body_timeout`` with a JSON 408 and the connection is closed (bounded, never a hang)."""
+    served = await serve(body_timeout=0.5)
+    reader, writer = await served.connect()
+    writer.write(CHUNKED + b"1\r\n{\r\n")
+    await asyncio.sleep(0.2)  # the route is reading the body when the bad chunk arrives
+    writer.write(chunk)
+    status, headers, body = await response_of(reader, timeout=3.0)
+    writer.close()
+    assert status == 408, body
+    assert headers["content-type"].startswith("application/json")
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP ", "identity, gzip"])
 async def test_encoded_bodies_are_refused_with_415_even_when_signed_as_sent(serve: Start, encoding: str) -> None:
     """A body with a ``Content-Encoding`` is 415 ``unsupported_content_encoding``, even when the signature
