@@ -79,10 +79,12 @@ class ReceiverSettings(_Section):
         "more get 503 with Retry-After",
     )
     keepalive_timeout: float = Field(
-        15.0,
+        75.0,
         gt=0,
         allow_inf_nan=False,
-        description="seconds a connection may stay idle, or take to send its request line and headers",
+        description="seconds a connection may stay idle, or take to send its request line and headers; behind a "
+        "load balancer that reuses connections keep it above the balancer's idle timeout (60 s on AWS ALB), or "
+        "requests race the close",
     )
 
 
