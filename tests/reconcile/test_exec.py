@@ -86,6 +86,7 @@ async def test_one_pass_brings_the_lms_to_exec_truth_and_a_second_writes_nothing
     await settled(runtime, timeout=60)
     before, _ = lms_truth(stackone, users)
     assert len(before) == 450
+    writes_before = stackone.writes()
 
     assert await reconcile_command(settings, sources=["acme-sales"], as_json=True) == 0
     report = json_out(capsys.readouterr().out)["sources"]["acme-sales"]
@@ -109,6 +110,8 @@ async def test_one_pass_brings_the_lms_to_exec_truth_and_a_second_writes_nothing
     }
     assert lms_completions == truth  # every completion, once, with its result and score
     writes = stackone.writes()
+    never_done = sum(1 for i in never if assignments[i]["status"] in ("completed", "did_not_pass"))
+    assert writes - writes_before == 50 + never_done + len(lost)  # the missing writes only: no content again
 
     assert await reconcile_command(settings, sources=["acme-sales"], as_json=True) == 0
     second = json_out(capsys.readouterr().out)["sources"]["acme-sales"]
