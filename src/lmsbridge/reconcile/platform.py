@@ -8,7 +8,8 @@ Reads down in this order, per batch (one Exec page, one limeplate assignment):
 3. keep the people whose observation would change their record (:func:`.findings.drift`);
 4. unless it is a dry run, publish them to the source's intake queue as the canonical event a
    webhook would have been, with a deterministic message id (:func:`.findings.message_id`),
-   confirmed, paced to ``reconcile.budget_share`` of the StackOne budget. The worker then
+   confirmed, paced to ``reconcile.budget_share`` of the StackOne budget and only while the
+   intake queue is nearly empty (:mod:`.backpressure`: live webhooks first). The worker then
    does what it does for any webhook: inbox, merge, leases, rate limit, LMS writes.
 
 A failure stops the source where it got to; what was queued before stays queued.
@@ -41,6 +42,12 @@ Progress = Callable[[str, int, int | None], None]
 """Called with (source, assignments read so far, assignments in all when known)."""
 
 
+class Backpressure(Protocol):
+    """Holds a pass back while live traffic has a queue (:class:`.backpressure.IntakeBackpressure`)."""
+
+    async def wait(self, source: str) -> None: ...
+
+
 class EventPublisher(Protocol):
     """Where drift goes: the broker's confirmed publish to the source's intake queue."""
 
@@ -55,6 +62,7 @@ class PlatformPass:
     publisher: EventPublisher | None
     accounts_of: dict[str, list[str]]
     pacer: RateLimiter | None = None
+    backpressure: Backpressure | None = None
     progress: Progress | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -122,6 +130,8 @@ class PlatformPass:
         """Publish confirmed, each after its share of the reconcile budget; all of a batch in flight at once."""
         assert self.publisher is not None
         publisher = self.publisher
+        if events and self.backpressure is not None:
+            await self.backpressure.wait(report.source)
         accounts = max(1, len(self.accounts_of.get(report.source, [])))
 
         async def one(event: AssignmentEvent) -> None:

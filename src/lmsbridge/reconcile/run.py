@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import aiohttp
 
 from lmsbridge import __version__
-from lmsbridge.broker import Broker
+from lmsbridge.broker import Broker, Names
 from lmsbridge.errors import BrokerUnavailable, ConfigError, InfrastructureFault
 from lmsbridge.metrics import Metrics
+from lmsbridge.reconcile.backpressure import IntakeBackpressure
 from lmsbridge.reconcile.client import PlatformClient
 from lmsbridge.reconcile.findings import SourceReport
 from lmsbridge.reconcile.platform import EventPublisher, PlatformPass, Progress
@@ -71,11 +72,15 @@ async def platform_pass(
     """Reconcile ``sources`` one after the other; every pass is logged, counted and (unless dry) kept."""
     per_minute = budget_per_minute(settings)
     pacer = RateLimiter(per_minute, burst=max(1.0, per_minute / 600)) if publisher is not None else None
+    backpressure = (
+        IntakeBackpressure(publisher, Names(settings.broker.prefix)) if isinstance(publisher, Broker) else None
+    )
     runner = PlatformPass(
         store=store,
         publisher=publisher,
         accounts_of={n: list(s.accounts) for n, s in settings.sources.items()},
         pacer=pacer,
+        backpressure=backpressure,
         progress=progress,
     )
     correlation_id = f"reconcile-{uuid.uuid4().hex[:12]}"
@@ -98,6 +103,9 @@ async def platform_pass(
                     error=report.error,
                 )
         reports.append(report)
+    if backpressure is not None:
+        with contextlib.suppress(Exception):
+            await backpressure.close()
     return reports
 
 
