@@ -4,6 +4,10 @@ Reading is non-destructive: messages are fetched unacknowledged and returned whe
 channel closes. Replay republishes a message to the queue it came from (with its
 attempts reset) and only then acks the dead copy; the consumer's inbox makes replaying
 twice harmless.
+
+This is the second place that acks, besides the consumer: an operator's tool on the
+dead-letter queue only, which the consumers never read. It acks a dead copy only once its
+replay is confirmed, so a failure leaves the dead letter where it was.
 """
 
 from __future__ import annotations
