@@ -186,3 +186,22 @@ async def test_times_with_offsets_reach_the_lms_as_the_same_instants(
     [completion] = stackone.completions(ACCOUNT)
     assert completion["body"]["completed_at"] == "2026-06-04T14:18:42.000Z"
     assert stackone.violations == []
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["408-not-written", "408-written"])
+async def test_the_check_after_an_uncertain_retake_looks_for_that_retake(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn, landed: bool
+) -> None:
+    """The retake's create answered 408: the listing that checks it looks for a completion with the Pass's
+    result, score and time, so the Fail already there is not taken for it (the Pass is then written),
+    and a Pass that did land is not written twice."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    assert (await sender.post("acme-sales", _fail()))[0] == 202
+    await settled(runtime)
+    stackone.fail_next(408, path_contains="/completions", method="POST", write_before_failing=landed)
+    assert (await sender.post("acme-sales", _pass()))[0] == 202
+    assert await settled(runtime, timeout=30.0) == {ACCOUNT: {"synced": 1}}
+    assert _completions(stackone) == [FAIL_ROW, PASS_ROW]
+    assert stackone.violations == []
