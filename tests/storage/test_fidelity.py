@@ -60,7 +60,7 @@ def event(
         correlation_id="corr",
         assignment_id="asg-1",
         learning_object=LearningObject(external_reference="exec:scenario:phishing", title=title),
-        people=(PersonProgress(**person),),  # type: ignore[arg-type]
+        people=(PersonProgress(**person),),
         **times,
     )
 
