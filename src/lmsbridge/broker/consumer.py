@@ -79,6 +79,8 @@ class Consumer:
         self._sweeper = Sweeper(service.repo, broker, settings, accounts=self._active_accounts)
         self._channels: list[AbstractChannel] = []
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}  # queue name -> (queue, tag)
+        self._queues: dict[str, AbstractQueue] = {}  # one channel per queue, kept across pauses
+        self._probe_wait: dict[str, float] = {}  # account -> first wait before probing it
         self._inflight: set[asyncio.Task[None]] = set()
         self._paused: dict[str, asyncio.Task[None]] = {}
         self._pause_reasons: dict[str, str] = {}
@@ -114,9 +116,11 @@ class Consumer:
         self._background.append(asyncio.create_task(self._sweeper.run(), name="sweeper"))
 
     async def _consume(self, queue_name: str) -> None:
-        channel = await self._broker.channel(prefetch=self._settings.prefetch)
-        self._channels.append(channel)
-        queue = await channel.get_queue(queue_name, ensure=True)
+        queue = self._queues.get(queue_name)
+        if queue is None or queue.channel.is_closed:
+            channel = await self._broker.channel(prefetch=self._settings.prefetch)
+            self._channels.append(channel)
+            queue = self._queues[queue_name] = await channel.get_queue(queue_name, ensure=True)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
@@ -245,6 +249,13 @@ class Consumer:
             return
         self._pause_reasons[account] = reason
         self._breaker.reset(account)
+        # Paused again soon after a probe said it works (an account refusing only writes): wait
+        # longer each time, up to probe_max_seconds, rather than cycling at the first interval.
+        resumed = self._resumed.get(account)
+        again = resumed is not None and time.time() - resumed < max(self._settings.probe_max_seconds, 1.0)
+        ceiling = max(self._settings.probe_max_seconds, self._probe_interval)
+        previous = self._probe_wait.get(account, self._probe_interval / 2)
+        self._probe_wait[account] = min(previous * 2, ceiling) if again else self._probe_interval
         self._start_probe(account)
         entry = self._consumers.pop(self._names.sync(account), None)
         if entry is not None:
@@ -261,7 +272,7 @@ class Consumer:
 
     async def _probe_until_usable(self, account: str) -> None:
         me = self._paused.get(account)
-        interval = self._probe_interval
+        interval = self._probe_wait.get(account, self._probe_interval)
         while not self._stopping:
             await asyncio.sleep(interval)
             try:
