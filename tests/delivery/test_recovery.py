@@ -44,7 +44,7 @@ async def test_a_408_then_a_check_listing_answered_200_with_an_error_body_writes
     uncertain, is checked again and ends with exactly one completion (before the fix: two)."""
     jane = stackone.add_user(ACCOUNT, JANE)
     runtime = await start_runtime(make_settings(broker=FAST))
-    stackone.fail_next(408, method="POST", path_contains="/completions", write_before_failing=True)
+    stackone.fail_next(408, retry_after=1, method="POST", path_contains="/completions", write_before_failing=True)
     stackone.fail_next(200, method="GET", path_contains="/completions", body={"error": "upstream unavailable"})
 
     await complete(sender_for(runtime), JANE)
