@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from lmsbridge.settings import load_settings
+from lmsbridge.settings import ReceiverSettings, WorkerSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -142,6 +142,15 @@ def test_compose_defaults_to_sqlite_on_a_volume_with_restart_policies() -> None:
         assert load_settings(database_url=url, amqp_url=service["environment"]["LMSBRIDGE_AMQP_URL"])
     assert services["receiver"]["command"] == ["serve"]
     assert services["worker"]["command"] == ["worker"]
+
+
+def test_compose_stop_grace_outlasts_the_drain() -> None:
+    """Compose waits longer after SIGTERM than the worker drains and the receiver finishes requests."""
+    for name in ("receiver", "worker"):
+        grace = _compose({})["services"][name]["stop_grace_period"]
+        seconds = int(grace.removesuffix("s"))
+        assert seconds > WorkerSettings().drain_timeout, name
+        assert seconds > ReceiverSettings().shutdown_grace, name
 
 
 def test_compose_postgres_profile_points_receiver_and_worker_at_its_database() -> None:
