@@ -57,6 +57,11 @@ def test_unusable_retry_delays_are_refused(tmp_path: Path, delays: str) -> None:
     assert "broker.retry_delays" in refusal(tmp_path, f"[broker]\nretry_delays = {delays}\n")
 
 
+def test_a_backoff_cap_below_its_base_is_refused(tmp_path: Path) -> None:
+    """``broker.backoff_cap`` under ``broker.backoff_base`` would cap every backoff below its first step."""
+    assert "broker.backoff_cap" in refusal(tmp_path, "[broker]\nbackoff_base = 10\nbackoff_cap = 5\n")
+
+
 def float_fields(section: type[BaseModel]) -> list[str]:
     """The names of a settings section's float fields."""
     return [name for name, field in section.model_fields.items() if field.annotation in (float, "float")]

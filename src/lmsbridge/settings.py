@@ -174,6 +174,12 @@ class BrokerSettings(_Section):
             raise ValueError("delays must not be negative")
         return value
 
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> BrokerSettings:
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError("broker.backoff_cap must be at least broker.backoff_base")
+        return self
+
 
 class WorkerSettings(_Section):
     """The consumer process (``lmsbridge worker``)."""
