@@ -6,7 +6,8 @@ Two places translate these into actions, and only those two:
   to an HTTP status and a JSON error body;
 * ``lmsbridge.broker.outcome`` maps :class:`RetryLater`, :class:`RetryAfter`,
   :class:`InfrastructureFault`, :class:`ParkRecord`, :class:`PauseAccount` and
-  :class:`DeadLetter` to ack, delayed retry, requeue or dead-letter.
+  :class:`DeadLetter` to ack, delayed retry, park, pause or dead-letter (and
+  ``lmsbridge.broker.settle`` carries that out).
 
 Messages never contain secrets: callers pass descriptions, never keys or signatures.
 """
@@ -109,7 +110,8 @@ class ReceiverBusy(LmsbridgeError):
 class RetryLater(LmsbridgeError):
     """A transient fault outside lmsbridge (5xx, timeout, connection): back off and retry.
 
-    Counts against the record's attempts.
+    Retried with backoff; dead-lettered once the record has been failing for longer than
+    ``broker.max_retry_age``. Many of them on one account open its circuit breaker.
     """
 
 
@@ -134,7 +136,7 @@ class LeaseBusy(LmsbridgeError):
 
 
 class InfrastructureFault(LmsbridgeError):
-    """Our own database or broker failed; requeue without using up the record's attempts."""
+    """Our own database or broker failed; retry without using up the record's attempts."""
 
 
 class ParkRecord(LmsbridgeError):
@@ -155,7 +157,7 @@ class PauseAccount(LmsbridgeError):
 
 
 class DeadLetter(LmsbridgeError):
-    """Retrying cannot help (400/422/501, attempts exhausted, poison): dead-letter with a reason."""
+    """Retrying cannot help (400/422/501, poison): dead-letter at once, with a reason."""
 
     def __init__(self, reason: str, message: str, *, detail: object = None) -> None:
         super().__init__(message)
