@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +76,7 @@ class Runtime:
         self._metrics_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self.port: int | None = None
+        self._stopping = False
 
     # --- start --------------------------------------------------------------------------
 
@@ -143,7 +145,9 @@ class Runtime:
             pass_ = reconcile_periodically(s, self.broker, self.repo.engine, self.session, self.metrics, self.limiter)
             self._background.append(asyncio.create_task(pass_, name="reconcile"))
         if not self.with_receiver and s.worker.metrics_port:
-            self._metrics_runner = await _serve_metrics(self.metrics, s.receiver.host, s.worker.metrics_port)
+            self._metrics_runner = await _serve_metrics(
+                self.metrics, s.receiver.host, s.worker.metrics_port, ready=self._worker_ready
+            )
 
     async def _start_receiver(self) -> None:
         s = self.settings
@@ -161,6 +165,15 @@ class Runtime:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.receiver.port
         log.info("receiver.listening", host=s.receiver.host, port=self.port)
+
+    async def _worker_ready(self) -> bool:
+        """The worker's readiness: broker connected, database answering, not stopping."""
+        if self._stopping or not self.broker.connected or self.repo is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self.repo.ping(), 5.0))
+        except Exception:
+            return False
 
     async def _broker_ready(self) -> bool:
         return self.broker.connected
@@ -226,6 +239,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop in order: receiver (drain requests), consumer (drain messages), connections."""
+        self._stopping = True
         if self.app is not None:
             mark_shutting_down(self.app)
         if self._runner is not None:
@@ -247,12 +261,26 @@ class Runtime:
         log.info("lmsbridge.stopped")
 
 
-async def _serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+async def _serve_metrics(
+    metrics: Metrics, host: str, port: int, *, ready: Callable[[], Awaitable[bool]]
+) -> web.AppRunner:
+    """The worker's own small HTTP server: ``/metrics``, ``/healthz`` (alive) and ``/readyz``
+    (broker connected, database answering, not shutting down), for HTTP probes."""
+
     async def view(_: web.Request) -> web.StreamResponse:
         return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
+    async def healthz(_: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.StreamResponse:
+        ok = await ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
     app = web.Application()
     app.router.add_get("/metrics", view)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

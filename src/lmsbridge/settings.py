@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -359,14 +360,32 @@ class Settings(BaseSettings):
         return list(seen)
 
 
+def _check_settings_file(path: Path) -> None:
+    """Fail with one line naming ``path`` when it is missing, unreadable or not TOML (never echo its content)."""
+    if path.is_dir():
+        raise ConfigError(f"config: {path}: is a directory, not a settings file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {path}: not UTF-8 text") from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path}: not valid TOML: {exc}") from None
+
+
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Build :class:`Settings` from ``config`` (or ``$LMSBRIDGE_CONFIG``), environment and overrides.
 
     Raises :class:`ConfigError` with one line naming the first bad key; never echoes a value.
     """
     path = config if config is not None else os.environ.get("LMSBRIDGE_CONFIG")
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"config: file not found: {path}")
+    if path is not None:
+        _check_settings_file(Path(path))
     cls: type[Settings] = Settings
     if path is not None:
         cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": Path(path)}})
