@@ -100,7 +100,9 @@ def as_event(kind: str, body: dict[str, Any]) -> Event:
     return Event(SOURCE, str(envelope["id"]), orjson.dumps(envelope), 0, 0, kind == "assignment.completed")
 
 
-def config(tmp: Path, port: int, prefix: str, stackone_url: str, exec_url: str, per_minute: int) -> Path:
+def config(
+    tmp: Path, port: int, prefix: str, stackone_url: str, exec_url: str, per_minute: int, share: float = 0.2
+) -> Path:
     path = tmp / "reconcile.toml"
     path.write_text(
         textwrap.dedent(
@@ -122,6 +124,7 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, exec_url: str, 
             drain_timeout = 5.0
             [reconcile]
             interval = 0
+            budget_share = {share}
             [sources.{SOURCE}]
             platform = "exec"
             secrets = ["{SECRET}"]
@@ -232,7 +235,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             console.print(f"  [red]seed incomplete[/red]: {len(stackone.assignments()):,} assignments")
         console.print(f"  seeded in {time.perf_counter() - began:.0f} s")
         stop(proc)
-        cfg = config(tmp, port, prefix, stackone.url, exec_api.url, args.per_minute)
+        cfg = config(tmp, port, prefix, stackone.url, exec_api.url, args.per_minute, args.budget_share)
         proc = start(cfg, "run", log)
         await wait_ready(url)
         await asyncio.sleep(2)
@@ -300,6 +303,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         return {
             "seeded": seeded,
             "per_minute": args.per_minute,
+            "share": args.budget_share,
             "live_rate": args.live_rate,
             "assignments": n,
             "drift": len(never) + len(lost),
@@ -338,7 +342,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> Table:
     out = Table(
         title=f"Reconciliation: {r['assignments']:,} Exec assignments, {r['drift']:,} drifted, "
-        f"StackOne budget {r['per_minute']:,}/min, live {r['live_rate']:g}/s"
+        f"StackOne budget {r['per_minute']:,}/min (reconcile {r['share']:g}), live {r['live_rate']:g}/s"
     )
     out.add_column("measure")
     out.add_column("value", justify="right")
@@ -401,6 +405,7 @@ def main() -> int:
     parser.add_argument(
         "--per-minute", type=int, default=6_000, help="the StackOne key's budget (reconciliation may use 20 %%)"
     )
+    parser.add_argument("--budget-share", type=float, default=0.2, help="reconcile.budget_share")
     return asyncio.run(main_async(parser.parse_args()))
 
 

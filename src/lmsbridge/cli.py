@@ -1,7 +1,7 @@
 """The ``lmsbridge`` command: the only place that builds Settings and configures logging.
 
 Commands: ``run`` (receiver + worker), ``serve``, ``worker``, ``migrate``, ``check`` (a probe's
-exit code), ``status``, ``dlq list|show|replay|purge`` and ``demo``. The global options
+exit code), ``status``, ``dlq list|show|replay|purge``, ``reconcile`` and ``demo``. The global options
 (``--config``, ``--log-level``, ``--log-format``) are accepted before or after the command:
 ``lmsbridge --config F run`` and ``lmsbridge run --config F`` are the same.
 
@@ -116,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--all", action="store_true", help="replay every dead-lettered message")
     dlq_purge = command("purge", "delete every dead-lettered message", dlq_sub)
     dlq_purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reconcile = command("reconcile", "bring lmsbridge to the platforms' truth (or, with --lms, check the LMS)")
+    reconcile.add_argument(
+        "--source", action="append", default=[], metavar="NAME", help="only this source (repeatable)"
+    )
+    reconcile.add_argument("--dry-run", action="store_true", help="compare and report; queue and change nothing")
+    reconcile.add_argument("--json", action="store_true", help="machine-readable output")
+    reconcile.add_argument("--lms", action="store_true", help="check that what lmsbridge wrote is in the LMS")
+    reconcile.add_argument("--account", default=None, metavar="ID", help="with --lms: only this StackOne account")
     demo = command("demo", "the whole pipeline against built-in stand-ins; needs only RabbitMQ")
     demo.add_argument("--events", type=int, default=60, help="how many webhooks to send (default: 60)")
     demo.add_argument("--amqp-url", default=None, help="RabbitMQ URL (default: the settings' amqp_url)")
@@ -191,6 +199,16 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     return _run(dlq.purge(settings))
 
 
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from lmsbridge.reconcile import reconcile_command
+
+    return _run(
+        reconcile_command(
+            settings, sources=args.source, dry_run=args.dry_run, as_json=args.json, lms=args.lms, account=args.account
+        )
+    )
+
+
 _COMMANDS: dict[str, Handler] = {
     "run": _runtime,
     "serve": _runtime,
@@ -199,6 +217,7 @@ _COMMANDS: dict[str, Handler] = {
     "check": _check,
     "status": _status,
     "dlq": _dlq,
+    "reconcile": _reconcile,
 }
 
 

@@ -1,0 +1,90 @@
+"""``lmsbridge reconcile`` as a command: exit codes, JSON on stdout, one line naming the key for bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+from lmsbridge.testing.exec import ExecStandIn
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import exec_assignment
+from tests.conftest import remember_accounts
+from tests.pipeline.conftest import SECRET, STACKONE_KEY
+from tests.reconcile.conftest import ACCOUNT, EXEC_KEY
+
+
+def config(tmp: Path, amqp_url: str, sqlite_url: str, prefix: str, stackone: str, exec_url: str) -> Path:
+    """A settings file with one Exec source whose API is the stand-in."""
+    path = tmp / "lmsbridge.toml"
+    path.write_text(
+        f"""
+amqp_url = "{amqp_url}"
+database_url = "{sqlite_url}"
+[stackone]
+base_url = "{stackone}"
+api_key = "{STACKONE_KEY}"
+[broker]
+prefix = "{prefix}"
+[sources.acme-sales]
+platform = "exec"
+secrets = ["{SECRET}"]
+accounts = ["{ACCOUNT}"]
+api_base_url = "{exec_url}"
+api_key = "{EXEC_KEY}"
+"""
+    )
+    return path
+
+
+async def lmsbridge(*args: str) -> tuple[int, str, str]:
+    """Run the ``lmsbridge`` command in a child process; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lmsbridge",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_reconcile_command_exit_codes_and_json(
+    tmp_path: Path,
+    amqp_url: str,
+    sqlite_url: str,
+    broker_prefix: str,
+    stackone: StackOneStandIn,
+    exec_api: ExecStandIn,
+) -> None:
+    """A dry run over a reachable Exec exits 0 with the figures as JSON; Exec refusing the key
+    exits 1 saying so; an unknown source exits 2 with one line naming it."""
+    remember_accounts(broker_prefix, [ACCOUNT], sources=["acme-sales"])
+    for i in range(3):
+        exec_api.put(exec_assignment(f"a{i}", f"rep{i}@acme.example", status="completed", best_score=90.0))
+    cfg = str(config(tmp_path, amqp_url, sqlite_url, broker_prefix, stackone.url, exec_api.url))
+    assert (await lmsbridge("--config", cfg, "migrate"))[0] == 0
+
+    code, out, _ = await lmsbridge("--config", cfg, "--log-level", "error", "reconcile", "--dry-run", "--json")
+    assert code == 0
+    report = orjson.loads(out)["sources"]["acme-sales"]
+    assert (report["drift"]["record_missing"], report["events_queued"], report["platform_calls"]) == (3, 0, 1)
+
+    code, out, _ = await lmsbridge("--config", cfg, "--log-level", "error", "reconcile", "--source", "acme-sales")
+    assert code == 0
+    assert "acme-sales" in out
+
+    exec_api.fail_next(401, times=10)
+    code, _, err = await lmsbridge("--config", cfg, "--log-level", "error", "reconcile")
+    assert code == 1
+    assert "refused the API key" in err
+
+    code, _, err = await lmsbridge("--config", cfg, "reconcile", "--source", "nope")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == "lmsbridge: config: sources.nope: no such source"
