@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Connection, select
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
-from lmsbridge.errors import DeadLetter
+from lmsbridge.errors import DeadLetter, InfrastructureFault
 from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.database import is_data_error, open_database
 from lmsbridge.storage.group_commit import GroupCommit
@@ -165,3 +165,20 @@ async def test_error_text_with_a_nul_is_stored_not_refused(repo: Repository) -> 
 
     assert await repo.status_counts() == {"acc-main": {"dead": 1}}
     assert (await repo.account("acc-main")).reason == "HTTP 403: no\ufffdaccess"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+asyncpg://postgres@127.0.0.1:1/test", "sqlite+aiosqlite:////nonexistent-lmsbridge-dir/x.db"],
+    ids=["postgres_refused", "sqlite_unopenable"],
+)
+async def test_a_database_that_fails_is_still_an_infrastructure_fault(url: str) -> None:
+    """A database that cannot be reached or opened is our fault, not the event's: InfrastructureFault
+    (requeued without using an attempt), never the dead letter reserved for data it refuses."""
+    repository = Repository(create_engine(url))
+    event = make_event(message_id="m1")
+    try:
+        with pytest.raises(InfrastructureFault):
+            await repository.ingest([(event, event.people)], ACCOUNTS)
+    finally:
+        await repository.close()
