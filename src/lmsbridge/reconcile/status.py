@@ -50,7 +50,9 @@ def print_passes(console: Console, passes: dict[str, dict[str, Any]]) -> None:
     for column in ("source", "last pass", "duration", "outcome", "found", "calls", "last success"):
         table.add_column(column)
     for source, p in passes.items():
-        found = ", ".join(f"{k} {v}" for k, v in p["found"].items()) or "in step"
+        found = ", ".join(f"{k} {v}" for k, v in p["found"].items()) or (
+            "in step" if p["outcome"] == "finished" else "-"
+        )
         outcome = p["outcome"] if not p["error"] else f"{p['outcome']}: {p['error']}"
         table.add_row(
             source, p["last_pass"], f"{p['duration']:.1f} s", outcome, found, str(p["calls"]), p["last_success"] or "-"
