@@ -187,7 +187,9 @@ async def test_a_reading_slot_is_given_back_after_a_timeout(serve: Start) -> Non
     assert status == 202, answer
 
 
-@pytest.mark.parametrize("sent", [b"", b"POST /webhooks/acme-sales HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "])
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /webhooks/acme-sales HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "], ids=["silent", "trickle"]
+)
 async def test_idle_connections_and_slow_headers_are_closed(serve: Start, sent: bytes) -> None:
     """A connection that sends nothing, or trickles its headers, is closed after ``keepalive_timeout``."""
     served = await serve(keepalive_timeout=0.5)
