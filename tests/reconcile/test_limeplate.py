@@ -87,3 +87,26 @@ async def test_details_are_read_only_for_the_assignments_that_moved(
     await settled(runtime)
     assert stackone.writes() == writes
     assert stackone.violations == []
+
+
+async def test_a_malformed_list_stops_the_source_naming_the_field(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    stackone: StackOneStandIn,
+    platform: LimeplateStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A list entry whose ``completedAssignees`` is not a number: exit 1, the error names
+    ``[1].completedAssignees``, no member is read and nothing is queued."""
+    for i in range(3):
+        platform.add_assignment(make_team_assignment(2, assignment_id=f"asg-{i}", target_id=f"t{i}", title=f"T{i}"))
+    broken = listed(make_team_assignment(2, assignment_id="asg-1", target_id="t1", title="T1"))
+    platform.add_assignment({**broken, "completedAssignees": "three"})  # no members: served as stored
+    settings = reconcile_settings()
+    await start_runtime(settings, receiver=False)
+    assert await reconcile_command(settings, sources=["acme-security"], as_json=True) == 1
+    report = json_out(capsys.readouterr().out)["sources"]["acme-security"]
+    assert "[1].completedAssignees" in report["error"]
+    assert (report["detail_calls"], report["events_queued"]) == (0, 0)
+    assert platform.detail_calls() == []
+    assert stackone.assignments() == []
