@@ -295,7 +295,6 @@ class StackOneStandIn:
                 return records.pop(index)
         raise KeyError(record_id)
 
-
     # --- misbehaviour -------------------------------------------------------------------
 
     def fail_next(
