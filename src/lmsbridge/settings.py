@@ -211,24 +211,6 @@ class ReconcileSettings(_Section):
         6 * 3600.0, ge=0, description="seconds between the worker's reconcile passes; 0 turns them off"
     )
     budget_share: float = Field(
-        0.2, gt=0, le=1.0, description="the most of the StackOne rate budget reconciliation may use (live syncs the rest)"
-    )
-    lease_seconds: float = Field(
-        900.0, gt=0, description="a worker's hold on the periodic pass (renewed while it runs), so one runs at a time"
-    )
-    max_attempts: int = Field(6, ge=1, description="tries of one platform API call (429/5xx/timeouts) before a pass stops")
-    backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries of a platform call (doubles)")
-    max_wait_seconds: float = Field(120.0, ge=0, description="longest wait between tries, whatever Retry-After says")
-    timeout: float = Field(30.0, gt=0, description="seconds per platform API request")
-
-
-class ReconcileSettings(_Section):
-    """Reconciliation: reading the platforms' list APIs (and the LMS) to catch what webhooks missed."""
-
-    interval: float = Field(
-        6 * 3600.0, ge=0, description="seconds between the worker's reconcile passes; 0 turns them off"
-    )
-    budget_share: float = Field(
         0.2,
         gt=0,
         le=1.0,
@@ -315,7 +297,6 @@ class Settings(BaseSettings):
     stackone: StackOneSettings = StackOneSettings()
     broker: BrokerSettings = BrokerSettings()
     worker: WorkerSettings = WorkerSettings()
-    reconcile: ReconcileSettings = ReconcileSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     sources: dict[Annotated[str, Field(pattern=_SOURCE_NAME.pattern)], SourceSettings] = {}
 
