@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
@@ -33,7 +33,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from lmsbridge.domain.sync import iso
-from lmsbridge.testing.openapi import SpecValidator
+
+if TYPE_CHECKING:  # the spec validator needs jsonschema, a test-only dependency: imported only when a spec is given
+    from lmsbridge.testing.openapi import SpecValidator
 
 DEFAULT_PAGE_SIZE = 25
 _WINDOW = 60.0
@@ -683,6 +685,8 @@ class StackOneStandIn:
 @functools.lru_cache(maxsize=8)
 def _validator(spec_path: str) -> SpecValidator:
     """One compiled validator per spec file, shared by every stand-in (it holds no per-request state)."""
+    from lmsbridge.testing.openapi import SpecValidator
+
     return SpecValidator(spec_path)
 
 
