@@ -10,6 +10,7 @@ import asyncio
 import random
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,21 @@ def _event(message_id: str, kind: str, passed: bool | None = None, score: float 
 EVENTS = [_event("m-created", "assignment.created"), _event("m-done", "assignment.completed", True, 88.0)]
 
 
-async def _scenario(order: list[int], sync_points: list[bool], seed: int, account: str) -> dict[str, Any]:
-    standin = StackOneStandIn(api_key=KEY, spec_path=SPEC)
+async def drive(
+    events: Sequence[AssignmentEvent],
+    order: list[int],
+    sync_points: list[bool],
+    seed: int,
+    account: str,
+    *,
+    key: str = KEY,
+) -> tuple[StackOneStandIn, str]:
+    """Ingest ``events[i]`` for each ``i`` in ``order`` through the real service, syncing a random
+    queued task (sometimes twice, as a redelivery) where ``sync_points`` says, then everything left.
+
+    Returns the stand-in (stopped; it keeps what it received) and the StackOne id of jane@acme.example.
+    """
+    standin = StackOneStandIn(api_key=key, spec_path=SPEC)
     await standin.start()
     uid = standin.add_user(account, "jane@acme.example")
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +76,7 @@ async def _scenario(order: list[int], sync_points: list[bool], seed: int, accoun
         await upgrade(repo.engine)
         async with aiohttp.ClientSession() as session:
             client = StackOneClient(
-                session, StackOneSettings(base_url=standin.url, api_key=KEY), user_agent="lmsbridge/test"
+                session, StackOneSettings(base_url=standin.url, api_key=key), user_agent="lmsbridge/test"
             )
             queue = CollectingSyncQueue()
             service = Service(
@@ -76,7 +90,7 @@ async def _scenario(order: list[int], sync_points: list[bool], seed: int, accoun
             rng = random.Random(seed)
             backlog: list[tuple[int, str]] = []
             for index, sync_now in zip(order, sync_points, strict=True):
-                await service.ingest(EVENTS[index])
+                await service.ingest(events[index])
                 backlog += queue.take()
                 if sync_now and backlog:
                     rng.shuffle(backlog)
@@ -88,6 +102,11 @@ async def _scenario(order: list[int], sync_points: list[bool], seed: int, accoun
                 await service.sync(*task)
         await repo.close()
     await standin.close()
+    return standin, uid
+
+
+async def _scenario(order: list[int], sync_points: list[bool], seed: int, account: str) -> dict[str, Any]:
+    standin, uid = await drive(EVENTS, order, sync_points, seed, account)
     writes = Counter((r.method, r.path.rsplit("/", 1)[-1]) for r in standin.requests if r.method in ("POST", "PUT"))
     return {
         "violations": list(standin.violations),

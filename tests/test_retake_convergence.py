@@ -9,25 +9,15 @@ one person and training, the training renamed by the later ones.
 from __future__ import annotations
 
 import asyncio
-import random
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
-from lmsbridge.people import People
-from lmsbridge.service import Service
-from lmsbridge.settings import StackOneSettings
-from lmsbridge.stackone import StackOneClient
-from lmsbridge.storage import Repository, create_engine
-from lmsbridge.storage.migrate import upgrade
-from lmsbridge.testing.fakes import CollectingSyncQueue
-from lmsbridge.testing.stackone import StackOneStandIn
+from tests.test_convergence import drive
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
 KEY = "retake-convergence-key"
@@ -65,40 +55,7 @@ FAIL_55 = ("Fail", {"percentage": 55.0}, "2026-06-05T08:00:00.000Z")
 
 
 async def _scenario(order: list[int], sync_points: list[bool], seed: int, account: str) -> dict[str, Any]:
-    standin = StackOneStandIn(api_key=KEY, spec_path=SPEC)
-    await standin.start()
-    standin.add_user(account, "jane@acme.example")
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp}/c.db"))
-        await upgrade(repo.engine)
-        async with aiohttp.ClientSession() as session:
-            client = StackOneClient(
-                session, StackOneSettings(base_url=standin.url, api_key=KEY), user_agent="lmsbridge/test"
-            )
-            queue = CollectingSyncQueue()
-            service = Service(
-                repo=repo,
-                stackone=client,
-                queue=queue,
-                accounts_of={"acme": [account]},
-                platforms={},
-                people=People(repo, client, refresh_after=3600),
-            )
-            rng = random.Random(seed)
-            backlog: list[tuple[int, str]] = []
-            for index, sync_now in zip(order, sync_points, strict=True):
-                await service.ingest(EVENTS[index])
-                backlog += queue.take()
-                if sync_now and backlog:
-                    rng.shuffle(backlog)
-                    task = backlog.pop()
-                    await service.sync(*task)
-                    if rng.random() < 0.5:
-                        await service.sync(*task)  # a redelivered sync task
-            for task in backlog:
-                await service.sync(*task)
-        await repo.close()
-    await standin.close()
+    standin, _ = await drive(EVENTS, order, sync_points, seed, account, key=KEY)
     return {
         "violations": list(standin.violations),
         "assignments": len(standin.assignments(account)),
