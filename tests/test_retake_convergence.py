@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +20,6 @@ from tests.test_convergence import drive
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
 KEY = "retake-convergence-key"
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "stackone-lms.openapi.json"
 
 
 def _event(
