@@ -58,15 +58,6 @@ async def test_upsert_content_batch_reports_the_items_stackone_rejected(
     assert standin.violations == []
 
 
-async def test_upsert_content_puts_one_whole_item(client: StackOneClient, standin: StackOneStandIn) -> None:
-    """PUT /unified/lms/content replaces the item matched by external_reference."""
-    await client.upsert_content(ACCOUNT, content_body(REF, "Old title"))
-    await client.upsert_content(ACCOUNT, content_body(REF, "New title"))
-    assert standin.content(ACCOUNT) == {REF: {"external_reference": REF, "title": "New title", "active": True}}
-    assert [r.status for r in standin.requests] == [201, 201]
-    assert standin.violations == []
-
-
 async def test_create_assignment_sends_the_domain_body_and_returns_the_id(
     client: StackOneClient, standin: StackOneStandIn
 ) -> None:

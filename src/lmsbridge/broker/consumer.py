@@ -93,11 +93,6 @@ class Consumer:
         """Accounts whose deliveries are paused."""
         return sorted(self._paused)
 
-    @property
-    def sweeper(self) -> Sweeper:
-        """The sweeper for records whose message was lost (it runs in the background)."""
-        return self._sweeper
-
     def _active_accounts(self) -> list[str]:
         return [a for a in self._broker.accounts if a not in self._paused]
 

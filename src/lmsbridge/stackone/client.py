@@ -206,10 +206,6 @@ class StackOneClient:
         )
         return list(self._parse("upsert_content_batch", BatchResult, data).errors or [])
 
-    async def upsert_content(self, account: str, item: dict[str, Any]) -> None:
-        """Create or replace one learning object, matched by ``external_reference`` (send every field)."""
-        await self._call("upsert_content", account, "PUT", "/unified/lms/content", json=item)
-
     async def create_assignment(
         self, account: str, user_id: str, body: dict[str, Any], *, before_send: BeforeSend | None = None
     ) -> str | None:
