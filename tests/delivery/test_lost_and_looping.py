@@ -21,6 +21,23 @@ from tests.pipeline.conftest import ACCOUNT, SettingsFactory
 JANE = "jane.smith@acme.example"
 
 
+def created_event(name: str) -> AssignmentEvent:
+    """An Exec ``assignment.created`` for Jane, named ``name`` throughout (ids, scenario, title)."""
+    now = datetime.now(UTC)
+    return AssignmentEvent(
+        message_id=f"{name}-1",
+        source="acme-sales",
+        platform="exec",
+        type="assignment.created",
+        occurred_at=now,
+        received_at=now,
+        correlation_id=name,
+        assignment_id=f"as-{name}",
+        learning_object=LearningObject(external_reference=f"exec:scenario:{name}", title=name.title()),
+        people=(PersonProgress(email=JANE),),
+    )
+
+
 async def test_a_pending_record_without_a_message_is_swept_and_written(
     make_settings: SettingsFactory, start_runtime: Start, stackone: StackOneStandIn
 ) -> None:
@@ -30,19 +47,7 @@ async def test_a_pending_record_without_a_message_is_swept_and_written(
     stackone.add_user(ACCOUNT, JANE)
     runtime = await start_runtime(make_settings(broker={"sweep_after": 1.0, "sweep_interval": 0.3}))
     assert runtime.repo is not None
-    now = datetime.now(UTC)
-    event = AssignmentEvent(
-        message_id="orphan-1",
-        source="acme-sales",
-        platform="exec",
-        type="assignment.created",
-        occurred_at=now,
-        received_at=now,
-        correlation_id="orphan",
-        assignment_id="as-orphan",
-        learning_object=LearningObject(external_reference="exec:scenario:orphan", title="Orphan"),
-        people=(PersonProgress(email=JANE),),
-    )
+    event = created_event("orphan")
     # Stored the way the consumer stores an event, but no sync task is ever published for it.
     await runtime.repo.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
     assert (await runtime.repo.status_counts())[ACCOUNT] == {"pending": 1}
@@ -98,19 +103,7 @@ async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_
     settings = make_settings()
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     await upgrade(repo.engine)
-    now = datetime.now(UTC)
-    event = AssignmentEvent(
-        message_id="looped-1",
-        source="acme-sales",
-        platform="exec",
-        type="assignment.created",
-        occurred_at=now,
-        received_at=now,
-        correlation_id="looped",
-        assignment_id="as-looped",
-        learning_object=LearningObject(external_reference="exec:scenario:looped", title="Looped"),
-        people=(PersonProgress(email=JANE),),
-    )
+    event = created_event("looped")
     [stored] = await repo.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
     await repo.close()
     intake = await start_runtime(settings, worker=False)

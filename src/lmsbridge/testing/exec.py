@@ -13,12 +13,12 @@ failing until healed (:meth:`ExecStandIn.fail_page`).
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from lmsbridge.testing.platform import PlatformStandIn
 
 PATH = "/rest/v1/scenarios/assignments"
 DEFAULT_PAGE_SIZE = 50
@@ -26,49 +26,18 @@ MAX_PAGE_SIZE = 100
 _TYPES = {400: "invalid_request", 401: "authentication_error", 404: "not_found", 429: "rate_limit_error"}
 
 
-@dataclass
-class _Fault:
-    status: int
-    times: int
-    retry_after: int | None
-
-
-class ExecStandIn:
+class ExecStandIn(PlatformStandIn):
     """Exec's assignment list, in process, on a real socket."""
 
     def __init__(self, api_key: str = "exec_live_" + "a" * 40, *, seed: int = 0) -> None:
-        self._key = api_key
-        self._assignments: dict[str, dict[str, Any]] = {}
-        self._faults: list[_Fault] = []
-        self._rate = 0.0
-        self._rate_statuses: tuple[int, ...] = (500, 429)
-        self._chaos = random.Random(seed)
+        super().__init__(api_key, seed=seed)
         self._corrupt: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._down_pages: dict[int, int] = {}
         self.requests: list[dict[str, str]] = []
         self.failures = 0
-        self._runner: web.AppRunner | None = None
-        self._url = ""
 
-    @property
-    def url(self) -> str:
-        """Base URL of the running server (``""`` before :meth:`start`)."""
-        return self._url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Start serving (``port=0`` picks a free port)."""
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_get(PATH, self._list)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self._url = f"http://{host}:{self._runner.addresses[0][1]}"
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- the tenant ---------------------------------------------------------------------
 
@@ -86,15 +55,6 @@ class ExecStandIn:
         return list(self._assignments.values())
 
     # --- misbehaviour -------------------------------------------------------------------
-
-    def fail_next(self, status: int, times: int = 1, retry_after: int | None = None) -> None:
-        """Answer the next ``times`` authorised requests with ``status`` (and ``Retry-After`` if given)."""
-        self._faults.append(_Fault(status, times, retry_after))
-
-    def set_failure_rate(self, rate: float, statuses: tuple[int, ...] = (500, 429)) -> None:
-        """Fail this share of authorised requests (seeded), with one of ``statuses`` and ``Retry-After: 0``."""
-        self._rate = rate
-        self._rate_statuses = statuses
 
     def corrupt_page(self, page: int, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Serve ``page`` as ``mutate`` rewrites its document (a shape that is not 001's)."""
@@ -120,13 +80,12 @@ class ExecStandIn:
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.query))
-        if request.headers.get("Authorization") != f"Bearer {self._key}":
+        if not self._authorised(request):
             return _error(401, "Invalid or inactive API key", code="invalid_api_key")
         fault = self._take_fault()
         if fault is not None:
             self.failures += 1
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            return _error(fault.status, "injected fault", headers=headers)
+            return _error(fault.status, "injected fault", headers=fault.headers)
         try:
             page = int(request.query.get("page", "1"))
             size = int(request.query.get("page_size", str(DEFAULT_PAGE_SIZE)))
@@ -146,17 +105,6 @@ class ExecStandIn:
         if page in self._corrupt:
             document = self._corrupt[page](document)
         return web.json_response(document)
-
-    def _take_fault(self) -> _Fault | None:
-        if self._faults:
-            fault = self._faults[0]
-            fault.times -= 1
-            if fault.times <= 0:
-                self._faults.pop(0)
-            return fault
-        if self._rate and self._chaos.random() < self._rate:
-            return _Fault(self._chaos.choice(self._rate_statuses), 1, 0)
-        return None
 
     def _filtered(self, request: web.Request) -> list[dict[str, Any]]:
         statuses = _csv(request.query.getall("status", []))

@@ -10,75 +10,32 @@ requests or a seeded share of them. :func:`make_team_assignment` builds a realis
 
 from __future__ import annotations
 
-import random
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from lmsbridge.testing.platform import PlatformStandIn
 from lmsbridge.testing.webhooks import T0, limeplate_assignment
 
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found", 429: "rate_limit_error"}
 
 
-@dataclass
-class _Fault:
-    status: int
-    times: int
-    retry_after: int | None
-
-
-class LimeplateStandIn:
+class LimeplateStandIn(PlatformStandIn):
     """The platform's assignment API, in process, on a real socket."""
 
     def __init__(self, api_key: str = "scs_live_test") -> None:
-        self._key = api_key
-        self._assignments: dict[str, dict[str, Any]] = {}
-        self._faults: list[_Fault] = []
-        self._rate = 0.0
-        self._rate_statuses: tuple[int, ...] = (500, 429)
-        self._chaos = random.Random(0)
+        super().__init__(api_key)
         self.requests: list[tuple[str, str]] = []
-        self._runner: web.AppRunner | None = None
-        self._url = ""
 
-    @property
-    def url(self) -> str:
-        """Base URL of the running server (``""`` before :meth:`start`)."""
-        return self._url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Start serving (``port=0`` picks a free port)."""
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_get("/api/public/v1/assignments", self._list)
         app.router.add_get("/api/public/v1/assignments/{id}", self._get)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound = self._runner.addresses[0][1]
-        self._url = f"http://{host}:{bound}"
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def add_assignment(self, assignment: dict[str, Any]) -> None:
         """Serve ``assignment`` (the ``GET /assignments/{id}`` document, ``userProgress`` included)."""
         self._assignments[str(assignment["id"])] = assignment
-
-    def fail_next(self, status: int, times: int = 1, retry_after: int | None = None) -> None:
-        """Answer the next ``times`` authorised requests with ``status`` (and ``Retry-After`` if given)."""
-        self._faults.append(_Fault(status, times, retry_after))
-
-    def set_failure_rate(self, rate: float, statuses: tuple[int, ...] = (500, 429), seed: int = 0) -> None:
-        """Fail this share of authorised requests (seeded), with one of ``statuses`` and ``Retry-After: 0``."""
-        self._rate = rate
-        self._rate_statuses = statuses
-        self._chaos = random.Random(seed)
 
     def set_progress(
         self, assignment_id: str, email: str, percent: float, completed_at: datetime | None = None
@@ -103,18 +60,10 @@ class LimeplateStandIn:
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         self.requests.append((request.method, request.path))
-        if request.headers.get("Authorization") != f"Bearer {self._key}":
+        if not self._authorised(request):
             return _error(401, "Invalid or inactive API key")
-        if self._faults:
-            fault = self._faults[0]
-            fault.times -= 1
-            if fault.times <= 0:
-                self._faults.pop(0)
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            return _error(fault.status, "injected fault", headers)
-        if self._rate and self._chaos.random() < self._rate:
-            return _error(self._chaos.choice(self._rate_statuses), "injected fault", {"Retry-After": "0"})
-        return None
+        fault = self._take_fault()
+        return None if fault is None else _error(fault.status, "injected fault", fault.headers)
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         refused = self._refusal(request)
