@@ -62,6 +62,14 @@ def test_a_backoff_cap_below_its_base_is_refused(tmp_path: Path) -> None:
     assert "broker.backoff_cap" in refusal(tmp_path, "[broker]\nbackoff_base = 10\nbackoff_cap = 5\n")
 
 
+def test_a_manual_rate_share_is_refused_with_what_replaced_it(tmp_path: Path) -> None:
+    """``stackone.rate_limit_share`` (the per-process share of issue 14's past) is refused, saying the
+    budget is now shared through the database, so an old config cannot silently keep a wrong share."""
+    message = refusal(tmp_path, "[stackone]\nrate_limit_share = 0.5\n")
+    assert "stackone" in message
+    assert "rate_limit_share is gone" in message and "one budget per API key through the database" in message
+
+
 def float_fields(section: type[BaseModel]) -> list[str]:
     """The names of a settings section's float fields."""
     return [name for name, field in section.model_fields.items() if field.annotation in (float, "float")]

@@ -65,9 +65,15 @@ class Metrics:
             "lmsbridge_end_to_end_seconds", "Webhook received to LMS written", buckets=_LATENCY, registry=r
         )
         self.queue_depth = Gauge("lmsbridge_queue_depth", "Messages ready in each queue", ["queue"], registry=r)
-        self.rate_tokens = Gauge("lmsbridge_rate_budget_tokens", "Tokens left in the StackOne rate budget", registry=r)
+        self.rate_waiting = Gauge(
+            "lmsbridge_rate_budget_waiting",
+            "StackOne requests of this process waiting for a slot of the key's shared budget",
+            registry=r,
+        )
         self.rate_granted = Gauge(
-            "lmsbridge_rate_budget_granted", "StackOne requests granted by the rate limiter", registry=r
+            "lmsbridge_rate_budget_granted",
+            "StackOne requests this process was given a slot for (sum over processes = the key's use)",
+            registry=r,
         )
         self.paused_accounts = Gauge("lmsbridge_paused_accounts", "StackOne accounts paused", registry=r)
         self.reconcile_runs = Counter(

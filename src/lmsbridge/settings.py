@@ -95,9 +95,10 @@ class StackOneSettings(_Section):
     base_url: str = "https://api.stackone.com"
     api_key: SecretStr = SecretStr("")
     timeout: float = Field(30.0, gt=0, description="seconds per request (StackOne itself gives up at 60)")
-    rate_limit_per_minute: int = Field(1000, gt=0, description="requests per minute for this API key")
-    rate_limit_share: float = Field(
-        1.0, gt=0, le=1.0, description="this process's share of the key's limit (1/number of workers)"
+    rate_limit_per_minute: int = Field(
+        1000,
+        gt=0,
+        description="requests per minute for this API key, shared by every process using it (through the database)",
     )
     directory_refresh_seconds: float = Field(900.0, gt=0, description="how often user directories refresh")
     max_pause_seconds: float = Field(
@@ -110,6 +111,17 @@ class StackOneSettings(_Section):
     page_size: int = Field(100, ge=1, le=1000)
 
     _base_url = field_validator("base_url")(_http_url)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_manual_share(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "rate_limit_share" in data:
+            raise ValueError(
+                "rate_limit_share is gone: every process draws on one budget per API key through the "
+                "database, so there is no share to set; remove it"
+            )
+        return data
+
     delete_superseded_completions: bool = Field(
         False,
         description="delete a completion a better retake replaced (a Fail before a Pass); false keeps it as history",

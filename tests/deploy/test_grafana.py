@@ -38,7 +38,7 @@ def test_dashboard_is_importable_and_covers_every_topic() -> None:
     assert has("lmsbridge_records_total", by="stage")
     assert has("lmsbridge_end_to_end_seconds_bucket", text="histogram_quantile(0.99")
     assert has("lmsbridge_stackone_responses_total", by="status")
-    assert has("lmsbridge_rate_budget_tokens")
+    assert has("lmsbridge_rate_budget_waiting")
     assert has("lmsbridge_rate_budget_granted")
     assert has("lmsbridge_queue_depth", by="queue")
     assert has("lmsbridge_paused_accounts")

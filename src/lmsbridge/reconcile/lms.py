@@ -29,6 +29,7 @@ import aiohttp
 
 from lmsbridge import __version__
 from lmsbridge.broker import Broker, SyncTask
+from lmsbridge.budget import open_shared_budget
 from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeError, RetryAfter, RetryLater
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
@@ -36,7 +37,7 @@ from lmsbridge.reconcile.findings import LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_
 from lmsbridge.reconcile.report import print_json
 from lmsbridge.settings import Settings
 from lmsbridge.stackone import StackOneClient
-from lmsbridge.stackone.ratelimit import RateLimiter, SubBudget
+from lmsbridge.stackone.ratelimit import Budget, SubBudget
 from lmsbridge.storage import create_engine
 from lmsbridge.storage.reconcile import ReconcileStore
 
@@ -172,13 +173,8 @@ class BrokerSyncQueue:
         )
 
 
-def lms_budget(settings: Settings, parent: RateLimiter | None = None) -> SubBudget:
-    """Reconciliation's share of the StackOne budget: of ``parent`` (the worker's), else of this process's share."""
-    if parent is None:
-        s = settings.stackone
-        per_minute = s.rate_limit_per_minute * s.rate_limit_share
-        burst = max(1.0, per_minute / 600)
-        parent = RateLimiter(max(1.0, per_minute * 0.99 - burst), burst=burst)
+def lms_budget(settings: Settings, parent: Budget) -> SubBudget:
+    """Reconciliation's share (``reconcile.budget_share``) of the key's budget ``parent``, shared with the workers."""
     return SubBudget(parent, settings.reconcile.budget_share)
 
 
@@ -195,6 +191,7 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
         return 2
     engine = create_engine(settings.database_url.get_secret_value())
     store = ReconcileStore(engine)
+    shared = open_shared_budget(settings, engine, role="reconcile-lms")
     broker: Broker | None = None
     reports: list[LmsReport] = []
     calls = 0
@@ -219,7 +216,11 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
                 return 1
         async with aiohttp.ClientSession() as session:
             client = StackOneClient(
-                session, settings.stackone, user_agent=USER_AGENT, limiter=lms_budget(settings), on_response=count
+                session,
+                settings.stackone,
+                user_agent=USER_AGENT,
+                limiter=lms_budget(settings, shared.limiter),
+                on_response=count,
             )
             for name in accounts:
                 before = calls
@@ -231,6 +232,7 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
     finally:
         if broker is not None:
             await broker.close()
+        await shared.close()
         await store.close()
         await engine.dispose()
     show(reports, as_json=as_json, dry_run=dry_run)

@@ -6,7 +6,7 @@ the others skip the round, as does a worker whose round comes when another's pas
 less than 90 % of an interval ago (so N workers make one pass per interval, not N). What the
 pass finds is queued like any webhook (and any sync), so the running consumers do the
 writes, within the rate limit: the LMS reads take a
-:class:`~lmsbridge.stackone.ratelimit.SubBudget` of the worker's own bucket.
+:class:`~lmsbridge.stackone.ratelimit.SubBudget` of the key's budget, shared with every worker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from lmsbridge.reconcile.lms import USER_AGENT, BrokerSyncQueue, lms_budget, lms
 from lmsbridge.reconcile.platform import EventPublisher
 from lmsbridge.reconcile.run import platform_pass, readable_sources
 from lmsbridge.settings import Settings
-from lmsbridge.stackone import RateLimiter, StackOneClient
+from lmsbridge.stackone import Budget, StackOneClient
 from lmsbridge.storage.reconcile import ReconcileStore
 
 log = get_logger(__name__)
@@ -40,7 +40,7 @@ async def reconcile_periodically(
     engine: AsyncEngine,
     session: aiohttp.ClientSession,
     metrics: Metrics,
-    limiter: RateLimiter | None,
+    limiter: Budget,
 ) -> None:
     """Run forever (until cancelled): a round every ``reconcile.interval`` seconds; never raises."""
     interval = settings.reconcile.interval
@@ -65,7 +65,7 @@ async def reconcile_round(
     publisher: EventPublisher,
     session: aiohttp.ClientSession,
     metrics: Metrics,
-    limiter: RateLimiter | None,
+    limiter: Budget,
     owner: str,
 ) -> bool:
     """One round if this worker gets the lease and no worker ran one within the interval: platforms,

@@ -54,9 +54,8 @@ def readable_sources(settings: Settings, names: Sequence[str] = ()) -> dict[str,
 
 
 def budget_per_minute(settings: Settings) -> float:
-    """Reconciliation's share of this process's StackOne budget, in requests per minute."""
-    s = settings.stackone
-    return max(1.0, s.rate_limit_per_minute * s.rate_limit_share * settings.reconcile.budget_share * 0.99)
+    """Reconciliation's share of the key's StackOne budget, in requests per minute (the pace it feeds events)."""
+    return max(1.0, settings.stackone.rate_limit_per_minute * settings.reconcile.budget_share * 0.99)
 
 
 async def platform_pass(

@@ -2,6 +2,16 @@
 
 from lmsbridge.stackone.client import Observer, StackOneClient, retry_after_seconds, stackone_error
 from lmsbridge.stackone.models import LmsUser
-from lmsbridge.stackone.ratelimit import RateLimiter
+from lmsbridge.stackone.ratelimit import Budget, RateLimiter
+from lmsbridge.stackone.shared_budget import SharedRateLimiter
 
-__all__ = ["LmsUser", "Observer", "RateLimiter", "StackOneClient", "retry_after_seconds", "stackone_error"]
+__all__ = [
+    "Budget",
+    "LmsUser",
+    "Observer",
+    "RateLimiter",
+    "SharedRateLimiter",
+    "StackOneClient",
+    "retry_after_seconds",
+    "stackone_error",
+]

@@ -2,7 +2,7 @@
 
 Every request carries HTTP Basic auth (the API key as user name, empty password), the
 linked account in ``x-account-id``, a real ``User-Agent`` and ``Accept: application/json``,
-and first takes a token from the key's :class:`~lmsbridge.stackone.ratelimit.RateLimiter`.
+and first takes a slot from the key's budget (:mod:`lmsbridge.stackone.shared_budget`, shared by every process).
 
 :func:`stackone_error` is the only place an HTTP status or a transport failure becomes an
 :mod:`lmsbridge.errors` exception. Messages name the operation, the status and StackOne's
@@ -45,7 +45,7 @@ from lmsbridge.retry_after import bounded
 from lmsbridge.retry_after import retry_after_seconds as read_retry_after
 from lmsbridge.settings import StackOneSettings
 from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPage, UsersPage
-from lmsbridge.stackone.ratelimit import RateLimiter
+from lmsbridge.stackone.ratelimit import Budget
 
 Observer = Callable[[str, int, float], None]
 """Called after every request with (operation, status or 0 on a transport failure, seconds)."""
@@ -173,7 +173,7 @@ class StackOneClient:
         settings: StackOneSettings,
         *,
         user_agent: str,
-        limiter: RateLimiter | None = None,
+        limiter: Budget | None = None,
         on_response: Observer | None = None,
     ) -> None:
         self._session = session

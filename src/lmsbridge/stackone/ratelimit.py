@@ -21,6 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from lmsbridge.logs import get_logger
 
@@ -28,6 +29,22 @@ log = get_logger(__name__)
 
 # Arm timers a hair late, so a timer that fires early on a coarse clock does not spin.
 _EPSILON = 1e-4
+
+
+class Budget(Protocol):
+    """What the StackOne client draws on: this process's bucket, or the key's shared budget."""
+
+    async def acquire(self, account: str) -> None:
+        """Wait until ``account`` may send one request."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """No requests for ``seconds`` (a 429's Retry-After)."""
+        ...
+
+    def snapshot(self) -> dict[str, float]:
+        """At least ``per_minute``, ``waiting``, ``paused_for`` and ``granted_total``."""
+        ...
 
 
 class RateLimiter:
@@ -196,7 +213,7 @@ class SubBudget(RateLimiter):
     ``share`` of it; a pause (429) on either pauses both.
     """
 
-    def __init__(self, parent: RateLimiter, share: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, parent: Budget, share: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         per_minute = parent.snapshot()["per_minute"] * share
         super().__init__(per_minute, burst=max(1.0, per_minute / 600), clock=clock)
         self.parent = parent

@@ -192,3 +192,26 @@ reconcile_lease = Table(
     Column("until", Float, nullable=False),
 )
 Index("ix_records_source_assignment", records.c.source, records.c.assignment_id)
+
+# --- the StackOne rate budget shared by every process using one API key (issue 14) ------
+
+rate_budget = Table(
+    "rate_budget",
+    metadata,
+    # One row per API key: ``key_id`` is a digest, never the key. Times are epoch seconds on the
+    # database's clock (PostgreSQL's; on SQLite the one host's).
+    Column("key_id", String(64), primary_key=True),
+    Column("next_slot", Float, nullable=False),  # the earliest moment not yet given to any process
+    Column("paused_until", Float, nullable=False),  # a 429's Retry-After, for every process
+)
+
+rate_budget_holders = Table(
+    "rate_budget_holders",
+    metadata,
+    # Who drew from the budget, for ``lmsbridge status`` (rows idle for an hour are pruned).
+    Column("key_id", String(64), primary_key=True),
+    Column("holder", String(128), primary_key=True),
+    Column("claimed_total", Integer, nullable=False),
+    Column("first_claim_at", Float, nullable=False),
+    Column("last_claim_at", Float, nullable=False),
+)

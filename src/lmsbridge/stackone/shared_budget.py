@@ -1,0 +1,228 @@
+"""One StackOne rate budget for every process using an API key, with no share to set by hand.
+
+The budget itself lives where every process reaches it (:class:`SlotSource`, the database
+in production, see :mod:`lmsbridge.storage.budget`): evenly spaced *slots*, ``60 / (limit x
+headroom)`` seconds apart, each given to exactly one process. This class is the process's
+side: it claims a few slots at a time while requests wait (about ``batch`` seconds' worth, and
+never more than ``horizon`` ahead of now), sleeps until each slot's moment and gives it to the
+next waiting account in round-robin order, so one account's backlog cannot starve another's in
+this process, and every process gets its turn at the shared row.
+
+What follows from slots rather than per-process shares:
+
+* a process joining takes slots at its next claim, one leaving or dying stops taking them: the
+  budget rebalances within ``horizon`` with nothing to configure;
+* the requests of all processes in any sliding minute stay under the key's limit: slots are
+  disjoint and ``interval`` apart, whoever holds them (``headroom`` keeps 2 % back for clock and
+  network jitter between our slot and StackOne's count);
+* a 429's ``Retry-After`` seen by any process is written to the shared row: no process is given
+  a slot before it ends; slots already held elsewhere (at most ``horizon`` of them) still go out.
+
+A database that fails a claim delays requests (retried with backoff), never lets them through
+uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from lmsbridge.logs import get_logger
+
+log = get_logger(__name__)
+
+__all__ = ["SharedRateLimiter", "SlotGrant", "SlotSource"]
+
+HEADROOM = 0.98
+# A slot more than this late is dropped: used now it would add to a minute already full of others' slots.
+_STALE = 1.0
+
+
+class SlotGrant(Protocol):
+    """What a claim returns (see :class:`lmsbridge.storage.budget.Grant`)."""
+
+    @property
+    def first(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def now(self) -> float: ...
+    @property
+    def retry_at(self) -> float: ...
+
+
+class SlotSource(Protocol):
+    """Where the shared slots come from."""
+
+    async def claim(self, key: str, holder: str, want: int, interval: float, horizon: float) -> SlotGrant:
+        """Up to ``want`` slots ``interval`` apart, none more than ``horizon`` past now (the source's clock)."""
+        ...
+
+    async def pause(self, key: str, seconds: float) -> float:
+        """No slot for anyone before the source's now + ``seconds``."""
+        ...
+
+
+class SharedRateLimiter:
+    """This process's door to a key's shared budget: round-robin by account, slots from the source."""
+
+    def __init__(
+        self,
+        source: SlotSource,
+        key: str,
+        per_minute: float,
+        *,
+        holder: str,
+        headroom: float = HEADROOM,
+        batch: float = 0.1,
+        horizon: float = 0.5,
+        max_pause: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        if not 0 < max_pause < math.inf:
+            raise ValueError("max_pause must be positive and finite")
+        self._source = source
+        self._key = key
+        self._holder = holder
+        self._per_minute = float(per_minute)
+        self._interval = 60.0 / (per_minute * headroom)
+        self._batch = max(1, math.floor(batch / self._interval))
+        self._horizon = max(horizon, batch)
+        self._max_pause = max_pause
+        self._clock = clock
+        self._slots: deque[float] = deque()  # on our clock, ascending
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+        self._rotation: deque[str] = deque()
+        self._waiting = 0
+        self._granted = 0
+        self._claims = 0
+        self._paused_until = float("-inf")
+        self._runner: asyncio.Task[None] | None = None
+        self._pauses: set[asyncio.Task[None]] = set()
+
+    # --- public -------------------------------------------------------------------------
+
+    async def acquire(self, account: str) -> None:
+        """Wait for a slot; FIFO within an account, round-robin across accounts."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        queue = self._queues.get(account)
+        if queue is None:
+            queue = self._queues[account] = deque()
+            self._rotation.append(account)
+        queue.append(future)
+        self._waiting += 1
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._run(), name="stackone-budget")
+        try:
+            await future
+        except asyncio.CancelledError:
+            if not future.done():
+                future.cancel()
+                self._waiting -= 1
+            raise
+
+    def pause(self, seconds: float) -> None:
+        """Stop this process now, and every process at its next claim, for ``seconds`` (capped at ``max_pause``)."""
+        if math.isnan(seconds) or seconds <= 0:
+            return
+        if seconds > self._max_pause:
+            log.warning("stackone.pause_capped", asked=seconds, pause=self._max_pause)
+            seconds = self._max_pause
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._slots.clear()
+        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
+        self._pauses.add(task)
+        task.add_done_callback(self._pauses.discard)
+
+    def snapshot(self) -> dict[str, float]:
+        """``per_minute``, ``waiting``, ``paused_for``, ``granted_total``, ``claims_total`` and ``slots_held``."""
+        return {
+            "per_minute": self._per_minute,
+            "waiting": float(self._waiting),
+            "paused_for": max(0.0, self._paused_until - self._clock()),
+            "granted_total": float(self._granted),
+            "claims_total": float(self._claims),
+            "slots_held": float(len(self._slots)),
+        }
+
+    async def close(self) -> None:
+        """Stop the claiming task and wait for pauses still being written."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._pauses:
+            await asyncio.gather(*self._pauses, return_exceptions=True)
+
+    # --- internals ----------------------------------------------------------------------
+
+    async def _share_pause(self, seconds: float) -> None:
+        try:
+            await self._source.pause(self._key, seconds)
+        except Exception as exc:  # the local pause holds; the others learn of it from their own 429s
+            log.warning("stackone.budget_pause_failed", error=type(exc).__name__)
+
+    async def _run(self) -> None:
+        """Hand out slots while anyone waits; ends when nobody does."""
+        failures = 0
+        while self._waiting > 0:
+            if not self._slots:
+                try:
+                    await self._claim()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    delay = min(5.0, 0.1 * 2**failures)
+                    log.warning("stackone.budget_claim_failed", error=type(exc).__name__, retry_in=delay)
+                    await asyncio.sleep(delay)
+                continue
+            slot = self._slots[0]
+            if slot < self._clock() - _STALE:
+                self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
+                continue
+            wait = max(slot, self._paused_until) - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue  # a pause may have cleared the slots meanwhile
+            self._slots.popleft()
+            self._grant_next()
+
+    async def _claim(self) -> None:
+        pause_left = self._paused_until - self._clock()
+        if pause_left > 0:
+            await asyncio.sleep(pause_left)
+        want = max(1, min(self._waiting, self._batch))
+        grant = await self._source.claim(self._key, self._holder, want, self._interval, self._horizon)
+        offset = self._clock() - grant.now  # their clock -> ours (late by at most the round trip: safe)
+        self._claims += 1
+        if grant.count == 0:
+            await asyncio.sleep(max(0.0, grant.retry_at - grant.now))
+            return
+        self._slots.extend(grant.first + offset + i * self._interval for i in range(grant.count))
+
+    def _grant_next(self) -> None:
+        """Give one slot to the next account in turn (a slot nobody waits for any more is lost)."""
+        while self._rotation:
+            account = self._rotation.popleft()
+            queue = self._queues[account]
+            while queue and queue[0].done():
+                queue.popleft()
+            if not queue:
+                del self._queues[account]
+                continue
+            queue.popleft().set_result(None)
+            self._waiting -= 1
+            self._granted += 1
+            if queue:
+                self._rotation.append(account)
+            else:
+                del self._queues[account]
+            return
