@@ -5,12 +5,20 @@ Measures, in one run on this machine:
    quorum queue, many in flight);
 2. a bare aiohttp server that only answers 202;
 3. `lmsbridge serve` with real signature verification, validation and confirmed publishing,
-   each request with its own message id.
+   each request with its own message id, logging at ``--log-level`` (info, as in production;
+   its JSON lines go to a file);
+4. the same serve paced at half of its saturation rate, for the latency target there;
+5. the serve process's peak RSS (``VmHWM``).
+
+``--baseline SRC`` runs a second serve from another source tree (``git archive HEAD src | tar
+-x -C /tmp/base``) in the same run, so before and after are measured back to back on one
+machine. ``--profile DIR`` samples each serve under saturation with py-spy (a dev tool, not a
+dependency: ``pip install py-spy``) and prints the top frames by share.
 
 The load generator is wrk (Debian package `wrk`) with a Lua script that replays pre-signed
 requests; its CPU use is reported so it can be seen not to be the bottleneck.
 
-    .venv/bin/python bench/bench_receiver.py [--duration 10] [--connections 64]
+    .venv/bin/python bench/bench_receiver.py [--duration 10] [--connections 64] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
@@ -46,6 +55,7 @@ local counter = 0
 local thread_index = 0
 local threads = 1
 local body = ""
+local pause = 0
 
 function setup(thread)
   thread:set("thread_index", thread_index)
@@ -54,11 +64,12 @@ end
 
 function init(args)
   threads = tonumber(args[2])
+  pause = tonumber(args[3] or "0")
   local f = io.open(args[1], "r")
   body = f:read("*l")
   for line in f:lines() do lines[#lines + 1] = line end
   f:close()
-  counter = thread_index
+  counter = thread_index + tonumber(args[4] or "0")
 end
 
 function request()
@@ -69,6 +80,13 @@ function request()
     ["Content-Type"] = "application/json",
     ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig,
   }, body)
+end
+
+-- Paced runs (args[3] = milliseconds between a connection's requests): uniform jitter around
+-- the mean so the connections do not fall into step.
+function delay()
+  if pause <= 0 then return 0 end
+  return pause * (0.5 + math.random())
 end
 
 function done(summary, latency, requests)
@@ -129,12 +147,22 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def run_wrk(url: str, requests_file: Path, script: Path, *, duration: int, connections: int) -> dict[str, float]:
+def run_wrk(
+    url: str,
+    requests_file: Path,
+    script: Path,
+    *,
+    duration: int,
+    connections: int,
+    pause_ms: float = 0,
+    offset: int = 0,
+) -> dict[str, float]:
+    """One wrk run; ``pause_ms`` paces each connection, ``offset`` skips request lines used before."""
     threads = 2
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url,
-         "--", str(requests_file), str(threads)],
+         "--", str(requests_file), str(threads), f"{pause_ms:.3f}", str(offset)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -201,17 +229,161 @@ async def cleanup(prefix: str) -> int:
     return queued
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (``VmHWM``) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _where(frame: str) -> tuple[str, str]:
+    """(function, package) of one py-spy frame ``name (package/module.py:line)``."""
+    name, _, rest = frame.partition(" (")
+    path = rest.rsplit(":", 1)[0]
+    parts = path.split("/")
+    if parts[0] == "lmsbridge" and len(parts) > 2:
+        package = f"lmsbridge.{parts[1]}"
+    elif len(parts) > 1:
+        package = parts[0]
+    else:
+        package = path.strip("<>")
+    return f"{name} ({parts[-1]})", package
+
+
+def summarise_profile(raw: Path, top: int = 12) -> list[str]:
+    """Top frames of a py-spy ``--format raw`` profile: by own share, by package, by inclusive share."""
+    own: dict[str, int] = {}
+    packages: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if " (" in f]
+        if not frames:
+            continue
+        total += count
+        function, package = _where(frames[-1])
+        own[function] = own.get(function, 0) + count
+        packages[package] = packages.get(package, 0) + count
+        for function in {_where(f)[0] for f in frames}:
+            inclusive[function] = inclusive.get(function, 0) + count
+    if not total:
+        return ["(no samples)"]
+
+    def ranked(counts: dict[str, int]) -> str:
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return "; ".join(f"{name} {100 * n / total:.1f}%" for name, n in best)
+
+    return [
+        f"samples {total}",
+        f"own: {ranked(own)}",
+        f"package (own): {ranked(packages)}",
+        f"inclusive: {ranked(inclusive)}",
+    ]
+
+
+@dataclass
+class ServeRun:
+    """One serve's figures: saturated, then paced at half that rate."""
+
+    label: str
+    saturated: dict[str, float]
+    paced: dict[str, float]
+    half: float
+    rss_mb: float
+    accepted: float = 0
+    queued: int = 0
+    profile: list[str] = field(default_factory=list)
+
+
+def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args: argparse.Namespace) -> ServeRun:
+    """Saturate one (or ``--processes``) serve, then pace it at half that rate; RSS and profile too."""
+    requests_file = tmpdir / f"requests-{label}.tsv"
+    presign(requests_file, 400_000)
+    port = free_port()
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    config = tmpdir / f"serve-{label}.toml"
+    serve_config(config, port, prefix)
+    env = {**os.environ, "LMSBRIDGE_CONFIG": str(config)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    if args.processes > 1:
+        env["LMSBRIDGE_RECEIVER__REUSE_PORT"] = "true"
+    command = [sys.executable, "-m", "lmsbridge.cli", "--log-level", args.log_level, "--log-format", "json", "serve"]
+    url = f"http://127.0.0.1:{port}/webhooks/bench"
+    with (tmpdir / f"serve-{label}.log").open("wb") as log:
+        servers = [subprocess.Popen(command, env=env, stderr=log) for _ in range(args.processes)]
+        try:
+            wait_port(port)
+            time.sleep(1.0 + args.processes)
+            # Each wrk thread takes every other line from the offset on: skip twice what a run took,
+            # so no later run repeats an id (the receiver would answer a repeat without publishing).
+            used = 0
+            cpu_before = sum(cpu_seconds(server.pid) for server in servers)
+            saturated = run_wrk(url, requests_file, script, duration=args.duration, connections=args.connections)
+            cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
+            saturated["cpu_us"] = 1e6 * cpu / max(1.0, saturated["requests"])
+            saturated["cpu_pct"] = 100 * cpu / args.duration
+            used += 2 * (int(saturated["requests"]) + args.connections)
+            half = saturated["rps"] / 2
+            pace_connections = 16
+            paced = run_wrk(url, requests_file, script, duration=args.duration, connections=pace_connections,
+                            pause_ms=1000 * pace_connections / half, offset=used)  # fmt: skip
+            used += 2 * (int(paced["requests"]) + pace_connections)
+            profile: list[str] = []
+            if args.profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                raw = args.profile / f"serve-{label}.txt"
+                spy = subprocess.Popen(
+                    [str(_py_spy()), "record", "--pid", str(servers[0].pid), "--duration", str(args.duration),
+                     "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                profiled = run_wrk(
+                    url, requests_file, script, duration=args.duration, connections=args.connections, offset=used
+                )
+                spy.wait()
+                profile = summarise_profile(raw) if raw.exists() else ["(py-spy wrote nothing)"]
+            run = ServeRun(label, saturated, paced, half, max(peak_rss_mb(server.pid) for server in servers))
+            run.profile = profile
+            for r in (saturated, paced, *([profiled] if args.profile is not None else [])):
+                run.accepted += r["requests"] - r["non2xx"] - r["errors"]
+        finally:
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                server.wait()
+    run.queued = asyncio.run(cleanup(prefix))
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--raw-messages", type=int, default=30_000)
     parser.add_argument("--processes", type=int, default=1, help="`lmsbridge serve` processes sharing the port")
+    parser.add_argument("--log-level", default="info", help="the serve's log level (its JSON lines go to a file)")
+    parser.add_argument("--baseline", type=Path, help="also run serve from this source tree (its src/ directory)")
+    parser.add_argument("--profile", type=Path, help="py-spy each serve under saturation; raw profiles go here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_receiver: needs wrk (apt-get install wrk)", file=sys.stderr)
         return 2
-    console = Console()
+    if args.profile is not None and _py_spy() is None:
+        print("bench_receiver: --profile needs py-spy on PATH (pip install py-spy)", file=sys.stderr)
+        return 2
+    console = Console(width=200)
     raw = asyncio.run(raw_publish(args.raw_messages, window=512))
     console.print(f"raw confirmed publish: {raw:,.0f} msg/s")
     with tempfile.TemporaryDirectory(prefix="lmsbridge-bench-") as tmp:
@@ -219,7 +391,7 @@ def main() -> int:
         script = tmpdir / "replay.lua"
         script.write_text(LUA)
         requests_file = tmpdir / "requests.tsv"
-        presign(requests_file, 400_000)
+        presign(requests_file, 100_000)
 
         port = free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
@@ -231,50 +403,53 @@ def main() -> int:
             bare.terminate()
             bare.wait()
 
-        port = free_port()
-        prefix = f"bench-{uuid.uuid4().hex[:6]}"
-        config = tmpdir / "serve.toml"
-        serve_config(config, port, prefix)
-        env = {**os.environ, "LMSBRIDGE_CONFIG": str(config)}
-        if args.processes > 1:
-            env["LMSBRIDGE_RECEIVER__REUSE_PORT"] = "true"
-        servers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", "serve"],
-                env=env,
-            )
-            for _ in range(args.processes)
-        ]
-        try:
-            wait_port(port)
-            time.sleep(1.0 + args.processes)
-            serve_result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
-                                   duration=args.duration, connections=args.connections)  # fmt: skip
-        finally:
-            for server in servers:
-                server.terminate()
-            for server in servers:
-                server.wait()
-        queued = asyncio.run(cleanup(prefix))
+        runs = []
+        if args.baseline is not None:
+            runs.append(measure_serve("baseline", args.baseline, tmpdir, script, args))
+        runs.append(measure_serve("current", None, tmpdir, script, args))
+        raw_after = asyncio.run(raw_publish(args.raw_messages, window=512))
+    console.print(f"raw confirmed publish again: {raw_after:,.0f} msg/s")
+    raw_mean = (raw + raw_after) / 2
 
-    table = Table(title=f"Receiver, {args.connections} connections, {args.duration}s, {os.cpu_count()} cores")
-    for column in ("server", "accepted/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "errors", "wrk CPU %"):
+    title = f"Receiver, {args.connections} connections, {args.duration}s, {os.cpu_count()} cores, log {args.log_level}"
+    table = Table(title=title)
+    columns = ("server", "accepted/s", "/ raw", "p50 ms", "p99 ms", "max ms", "non-2xx", "errors", "wrk CPU %")
+    for column in (*columns, "serve CPU %", "CPU us/req", "RSS MiB"):
         table.add_column(column, justify="right")
-    table.add_row("raw confirmed publish (aio-pika)", f"{raw:,.0f}", "-", "-", "-", "-", "-", "-")
-    serve_name = "lmsbridge serve" + (f" x {args.processes}" if args.processes > 1 else "")
-    for name, r in (("bare aiohttp 202", bare_result), (serve_name, serve_result)):
+    table.add_row("raw confirmed publish (aio-pika), mean of 2", f"{raw_mean:,.0f}", "1.00", *["-"] * 9)
+    table.add_row(*_row("bare aiohttp 202", bare_result, raw_mean), "-", "-", "-")
+    suffix = f" x {args.processes}" if args.processes > 1 else ""
+    for run in runs:
+        sat = run.saturated
         table.add_row(
-            name, f"{r['rps']:,.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.1f}",
-            f"{r['non2xx']:,.0f}", f"{r['errors']:,.0f}", f"{r['wrk_cpu_pct']:.0f}",
-        )  # fmt: skip
+            *_row(f"serve{suffix} ({run.label})", sat, raw_mean),
+            f"{sat['cpu_pct']:.0f}",
+            f"{sat['cpu_us']:.0f}",
+            f"{run.rss_mb:.0f}",
+        )
+        table.add_row(*_row(f"  paced at {run.half:,.0f}/s", run.paced, raw_mean), "", "", "")
     console.print(table)
-    accepted = serve_result["requests"] - serve_result["non2xx"] - serve_result["errors"]
-    console.print(
-        f"lmsbridge / raw publish = {serve_result['rps'] / raw:.2f} (target >= 0.90); "
-        f"p99 {serve_result['p99_ms']:.1f} ms (target <= 20); "
-        f"messages queued {queued:,} for {accepted:,.0f} accepted"
-    )
+    for run in runs:
+        saturated, paced = run.saturated, run.paced
+        console.print(
+            f"{run.label}: serve / raw publish = {saturated['rps'] / raw_mean:.2f} (target >= 0.90, one process"
+            f" >= 0.50); p99 at half saturation {paced['p99_ms']:.1f} ms (target <= 20); RSS {run.rss_mb:.0f} MiB"
+            f" (target <= 120); messages queued {run.queued:,} for {run.accepted:,.0f} accepted (all its wrk runs)"
+        )
+        for line in run.profile:
+            console.print(f"  py-spy {run.label}: {line}", soft_wrap=True)
     return 0
+
+
+def _py_spy() -> str | None:
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+def _row(name: str, r: dict[str, float], raw: float) -> list[str]:
+    return [
+        name, f"{r['rps']:,.0f}", f"{r['rps'] / raw:.2f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+        f"{r['max_ms']:.1f}", f"{r['non2xx']:,.0f}", f"{r['errors']:,.0f}", f"{r['wrk_cpu_pct']:.0f}",
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":
