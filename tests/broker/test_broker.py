@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from lmsbridge.broker import Broker, Names
 from lmsbridge.broker.codec import SyncTask, decode
 from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.broker.topology import EVENTS_KEY
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import BrokerSettings
@@ -71,6 +73,36 @@ async def test_published_event_is_persistent_and_decodes(broker: Broker, amqp_ur
     assert task.kind == "event"
     assert task.event == sample_event()
     assert task.correlation_id == "corr-1"
+
+
+async def _replace_events_queue(amqp_url: str, names: Names, arguments: dict[str, Any] | None) -> None:
+    """Delete the events queue; with ``arguments``, declare a classic one in its place, bound as before."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(names.events)
+        if arguments is not None:
+            queue = await channel.declare_queue(names.events, durable=True, arguments=arguments)
+            await queue.bind(names.exchange, routing_key=EVENTS_KEY)
+
+
+async def test_an_unroutable_event_is_refused_not_confirmed(broker: Broker, amqp_url: str, broker_prefix: str) -> None:
+    """With no queue bound to the event's key, RabbitMQ returns the (mandatory) message and
+    publish_event raises BrokerUnavailable; the channel stays usable for the next event."""
+    names = Names(broker_prefix)
+    await _replace_events_queue(amqp_url, names, None)
+    with pytest.raises(BrokerUnavailable, match="PublishError"):
+        await broker.publish_event(sample_event(), timeout=5)
+    await _replace_events_queue(amqp_url, names, {})
+    await broker.publish_event(sample_event("msg-2"), timeout=5)
+    assert decode(await _get(amqp_url, names.events)).message_id == "msg-2"
+
+
+async def test_a_nacked_event_is_refused_not_confirmed(broker: Broker, amqp_url: str, broker_prefix: str) -> None:
+    """A queue that refuses publishes (full, ``reject-publish``) makes RabbitMQ nack: BrokerUnavailable."""
+    await _replace_events_queue(amqp_url, Names(broker_prefix), {"x-max-length": 0, "x-overflow": "reject-publish"})
+    with pytest.raises(BrokerUnavailable, match="DeliveryError"):
+        await broker.publish_event(sample_event(), timeout=5)
 
 
 async def test_events_queue_is_a_quorum_queue_with_dead_lettering(

@@ -1,8 +1,11 @@
 """The broker edge: one robust connection, a confirmed publishing channel, declared topology.
 
 Publishing is the receiver's promise: :meth:`Broker.publish_event` returns only after the
-broker confirmed a persistent, routed message; anything else raises
-:class:`~lmsbridge.errors.BrokerUnavailable`.
+broker confirmed a persistent, routed message; anything else (a nack, a message returned as
+unroutable, no confirm in time) raises :class:`~lmsbridge.errors.BrokerUnavailable`. Events go
+through the aiormq channel under aio-pika's (``mandatory``, confirms, ``on_return_raises``), with
+their properties from a per-source :class:`~lmsbridge.broker.codec.EventEncoder`: the receiver's
+hot path builds no aio-pika ``Message``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError
 
 from lmsbridge.broker import codec
-from lmsbridge.broker.codec import SyncTask
+from lmsbridge.broker.codec import EventEncoder, SyncTask
 from lmsbridge.broker.topology import (
     DELAY_HEADER,
     EVENTS_KEY,
@@ -37,6 +40,11 @@ log = get_logger(__name__)
 _PUBLISH_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
 
+def _refused(exc: BaseException) -> BrokerUnavailable:
+    """A nack (``DeliveryError``), a return (``PublishError``) or a lost connection, as a 503."""
+    return BrokerUnavailable(f"RabbitMQ refused or lost the message: {type(exc).__name__}")
+
+
 class Broker:
     """A robust connection to RabbitMQ that (re)declares the topology and publishes with confirms."""
 
@@ -53,6 +61,7 @@ class Broker:
         self.topology: Topology | None = None
         self._connector: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._encoders: dict[str, EventEncoder] = {}
 
     @property
     def connected(self) -> bool:
@@ -122,16 +131,37 @@ class Broker:
             await exchange.publish(message, key, mandatory=True, timeout=timeout)
         except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
-        except asyncio.CancelledError:
-            raise
         except _PUBLISH_ERRORS as exc:
-            raise BrokerUnavailable(f"RabbitMQ refused or lost the message: {type(exc).__name__}") from None
+            raise _refused(exc) from None
 
     async def publish_event(self, event: AssignmentEvent, *, timeout: float) -> None:
         """Publish an accepted event; returns once RabbitMQ confirmed it routed and persisted."""
         topology = self._require()
+        encoder = self._encoders.get(event.source)
+        if encoder is None:
+            encoder = self._encoders[event.source] = EventEncoder(event.source)
         key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
-        await self._publish(topology.exchange, codec.encode_event(event), key, timeout)
+        body, properties = encoder.encode(event)
+        if self._channel is None:  # pragma: no cover - set before the topology _require checked
+            raise BrokerUnavailable("RabbitMQ is not connected")
+        try:
+            # The aiormq channel under aio-pika's: after a reconnection it is the new one.
+            channel = await self._channel.get_underlay_channel()
+            # wait=False: no drain of the socket per message; the confirm is what is awaited.
+            # (aiormq's Channel takes it; its abc does not declare it.)
+            await channel.basic_publish(  # type: ignore[call-arg]
+                body,
+                exchange=topology.exchange.name,
+                routing_key=key,
+                properties=properties,
+                mandatory=True,
+                timeout=timeout,
+                wait=False,
+            )
+        except TimeoutError:
+            raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
+        except _PUBLISH_ERRORS as exc:
+            raise _refused(exc) from None
 
     async def publish_sync(
         self,
