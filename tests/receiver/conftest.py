@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from lmsbridge.broker import Broker, Names
+from lmsbridge.broker.topology import EVENTS_KEY
 from lmsbridge.metrics import Metrics
 from lmsbridge.receiver import create_app
 from lmsbridge.settings import BrokerSettings, ReceiverSettings, SourceSettings
@@ -50,6 +51,16 @@ class Receiver:
             channel = await connection.channel()
             queue = await channel.declare_queue(self.names.events, passive=True)
             return int(queue.declaration_result.message_count or 0)
+
+    async def replace_events_queue(self, arguments: dict[str, Any] | None) -> None:
+        """Delete the events queue; with ``arguments``, a classic queue takes its place and binding."""
+        connection = await aio_pika.connect(self.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(self.names.events)
+            if arguments is not None:
+                queue = await channel.declare_queue(self.names.events, durable=True, arguments=arguments)
+                await queue.bind(self.names.exchange, routing_key=EVENTS_KEY)
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)

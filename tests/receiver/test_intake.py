@@ -25,6 +25,23 @@ async def test_accepted_event_is_queued_once_and_answers_its_id(receiver: Receiv
     assert await receiver.queued() == 1
 
 
+async def test_a_returned_or_nacked_publish_is_503_and_a_retry_is_accepted(receiver: Receiver) -> None:
+    """No 2xx unless RabbitMQ confirmed a routed message: with the events queue gone (returned as
+    unroutable) or refusing publishes (nacked) the answer is 503 + Retry-After; the platform's retry
+    of the same message id, once the queue is back, is queued rather than taken for a duplicate."""
+    await receiver.replace_events_queue(None)
+    status, body, headers = await receiver.post("acme-sales", BODY, signed())
+    assert (status, body["error"]["code"], headers["retry-after"]) == (503, "broker_unavailable", "5")
+    await receiver.replace_events_queue({"x-max-length": 0, "x-overflow": "reject-publish"})
+    status, body, _ = await receiver.post("acme-sales", BODY, signed())
+    assert (status, body["error"]["code"]) == (503, "broker_unavailable")
+    await receiver.replace_events_queue({})
+    status, body, _ = await receiver.post("acme-sales", BODY, signed())
+    assert (status, body) == (202, {"id": "msg_1", "status": "accepted"})
+    assert await receiver.queued() == 1
+    assert receiver.metric("lmsbridge_events_total", stage="accepted") == 1
+
+
 async def test_rotation_accepts_either_key_and_counts_which(receiver: Receiver) -> None:
     """During rotation both secrets verify; metrics name the key that matched, never its value."""
     await receiver.post("acme-sales", BODY, signed(secret=OLD_SECRET, msg="m-old"))
