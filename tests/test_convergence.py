@@ -80,12 +80,14 @@ async def drive(
             )
             queue = CollectingSyncQueue()
             service = Service(
-                repo=repo,
+                intake=repo.intake,
+                leases=repo.leases,
+                content=repo.content,
                 stackone=client,
                 queue=queue,
                 accounts_of={"acme": [account]},
                 platforms={},
-                people=People(repo, client, refresh_after=3600),
+                people=People(repo.directory, repo.accounts, client, refresh_after=3600),
             )
             rng = random.Random(seed)
             backlog: list[tuple[int, str]] = []

@@ -152,7 +152,7 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
             statuses = await _send(console, runtime, batch)
             settled = await _wait_for_sync(console, runtime)
             assert runtime.repo is not None
-            counts = await runtime.repo.status_counts()
+            counts = await runtime.repo.stats.status_counts()
         finally:
             await runtime.stop()
             await _delete_topology(settings)
@@ -197,7 +197,7 @@ async def _wait_for_sync(console: Console, runtime: Runtime, timeout: float = 12
         task = progress.add_task("sync", total=None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            counts = await runtime.repo.status_counts()
+            counts = await runtime.repo.stats.status_counts()
             total = sum(sum(per.values()) for per in counts.values())
             pending = sum(per.get(PENDING, 0) for per in counts.values())
             depths = await runtime.update_queue_depths()

@@ -75,11 +75,11 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
-        counts = await repo.status_counts()
-        parked = await repo.top_reasons(PARKED)
-        dead = await repo.top_reasons(DEAD)
-        inbox = await repo.inbox_count()
-        accounts = {a: await repo.account(a) for a in settings.accounts()}
+        counts = await repo.stats.status_counts()
+        parked = await repo.stats.top_reasons(PARKED)
+        dead = await repo.stats.top_reasons(DEAD)
+        inbox = await repo.stats.inbox_count()
+        accounts = {a: await repo.accounts.account(a) for a in settings.accounts()}
     finally:
         await repo.close()
     try:

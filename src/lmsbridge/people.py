@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from lmsbridge.errors import ParkRecord
-from lmsbridge.ports import RepositoryPort, StackOnePort
+from lmsbridge.ports import AccountPort, DirectoryPort, StackOnePort
 
 USER_NOT_FOUND = "user_not_found"
 
@@ -29,13 +29,15 @@ class People:
 
     def __init__(
         self,
-        repo: RepositoryPort,
+        directory: DirectoryPort,
+        accounts: AccountPort,
         stackone: StackOnePort,
         *,
         refresh_after: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._repo = repo
+        self._directory = directory
+        self._accounts = accounts
         self._stackone = stackone
         self._refresh_after = timedelta(seconds=refresh_after)
         self._clock = clock
@@ -73,7 +75,7 @@ class People:
         entry = self._cache.get(key)
         if entry is not None and entry[0] == stale:
             del self._cache[key]
-        await self._repo.forget_user(account, key[1], stale)
+        await self._directory.forget_user(account, key[1], stale)
         return await self._lookup(*key, force_refresh=True)
 
     def _cached(self, key: tuple[str, str]) -> str | None:
@@ -96,24 +98,24 @@ class People:
             done.exception()  # retrieved here, so a lookup whose callers all left logs no warning
 
     async def _lookup(self, account: str, email: str, *, force_refresh: bool = False) -> str:
-        cached = await self._repo.user_id(account, email)
+        cached = await self._directory.user_id(account, email)
         if cached:
             self._remember((account, email), cached)
             return cached
-        state = await self._repo.account(account)
+        state = await self._accounts.account(account)
         if state.email_filter != "ignored":
             found = await self._by_filter(account, email, known=state.email_filter)
             if found:
                 self._remember((account, email), found)
                 return found
         async with self._locks.setdefault(account, asyncio.Lock()):
-            found = await self._repo.user_id(account, email)
+            found = await self._directory.user_id(account, email)
             if found is None:
-                state = await self._repo.account(account)
+                state = await self._accounts.account(account)
                 refreshed = state.directory_refreshed_at
                 if force_refresh or refreshed is None or self._clock() - refreshed >= self._refresh_after:
                     await self.refresh(account)
-                    found = await self._repo.user_id(account, email)
+                    found = await self._directory.user_id(account, email)
         if found is None:
             raise ParkRecord(USER_NOT_FOUND, f"no LMS user with this e-mail on account {account}")
         self._remember((account, email), found)
@@ -125,12 +127,12 @@ class People:
         others = [r for r in rows if (r.email or "").strip().lower() != email]
         if others:
             # The LMS ignored the filter: never ask it again, use the directory instead.
-            await self._repo.update_account(account, email_filter="ignored")
-            await self._repo.save_users(account, [(r.email, r.id) for r in others if r.email and r.id])
+            await self._accounts.update_account(account, email_filter="ignored")
+            await self._directory.save_users(account, [(r.email, r.id) for r in others if r.email and r.id])
         elif match and known != "honoured":
-            await self._repo.update_account(account, email_filter="honoured")
+            await self._accounts.update_account(account, email_filter="honoured")
         if match:
-            await self._repo.save_users(account, [(email, match)])
+            await self._directory.save_users(account, [(email, match)])
         return match
 
     async def refresh(self, account: str) -> int:
@@ -138,12 +140,12 @@ class People:
 
         The ids remembered in memory for the account are dropped: the directory is the truth now.
         """
-        state = await self._repo.account(account)
+        state = await self._accounts.account(account)
         started = self._clock()
         count = 0
         async for page in self._stackone.iter_users(account, updated_after=state.directory_refreshed_at):
-            count += await self._repo.save_users(account, [(r.email, r.id) for r in page if r.email and r.id])
-        await self._repo.update_account(account, directory_refreshed_at=started)
+            count += await self._directory.save_users(account, [(r.email, r.id) for r in page if r.email and r.id])
+        await self._accounts.update_account(account, directory_refreshed_at=started)
         for key in [key for key in self._cache if key[0] == account]:
             del self._cache[key]
         return count

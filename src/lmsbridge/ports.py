@@ -6,10 +6,11 @@ broker implement them.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from lmsbridge.domain import AccountSync, AssignmentEvent, Completion, PersonProgress, RecordKey, RecordState
 from lmsbridge.domain.sync import SyncStep
@@ -19,6 +20,16 @@ ContentItem = tuple[str, str, datetime | None]
 
 BeforeSend = Callable[[], Awaitable[None]]
 """Called after the rate limiter granted a create and just before it is sent; may raise to stop it."""
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+"""A keyword argument not given: the field keeps its value (None is a value: it clears the field)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +52,7 @@ class SyncView:
     status: str
     attempts: int
     uncertain_step: str | None
-    leased: bool = False  # the lease on it is ours (see RepositoryPort.claim)
+    leased: bool = False  # the lease on it is ours (see LeasePort.claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +75,35 @@ class UserRow(Protocol):
     def email(self) -> str | None: ...
 
 
-class RepositoryPort(Protocol):
-    """Persistence the service needs (implemented by :class:`lmsbridge.storage.Repository`)."""
+class IntakePort(Protocol):
+    """Storing events: the inbox and the merged records (:class:`lmsbridge.storage.Intake`)."""
 
     async def ingest(
         self,
         items: Sequence[tuple[AssignmentEvent, Sequence[PersonProgress]]],
         accounts_of: dict[str, list[str]],
     ) -> list[Ingest]: ...
+
+
+class SyncStatusPort(Protocol):
+    """Settling a sync row after its outcome: its status, its failed attempts (the consumer's settler)."""
+
+    async def set_status(
+        self,
+        record_id: int,
+        account: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    async def note_failure(self, record_id: int, account: str, error: str) -> int: ...
+
+
+class LeasePort(SyncStatusPort, Protocol):
+    """A record's sync on one account: its lease, write-ahead intents, steps written
+    (:class:`lmsbridge.storage.Leases`)."""
+
     async def load_sync(self, record_id: int, account: str) -> SyncView | None: ...
     async def claim(
         self, record_id: int, account: str, owner: str, now: float, lease: float, *, revive: bool = False
@@ -90,27 +122,42 @@ class RepositoryPort(Protocol):
     async def intend(
         self, record_id: int, account: str, owner: str, step: SyncStep | None, now: float, lease: float
     ) -> bool: ...
-    async def set_status(
-        self,
-        record_id: int,
-        account: str,
-        status: str,
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-    ) -> None: ...
-    async def note_failure(self, record_id: int, account: str, error: str) -> int: ...
-    async def missing_content(self, account: str, items: Iterable[ContentItem]) -> list[ContentItem]: ...
-    async def mark_content(self, account: str, items: Sequence[ContentItem]) -> None: ...
-    async def user_id(self, account: str, email: str) -> str | None: ...
-    async def save_users(self, account: str, users: Iterable[tuple[str, str]]) -> int: ...
-    async def forget_user(self, account: str, email: str, user_id: str) -> None: ...
-    async def account(self, account: str) -> AccountState: ...
-    async def update_account(self, account: str, **values: Any) -> None: ...
     async def parked(self, account: str, reason: str) -> list[int]: ...
     async def stale_pending(
         self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
     ) -> list[tuple[int, str]]: ...
+
+
+class ContentPort(Protocol):
+    """Which learning objects (and titles) each account has (:class:`lmsbridge.storage.Content`)."""
+
+    async def missing_content(self, account: str, items: Iterable[ContentItem]) -> list[ContentItem]: ...
+    async def mark_content(self, account: str, items: Sequence[ContentItem]) -> None: ...
+
+
+class DirectoryPort(Protocol):
+    """Each account's users by e-mail (:class:`lmsbridge.storage.Directory`)."""
+
+    async def user_id(self, account: str, email: str) -> str | None: ...
+    async def save_users(self, account: str, users: Iterable[tuple[str, str]]) -> int: ...
+    async def forget_user(self, account: str, email: str, user_id: str) -> None: ...
+
+
+class AccountPort(Protocol):
+    """Per-account bookkeeping (:class:`lmsbridge.storage.Accounts`)."""
+
+    async def account(self, account: str) -> AccountState: ...
+    async def update_account(
+        self,
+        account: str,
+        *,
+        paused: bool | Unset = UNSET,
+        reason: str | Unset | None = UNSET,
+        status: int | Unset | None = UNSET,
+        since: datetime | Unset | None = UNSET,
+        directory_refreshed_at: datetime | Unset | None = UNSET,
+        email_filter: str | Unset = UNSET,
+    ) -> None: ...
 
 
 class StackOnePort(Protocol):

@@ -114,9 +114,13 @@ class Runtime:
         for name, src in s.sources.items():
             if src.platform == "limeplate" and src.api_base_url and src.api_key is not None:
                 platforms[name] = LimeplateApi(self.session, src.api_base_url, src.api_key, user_agent=USER_AGENT)
-        self.people = People(self.repo, stackone, refresh_after=s.stackone.directory_refresh_seconds)
+        self.people = People(
+            self.repo.directory, self.repo.accounts, stackone, refresh_after=s.stackone.directory_refresh_seconds
+        )
         self.service = Service(
-            repo=self.repo,
+            intake=self.repo.intake,
+            leases=self.repo.leases,
+            content=self.repo.content,
             stackone=stackone,
             queue=BrokerSyncQueue(self.broker),
             accounts_of={name: list(src.accounts) for name, src in s.sources.items()},
@@ -130,6 +134,7 @@ class Runtime:
             self.service,
             s.broker,
             self.metrics,
+            accounts=self.repo.accounts,
             probe=stackone.probe,
             probe_interval=s.worker.pause_probe_seconds,
             inline_limit=s.worker.inline_sync_limit,
@@ -213,7 +218,7 @@ class Runtime:
         retention = timedelta(days=self.settings.worker.inbox_retention_days)
         while True:
             with contextlib.suppress(Exception):
-                await self.repo.prune_inbox(datetime.now(UTC) - retention)
+                await self.repo.intake.prune_inbox(datetime.now(UTC) - retention)
             with contextlib.suppress(Exception):
                 await self.update_queue_depths()
             await asyncio.sleep(15.0)

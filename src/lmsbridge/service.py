@@ -48,7 +48,7 @@ from lmsbridge.errors import (
 )
 from lmsbridge.locks import KeyedLocks
 from lmsbridge.people import USER_NOT_FOUND, People
-from lmsbridge.ports import PlatformPort, RepositoryPort, StackOnePort, SyncQueuePort, SyncView
+from lmsbridge.ports import ContentPort, IntakePort, LeasePort, PlatformPort, StackOnePort, SyncQueuePort, SyncView
 
 LEASE_SECONDS = 120.0
 """Default sync lease: longer than StackOne works on one request (60 s), renewed before every create."""
@@ -77,7 +77,9 @@ class _Attempt:
 class Service:
     """The pipeline's logic between a decoded message and the edges."""
 
-    repo: RepositoryPort
+    intake: IntakePort
+    leases: LeasePort
+    content: ContentPort
     stackone: StackOnePort
     queue: SyncQueuePort
     accounts_of: Mapping[str, list[str]]
@@ -110,7 +112,7 @@ class Service:
             if platform is None:
                 raise DeadLetter("no_platform_api", f"source {event.source} has no api_base_url/api_key to expand with")
             people = await platform.members(event.assignment_id)
-        [result] = await self.repo.ingest([(event, people)], {k: list(v) for k, v in self.accounts_of.items()})
+        [result] = await self.intake.ingest([(event, people)], {k: list(v) for k, v in self.accounts_of.items()})
         return result.duplicate, result.record_ids
 
     def targets(self, event: AssignmentEvent, record_ids: tuple[int, ...]) -> list[tuple[int, str]]:
@@ -139,7 +141,7 @@ class Service:
         """
         attempt = _Attempt(f"{self.owner}:{uuid.uuid4().hex[:8]}")  # one lease per sync call, even within a process
         holder = attempt.holder
-        view = await self.repo.claim(record_id, account, holder, self.clock(), self.lease_seconds, revive=revive)
+        view = await self.leases.claim(record_id, account, holder, self.clock(), self.lease_seconds, revive=revive)
         if view is None or (view.status == DEAD and not revive):
             return Synced(record_id, account)  # gone, or dead: nothing to write
         if not view.leased:
@@ -154,7 +156,7 @@ class Service:
             # nobody may list the LMS before the lease runs out. Otherwise the retry may start at once.
             if not attempt.in_doubt:
                 with contextlib.suppress(InfrastructureFault):
-                    await self.repo.release(record_id, account, holder)
+                    await self.leases.release(record_id, account, holder)
             raise
         return result
 
@@ -163,7 +165,7 @@ class Service:
         record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced, delete_superseded=self.delete_superseded)
         if plan.done:
-            await self.repo.release(record_id, account, attempt.holder, synced=True)
+            await self.leases.release(record_id, account, attempt.holder, synced=True)
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
@@ -200,7 +202,7 @@ class Service:
             calls += 1
             existing = await self._existing(account, user_id, step, state)
             if existing is not None:
-                await self.repo.mark_written(
+                await self.leases.mark_written(
                     rid, account, step, existing or None, last=last, completion=completion_of(state)
                 )
                 return calls
@@ -209,7 +211,7 @@ class Service:
 
         async def intend() -> None:
             # After the rate limiter's grant, so no wait can outlast the lease between this and the send.
-            if not await self.repo.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
+            if not await self.leases.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
                 raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
             attempt.in_doubt = True
             attempt.intended_at = self.clock()
@@ -233,16 +235,18 @@ class Service:
                 wait = max(0.0, attempt.intended_at + self.lease_seconds - self.clock())
                 raise WriteUncertain(f"{uncertain}; not listed yet", delay=wait) from uncertain
             attempt.in_doubt = False
-            await self.repo.mark_written(rid, account, step, found or None, last=last, completion=completion_of(state))
+            await self.leases.mark_written(
+                rid, account, step, found or None, last=last, completion=completion_of(state)
+            )
             return calls + 2
         except LmsbridgeError:
             if attempt.in_doubt:  # sent, and StackOne refused it: nothing written, the next attempt need not list
                 attempt.in_doubt = False
                 with contextlib.suppress(InfrastructureFault):
-                    await self.repo.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
+                    await self.leases.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
         attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
-        await self.repo.mark_written(rid, account, step, lms_id, last=last, completion=completion_of(state))
+        await self.leases.mark_written(rid, account, step, lms_id, last=last, completion=completion_of(state))
         return calls + 1
 
     async def _existing(self, account: str, user_id: str, step: SyncStep, state: RecordState) -> str | None:
@@ -271,7 +275,7 @@ class Service:
         )
         for completion_id in ids:
             await self.stackone.delete_completion(view.account, user_id, completion_id)
-        await self.repo.mark_written(view.record_id, view.account, SyncStep.DELETE_SUPERSEDED, None, last=last)
+        await self.leases.mark_written(view.record_id, view.account, SyncStep.DELETE_SUPERSEDED, None, last=last)
         return len(ids)
 
     async def _upsert_content(self, account: str, state: RecordState) -> int:
@@ -285,24 +289,24 @@ class Service:
         ref, title = state.learning_object_ref, state.title
         item = (ref, title, state.title_at)
         async with self._content_locks.hold((account, ref)):
-            if not await self.repo.missing_content(account, [item]):
+            if not await self.content.missing_content(account, [item]):
                 # A concurrent sync upserted it while this one waited, or the LMS has this title
                 # already: remember its later time, so an older title arriving next is not sent.
-                await self.repo.mark_content(account, [item])
+                await self.content.mark_content(account, [item])
                 return 0
             errors = await self.stackone.upsert_content_batch(account, [content_body(ref, title)])
             if errors and errors[0]:
                 raise DeadLetter("content_rejected", f"StackOne rejected learning object {ref}", detail=errors[0])
-            await self.repo.mark_content(account, [item])
+            await self.content.mark_content(account, [item])
         return 1
 
     # --- parked records (a sync's outcome is settled by lmsbridge.broker.settle) ----------
 
     async def unpark(self, account: str, reason: str, *, correlation_id: str) -> int:
         """Queue the sync of records parked for ``reason`` again; returns how many."""
-        ids = await self.repo.parked(account, reason)
+        ids = await self.leases.parked(account, reason)
         for rid in ids:
-            await self.repo.set_status(rid, account, PENDING)
+            await self.leases.set_status(rid, account, PENDING)
             await self.queue.queue_sync(rid, account, correlation_id=correlation_id, received_at=self.clock())
         return len(ids)
 

@@ -86,7 +86,7 @@ async def wait_for(
 async def sync_status(runtime: Runtime, account: str) -> dict[str, int]:
     """The account's sync rows by status (``{}`` when it has none)."""
     assert runtime.repo is not None
-    return (await runtime.repo.status_counts()).get(account, {})
+    return (await runtime.repo.stats.status_counts()).get(account, {})
 
 
 def record_count(runtime: Runtime, stage: str) -> float:

@@ -65,15 +65,15 @@ async def test_412_pauses_only_that_account_keeps_its_message_and_the_probe_resu
     await assign(sender_for(runtime), JANE)
 
     async def a1_paused() -> bool:
-        return (await repo.account("a1")).paused and await sync_status(runtime, "a2") == {"synced": 1}
+        return (await repo.accounts.account("a1")).paused and await sync_status(runtime, "a2") == {"synced": 1}
 
     await wait_for(a1_paused, what="a1 paused and a2 synced")
-    state = await repo.account("a1")
+    state = await repo.accounts.account("a1")
     assert state.reason is not None
     assert "412" in state.reason
     assert runtime.consumer.paused_accounts == ["a1"]
     assert runtime.metrics.registry.get_sample_value("lmsbridge_paused_accounts") == 1.0
-    assert not (await repo.account("a2")).paused
+    assert not (await repo.accounts.account("a2")).paused
     assert await sync_status(runtime, "a1") == {"pending": 1}
 
     async def message_waits() -> bool:
@@ -89,7 +89,7 @@ async def test_412_pauses_only_that_account_keeps_its_message_and_the_probe_resu
     assert await settled(runtime, timeout=20) == {"a1": {"synced": 1}, "a2": {"synced": 1}}
     [landed] = stackone.assignments("a1")
     assert landed["user_id"] == on_a1
-    assert not (await repo.account("a1")).paused
+    assert not (await repo.accounts.account("a1")).paused
     assert runtime.consumer.paused_accounts == []
     probes = [r for r in stackone.requests if r.account == "a1" and r.query.get("page_size") == "1"]
     assert probes, "a1 resumed without a probe call"

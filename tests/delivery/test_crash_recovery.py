@@ -62,12 +62,14 @@ async def workers(stackone: StackOneStandIn, tmp_path: Path) -> AsyncIterator[tu
             client = StackOneClient(session, settings, user_agent="lmsbridge/test")
             now = [1000.0]
             service = Service(
-                repo=repo,
+                intake=repo.intake,
+                leases=repo.leases,
+                content=repo.content,
                 stackone=client,
                 queue=CollectingSyncQueue(),
                 accounts_of={"acme": [ACCOUNT]},
                 platforms={},
-                people=People(repo, client, refresh_after=3600),
+                people=People(repo.directory, repo.accounts, client, refresh_after=3600),
                 lease_seconds=30.0,
                 clock=Clock(now),
             )
@@ -105,7 +107,7 @@ async def test_a_worker_killed_mid_create_is_not_written_again(
     assert _posts(stackone) == 1, "B created the assignment a second time"
     assert any(r.method == "GET" and r.path.endswith("/assignments") for r in stackone.requests), "B did not list"
     assert result.steps  # B recorded the write it found
-    assert (await b.service.repo.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert (await b.service.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
     assert not stackone.violations
 
 

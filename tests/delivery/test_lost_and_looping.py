@@ -49,8 +49,8 @@ async def test_a_pending_record_without_a_message_is_swept_and_written(
     assert runtime.repo is not None
     event = created_event("orphan")
     # Stored the way the consumer stores an event, but no sync task is ever published for it.
-    await runtime.repo.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
-    assert (await runtime.repo.status_counts())[ACCOUNT] == {"pending": 1}
+    await runtime.repo.intake.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
+    assert (await runtime.repo.stats.status_counts())[ACCOUNT] == {"pending": 1}
 
     async def landed() -> bool:
         return len(stackone.assignments(ACCOUNT)) == 1
@@ -85,7 +85,7 @@ async def test_an_account_refusing_only_writes_cycles_without_reaching_the_deliv
     assert len(refused) == 60
     assert await dead_letters.list() == []
     assert len(stackone.assignments(ACCOUNT)) == 1
-    assert not (await runtime.repo.account(ACCOUNT)).paused
+    assert not (await runtime.repo.accounts.account(ACCOUNT)).paused
 
 
 async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_record_saying_so(
@@ -104,7 +104,7 @@ async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     await upgrade(repo.engine)
     event = created_event("looped")
-    [stored] = await repo.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
+    [stored] = await repo.intake.ingest([(event, list(event.people))], {"acme-sales": [ACCOUNT]})
     await repo.close()
     intake = await start_runtime(settings, worker=False)
     await intake.broker.publish_sync(SyncTask(stored.record_ids[0], ACCOUNT), correlation_id="c", received_at=0.0)
@@ -121,7 +121,9 @@ async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_
 
     async def recorded() -> bool:
         assert worker.repo is not None
-        return bool(await dead_letters.list()) and await worker.repo.top_reasons("dead") == [("delivery_limit", 1)]
+        if not await dead_letters.list():
+            return False
+        return await worker.repo.stats.top_reasons("dead") == [("delivery_limit", 1)]
 
     await wait_for(recorded, timeout=10, what="the dead letter, recorded on the record")
     [letter] = await dead_letters.list()

@@ -30,7 +30,7 @@ async def test_an_lms_ignoring_the_email_filter_gets_the_right_ids_and_no_more_f
     # First someone beyond the first page: the filter call answers 25 other people.
     await assign(sender, people[45], scenario="s45")
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
-    assert (await runtime.repo.account(ACCOUNT)).email_filter == "ignored"
+    assert (await runtime.repo.accounts.account(ACCOUNT)).email_filter == "ignored"
     assert len(calls(lms, "GET", "/unified/lms/users", query="filter[email]")) == 1
 
     before = len(calls(lms, "GET", "/unified/lms/users"))
@@ -65,7 +65,7 @@ async def test_a_person_unknown_to_the_lms_is_parked_then_synced_after_a_directo
     await assign(sender_for(runtime), newcomer)
 
     await wait_for(lambda: _parked(runtime), what="the record to be parked")
-    assert await runtime.repo.top_reasons("parked") == [("user_not_found", 1)]
+    assert await runtime.repo.stats.top_reasons("parked") == [("user_not_found", 1)]
     assert record_count(runtime, "parked") >= 1
     assert stackone.writes() == 0
     assert stackone.assignments() == []

@@ -48,7 +48,7 @@ async def test_a_directory_refresh_drops_the_ids_held_in_memory(
     try:
         async with aiohttp.ClientSession() as session:
             client = StackOneClient(session, StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY), user_agent="t")
-            people = People(repo, client, refresh_after=900.0, clock=lambda: now[0])
+            people = People(repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0])
             old = lms.add_user(ACCOUNT, JANE)
             assert await people.resolve(ACCOUNT, JANE) == old
 
@@ -59,7 +59,7 @@ async def test_a_directory_refresh_drops_the_ids_held_in_memory(
             assert await people.resolve(ACCOUNT, JANE) == new
 
             # Without a refresh: the id in memory expires after refresh_after, and the directory answers.
-            await repo.save_users(ACCOUNT, [(JANE, "usr-newest")])
+            await repo.directory.save_users(ACCOUNT, [(JANE, "usr-newest")])
             now[0] += timedelta(seconds=899)
             assert await people.resolve(ACCOUNT, JANE) == new
             now[0] += timedelta(seconds=2)

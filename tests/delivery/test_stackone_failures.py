@@ -218,7 +218,7 @@ async def test_422_dead_letters_with_the_provider_message_and_replay_lands_it(
     await assign(sender_for(runtime), JANE)
 
     assert await settled(runtime) == {ACCOUNT: {"dead": 1}}
-    assert await runtime.repo.top_reasons("dead") == [("stackone_422", 1)]
+    assert await runtime.repo.stats.top_reasons("dead") == [("stackone_422", 1)]
     [dead] = await dead_letters.list()
     assert (dead.kind, dead.reason) == ("sync", "stackone_422")
     assert _PROVIDER_MESSAGE in dead.error
@@ -256,7 +256,7 @@ async def test_501_dead_letters_as_unsupported(
     await assign(sender_for(runtime), JANE)
 
     assert await settled(runtime) == {ACCOUNT: {"dead": 1}}
-    assert await runtime.repo.top_reasons("dead") == [("stackone_501", 1)]
+    assert await runtime.repo.stats.top_reasons("dead") == [("stackone_501", 1)]
     [dead] = await dead_letters.list()
     assert (dead.kind, dead.reason) == ("sync", "stackone_501")
     assert "HTTP 501" in dead.error
@@ -284,7 +284,7 @@ async def test_5xx_for_longer_than_max_retry_age_dead_letters_as_retry_age_excee
     await assign(sender_for(runtime), JANE)
 
     assert await settled(runtime) == {ACCOUNT: {"dead": 1}}
-    assert await runtime.repo.top_reasons("dead") == [("retry_age_exceeded", 1)]
+    assert await runtime.repo.stats.top_reasons("dead") == [("retry_age_exceeded", 1)]
     [dead] = await dead_letters.list()
     assert (dead.kind, dead.reason) == ("sync", "retry_age_exceeded")
     assert "HTTP 503" in dead.error

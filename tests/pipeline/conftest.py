@@ -120,7 +120,7 @@ async def settled(runtime: Runtime, *, timeout: float = 20.0) -> dict[str, dict[
     counts: dict[str, dict[str, int]] = {}
     quiet_since: dict[str, dict[str, int]] | None = None
     while time.monotonic() < deadline:
-        counts = await runtime.repo.status_counts()
+        counts = await runtime.repo.stats.status_counts()
         depths = await runtime.update_queue_depths()
         busy = sum(v for k, v in depths.items() if not k.endswith(".dead"))
         pending = sum(per.get(PENDING, 0) for per in counts.values())

@@ -77,7 +77,7 @@ async def test_same_message_id_three_times_gives_one_record_and_one_write(
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     assert len(stackone.assignments(ACCOUNT)) == 1
     assert runtime.repo is not None
-    assert await runtime.repo.inbox_count() == 1
+    assert await runtime.repo.stats.inbox_count() == 1
 
 
 async def test_bad_signature_is_refused_and_publishes_nothing(
@@ -122,7 +122,7 @@ async def test_broker_down_gives_503_and_stores_nothing(
     assert runtime.repo is not None
     assert await runtime.update_queue_depths()
     assert sum((await runtime.update_queue_depths()).values()) == 0
-    assert await runtime.repo.inbox_count() == 0
+    assert await runtime.repo.stats.inbox_count() == 0
     assert stackone.requests == []
 
 

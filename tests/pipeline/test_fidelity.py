@@ -157,7 +157,7 @@ async def test_two_sources_with_the_same_message_id_both_land(
     refs = sorted(a["body"]["learning_object_external_reference"] for a in stackone.assignments(ACCOUNT))
     assert refs == ["exec:scenario:discovery-call", "exec:scenario:renewal"]
     assert runtime.repo is not None
-    assert await runtime.repo.inbox_count() == 2
+    assert await runtime.repo.stats.inbox_count() == 2
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])

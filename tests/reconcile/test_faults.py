@@ -192,8 +192,8 @@ async def test_a_dry_run_reports_drift_and_changes_nothing(
     assert report["drift"]["record_missing"] == 120
     assert report["events_queued"] == 0
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
-    assert await repo.status_counts() == {}
-    assert await repo.inbox_count() == 0
+    assert await repo.stats.status_counts() == {}
+    assert await repo.stats.inbox_count() == 0
     await repo.close()
 
 

@@ -51,15 +51,15 @@ async def test_states_counts_written_rows_and_reopening(stores: tuple[Repository
     the rows marked written, and reopens a written step only on a row at rest."""
     repo, store = stores
     event = team({"a@x.example": 100, "b@x.example": 10, "c@x.example": 0})
-    [stored] = await repo.ingest([(event, event.people)], {"sec": ["acc"]})
+    [stored] = await repo.intake.ingest([(event, event.people)], {"sec": ["acc"]})
     states = await store.states("sec", [(REF, "a@x.example"), (REF, "b@x.example"), (REF, "nobody@x.example")])
     assert sorted(states) == [(REF, "a@x.example"), (REF, "b@x.example")]
     assert states[(REF, "a@x.example")].rank is Rank.COMPLETED
     assert await store.held("sec", ["asg-team", "asg-other"]) == {"asg-team": (3, 1)}
 
     first = stored.record_ids[0]
-    await repo.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-1", last=False)
-    await repo.set_status(first, "acc", SYNCED)
+    await repo.leases.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-1", last=False)
+    await repo.leases.set_status(first, "acc", SYNCED)
     [row] = await store.written("acc")
     assert (row.record_id, row.email, row.assignment_created, row.completion_created) == (
         first,
@@ -70,7 +70,7 @@ async def test_states_counts_written_rows_and_reopening(stores: tuple[Repository
     assert await store.known_pairs("acc") == {(e, REF) for e in ("a@x.example", "b@x.example", "c@x.example")}
 
     assert await store.reopen(first, "acc", assignment=True, completion=False, now=0.0)
-    view = await repo.load_sync(first, "acc")
+    view = await repo.leases.load_sync(first, "acc")
     assert view is not None
     assert (view.status, view.synced.assignment_created) == (PENDING, False)
     assert not await store.reopen(first, "acc", assignment=True, completion=False, now=0.0)  # not at rest now

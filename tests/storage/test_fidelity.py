@@ -67,13 +67,13 @@ def event(
 
 async def test_same_message_id_from_two_sources_is_two_events(repo: Repository) -> None:
     """Message ids are per source: the same id from another source is stored, from the same one is a duplicate."""
-    [a] = await repo.ingest([(e := event("42", "acme"), e.people)], ACCOUNTS)
-    [b] = await repo.ingest([(e := event("42", "globex", email="omar@globex.example"), e.people)], ACCOUNTS)
-    [again] = await repo.ingest([(e := event("42", "globex", email="omar@globex.example"), e.people)], ACCOUNTS)
+    [a] = await repo.intake.ingest([(e := event("42", "acme"), e.people)], ACCOUNTS)
+    [b] = await repo.intake.ingest([(e := event("42", "globex", email="omar@globex.example"), e.people)], ACCOUNTS)
+    [again] = await repo.intake.ingest([(e := event("42", "globex", email="omar@globex.example"), e.people)], ACCOUNTS)
     assert (a.duplicate, b.duplicate, again.duplicate) == (False, False, True)
     assert a.record_ids != b.record_ids
     assert again.record_ids == b.record_ids
-    assert await repo.inbox_count() == 2
+    assert await repo.stats.inbox_count() == 2
 
 
 async def test_times_keep_their_instant(repo: Repository) -> None:
@@ -82,8 +82,8 @@ async def test_times_keep_their_instant(repo: Repository) -> None:
     done = datetime(2026, 6, 4, 10, 18, 42, tzinfo=EDT)
     stored = event("m1", due_date=due, assigned_at=assigned)
     completed = event("m2", kind="assignment.completed", completed_at=done)
-    first, _ = await repo.ingest([(stored, stored.people), (completed, completed.people)], ACCOUNTS)
-    view = await repo.load_sync(first.record_ids[0], "acc-1")
+    first, _ = await repo.intake.ingest([(stored, stored.people), (completed, completed.people)], ACCOUNTS)
+    view = await repo.leases.load_sync(first.record_ids[0], "acc-1")
     assert view is not None
     assert (view.state.due_date, view.state.assigned_at, view.state.completed_at) == (due, assigned, done)
     assert view.state.due_date is not None
@@ -93,11 +93,11 @@ async def test_times_keep_their_instant(repo: Repository) -> None:
 
 async def test_a_retake_records_what_was_written_and_what_it_replaced(repo: Repository) -> None:
     """A written completion is remembered with its result, score and time; a better one marks the first superseded."""
-    [created] = await repo.ingest([(e := event("m1"), e.people)], ACCOUNTS)
+    [created] = await repo.intake.ingest([(e := event("m1"), e.people)], ACCOUNTS)
     rid = created.record_ids[0]
     fail = Completion(False, 40.0, T0)
-    await repo.mark_written(rid, "acc-1", SyncStep.CREATE_COMPLETION, "cmp_fail", completion=fail)
-    view = await repo.load_sync(rid, "acc-1")
+    await repo.leases.mark_written(rid, "acc-1", SyncStep.CREATE_COMPLETION, "cmp_fail", completion=fail)
+    view = await repo.leases.load_sync(rid, "acc-1")
     assert view is not None
     assert (view.synced.completion, view.synced.lms_completion_id, view.synced.superseded_completion_id) == (
         fail,
@@ -105,16 +105,16 @@ async def test_a_retake_records_what_was_written_and_what_it_replaced(repo: Repo
         None,
     )
     retake = Completion(True, 85.0, T0 + timedelta(days=3))
-    await repo.mark_written(rid, "acc-1", SyncStep.CREATE_COMPLETION, "cmp_pass", completion=retake)
-    view = await repo.load_sync(rid, "acc-1")
+    await repo.leases.mark_written(rid, "acc-1", SyncStep.CREATE_COMPLETION, "cmp_pass", completion=retake)
+    view = await repo.leases.load_sync(rid, "acc-1")
     assert view is not None
     assert (view.synced.completion, view.synced.lms_completion_id, view.synced.superseded_completion_id) == (
         retake,
         "cmp_pass",
         "cmp_fail",
     )
-    await repo.mark_written(rid, "acc-1", SyncStep.DELETE_SUPERSEDED, None)
-    view = await repo.load_sync(rid, "acc-1")
+    await repo.leases.mark_written(rid, "acc-1", SyncStep.DELETE_SUPERSEDED, None)
+    view = await repo.leases.load_sync(rid, "acc-1")
     assert view is not None
     assert (view.synced.completion, view.synced.superseded_completion_id) == (retake, None)
 
@@ -122,14 +122,14 @@ async def test_a_retake_records_what_was_written_and_what_it_replaced(repo: Repo
 async def test_the_newest_title_is_kept_per_account(repo: Repository) -> None:
     """Content remembers the newest (title, time): an older title is not missing, a newer other one is."""
     old, new = ("ref", "Phishing", T0), ("ref", "Phishing 2026", T0 + timedelta(hours=1))
-    assert await repo.missing_content("acc-1", [old]) == [old]
-    await repo.mark_content("acc-1", [new])
-    assert await repo.missing_content("acc-1", [old]) == []
-    await repo.mark_content("acc-1", [old])  # late: changes nothing
+    assert await repo.content.missing_content("acc-1", [old]) == [old]
+    await repo.content.mark_content("acc-1", [new])
+    assert await repo.content.missing_content("acc-1", [old]) == []
+    await repo.content.mark_content("acc-1", [old])  # late: changes nothing
     later_same = ("ref", "Phishing 2026", T0 + timedelta(hours=2))
-    assert await repo.missing_content("acc-1", [later_same]) == []  # same text: nothing to write
+    assert await repo.content.missing_content("acc-1", [later_same]) == []  # same text: nothing to write
     newer = ("ref", "Phishing (new)", T0 + timedelta(hours=3))
-    assert await repo.missing_content("acc-1", [newer]) == [newer]
+    assert await repo.content.missing_content("acc-1", [newer]) == [newer]
 
 
 async def test_the_migration_keeps_existing_rows(db_url: str) -> None:
@@ -181,10 +181,10 @@ async def test_the_migration_keeps_existing_rows(db_url: str) -> None:
     repository = Repository(create_engine(db_url))
     try:
         await upgrade(repository.engine)
-        view = await repository.load_sync(1, "acc-1")
+        view = await repository.leases.load_sync(1, "acc-1")
         assert view is not None
         assert view.synced.completion == Completion(False, 40.0, T0)
-        [dup] = await repository.ingest([(e := event("42", "acme"), e.people)], ACCOUNTS)
+        [dup] = await repository.intake.ingest([(e := event("42", "acme"), e.people)], ACCOUNTS)
         assert dup.duplicate
         assert dup.record_ids == (1,)
         async with repository.engine.connect() as conn:

@@ -27,7 +27,7 @@ from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.database import is_data_error, open_database
 from lmsbridge.storage.group_commit import GroupCommit
 from lmsbridge.storage.migrate import upgrade
-from lmsbridge.storage.repository import UNSTORABLE
+from lmsbridge.storage.shared import UNSTORABLE
 from lmsbridge.storage.tables import accounts
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
@@ -115,7 +115,7 @@ async def test_group_commit_runs_a_write_refused_for_its_data_alone(repo: Reposi
             group.run(add("last", True)),
             return_exceptions=True,
         )
-        stored = await repo._db.read(lambda conn: sorted(r[0] for r in conn.execute(select(accounts.c.account))))
+        stored = await repo._sql.read(lambda conn: sorted(r[0] for r in conn.execute(select(accounts.c.account))))
     finally:
         await group.close()
     assert (results[0], results[2]) == ("first", "last"), results
@@ -133,8 +133,8 @@ async def test_a_poison_event_fails_alone_and_for_good(repo: Repository, case: s
     good = make_event(message_id="good-1", email="omar@acme.example")
     bad = poison_event(case)
     outcome = await asyncio.gather(
-        repo.ingest([(good, good.people)], ACCOUNTS),
-        repo.ingest([(bad, bad.people)], ACCOUNTS),
+        repo.intake.ingest([(good, good.people)], ACCOUNTS),
+        repo.intake.ingest([(bad, bad.people)], ACCOUNTS),
         return_exceptions=True,
     )
     assert not isinstance(outcome[0], BaseException), outcome[0]
@@ -145,10 +145,10 @@ async def test_a_poison_event_fails_alone_and_for_good(repo: Repository, case: s
         assert "\x00" not in str(refused)
         assert "x" * 100 not in str(refused)
         assert GROWING_EMAIL not in str(refused)
-        assert await repo.status_counts() == {"acc-main": {"pending": 1}}
+        assert await repo.stats.status_counts() == {"acc-main": {"pending": 1}}
     else:
         assert repo.engine.dialect.name == "sqlite", "PostgreSQL cannot hold this: it must be refused"
-        assert await repo.status_counts() == {"acc-main": {"pending": 2}}
+        assert await repo.stats.status_counts() == {"acc-main": {"pending": 2}}
 
 
 async def test_error_text_with_a_nul_is_stored_not_refused(repo: Repository) -> None:
@@ -156,15 +156,15 @@ async def test_error_text_with_a_nul_is_stored_not_refused(repo: Repository) -> 
     so PostgreSQL stores the failure instead of refusing it (which would now be a dead letter
     escaping the consumer's bookkeeping, and before was an InfrastructureFault silently dropped)."""
     good = make_event(message_id="good-1")
-    [stored] = await repo.ingest([(good, good.people)], ACCOUNTS)
+    [stored] = await repo.intake.ingest([(good, good.people)], ACCOUNTS)
     rid = stored.record_ids[0]
 
-    assert await repo.note_failure(rid, "acc-main", "StackOne said: bad\x00title") == 1
-    await repo.set_status(rid, "acc-main", "dead", reason="stackone_400", error="HTTP 400: bad\x00title")
-    await repo.update_account("acc-main", paused=True, reason="HTTP 403: no\x00access", status=403)
+    assert await repo.leases.note_failure(rid, "acc-main", "StackOne said: bad\x00title") == 1
+    await repo.leases.set_status(rid, "acc-main", "dead", reason="stackone_400", error="HTTP 400: bad\x00title")
+    await repo.accounts.update_account("acc-main", paused=True, reason="HTTP 403: no\x00access", status=403)
 
-    assert await repo.status_counts() == {"acc-main": {"dead": 1}}
-    assert (await repo.account("acc-main")).reason == "HTTP 403: no\ufffdaccess"
+    assert await repo.stats.status_counts() == {"acc-main": {"dead": 1}}
+    assert (await repo.accounts.account("acc-main")).reason == "HTTP 403: no\ufffdaccess"
 
 
 @pytest.mark.parametrize(
@@ -179,6 +179,6 @@ async def test_a_database_that_fails_is_still_an_infrastructure_fault(url: str) 
     event = make_event(message_id="m1")
     try:
         with pytest.raises(InfrastructureFault):
-            await repository.ingest([(event, event.people)], ACCOUNTS)
+            await repository.intake.ingest([(event, event.people)], ACCOUNTS)
     finally:
         await repository.close()

@@ -39,6 +39,7 @@ from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
 from lmsbridge.errors import DeadLetter, InfrastructureFault
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
+from lmsbridge.ports import AccountPort
 from lmsbridge.service import Service, describe
 from lmsbridge.settings import BrokerSettings
 
@@ -57,12 +58,14 @@ class Consumer:
         settings: BrokerSettings,
         metrics: Metrics,
         *,
+        accounts: AccountPort,
         probe: Probe,
         probe_interval: float = 5.0,
         inline_limit: int = 0,
     ) -> None:
         self._broker = broker
         self._service = service
+        self._accounts = accounts
         self._settings = settings
         self._metrics = metrics
         self._probe = probe
@@ -75,8 +78,8 @@ class Consumer:
             min_calls=settings.breaker_min_calls,
             failure_rate=settings.breaker_failure_rate,
         )
-        self._settler = Settler(broker, service.repo, settings, metrics, pause=self.pause)
-        self._sweeper = Sweeper(service.repo, broker, settings, accounts=self._active_accounts)
+        self._settler = Settler(broker, service.leases, settings, metrics, pause=self.pause)
+        self._sweeper = Sweeper(service.leases, broker, settings, accounts=self._active_accounts)
         self._channels: list[AbstractChannel] = []
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}  # queue name -> (queue, tag)
         self._queues: dict[str, AbstractQueue] = {}  # one channel per queue, kept across pauses
@@ -102,7 +105,7 @@ class Consumer:
         for source in self._broker.sources:
             await self._consume(self._names.intake(source))
         for account in self._broker.accounts:
-            state = await self._service.repo.account(account)
+            state = await self._accounts.account(account)
             if state.paused:
                 self._pause_reasons[account] = state.reason or "paused"
                 self._start_probe(account)
@@ -258,7 +261,7 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
         with contextlib.suppress(InfrastructureFault):
-            await self._service.repo.update_account(account, paused=True, reason=reason, status=status)
+            await self._accounts.update_account(account, paused=True, reason=reason, status=status)
         log.error("account.paused", account=account, status=status, error=reason)
 
     def _start_probe(self, account: str) -> None:
@@ -277,7 +280,7 @@ class Consumer:
                 interval = min(interval * 2, max(self._settings.probe_max_seconds, self._probe_interval))
                 continue
             with contextlib.suppress(InfrastructureFault):
-                await self._service.repo.update_account(account, paused=False, reason=None, status=None)
+                await self._accounts.update_account(account, paused=False, reason=None, status=None)
             self._resumed[account] = time.time()
             self._breaker.reset(account)
             self._paused.pop(account, None)

@@ -39,7 +39,7 @@ from lmsbridge.domain.sync import DEAD, PARKED, PENDING
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
-from lmsbridge.ports import RepositoryPort
+from lmsbridge.ports import SyncStatusPort
 from lmsbridge.service import describe
 from lmsbridge.settings import BrokerSettings
 
@@ -55,7 +55,7 @@ class Settler:
     def __init__(
         self,
         broker: Broker,
-        repo: RepositoryPort,
+        rows: SyncStatusPort,
         settings: BrokerSettings,
         metrics: Metrics,
         *,
@@ -63,7 +63,7 @@ class Settler:
         rng: random.Random | None = None,
     ) -> None:
         self._broker = broker
-        self._repo = repo
+        self._rows = rows
         self._settings = settings
         self._metrics = metrics
         self._pause = pause
@@ -114,7 +114,7 @@ class Settler:
         assert sync is not None
         cid, received = job.correlation_id, job.received_at
         if action.kind == "park":
-            await self._repo.set_status(sync.record_id, sync.account, PARKED, reason=action.reason, error=action.error)
+            await self._rows.set_status(sync.record_id, sync.account, PARKED, reason=action.reason, error=action.error)
         elif action.kind == "retry":
             await self._broker.publish_sync(
                 sync,
@@ -144,11 +144,11 @@ class Settler:
         rid, account = sync.record_id, sync.account
         with contextlib.suppress(InfrastructureFault):
             if action.kind == "dead":
-                await self._repo.set_status(rid, account, DEAD, reason=action.reason, error=action.error)
+                await self._rows.set_status(rid, account, DEAD, reason=action.reason, error=action.error)
             elif action.kind == "pause":
-                await self._repo.set_status(rid, account, PENDING, reason=action.reason, error=action.error)
+                await self._rows.set_status(rid, account, PENDING, reason=action.reason, error=action.error)
             elif action.kind == "retry" and action.transient:
-                await self._repo.note_failure(rid, account, action.error)
+                await self._rows.note_failure(rid, account, action.error)
 
     def _count(self, job: Job, action: Action) -> None:
         count = self._metrics.record if job.kind == "sync" else self._metrics.stage

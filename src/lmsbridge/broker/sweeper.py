@@ -28,7 +28,7 @@ log = get_logger(__name__)
 
 
 class StaleRecords(Protocol):
-    """The one query the sweeper needs (:meth:`lmsbridge.storage.Repository.stale_pending`)."""
+    """The one query the sweeper needs (:meth:`lmsbridge.storage.Leases.stale_pending`)."""
 
     async def stale_pending(
         self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
@@ -40,13 +40,13 @@ class Sweeper:
 
     def __init__(
         self,
-        repo: StaleRecords,
+        leases: StaleRecords,
         broker: Broker,
         settings: BrokerSettings,
         *,
         accounts: Callable[[], Sequence[str]],
     ) -> None:
-        self._repo = repo
+        self._leases = leases
         self._broker = broker
         self._after = settings.sweep_after
         self._interval = settings.sweep_interval
@@ -56,7 +56,7 @@ class Sweeper:
         """One pass; returns how many records were queued again."""
         now = time.time()
         unchanged_since = datetime.now(UTC) - timedelta(seconds=self._after)
-        found = await self._repo.stale_pending(self._accounts(), unchanged_since=unchanged_since, now=now)
+        found = await self._leases.stale_pending(self._accounts(), unchanged_since=unchanged_since, now=now)
         for record_id, account in found:
             await self._broker.publish_sync(
                 SyncTask(record_id, account), correlation_id=f"sweep-{record_id}", received_at=now

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lmsbridge.domain import Rank, RecordState
 from lmsbridge.domain.sync import PENDING, SYNCED
 from lmsbridge.storage.database import open_database
-from lmsbridge.storage.repository import _guard, _state
+from lmsbridge.storage.shared import guard, record_state
 from lmsbridge.storage.tables import (
     directory,
     reconcile_lease,
@@ -77,7 +77,7 @@ class ReconcileStore:
 
     # --- the platform side --------------------------------------------------------------
 
-    @_guard
+    @guard
     async def states(self, source: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordState]:
         """The local state of each (learning object, person) of ``source`` that has a record."""
         if not keys:
@@ -89,11 +89,11 @@ class ReconcileStore:
 
         def work(conn: Connection) -> dict[tuple[str, str], RecordState]:
             rows = conn.execute(stmt).mappings().all()
-            return {(r["learning_object_ref"], r["person_key"]): _state(r) for r in rows}
+            return {(r["learning_object_ref"], r["person_key"]): record_state(r) for r in rows}
 
         return await self._db.read(work)
 
-    @_guard
+    @guard
     async def held(self, source: str, assignment_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(records, completed records) lmsbridge holds per platform assignment id."""
         if not assignment_ids:
@@ -108,7 +108,7 @@ class ReconcileStore:
             lambda conn: {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in conn.execute(stmt).all()}
         )
 
-    @_guard
+    @guard
     async def seen(self, source: str) -> dict[str, tuple[int, int]]:
         """The (total, completed) aggregates of each assignment when a pass last read its members."""
         stmt = select(reconcile_seen.c.assignment_id, reconcile_seen.c.total, reconcile_seen.c.completed).where(
@@ -116,7 +116,7 @@ class ReconcileStore:
         )
         return await self._db.read(lambda conn: {str(r[0]): (int(r[1]), int(r[2])) for r in conn.execute(stmt)})
 
-    @_guard
+    @guard
     async def remember_seen(self, source: str, assignment_id: str, total: int, completed: int, now: float) -> None:
         """Note the aggregates of an assignment whose members were just read and queued."""
         stmt = self._insert(reconcile_seen).values(
@@ -130,7 +130,7 @@ class ReconcileStore:
 
     # --- the LMS side -------------------------------------------------------------------
 
-    @_guard
+    @guard
     async def written(self, account: str) -> list[WrittenRow]:
         """Every (record, account) row on ``account`` with an assignment or completion recorded as written."""
         stmt = (
@@ -156,7 +156,7 @@ class ReconcileStore:
             ]
         )
 
-    @_guard
+    @guard
     async def known_pairs(self, account: str) -> set[tuple[str, str]]:
         """(person, learning object) of every record with a sync row on ``account``, written or not."""
         stmt = (
@@ -166,13 +166,13 @@ class ReconcileStore:
         )
         return await self._db.read(lambda conn: {(str(r[0]), str(r[1])) for r in conn.execute(stmt)})
 
-    @_guard
+    @guard
     async def directory(self, account: str) -> dict[str, str]:
         """The account's known people: e-mail -> StackOne user id."""
         stmt = select(directory.c.email, directory.c.user_id).where(directory.c.account == account)
         return await self._db.read(lambda conn: {str(r[0]): str(r[1]) for r in conn.execute(stmt)})
 
-    @_guard
+    @guard
     async def reopen(self, record_id: int, account: str, *, assignment: bool, completion: bool, now: float) -> bool:
         """Mark a write found missing in the LMS as not done, so the next sync writes it again.
 
@@ -200,7 +200,7 @@ class ReconcileStore:
 
     # --- passes and the periodic lease --------------------------------------------------
 
-    @_guard
+    @guard
     async def record_pass(
         self,
         source: str,
@@ -225,7 +225,7 @@ class ReconcileStore:
         upsert = stmt.on_conflict_do_update(index_elements=["source"], set_=values)
         await self._db.write([lambda conn: conn.execute(upsert)])
 
-    @_guard
+    @guard
     async def passes(self) -> list[PassRecord]:
         """The last pass of every source, by name."""
         stmt = select(reconcile_runs).order_by(reconcile_runs.c.source)
@@ -243,7 +243,7 @@ class ReconcileStore:
             for r in rows
         ]
 
-    @_guard
+    @guard
     async def take_lease(self, name: str, owner: str, now: float, seconds: float) -> bool:
         """Hold ``name`` until ``now + seconds`` if it is free, expired or already ours; True when held."""
         insert = self._insert(reconcile_lease).values(name=name, owner=owner, until=now + seconds)
@@ -265,7 +265,7 @@ class ReconcileStore:
         [held] = await self._db.write([work])
         return bool(held)
 
-    @_guard
+    @guard
     async def release_lease(self, name: str, owner: str) -> None:
         """Give ``name`` back if ``owner`` holds it."""
         stmt = reconcile_lease.delete().where(and_(reconcile_lease.c.name == name, reconcile_lease.c.owner == owner))

@@ -1,0 +1,187 @@
+"""Intake: events stored once, as merged records with a pending sync row per account.
+
+The ``inbox`` remembers every (source, message id) with the records its event touched, so a
+redelivered event changes nothing and its syncs can be resumed; ``records`` holds one merged
+state per (source, learning object, person) (:func:`lmsbridge.domain.records.merge`, a join);
+``sync_state`` gets a pending row per account the source feeds, and a synced row whose record
+changed goes back to pending. Old message ids are pruned after the retention period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from lmsbridge.domain import AssignmentEvent, PersonProgress, RecordState
+from lmsbridge.domain.records import merge, state_from_event
+from lmsbridge.domain.sync import PENDING, SYNCED
+from lmsbridge.ports import Ingest
+from lmsbridge.storage.shared import Sql, guard, record_state
+from lmsbridge.storage.tables import inbox, records, sync_state
+
+__all__ = ["Intake"]
+
+_RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "title_at", "assigned_at", "due_date")
+_RECORD_STATE += ("progress",)
+_RECORD_STATE += ("completed_at", "passed", "score")
+
+
+class _Statements:
+    """Intake's statements, built once per dialect; values come as parameters at execution."""
+
+    def __init__(self, sql: Sql) -> None:
+        insert = sql.insert
+        self.inbox_ids = select(inbox.c.record_ids).where(
+            inbox.c.source == bindparam("source"), inbox.c.message_id == bindparam("message_id")
+        )
+        self.add_inbox = insert(inbox).on_conflict_do_nothing(index_elements=["source", "message_id"])
+        find = select(records).where(
+            records.c.source == bindparam("b_source"),
+            records.c.learning_object_ref == bindparam("b_ref"),
+            records.c.person_key == bindparam("b_person"),
+        )
+        self.find_record = find.with_for_update() if sql.dialect == "postgresql" else find
+        self.add_record = (
+            insert(records)
+            .on_conflict_do_nothing(index_elements=["source", "learning_object_ref", "person_key"])
+            .returning(records.c.id)
+        )
+        self.set_record = (
+            update(records)
+            .where(records.c.id == bindparam("b_id"))
+            .values(
+                {name: bindparam(f"b_{name}") for name in _RECORD_STATE}
+                | {"version": bindparam("b_version"), "updated_at": bindparam("b_updated_at")}
+            )
+        )
+        self.add_sync_rows = insert(sync_state).on_conflict_do_nothing(index_elements=["record_id", "account"])
+        # A synced record whose state changed may have something to write again (a completion,
+        # a retake, a newer title): pending until its sync's plan says otherwise.
+        self.reopen = (
+            update(sync_state)
+            .where(
+                sync_state.c.record_id == bindparam("b_id"),
+                sync_state.c.account.in_(bindparam("b_accounts", expanding=True)),
+                sync_state.c.status == SYNCED,
+            )
+            .values(status=PENDING, attempts=0, updated_at=bindparam("b_now"))
+        )
+
+
+class Intake:
+    """The inbox and the merged records (implements :class:`lmsbridge.ports.IntakePort`)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+        self._stmt = _Statements(sql)
+
+    @guard
+    async def ingest(
+        self,
+        items: Sequence[tuple[AssignmentEvent, Sequence[PersonProgress]]],
+        accounts_of: dict[str, list[str]],
+    ) -> list[Ingest]:
+        """Store events in ONE transaction: merged records, pending sync rows, the inbox.
+
+        An event whose message id is already in the inbox changes nothing and returns the
+        record ids stored the first time, so its sync can be resumed. (A duplicate racing its
+        twin from another process is merged again, which changes nothing: merge is a join.)
+        """
+
+        def work(conn: Connection) -> list[Ingest]:
+            now = datetime.now(UTC)
+            out: list[Ingest] = []
+            for event, people in items:
+                stored = conn.execute(
+                    self._stmt.inbox_ids, {"source": event.source, "message_id": event.message_id}
+                ).scalar()
+                if stored is not None:
+                    out.append(Ingest(True, tuple(stored)))
+                    continue
+                accts = accounts_of.get(event.source, [])
+                ids = [self._upsert_record(conn, event, person, accts, now) for person in people]
+                first = conn.execute(
+                    self._stmt.add_inbox,
+                    {
+                        "message_id": event.message_id,
+                        "source": event.source,
+                        "event_type": event.type,
+                        "received_at": event.received_at,
+                        "processed_at": now,
+                        "record_ids": ids,
+                    },
+                )
+                out.append(Ingest(first.rowcount == 0, tuple(ids)))
+            return out
+
+        return await self._sql.write(work)
+
+    def _upsert_record(
+        self, conn: Connection, event: AssignmentEvent, person: PersonProgress, accts: list[str], now: datetime
+    ) -> int:
+        incoming = state_from_event(event, person)
+        identity = {"b_source": event.source, "b_ref": incoming.learning_object_ref, "b_person": person.person_key}
+        row = conn.execute(self._stmt.find_record, identity).mappings().first()
+        rid: int | None = None
+        merged = merge(None, incoming)
+        changed = True
+        if row is None:
+            rid = conn.execute(
+                self._stmt.add_record,
+                {
+                    "source": event.source,
+                    "assignment_id": event.assignment_id,
+                    "person_key": person.person_key,
+                    "platform": event.platform,
+                    "version": 1,
+                    "received_at": event.received_at,
+                    "updated_at": now,
+                    **_columns(merged),
+                },
+            ).scalar()
+            if rid is None:  # another process inserted it meanwhile
+                row = conn.execute(self._stmt.find_record, identity).mappings().first()
+        if row is not None:
+            rid = int(row["id"])
+            current = record_state(row)
+            merged = merge(current, incoming)
+            changed = merged != current
+            if changed:
+                values = {f"b_{k}": v for k, v in _columns(merged).items()}
+                conn.execute(
+                    self._stmt.set_record, {"b_id": rid, "b_version": row["version"] + 1, "b_updated_at": now, **values}
+                )
+        assert rid is not None
+        if accts:
+            conn.execute(
+                self._stmt.add_sync_rows,
+                [
+                    {
+                        "record_id": rid,
+                        "account": account,
+                        "status": PENDING,
+                        "assignment_created": False,
+                        "completion_created": False,
+                        "attempts": 0,
+                        "updated_at": now,
+                    }
+                    for account in accts
+                ],
+            )
+            if changed and row is not None:
+                conn.execute(self._stmt.reopen, {"b_id": rid, "b_accounts": accts, "b_now": now})
+        return rid
+
+    @guard
+    async def prune_inbox(self, before: datetime) -> int:
+        """Forget message ids processed before ``before``; returns how many were removed."""
+        stmt = inbox.delete().where(inbox.c.processed_at < before)
+        return await self._sql.write(lambda conn: int(conn.execute(stmt).rowcount or 0))
+
+
+def _columns(state: RecordState) -> dict[str, Any]:
+    """The records columns that hold a merged state."""
+    return {name: int(state.rank) if name == "rank" else getattr(state, name) for name in _RECORD_STATE}

@@ -1,0 +1,283 @@
+"""Sync leases: who may write a record to an account now, and what is already written there.
+
+One ``sync_state`` row per (record, account). A sync takes the row's lease (:meth:`Leases.claim`,
+which also reads the record afresh), notes each create as possibly written BEFORE sending it
+(:meth:`Leases.intend`, the write-ahead intent that makes a crash or a timeout safe), records
+each step written (:meth:`Leases.mark_written`) and gives the lease back. The consumer's
+settler moves rows between pending, synced, parked and dead (:meth:`Leases.set_status`) and
+counts failed attempts; the sweeper finds pending rows whose message may be lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
+
+from lmsbridge.domain import AccountSync, Completion, RecordKey
+from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
+from lmsbridge.ports import SyncView
+from lmsbridge.storage.shared import Sql, clip_text, guard, record_state, utc
+from lmsbridge.storage.tables import content, records, sync_state
+
+__all__ = ["Leases"]
+
+
+class _Statements:
+    """The lease statements, built once; values come as parameters at execution."""
+
+    def __init__(self) -> None:
+        known = content.c.external_reference.label("content_known")
+        content_title = (content.c.title.label("content_title"), content.c.title_at.label("content_title_at"))
+        self.view = (
+            select(records, sync_state, known, *content_title)
+            .join(sync_state, sync_state.c.record_id == records.c.id)
+            .outerjoin(
+                content,
+                and_(
+                    content.c.account == sync_state.c.account,
+                    content.c.external_reference == records.c.learning_object_ref,
+                ),
+            )
+            .where(records.c.id == bindparam("b_id"), sync_state.c.account == bindparam("b_account"))
+        )
+        row = (sync_state.c.record_id == bindparam("b_id"), sync_state.c.account == bindparam("b_account"))
+        free = or_(
+            sync_state.c.lease_until.is_(None),
+            sync_state.c.lease_until < bindparam("b_now"),
+            sync_state.c.lease_owner == bindparam("b_owner"),
+        )
+        lease: dict[str, Any] = {"lease_owner": bindparam("b_owner"), "lease_until": bindparam("b_until")}
+        self.claim = update(sync_state).where(*row, sync_state.c.status != DEAD, free).values(lease)
+        self.claim_reviving = (
+            update(sync_state)
+            .where(*row, free)
+            .values(lease | {"status": case((sync_state.c.status == DEAD, PENDING), else_=sync_state.c.status)})
+        )
+        # The SET clause of these two comes from the parameter names at execution.
+        self.sync_row = update(sync_state).where(*row)
+        self.held_sync_row = update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner"))
+        # A new completion: the one it replaces (a retake's Fail) is noted for deletion.
+        replaced = and_(sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "")
+        self.write_completion = (
+            update(sync_state)
+            .where(*row)
+            .values(
+                superseded_completion_id=case(
+                    (replaced, sync_state.c.lms_completion_id), else_=sync_state.c.superseded_completion_id
+                )
+            )
+        )
+
+
+class Leases:
+    """The ``sync_state`` rows: leases, intents, steps written, status (a :class:`lmsbridge.ports.LeasePort`)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+        self._stmt = _Statements()
+
+    @guard
+    async def load_sync(self, record_id: int, account: str) -> SyncView | None:
+        """The record and its sync state on ``account``; None when either is gone."""
+        return await self._sql.read(lambda conn: self._view(conn, record_id, account, leased=False))
+
+    def _view(self, conn: Connection, record_id: int, account: str, *, leased: bool) -> SyncView | None:
+        row = conn.execute(self._stmt.view, {"b_id": record_id, "b_account": account}).mappings().first()
+        if row is None:
+            return None
+        return SyncView(
+            record_id=record_id,
+            account=account,
+            key=RecordKey(row["source"], row["learning_object_ref"], row["person_key"]),
+            state=record_state(row),
+            synced=AccountSync(
+                content_known=row["content_known"] is not None,
+                assignment_created=row["assignment_created"],
+                completion=_written_completion(row),
+                content_title=row["content_title"],
+                content_title_at=row["content_title_at"],
+                lms_completion_id=row["lms_completion_id"],
+                superseded_completion_id=row["superseded_completion_id"],
+            ),
+            status=row["status"],
+            attempts=row["attempts"],
+            uncertain_step=row["uncertain_step"],
+            leased=leased,
+        )
+
+    @guard
+    async def claim(
+        self, record_id: int, account: str, owner: str, now: float, lease: float, *, revive: bool = False
+    ) -> SyncView | None:
+        """Take the record's sync lease on ``account`` and read it afresh, in one transaction.
+
+        A dead row is leased only when ``revive`` (an operator replayed its dead letter: it
+        becomes pending again). A synced row is leased too: its status may be older than the
+        record (a completion merged while another consumer wrote the assignment), so only the
+        plan decides. The view's ``leased`` says whether the lease is ours; None when the row is gone.
+        """
+        params = {"b_id": record_id, "b_account": account, "b_owner": owner, "b_now": now, "b_until": now + lease}
+        stmt = self._stmt.claim_reviving if revive else self._stmt.claim
+
+        def work(conn: Connection) -> SyncView | None:
+            leased = bool(conn.execute(stmt, params).rowcount)
+            return self._view(conn, record_id, account, leased=leased)
+
+        return await self._sql.write(work)
+
+    @guard
+    async def release(self, record_id: int, account: str, owner: str, *, synced: bool = False) -> None:
+        """Give the lease back (only if we still hold it); ``synced`` also marks the row up to date."""
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if synced:
+            values.update(status=SYNCED, reason=None, synced_at=now, updated_at=now)
+        await self._update_sync(record_id, account, values, owner=owner)
+
+    @guard
+    async def mark_written(
+        self,
+        record_id: int,
+        account: str,
+        step: SyncStep,
+        lms_id: str | None,
+        *,
+        last: bool = False,
+        completion: Completion | None = None,
+    ) -> None:
+        """Record that ``step`` is written on the LMS (clears any uncertainty about it).
+
+        ``last``: it was the last write the record needed: mark it synced and give the lease
+        back in the same transaction. A completion notes which one was written (``completion``)
+        and keeps the LMS id of the one it replaces as superseded. A delete of superseded
+        completions clears that note.
+        """
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"uncertain_step": None, "updated_at": now}
+        if last:
+            values.update(status=SYNCED, reason=None, synced_at=now, lease_owner=None, lease_until=None)
+        if step is SyncStep.CREATE_ASSIGNMENT:
+            values.update(assignment_created=True, lms_assignment_id=lms_id)
+        elif step is SyncStep.DELETE_SUPERSEDED:
+            values.update(superseded_completion_id=None)
+        elif step is SyncStep.CREATE_COMPLETION:
+            assert completion is not None, "a written completion says which one it was"
+            values.update(
+                completion_created=True,
+                lms_completion_id=lms_id or "",
+                completion_passed=completion.passed,
+                completion_score=completion.score,
+                completion_at=completion.completed_at,
+            )
+            params = {"b_id": record_id, "b_account": account, **values}
+            await self._sql.write(lambda conn: conn.execute(self._stmt.write_completion, params))
+            return
+        await self._update_sync(record_id, account, values)
+
+    @guard
+    async def intend(
+        self, record_id: int, account: str, owner: str, step: SyncStep | None, now: float, lease: float
+    ) -> bool:
+        """Write-ahead intent: note ``step`` as possibly written, and renew the lease, BEFORE the create.
+
+        Whoever syncs the record next (after a crash, a timeout or a 408) lists the LMS before
+        creating again. ``step=None`` clears the intent after a definite refusal. False when
+        ``owner`` no longer holds the lease: the caller must not write.
+        """
+        values = {"uncertain_step": step.value if step else None, "lease_until": now + lease}
+        return await self._update_sync(record_id, account, values, owner=owner) > 0
+
+    @guard
+    async def set_status(
+        self,
+        record_id: int,
+        account: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Move the sync row to ``status`` (synced, parked, dead, pending)."""
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"status": status, "reason": reason, "updated_at": now}
+        if error is not None:
+            values["last_error"] = clip_text(error)
+        if status == SYNCED:
+            values["synced_at"] = now
+        await self._update_sync(record_id, account, values)
+
+    @guard
+    async def note_failure(self, record_id: int, account: str, error: str) -> int:
+        """Count a failed attempt (a fault outside lmsbridge); returns the attempts so far."""
+        where = (sync_state.c.record_id == record_id, sync_state.c.account == account)
+
+        def work(conn: Connection) -> int:
+            conn.execute(
+                update(sync_state)
+                .where(*where)
+                .values(attempts=sync_state.c.attempts + 1, last_error=clip_text(error), updated_at=datetime.now(UTC))
+            )
+            return int(conn.execute(select(sync_state.c.attempts).where(*where)).scalar() or 0)
+
+        return await self._sql.write(work)
+
+    async def _update_sync(self, record_id: int, account: str, values: dict[str, Any], *, owner: str = "") -> int:
+        """Set ``values`` on one sync row (only while ``owner`` holds its lease, if given); rows changed."""
+        stmt = self._stmt.held_sync_row if owner else self._stmt.sync_row
+        params = {"b_id": record_id, "b_account": account, **values} | ({"b_owner": owner} if owner else {})
+
+        def work(conn: Connection) -> int:
+            return int(conn.execute(stmt, params).rowcount or 0)
+
+        return await self._sql.write(work)
+
+    @guard
+    async def parked(self, account: str, reason: str) -> list[int]:
+        """Record ids parked on ``account`` for ``reason``."""
+        stmt = select(sync_state.c.record_id).where(
+            sync_state.c.account == account, sync_state.c.status == PARKED, sync_state.c.reason == reason
+        )
+        return await self._sql.read(lambda conn: [int(r[0]) for r in conn.execute(stmt)])
+
+    @guard
+    async def stale_pending(
+        self, accounts: Sequence[str], *, unchanged_since: datetime, now: float, limit: int = 500
+    ) -> list[tuple[int, str]]:
+        """(record id, account) pairs pending on ``accounts``, unchanged since ``unchanged_since`` and
+        without a live lease: records whose message may be lost (the sweeper queues them again).
+
+        Their ``updated_at`` is set to now in the same transaction, so the next sweep waits again.
+        """
+        if not accounts:
+            return []
+        stmt = (
+            select(sync_state.c.record_id, sync_state.c.account)
+            .where(
+                sync_state.c.status == PENDING,
+                sync_state.c.account.in_(list(accounts)),
+                sync_state.c.updated_at < unchanged_since,
+                or_(sync_state.c.lease_until.is_(None), sync_state.c.lease_until < now),
+            )
+            .order_by(sync_state.c.updated_at)
+            .limit(limit)
+        )
+
+        def work(conn: Connection) -> list[tuple[int, str]]:
+            found = [(int(r[0]), str(r[1])) for r in conn.execute(stmt)]
+            touched = datetime.now(UTC)
+            for rid, account in found:
+                conn.execute(self._stmt.sync_row, {"b_id": rid, "b_account": account, "updated_at": touched})
+            return found
+
+        return await self._sql.write(work)
+
+
+def _written_completion(row: Any) -> Completion | None:
+    """The completion a sync row says was written (a row from before 0002 without one: a Pass)."""
+    if not row["completion_created"]:
+        return None
+    passed = row["completion_passed"]
+    return Completion(passed is not False, row["completion_score"], utc(row["completion_at"]))
