@@ -14,7 +14,6 @@ transaction must still be stored.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -23,11 +22,9 @@ from sqlalchemy import Connection, select
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.errors import DeadLetter, InfrastructureFault
-from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage import UNSTORABLE, Repository, create_engine
 from lmsbridge.storage.database import is_data_error, open_database
 from lmsbridge.storage.group_commit import GroupCommit
-from lmsbridge.storage.migrate import upgrade
-from lmsbridge.storage.shared import UNSTORABLE
 from lmsbridge.storage.tables import accounts
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
@@ -84,16 +81,6 @@ def make_event(
         people=(PersonProgress.model_construct(email=email),),
         needs_expansion=False,
     )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def repo(request: pytest.FixtureRequest) -> AsyncIterator[Repository]:
-    """A migrated repository on a fresh SQLite file or a fresh PostgreSQL database."""
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    repository = Repository(create_engine(url))
-    await upgrade(repository.engine)
-    yield repository
-    await repository.close()
 
 
 async def test_group_commit_runs_a_write_refused_for_its_data_alone(repo: Repository) -> None:
