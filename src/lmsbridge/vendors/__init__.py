@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from lmsbridge.domain import AssignmentEvent
 from lmsbridge.errors import UnusableBody
 from lmsbridge.vendors import exec as exec_platform
@@ -49,13 +51,20 @@ def parse_event(
     if adapter is None:
         raise ValueError(f"unknown platform {platform!r}")
     document = load_json(body)
-    head = validate(Head, document)
+    # One validation in the usual case (a well-formed envelope); only a body that fails it is
+    # validated again as a bare head, so an ignored type is acknowledged however its rest looks.
+    try:
+        envelope: Envelope | None = Envelope.model_validate(document)
+    except ValidationError:
+        envelope = None
+    head = envelope or validate(Head, document)
     mid = message_id or head.id
     if not mid:
         raise UnusableBody("id: the body needs an id when the signature scheme carries none", path="id")
     if head.type not in HANDLED:
         return Ignored(head.type, mid)
-    envelope = validate(Envelope, document)
+    if envelope is None:
+        envelope = validate(Envelope, document)  # a 422 naming the first problem's path
     return adapter(envelope, message_id=mid, source=source, received_at=received_at, correlation_id=correlation_id)
 
 
