@@ -67,7 +67,8 @@ def test_a_manual_rate_share_is_refused_with_what_replaced_it(tmp_path: Path) ->
     budget is now shared through the database, so an old config cannot silently keep a wrong share."""
     message = refusal(tmp_path, "[stackone]\nrate_limit_share = 0.5\n")
     assert "stackone" in message
-    assert "rate_limit_share is gone" in message and "one budget per API key through the database" in message
+    assert "rate_limit_share is gone" in message
+    assert "one budget per API key through the database" in message
 
 
 def float_fields(section: type[BaseModel]) -> list[str]:

@@ -14,6 +14,7 @@ from rich.table import Table
 from lmsbridge.broker.topology import Names
 from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
+from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.migrate import upgrade
 
 
@@ -103,11 +104,29 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         "queues": depths,
         "parked_reasons": dict(parked),
         "dead_reasons": dict(dead),
-        "rate_budget": {
-            "per_minute": settings.stackone.rate_limit_per_minute,
-            "share": settings.stackone.rate_limit_share,
-        },
+        "rate_budget": await _budget_status(settings),
         "reconcile": reconcile,
+    }
+
+
+async def _budget_status(settings: Settings) -> dict[str, Any]:
+    """The key's shared budget: its limit, slots given out ahead, a pause, and who drew on it in the last minute."""
+    s = settings.stackone
+    engine = create_engine(settings.database_url.get_secret_value())
+    store = BudgetStore(engine)
+    try:
+        state = await store.state(key_id(s.base_url, s.api_key.get_secret_value()))
+    finally:
+        await store.close()
+        await engine.dispose()
+    return {
+        "per_minute": s.rate_limit_per_minute,
+        "reserved_ahead_seconds": round(state.reserved_ahead, 3),
+        "paused_for_seconds": round(state.paused_for, 3),
+        "holders": [
+            {"holder": h.holder, "claimed_total": h.claimed_total, "last_claim_age": round(h.age, 1)}
+            for h in state.holders
+        ],
     }
 
 
@@ -163,5 +182,13 @@ async def status(settings: Settings, *, as_json: bool) -> int:
 
         print_passes(console, data["reconcile"])
     rb = data["rate_budget"]
-    console.print(f"StackOne rate budget: {rb['per_minute']}/min per key, this process's share {rb['share']}")
+    budget = Table(
+        title=f"StackOne rate budget: {rb['per_minute']}/min for the key, shared by every process "
+        f"(paused for {rb['paused_for_seconds']} s)"
+    )
+    for column in ("process drawing on it (last minute)", "slots taken since start", "last claim, s ago"):
+        budget.add_column(column)
+    for h in rb["holders"]:
+        budget.add_row(h["holder"], str(h["claimed_total"]), str(h["last_claim_age"]))
+    console.print(budget)
     return 0

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from lmsbridge import __version__
 from lmsbridge.broker import Broker, Consumer, SyncTask
+from lmsbridge.budget import SharedBudget, open_shared_budget
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.people import USER_NOT_FOUND, People
@@ -27,7 +28,7 @@ from lmsbridge.ports import PlatformPort
 from lmsbridge.receiver import ReceiverRunner, create_app, mark_shutting_down
 from lmsbridge.service import Service
 from lmsbridge.settings import Settings
-from lmsbridge.stackone import RateLimiter, StackOneClient
+from lmsbridge.stackone import SharedRateLimiter, StackOneClient
 from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.vendors import LimeplateApi
@@ -70,7 +71,8 @@ class Runtime:
         self.consumer: Consumer | None = None
         self.service: Service | None = None
         self.people: People | None = None
-        self.limiter: RateLimiter | None = None
+        self.limiter: SharedRateLimiter | None = None
+        self._budget: SharedBudget | None = None
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -96,13 +98,9 @@ class Runtime:
         assert self.repo is not None
         s = self.settings
         self.session = aiohttp.ClientSession()
-        # StackOne counts requests in a sliding minute, so the bucket's rate plus its burst must fit
-        # in one, with 1 % kept back for the jitter between our grant and StackOne's count.
-        per_minute = s.stackone.rate_limit_per_minute * s.stackone.rate_limit_share
-        burst = max(1.0, per_minute / 600)  # a tenth of a second's worth
-        self.limiter = RateLimiter(
-            max(1.0, per_minute * 0.99 - burst), burst=burst, max_pause=s.stackone.max_pause_seconds
-        )
+        # Every process using the API key draws on one budget in the database (issue 14): no share to set.
+        self._budget = open_shared_budget(s, self.repo.engine, role="worker")
+        self.limiter = self._budget.limiter
         stackone = StackOneClient(
             self.session,
             s.stackone,
@@ -192,7 +190,7 @@ class Runtime:
         self.metrics.stackone_seconds.labels(operation=operation).observe(seconds)
         if self.limiter is not None:
             snap = self.limiter.snapshot()
-            self.metrics.rate_tokens.set(snap["tokens"])
+            self.metrics.rate_waiting.set(snap["waiting"])
             self.metrics.rate_granted.set(snap["granted_total"])
 
     # --- background work ----------------------------------------------------------------
@@ -261,6 +259,8 @@ class Runtime:
         await self.broker.close()
         if self.session is not None:
             await self.session.close()
+        if self._budget is not None:
+            await self._budget.close()
         if self.repo is not None:
             await self.repo.close()
         log.info("lmsbridge.stopped")

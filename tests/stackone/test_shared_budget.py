@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,13 +23,13 @@ KEY = key_id("https://api.stackone.test", "key-1")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def db_url(request: pytest.FixtureRequest) -> str:
     """A migrated database of each kind."""
     url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     engine = create_engine(url)
     await upgrade(engine)
     await engine.dispose()
-    yield url
+    return url
 
 
 @dataclass

@@ -94,6 +94,7 @@ class SharedRateLimiter:
         self._interval = 60.0 / (per_minute * headroom)
         self._batch = max(1, math.floor(batch / self._interval))
         self._horizon = max(horizon, batch)
+        self._lookahead = min(self._horizon / 2, max(2.5 * batch, 2 * self._interval))
         self._max_pause = max_pause
         self._clock = clock
         self._slots: deque[float] = deque()  # on our clock, ascending
@@ -103,6 +104,7 @@ class SharedRateLimiter:
         self._granted = 0
         self._claims = 0
         self._paused_until = float("-inf")
+        self._claim_after = float("-inf")
         self._runner: asyncio.Task[None] | None = None
         self._pauses: set[asyncio.Task[None]] = set()
 
@@ -169,44 +171,48 @@ class SharedRateLimiter:
             log.warning("stackone.budget_pause_failed", error=type(exc).__name__)
 
     async def _run(self) -> None:
-        """Hand out slots while anyone waits; ends when nobody does."""
+        """Hand out slots while anyone waits, claiming more before the held ones run out; ends when nobody waits."""
         failures = 0
         while self._waiting > 0:
-            if not self._slots:
+            now = self._clock()
+            while self._slots and self._slots[0] < now - _STALE:
+                self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
+            covered = (self._slots[-1] - now) if self._slots else 0.0
+            if (
+                len(self._slots) < self._waiting
+                and covered < self._lookahead
+                and now >= max(self._claim_after, self._paused_until)
+            ):
                 try:
-                    await self._claim()
+                    await self._claim(min(self._waiting - len(self._slots), self._batch))
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     failures += 1
                     delay = min(5.0, 0.1 * 2**failures)
+                    self._claim_after = self._clock() + delay
                     log.warning("stackone.budget_claim_failed", error=type(exc).__name__, retry_in=delay)
-                    await asyncio.sleep(delay)
                 continue
-            slot = self._slots[0]
-            if slot < self._clock() - _STALE:
-                self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
+            if self._slots and self._slots[0] <= now and now >= self._paused_until:
+                self._slots.popleft()
+                self._grant_next()
                 continue
-            wait = max(slot, self._paused_until) - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue  # a pause may have cleared the slots meanwhile
-            self._slots.popleft()
-            self._grant_next()
+            # Sleep until the next slot, or until a claim may be made, whichever comes first.
+            wake = [max(self._claim_after, self._paused_until)]
+            if self._slots:
+                wake.append(max(self._slots[0], self._paused_until))
+            await asyncio.sleep(max(0.0, min(wake) - now))
 
-    async def _claim(self) -> None:
-        pause_left = self._paused_until - self._clock()
-        if pause_left > 0:
-            await asyncio.sleep(pause_left)
-        want = max(1, min(self._waiting, self._batch))
-        grant = await self._source.claim(self._key, self._holder, want, self._interval, self._horizon)
+    async def _claim(self, want: int) -> None:
+        grant = await self._source.claim(self._key, self._holder, max(1, want), self._interval, self._horizon)
         offset = self._clock() - grant.now  # their clock -> ours (late by at most the round trip: safe)
         self._claims += 1
         if grant.count == 0:
-            await asyncio.sleep(max(0.0, grant.retry_at - grant.now))
+            self._claim_after = grant.retry_at + offset
             return
-        self._slots.extend(grant.first + offset + i * self._interval for i in range(grant.count))
+        first = grant.first + offset
+        self._slots.extend(first + i * self._interval for i in range(grant.count))
 
     def _grant_next(self) -> None:
         """Give one slot to the next account in turn (a slot nobody waits for any more is lost)."""
