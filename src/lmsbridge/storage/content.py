@@ -60,10 +60,19 @@ class Content:
             known = {r[0]: title_key(r[1], r[2]) for r in conn.execute(current)}
             for ref, title, at in items:
                 row = {"title": title, "title_at": at, "synced_at": now}
+                where = (content.c.account == account, content.c.external_reference == ref)
                 if ref not in known:
-                    conn.execute(content.insert().values(account=account, external_reference=ref, **row))
-                elif title_key(title, at) > known[ref]:
-                    where = (content.c.account == account, content.c.external_reference == ref)
+                    # Another worker may insert the same object at the same moment: then ours is an update.
+                    added = conn.execute(
+                        self._sql.insert(content)
+                        .values(account=account, external_reference=ref, **row)
+                        .on_conflict_do_nothing(index_elements=["account", "external_reference"])
+                    )
+                    if added.rowcount:
+                        continue
+                    theirs = conn.execute(select(content.c.title, content.c.title_at).where(*where)).one()
+                    known[ref] = title_key(theirs[0], theirs[1])
+                if title_key(title, at) > known[ref]:
                     conn.execute(update(content).where(*where).values(**row))
 
         await self._sql.write(work)

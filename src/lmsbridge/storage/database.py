@@ -32,7 +32,7 @@ from lmsbridge.storage.engine import configure_sqlite, is_sqlite
 T = TypeVar("T")
 SyncWork = Callable[[Connection], Any]
 
-__all__ = ["Database", "SyncWork", "is_data_error", "open_database"]
+__all__ = ["Database", "SyncWork", "is_conflict", "is_data_error", "open_database"]
 
 # SQLSTATE classes of a statement refused for its values: 22 data exception (value too long,
 # NUL in text, date out of range), 23 integrity constraint violation.
@@ -40,6 +40,24 @@ _DATA_SQLSTATE_CLASSES = ("22", "23")
 # Raised by the driver or a bind processor while turning one value into SQL (a date past year
 # 9999 once moved to UTC, an int past 64 bits, an unencodable string): the value's fault.
 _VALUE_FAULTS = (ValueError, OverflowError, TypeError, UnicodeError)
+
+
+# SQLSTATEs of a transaction PostgreSQL rolled back to break a tie with another (a deadlock between
+# two workers' batches, a serialization failure): run again, it succeeds.
+_CONFLICT_SQLSTATES = ("40P01", "40001")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True when the database rolled the transaction back because of another one (deadlock, serialization)."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    orig = exc.orig
+    cause = getattr(orig, "__cause__", None)
+    for candidate in (orig, cause):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if state in _CONFLICT_SQLSTATES:
+            return True
+    return False
 
 
 def is_data_error(exc: BaseException) -> bool:

@@ -7,7 +7,10 @@ whatever is queued in ONE transaction; each caller gets its own result only afte
 commit, so "acked after the commit" still holds. Under load the batches grow by themselves
 (everything that queued while the previous batch ran); alone, a write waits for nobody.
 
-If the shared transaction fails because the database failed (connection lost, locked),
+If PostgreSQL rolls the shared transaction back to break a deadlock with another worker's
+batch (or a serialization failure), the batch runs again at once, up to three times: nothing
+of it was kept, and the tie is gone. If the shared transaction fails because the database
+failed (connection lost, locked),
 every write in it fails with the same error and none is kept: callers see the same
 :class:`~sqlalchemy.exc.SQLAlchemyError` they would have seen alone, and retry. If it fails
 because one write's own data was refused (:func:`~lmsbridge.storage.database.is_data_error`,
@@ -20,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from lmsbridge.storage.database import Database, is_data_error
+from lmsbridge.storage.database import Database, is_conflict, is_data_error
 
 T = TypeVar("T")
+_CONFLICT_RETRIES = 3
 
 __all__ = ["GroupCommit"]
 
@@ -43,6 +48,7 @@ class GroupCommit:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions committed (for benchmarks and tests)
+        self.conflicts = 0  # batches run again after losing a deadlock
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(conn)`` inside the next shared transaction; its result once committed."""
@@ -66,7 +72,7 @@ class GroupCommit:
 
     async def _commit(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
         try:
-            results = await self._database.write([work for work, _ in batch])
+            results = await self._write_through_conflicts([work for work, _ in batch])
         except asyncio.CancelledError:
             for _, future in batch:
                 if not future.done():
@@ -84,6 +90,18 @@ class GroupCommit:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _write_through_conflicts(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        """Write ``works`` in one transaction, again (after a few random milliseconds) when it lost a deadlock."""
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            try:
+                return await self._database.write(works)
+            except SQLAlchemyError as exc:
+                if attempt == _CONFLICT_RETRIES or not is_conflict(exc):
+                    raise
+                self.conflicts += 1
+                await asyncio.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _one_by_one(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
         """Run each write of a failed batch in its own transaction, so only the culprit fails."""

@@ -81,11 +81,23 @@ def guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any,
         except SQLAlchemyError as exc:
             if is_data_error(exc):
                 raise DeadLetter(UNSTORABLE, f"the database refused the data: {_complaint(exc)}") from exc
-            raise InfrastructureFault(f"database: {type(exc).__name__}") from exc
+            raise InfrastructureFault(f"database: {_fault_name(exc)}") from exc
         except OSError as exc:
             raise InfrastructureFault(f"database: {exc.strerror or type(exc).__name__}") from exc
 
     return wrapper
+
+
+def _fault_name(exc: SQLAlchemyError) -> str:
+    """``DBAPIError (DeadlockDetectedError, SQLSTATE 40P01)``: the kind of fault, never the driver's text
+    (which may quote the statement's values)."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return type(exc).__name__
+    cause = getattr(orig, "__cause__", None) or orig  # asyncpg's error under SQLAlchemy's adapter
+    state = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None)
+    detail = type(cause).__name__ + (f", SQLSTATE {state}" if isinstance(state, str) else "")
+    return f"{type(exc).__name__} ({detail})"
 
 
 def _complaint(exc: SQLAlchemyError) -> str:
