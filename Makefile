@@ -33,8 +33,12 @@ unit: install-test
 
 test: lint typecheck unit  ## what CI runs
 
-fault: install-test  ## the full-size fault-injection ledger (long)
-	LMSBRIDGE_FAULT_EVENTS=100000 $(BIN)/pytest -m slow tests/faults -x -s
+FAULT_EVENTS ?= 100000
+WORKERS ?= 1
+DATABASE ?= sqlite
+fault: install-test  ## the full-size fault-injection ledger (long); e.g. make fault WORKERS=3 DATABASE=postgres
+	LMSBRIDGE_FAULT_EVENTS=$(FAULT_EVENTS) LMSBRIDGE_FAULT_WORKERS=$(WORKERS) LMSBRIDGE_FAULT_DATABASE=$(DATABASE) \
+		$(BIN)/pytest -m slow tests/faults -x -s
 
 bench: install-test  ## every benchmark, each prints a table
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

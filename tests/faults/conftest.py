@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ import aio_pika
 import aiohttp
 import orjson
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from lmsbridge.broker.dead import DeadLetters, DeadMessage
 from lmsbridge.broker.topology import Names
@@ -232,8 +233,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(path: Path, *, amqp_url: str, database: Path, stackone_url: str, prefix: str, port: int) -> None:
-    """The TOML both processes read: fast retries, many attempts, two Exec sources, two accounts."""
+def write_config(
+    path: Path,
+    *,
+    amqp_url: str,
+    database_url: str,
+    stackone_url: str,
+    prefix: str,
+    port: int,
+    accounts_of: dict[str, list[str]] = ACCOUNTS_OF,
+    rate_limit_per_minute: int = 600000,
+    reuse_port: bool = False,
+) -> None:
+    """The TOML every process reads: fast retries, many attempts, two Exec sources, their accounts."""
     sources = "".join(
         f"""
 [sources.{name}]
@@ -241,15 +253,16 @@ platform = "exec"
 secrets = ["{SECRET}"]
 accounts = {orjson.dumps(accounts).decode()}
 """
-        for name, accounts in ACCOUNTS_OF.items()
+        for name, accounts in accounts_of.items()
     )
     path.write_text(
         f"""
 amqp_url = "{amqp_url}"
-database_url = "sqlite+aiosqlite:///{database}"
+database_url = "{database_url}"
 [receiver]
 host = "127.0.0.1"
 port = {port}
+reuse_port = {"true" if reuse_port else "false"}
 publish_timeout = 2.0
 retry_after = 1
 shutdown_grace = 5.0
@@ -257,7 +270,7 @@ shutdown_grace = 5.0
 base_url = "{stackone_url}"
 api_key = "{STACKONE_KEY}"
 timeout = 5.0
-rate_limit_per_minute = 600000
+rate_limit_per_minute = {rate_limit_per_minute}
 [broker]
 prefix = "{prefix}"
 prefetch = 32
@@ -277,15 +290,22 @@ def rabbitmqctl(*args: str) -> None:
 
 
 class Cluster:
-    """``lmsbridge serve`` and ``lmsbridge worker`` as separate processes on one config and log file."""
+    """``lmsbridge serve`` and ``lmsbridge worker`` processes on one config and one log file.
 
-    def __init__(self, config: Path, log: IO[bytes], port: int, *, log_level: str) -> None:
+    ``receivers`` of them share the port (``receiver.reuse_port``), ``workers`` consume.
+    """
+
+    def __init__(
+        self, config: Path, log: IO[bytes], port: int, *, log_level: str, workers: int = 1, receivers: int = 1
+    ) -> None:
         self.config = config
         self.log = log
         self.url = f"http://127.0.0.1:{port}"
         self.log_level = log_level
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.receiver: subprocess.Popen[bytes] | None = None
+        self.worker_count = workers
+        self.receiver_count = receivers
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.receivers: list[subprocess.Popen[bytes]] = []
         self.exit_codes: list[tuple[str, int]] = []
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("LMSBRIDGE_")}
 
@@ -295,13 +315,13 @@ class Cluster:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, env=self._env)
 
     async def start(self) -> None:
-        """Start the worker (it migrates the database), then the receiver; wait until it is ready."""
-        self.worker = self._spawn("worker")
-        self.receiver = self._spawn("serve")
+        """Start the workers (they migrate the database, once between them), then the receivers; wait until ready."""
+        self.workers = [self._spawn("worker") for _ in range(self.worker_count)]
+        self.receivers = [self._spawn("serve") for _ in range(self.receiver_count)]
         await self.wait_ready()
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for the receiver's ``/readyz`` to answer 200."""
+        """Wait for the receivers' ``/readyz`` to answer 200."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -309,34 +329,39 @@ class Cluster:
                     async with session.get(f"{self.url}/readyz") as response:
                         if response.status == 200:
                             return
-                assert self.receiver is not None
-                assert self.receiver.poll() is None, f"the receiver exited with {self.receiver.poll()}"
+                for receiver in self.receivers:
+                    assert receiver.poll() is None, f"a receiver exited with {receiver.poll()}"
                 await asyncio.sleep(0.1)
         raise AssertionError("the receiver did not become ready")
 
-    async def kill_worker(self) -> None:
-        """SIGKILL the worker (no drain, no release of anything) and start a new one."""
-        assert self.worker is not None
-        self.worker.send_signal(signal.SIGKILL)
-        self.exit_codes.append(("worker (SIGKILL)", await asyncio.to_thread(self.worker.wait, 30)))
-        self.worker = self._spawn("worker")
+    async def kill_worker(self, index: int = 0) -> None:
+        """SIGKILL worker ``index`` (no drain, no release of anything) and start a new one in its place."""
+        worker = self.workers[index]
+        worker.send_signal(signal.SIGKILL)
+        self.exit_codes.append((f"worker {index} (SIGKILL)", await asyncio.to_thread(worker.wait, 30)))
+        self.workers[index] = self._spawn("worker")
 
-    async def restart_receiver(self) -> None:
-        """SIGTERM the receiver, expect a clean exit after its drain, start it again on the same port."""
-        assert self.receiver is not None
-        self.receiver.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(self.receiver.wait, 60)
+    def add_worker(self) -> None:
+        """Start one more worker."""
+        self.workers.append(self._spawn("worker"))
+
+    async def restart_receiver(self, index: int = 0) -> None:
+        """SIGTERM receiver ``index``, expect a clean exit after its drain, start it again on the same port."""
+        receiver = self.receivers[index]
+        receiver.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(receiver.wait, 60)
         self.exit_codes.append(("receiver (SIGTERM)", code))
         assert code == 0, f"the receiver exited with {code} on SIGTERM"
-        self.receiver = self._spawn("serve")
+        self.receivers[index] = self._spawn("serve")
         await self.wait_ready()
 
     async def stop(self) -> None:
-        """SIGTERM both processes and wait for them; SIGKILL what does not stop."""
-        for name, process in (("receiver", self.receiver), ("worker", self.worker)):
-            if process is None or process.poll() is not None:
-                continue
+        """SIGTERM every process and wait for it; SIGKILL what does not stop."""
+        named = [("receiver", p) for p in self.receivers] + [("worker", p) for p in self.workers]
+        named = [(name, p) for name, p in named if p.poll() is None]  # one that exited on its own is not stopped
+        for _, process in named:
             process.send_signal(signal.SIGTERM)
+        for name, process in named:
             try:
                 code = await asyncio.to_thread(process.wait, 60)
             except subprocess.TimeoutExpired:
@@ -345,10 +370,10 @@ class Cluster:
             self.exit_codes.append((f"{name} (final SIGTERM)", code))
 
     def alive(self) -> None:
-        """Fail if either process died on its own."""
-        for name, process in (("worker", self.worker), ("receiver", self.receiver)):
-            assert process is not None
-            assert process.poll() is None, f"the {name} exited on its own with {process.poll()}"
+        """Fail if any process died on its own."""
+        for name, processes in (("worker", self.workers), ("receiver", self.receivers)):
+            for process in processes:
+                assert process.poll() is None, f"a {name} exited on its own with {process.poll()}"
 
 
 # --- faults --------------------------------------------------------------------------------
@@ -453,7 +478,7 @@ async def inject(
         ):
             await asyncio.sleep(rng.uniform(0.0, 0.5))
             note(f"worker SIGKILL #{faults.kills + 1} at {stackone.writes() / max(1, expected_writes):.0%} written")
-            await cluster.kill_worker()
+            await cluster.kill_worker(rng.randrange(len(cluster.workers)))
             faults.kills += 1
             worker_since, writes_at_start = time.monotonic(), stackone.writes()
         else:
@@ -464,27 +489,36 @@ async def inject(
 # --- waiting for quiet -----------------------------------------------------------------------
 
 
-def sync_rows(database: Path) -> dict[str, int]:
-    """Sync rows per status, read from the worker's SQLite file (read-only, WAL allows it)."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
-        try:
-            rows = db.execute("SELECT status, count(*) FROM sync_state GROUP BY status").fetchall()
-        except sqlite3.OperationalError:  # the schema is not there yet
-            return {}
+async def _query(database_url: str, sql: str) -> list[Any]:
+    """Rows of ``sql`` on the workers' database (SQLite in WAL mode or PostgreSQL: reading never blocks them)."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return list(await conn.execute(sa.text(sql)))
+    finally:
+        await engine.dispose()
+
+
+async def sync_rows(database_url: str) -> dict[str, int]:
+    """Sync rows per status, read from the workers' database."""
+    try:
+        rows = await _query(database_url, "SELECT status, count(*) FROM sync_state GROUP BY status")
+    except sa.exc.DBAPIError:  # the schema is not there yet
+        return {}
     return {str(status): int(n) for status, n in rows}
 
 
-def records_by_id(database: Path) -> dict[int, tuple[str, str, str]]:
+async def records_by_id(database_url: str) -> dict[int, tuple[str, str, str]]:
     """Record id -> (source, learning object reference, person key)."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
-        rows = db.execute("SELECT id, source, learning_object_ref, person_key FROM records").fetchall()
+    rows = await _query(database_url, "SELECT id, source, learning_object_ref, person_key FROM records")
     return {int(rid): (str(src), str(ref), str(person)) for rid, src, ref, person in rows}
 
 
-async def queue_depths(amqp_url: str, prefix: str) -> dict[str, int]:
+async def queue_depths(amqp_url: str, prefix: str, accounts_of: dict[str, list[str]] = ACCOUNTS_OF) -> dict[str, int]:
     """Ready messages in the work and delay queues (not the dead-letter queue)."""
     names = Names(prefix)
-    queues = [q for q in names.queues(list(ACCOUNTS_OF), ACCOUNTS, len(RETRY_DELAYS)) if q != names.dead]
+    accounts = sorted({a for accounts in accounts_of.values() for a in accounts})
+    queues = [q for q in names.queues(list(accounts_of), accounts, len(RETRY_DELAYS)) if q != names.dead]
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": f"faults-depths-{prefix}"})
     async with connection:
         channel = await connection.channel()
@@ -496,7 +530,14 @@ async def queue_depths(amqp_url: str, prefix: str) -> dict[str, int]:
 
 
 async def quiet(
-    stackone: StackOneStandIn, database: Path, amqp_url: str, prefix: str, cluster: Cluster, *, timeout: float
+    stackone: StackOneStandIn,
+    database_url: str,
+    amqp_url: str,
+    prefix: str,
+    cluster: Cluster,
+    *,
+    timeout: float,
+    accounts_of: dict[str, list[str]] = ACCOUNTS_OF,
 ) -> dict[str, int]:
     """Wait until no sync row is pending, no queue holds a message and StackOne saw no call for 3 s."""
     deadline = time.monotonic() + timeout
@@ -506,8 +547,8 @@ async def quiet(
     depths: dict[str, int] = {}
     while time.monotonic() < deadline:
         cluster.alive()
-        rows = await asyncio.to_thread(sync_rows, database)
-        depths = await queue_depths(amqp_url, prefix)
+        rows = await sync_rows(database_url)
+        depths = await queue_depths(amqp_url, prefix, accounts_of)
         calls = len(stackone.requests)
         if rows and not rows.get("pending") and not any(depths.values()) and calls == seen:
             calm_since = calm_since or time.monotonic()
@@ -562,10 +603,12 @@ class Ledger:
         return "\n".join(lines)
 
 
-def expected_writes(p: Planned, user_ids: dict[tuple[str, str], str]) -> list[Write]:
+def expected_writes(
+    p: Planned, user_ids: dict[tuple[str, str], str], accounts_of: dict[str, list[str]] = ACCOUNTS_OF
+) -> list[Write]:
     """The LMS writes one event asks for, on every account of its source."""
     out: list[Write] = []
-    for account in ACCOUNTS_OF[p.source]:
+    for account in accounts_of[p.source]:
         uid = user_ids[(account, p.email)]
         out.append((ASSIGNMENT, account, uid, p.ref))
         if p.completed:
@@ -581,6 +624,7 @@ def draw_up(
     dead: list[DeadMessage],
     records: dict[int, tuple[str, str, str]],
     rows: dict[str, int],
+    accounts_of: dict[str, list[str]] = ACCOUNTS_OF,
 ) -> Ledger:
     """Account for every event: in the LMS once, or dead-lettered with a reason; nothing lost or doubled."""
     distinct = {p.message_id: p for p in events if not p.duplicate}
@@ -608,7 +652,7 @@ def draw_up(
         if not sender.accepted[p.message_id].is_set():
             continue
         ledger.accepted += 1
-        writes = expected_writes(p, user_ids)
+        writes = expected_writes(p, user_ids, accounts_of)
         wanted.update(writes)
         missing = [w for w in writes if not written[w]]
         if not missing:
@@ -676,8 +720,13 @@ async def run_ledger(
     kill_window: tuple[float, float],
     log_level: str,
     timeout: float,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> Run:
-    """Send ``n`` events through ``serve`` + ``worker`` under every fault, wait for quiet, draw up the ledger."""
+    """Send ``n`` events through ``serve`` + ``workers`` under every fault, wait for quiet, draw up the ledger.
+
+    ``database_url`` defaults to a SQLite file in ``workdir``; a kill hits a worker drawn at random.
+    """
     started = time.monotonic()
     deadline = started + timeout
     rng = random.Random(seed)
@@ -686,11 +735,11 @@ async def run_ledger(
     user_ids = {(account, email): stackone.add_user(account, email) for account in ACCOUNTS for email in people(events)}
     wanted = {w for p in events for w in expected_writes(p, user_ids)}
     stackone.set_fault_rates(error_5xx=0.2, burst_429=0.05, slow=0.05, slow_seconds=0.5, retry_after=1)
-    database = workdir / "lmsbridge.db"
+    database = database_url or f"sqlite+aiosqlite:///{workdir / 'lmsbridge.db'}"
     config = workdir / "lmsbridge.toml"
     port = free_port()
-    write_config(config, amqp_url=amqp_url, database=database, stackone_url=stackone.url, prefix=prefix, port=port)
-    cluster = Cluster(config, log, port, log_level=log_level)
+    write_config(config, amqp_url=amqp_url, database_url=database, stackone_url=stackone.url, prefix=prefix, port=port)
+    cluster = Cluster(config, log, port, log_level=log_level, workers=workers)
     faults = Faults.draw(rng, kill_window=kill_window)
     try:
         await cluster.start()
@@ -716,7 +765,7 @@ async def run_ledger(
     finally:
         await cluster.stop()
     dead = await DeadLetters(amqp_url, prefix).list(limit=10_000_000)
-    ledger = draw_up(events, sender, stackone, user_ids, dead, records_by_id(database), rows)
+    ledger = draw_up(events, sender, stackone, user_ids, dead, await records_by_id(database), rows)
     return Run(ledger, faults, cluster.exit_codes, sent_after[0], time.monotonic() - started, workdir / "lmsbridge.log")
 
 
@@ -742,13 +791,18 @@ def run_log(tmp_path: Path) -> Iterator[IO[bytes]]:
 
 __all__ = [
     "ACCOUNTS",
+    "ACCOUNTS_OF",
     "MAX_ATTEMPTS",
+    "PARTNERS",
+    "SALES",
+    "STACKONE_KEY",
     "Cluster",
     "Faults",
     "Ledger",
     "Planned",
     "Platform",
     "draw_up",
+    "expected_writes",
     "free_port",
     "inject",
     "people",

@@ -9,7 +9,10 @@ RabbitMQ's application is stopped and started once, and StackOne answers 20 % of
 exactly once (or dead-lettered with a reason), none is lost, nothing is written twice, and every
 request was on StackOne's spec.
 
-``LMSBRIDGE_FAULT_EVENTS`` sets the number of events (300 for the CI run, 100000 for ``make fault``).
+``LMSBRIDGE_FAULT_EVENTS`` sets the number of events (300 for the CI run, 100000 for ``make fault``);
+``LMSBRIDGE_FAULT_WORKERS`` the number of workers, and ``LMSBRIDGE_FAULT_DATABASE=postgres`` runs them
+on a fresh PostgreSQL database (``make fault WORKERS=3 DATABASE=postgres``). The CI run includes a
+small ledger with three workers on PostgreSQL, a kill hitting any of them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ import pytest
 
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.faults.conftest import Run, run_ledger
+
+
+def database_from_env(request: pytest.FixtureRequest) -> str | None:
+    """A fresh PostgreSQL database when ``LMSBRIDGE_FAULT_DATABASE=postgres``, else None (a SQLite file)."""
+    kind = os.environ.get("LMSBRIDGE_FAULT_DATABASE", "sqlite")
+    if kind not in ("sqlite", "postgres"):
+        pytest.fail(f"LMSBRIDGE_FAULT_DATABASE={kind}: sqlite or postgres")
+    return str(request.getfixturevalue("pg_url")) if kind == "postgres" else None
 
 
 def check(run: Run) -> None:
@@ -67,6 +78,39 @@ async def test_fault_ledger_small(
     assert faulty_stackone.violations == []
 
 
+@pytest.mark.postgres
+async def test_fault_ledger_three_workers_on_postgresql(
+    amqp_url: str,
+    broker_prefix: str,
+    faulty_stackone: StackOneStandIn,
+    tmp_path: Path,
+    run_log: IO[bytes],
+    pg_url: str,
+) -> None:
+    """The same faults with three workers sharing one PostgreSQL database, each kill hitting one of them
+    at random: none lost, none doubled, every request on StackOne's spec."""
+    n = int(os.environ.get("LMSBRIDGE_FAULT_EVENTS_PG", "200"))
+    run = await run_ledger(
+        n,
+        amqp_url=amqp_url,
+        prefix=broker_prefix,
+        stackone=faulty_stackone,
+        workdir=tmp_path,
+        log=run_log,
+        seed=3,
+        rate=max(20.0, n / 15.0),
+        concurrency=32,
+        kill_window=(0.05, 0.4),
+        log_level="info",
+        timeout=170.0,
+        database_url=pg_url,
+        workers=3,
+    )
+    print(run.show(f"three workers on PostgreSQL, N={n}"))
+    check(run)
+    assert faulty_stackone.violations == []
+
+
 @pytest.mark.slow
 async def test_fault_ledger_full(
     amqp_url: str,
@@ -74,6 +118,7 @@ async def test_fault_ledger_full(
     faulty_stackone: StackOneStandIn,
     tmp_path: Path,
     run_log: IO[bytes],
+    request: pytest.FixtureRequest,
 ) -> None:
     """The full ledger (``LMSBRIDGE_FAULT_EVENTS``, default 100000) under every fault: none lost, none doubled.
 
@@ -81,6 +126,7 @@ async def test_fault_ledger_full(
     points of the sending, the three worker kills at random points of the LMS writes.
     """
     n = int(os.environ.get("LMSBRIDGE_FAULT_EVENTS", "100000"))
+    workers = int(os.environ.get("LMSBRIDGE_FAULT_WORKERS", "1"))
     run = await run_ledger(
         n,
         amqp_url=amqp_url,
@@ -94,7 +140,9 @@ async def test_fault_ledger_full(
         kill_window=(0.05, 0.9),
         log_level="warning",
         timeout=600.0 + n * 0.2,
+        database_url=database_from_env(request),
+        workers=workers,
     )
-    print(run.show(f"full, N={n}"))
+    print(run.show(f"full, N={n}, {workers} worker(s), {os.environ.get('LMSBRIDGE_FAULT_DATABASE', 'sqlite')}"))
     check(run)
     assert faulty_stackone.violations == []

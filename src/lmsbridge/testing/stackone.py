@@ -155,6 +155,7 @@ class StackOneStandIn:
         self._rates = _Rates()
         self._disabled: dict[str, int] = {}
         self._window: deque[float] = deque()
+        self._admitted: list[float] = []  # every request the rate limit let through (monotonic)
         # server
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -284,6 +285,16 @@ class StackOneStandIn:
     def writes(self) -> int:
         """Successful create and upsert calls (a batch counts once)."""
         return self._writes
+
+    def busiest_window(self, seconds: float = 60.0) -> int:
+        """The most requests the rate limit let through in any ``seconds``-long sliding window."""
+        times = sorted(self._admitted)
+        best = start = 0
+        for end, t in enumerate(times):
+            while times[start] <= t - seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
     def remove(self, kind: str, record_id: str) -> dict[str, Any]:
         """Take a written ``assignment`` or ``completion`` out of the LMS, as someone deleting it there
@@ -464,6 +475,7 @@ class StackOneStandIn:
             wait = max(1, math.ceil(self._window[0] + _WINDOW - now))
             return _error(429, "Too many requests", {"Retry-After": str(wait)})
         self._window.append(now)
+        self._admitted.append(now)
         return None
 
     def _take_fault(self, path: str, account: str, method: str = "") -> _Fault | None:
