@@ -15,6 +15,7 @@ from lmsbridge.broker.topology import Names
 from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
+from lmsbridge.storage.ledger import LedgerStore
 from lmsbridge.storage.migrate import upgrade
 
 
@@ -91,6 +92,7 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
 
     reconcile = await last_passes(settings)
     return {
+        "system_ledger": await _system_ledger(settings, depths),
         "ledger": {"events_remembered": inbox, **_totals(counts)},
         "accounts": {
             a: {
@@ -106,6 +108,56 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         "dead_reasons": dict(dead),
         "rate_budget": await _budget_status(settings),
         "reconcile": reconcile,
+    }
+
+
+async def _system_ledger(settings: Settings, depths: dict[str, int | None]) -> dict[str, Any]:
+    """Every process's event counters added up (from the database) against what the broker holds.
+
+    ``accepted = upserted + duplicate + dead_lettered + in_flight``: ``in_flight`` is what was accepted
+    and not yet settled; the broker holds ``broker_ready`` of it in the intake and delay queues, the
+    rest is in workers' hands. The identity holds when ``in_flight`` is at least ``broker_ready`` (and
+    0 once the queues are empty and the workers idle); it cannot be checked exactly while a process that
+    stopped without a clean stop took its last counts with it (``processes_lost``).
+    """
+    engine = create_engine(settings.database_url.get_secret_value())
+    store = LedgerStore(engine)
+    try:
+        system = await store.system()
+    finally:
+        await store.close()
+        await engine.dispose()
+    t = system.totals
+    settled = t.get("upserted", 0) + t.get("duplicate", 0) + t.get("dead_lettered", 0)
+    in_flight = t.get("accepted", 0) - settled
+    names = Names(settings.broker.prefix)
+    event_queues = [names.events, *(names.intake(s) for s in settings.sources)]
+    event_queues += [names.delay(level) for level in range(len(settings.broker.retry_delays))]
+    ready = sum(depths.get(q) or 0 for q in event_queues)
+    if system.lost:
+        verdict = "unchecked: a process stopped without writing its last counts"
+    elif in_flight < 0 or in_flight < ready:
+        verdict = (
+            f"approximate: {system.killed} killed process(es) took their last counts with them"
+            if system.killed
+            else "broken: "
+            + ("more settled than accepted" if in_flight < 0 else "the broker holds more than in flight")
+        )
+    else:
+        verdict = "holds"
+    return {
+        "accepted": t.get("accepted", 0),
+        "deduplicated_at_receiver": t.get("deduplicated", 0),
+        "upserted": t.get("upserted", 0),
+        "duplicate": t.get("duplicate", 0),
+        "dead_lettered": t.get("dead_lettered", 0),
+        "in_flight": in_flight,
+        "broker_ready": ready,
+        "identity": verdict,
+        "processes": system.processes,
+        "processes_running": system.running,
+        "processes_lost": system.lost,
+        "processes_killed": system.killed,
     }
 
 
@@ -145,6 +197,18 @@ async def status(settings: Settings, *, as_json: bool) -> int:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     console = Console()
+    sl = data["system_ledger"]
+    system = Table(
+        title=f"Delivery ledger, every process ({sl['processes_running']} running, {sl['processes']} seen): "
+        f"identity {sl['identity']}"
+    )
+    keys = ("accepted", "upserted", "duplicate", "dead_lettered", "in_flight", "broker_ready")
+    for column in keys:
+        system.add_column(column.replace("_", " "), justify="right")
+    system.add_row(*(str(sl[k]) for k in keys))
+    console.print(system)
+    if sl["processes_lost"]:
+        console.print(f"stopped without their last counts: {', '.join(sl['processes_lost'])}")
     ledger = Table(title="Records per sync state")
     for column in ("events remembered", "pending", "synced", "parked", "dead"):
         ledger.add_column(column, justify="right")

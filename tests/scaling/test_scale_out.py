@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
+import orjson
 import pytest
 
 from lmsbridge.broker.dead import DeadLetters
@@ -114,6 +117,8 @@ async def test_receivers_and_workers_share_one_budget_and_write_everything_once(
                     with contextlib.suppress(asyncio.CancelledError):
                         await sending
             rows = await quiet(stackone, pg_url, amqp_url, broker_prefix, cluster, timeout=240, accounts_of=ACCOUNTS_OF)
+        await cluster.stop()
+        status = await status_json(config)
     finally:
         await cluster.stop()
         await stackone.close()
@@ -137,3 +142,86 @@ async def test_receivers_and_workers_share_one_budget_and_write_everything_once(
     assert stackone.rate_limited == 0, "the workers together went over the key's limit"
     assert busiest >= 0.95 * LIMIT, f"the busiest minute used {busiest} of {LIMIT}"
     assert ("worker 0 (SIGKILL)", -9) in cluster.exit_codes
+
+    # ``lmsbridge status`` adds up every process's counters: the receivers' accepted events are every
+    # 202 the platform saw. The killed worker took its last seconds of counts with it, and what it had
+    # stored but not acked was counted again as duplicates by the others: status says the identity is
+    # unchecked, names the process, and the remainder is within those seconds' worth.
+    system = status["system_ledger"]
+    print(f"status: {system}")
+    assert system["accepted"] + system["deduplicated_at_receiver"] == ledger.statuses[202]
+    assert len(system["processes_lost"]) == 1, "the SIGKILLed worker took its last counts with it"
+    assert system["identity"].startswith("unchecked")
+    assert abs(system["in_flight"]) <= 300
+    assert system["broker_ready"] == 0
+    assert len(status["rate_budget"]["holders"]) >= 4, status["rate_budget"]
+
+
+async def status_json(config: Path) -> dict[str, Any]:
+    """What ``lmsbridge status --json`` prints for ``config``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lmsbridge.cli",
+        "--config",
+        str(config),
+        "status",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LMSBRIDGE_")},
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    data: dict[str, Any] = orjson.loads(out)
+    return data
+
+
+async def test_two_workers_on_one_sqlite_file_and_the_ledger_adds_up(
+    amqp_url: str, broker_prefix: str, stackone_spec: Path, tmp_path: Path, run_log: IO[bytes]
+) -> None:
+    """One host: a receiver and two workers on one SQLite file share the budget through it; after a clean
+    stop ``lmsbridge status`` adds every process's counters into a ledger whose identity holds exactly:
+    accepted = upserted + duplicate (+ 0 dead-lettered, 0 in flight), with every event upserted once."""
+    stackone = StackOneStandIn(api_key=STACKONE_KEY, spec_path=stackone_spec, rate_limit_per_minute=3000, seed=6)
+    await stackone.start()
+    remember_accounts(broker_prefix, ACCOUNTS, sources=ACCOUNTS_OF)
+    events = plan(150, seed=12, duplicate_share=0.1)
+    user_ids = {(a, email): stackone.add_user(a, email) for a in ACCOUNTS for email in people(events)}
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'lmsbridge.db'}"
+    config = tmp_path / "lmsbridge.toml"
+    port = free_port()
+    write_config(
+        config,
+        amqp_url=amqp_url,
+        database_url=database_url,
+        stackone_url=stackone.url,
+        prefix=broker_prefix,
+        port=port,
+        accounts_of=ACCOUNTS_OF,
+        rate_limit_per_minute=3000,
+    )
+    cluster = Cluster(config, run_log, port, log_level="info", workers=2)
+    try:
+        await cluster.start()
+        async with aiohttp.ClientSession() as session:
+            sender = Platform(cluster.url, session, rate=100.0, concurrency=16)
+            await sender.deliver_all(events, deadline=time.monotonic() + 120)
+        rows = await quiet(
+            stackone, database_url, amqp_url, broker_prefix, cluster, timeout=120, accounts_of=ACCOUNTS_OF
+        )
+        await cluster.stop()
+        status = await status_json(config)
+    finally:
+        await cluster.stop()
+        await stackone.close()
+    dead = await DeadLetters(amqp_url, broker_prefix).list(limit=10_000)
+    ledger = draw_up(events, sender, stackone, user_ids, dead, await records_by_id(database_url), rows, ACCOUNTS_OF)
+    assert (ledger.lost, ledger.duplicates, ledger.phantoms, ledger.in_lms) == (0, 0, 0, ledger.sent)
+    assert stackone.rate_limited == 0
+    system = status["system_ledger"]
+    assert system["identity"] == "holds", system
+    assert system["accepted"] + system["deduplicated_at_receiver"] == ledger.statuses[202]
+    assert system["upserted"] == ledger.sent
+    assert system["accepted"] == system["upserted"] + system["duplicate"]
+    assert (system["in_flight"], system["dead_lettered"], system["processes_lost"]) == (0, 0, [])

@@ -23,13 +23,12 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, delete, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.storage.database import open_database
+from lmsbridge.storage.shared import dialect_insert
 from lmsbridge.storage.tables import rate_budget, rate_budget_holders
 
 __all__ = ["BudgetHolder", "BudgetState", "BudgetStore", "Grant", "key_id"]
@@ -90,9 +89,8 @@ def _locked_row(conn: Connection, key: str, now: float) -> tuple[float, float]:
         query = query.with_for_update()
     row = conn.execute(query).first()
     if row is None:
-        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(
-            dialect_insert(rate_budget)
+            dialect_insert(conn.dialect.name)(rate_budget)
             .values(key_id=key, next_slot=now, paused_until=0.0)
             .on_conflict_do_nothing(index_elements=["key_id"])
         )
@@ -101,8 +99,7 @@ def _locked_row(conn: Connection, key: str, now: float) -> tuple[float, float]:
 
 
 def _note_holder(conn: Connection, key: str, holder: str, count: int, now: float) -> None:
-    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(rate_budget_holders).values(
+    stmt = dialect_insert(conn.dialect.name)(rate_budget_holders).values(
         key_id=key, holder=holder, claimed_total=count, first_claim_at=now, last_claim_at=now
     )
     conn.execute(

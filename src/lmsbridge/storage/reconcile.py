@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.domain import Rank, RecordState
 from lmsbridge.domain.sync import PENDING, SYNCED
 from lmsbridge.storage.database import open_database
-from lmsbridge.storage.shared import guard, record_state
+from lmsbridge.storage.shared import dialect_insert, guard, record_state
 from lmsbridge.storage.tables import (
     directory,
     reconcile_lease,
@@ -69,7 +68,7 @@ class ReconcileStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = open_database(engine)
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = dialect_insert(engine.dialect.name)
 
     async def close(self) -> None:
         """Release this store's connection (the engine belongs to the caller)."""

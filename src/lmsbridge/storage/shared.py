@@ -35,10 +35,15 @@ from lmsbridge.storage.group_commit import GroupCommit
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["UNSTORABLE", "Sql", "clip_text", "guard", "record_state", "utc"]
+__all__ = ["UNSTORABLE", "Sql", "clip_text", "dialect_insert", "guard", "record_state", "utc"]
 
 UNSTORABLE = "unstorable"
 """Dead-letter reason: the database refused the message's own data (retrying cannot help)."""
+
+
+def dialect_insert(dialect: str) -> Any:
+    """The ``INSERT`` construct with ``ON CONFLICT`` for ``dialect`` (PostgreSQL's, else SQLite's)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 class Sql:
@@ -47,7 +52,7 @@ class Sql:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self.insert = dialect_insert(self.dialect)
         self._db = open_database(engine)
         self._group = GroupCommit(self._db)
 

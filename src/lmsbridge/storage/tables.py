@@ -215,3 +215,17 @@ rate_budget_holders = Table(
     Column("first_claim_at", Float, nullable=False),
     Column("last_claim_at", Float, nullable=False),
 )
+
+# --- the delivery ledger across processes (issue 14) -------------------------------------
+
+ledger_counts = Table(
+    "ledger_counts",
+    metadata,
+    # Each process's own event counters (lmsbridge_events_total by stage), written every few
+    # seconds and at a clean stop, so ``lmsbridge status`` can add up the whole system's ledger.
+    Column("process", String(128), primary_key=True),
+    Column("stage", String(32), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),  # epoch seconds
+    Column("final", Boolean, nullable=False),  # written at a clean stop: nothing more will come
+)

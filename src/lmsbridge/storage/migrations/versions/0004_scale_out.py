@@ -1,4 +1,5 @@
-"""the StackOne rate budget shared across processes: one row per API key, and who drew from it
+"""scale-out: the StackOne rate budget shared across processes (one row per API key, and who drew
+from it), and every process's event counters for the system-wide ledger
 
 New tables only: existing rows are untouched.
 
@@ -33,8 +34,18 @@ def upgrade() -> None:
         sa.Column("last_claim_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("key_id", "holder", name=op.f("pk_rate_budget_holders")),
     )
+    op.create_table(
+        "ledger_counts",
+        sa.Column("process", sa.String(length=128), nullable=False),
+        sa.Column("stage", sa.String(length=32), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.Column("final", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("process", "stage", name=op.f("pk_ledger_counts")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("ledger_counts")
     op.drop_table("rate_budget_holders")
     op.drop_table("rate_budget")

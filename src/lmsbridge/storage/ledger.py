@@ -1,0 +1,129 @@
+"""The delivery ledger across processes: each process's event counters, kept in the database.
+
+Receivers count what they accepted, workers what they upserted, found duplicate and
+dead-lettered; each process alone sees only its part of the identity
+``accepted = upserted + duplicate + dead_lettered + in flight``. Every process writes its
+counters here (absolute values under its own name, so a write repeated is harmless) every few
+seconds and once more at a clean stop (``final``); ``lmsbridge status`` adds them up and compares
+the remainder with what the broker still holds.
+
+A process killed without a clean stop leaves its last write behind: at most one interval of
+its counts is missing, and ``status`` says so (a row neither final nor recent). Rows of processes
+that stopped are folded into one ``(retired)`` row (a killed one's after ten minutes, counted in
+its ``processes_killed`` stage), so the table stays as small as the number of running processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lmsbridge.storage.database import open_database
+from lmsbridge.storage.shared import dialect_insert
+from lmsbridge.storage.tables import ledger_counts
+
+__all__ = ["RETIRED", "LedgerStore", "SystemLedger"]
+
+RETIRED = "(retired)"
+KILLED = "processes_killed"
+_FOLD_LOST_AFTER = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SystemLedger:
+    """The counters of every process that wrote any, added up by stage."""
+
+    totals: dict[str, int] = field(default_factory=dict)
+    processes: int = 0
+    running: int = 0  # wrote within ``stale_after`` and not final
+    lost: list[str] = field(default_factory=list)  # neither final nor recent: stopped without a clean stop
+    killed: int = 0  # processes folded away without their last counts (their last interval is missing)
+
+
+class LedgerStore:
+    """Writes this process's counters; reads everyone's."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._db = open_database(engine)
+        self._insert = dialect_insert(engine.dialect.name)
+
+    async def save(self, process: str, counts: Mapping[str, int], *, final: bool = False) -> None:
+        """Replace ``process``'s counters with ``counts``."""
+        if not counts:
+            return
+        now = time.time()
+        rows = [
+            {"process": process, "stage": s, "n": int(n), "updated_at": now, "final": final} for s, n in counts.items()
+        ]
+        stmt = self._insert(ledger_counts)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["process", "stage"],
+            set_={"n": stmt.excluded.n, "updated_at": stmt.excluded.updated_at, "final": stmt.excluded.final},
+        )
+
+        def work(conn: Connection) -> None:
+            conn.execute(upsert, rows)
+            if final:
+                _fold(conn, self._insert, now)
+
+        await self._db.write([work])
+
+    async def system(self, *, stale_after: float = 30.0) -> SystemLedger:
+        """Every process's counters added up; which processes stopped without writing their last ones."""
+
+        def work(conn: Connection) -> SystemLedger:
+            totals: dict[str, int] = {}
+            seen: dict[str, tuple[float, bool]] = {}
+            killed = 0
+            for row in conn.execute(select(ledger_counts)):
+                if row.stage == KILLED:
+                    killed += int(row.n)
+                    continue
+                totals[row.stage] = totals.get(row.stage, 0) + int(row.n)
+                if row.process == RETIRED:
+                    continue
+                latest, final = seen.get(row.process, (0.0, True))
+                seen[row.process] = (max(latest, float(row.updated_at)), final and bool(row.final))
+            now = time.time()
+            running = sum(1 for at, final in seen.values() if not final and at >= now - stale_after)
+            lost = sorted(p for p, (at, final) in seen.items() if not final and at < now - stale_after)
+            return SystemLedger(totals, len(seen), running, lost, killed)
+
+        return await self._db.read(work)
+
+    async def close(self) -> None:
+        """Release the store's connection (and, on SQLite, its thread)."""
+        await self._db.close()
+
+
+def _fold(conn: Connection, insert: Any, now: float) -> None:
+    """Add the rows of stopped processes (and of killed ones, after ten minutes) to ``(retired)``."""
+    rows = conn.execute(select(ledger_counts).where(ledger_counts.c.process != RETIRED)).all()
+    latest: dict[str, tuple[float, bool]] = {}
+    for row in rows:
+        at, final = latest.get(row.process, (0.0, True))
+        latest[row.process] = (max(at, float(row.updated_at)), final and bool(row.final))
+    gone = {p for p, (at, final) in latest.items() if final or at < now - _FOLD_LOST_AFTER}
+    if not gone:
+        return
+    sums: dict[str, int] = {}
+    for row in rows:
+        if row.process in gone:
+            sums[row.stage] = sums.get(row.stage, 0) + int(row.n)
+    killed = sum(1 for p in gone if not latest[p][1])
+    if killed:
+        sums[KILLED] = sums.get(KILLED, 0) + killed
+    stmt = insert(ledger_counts)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["process", "stage"],
+            set_={"n": ledger_counts.c.n + stmt.excluded.n, "updated_at": stmt.excluded.updated_at},
+        ),
+        [{"process": RETIRED, "stage": stage, "n": n, "updated_at": now, "final": True} for stage, n in sums.items()],
+    )
+    conn.execute(delete(ledger_counts).where(ledger_counts.c.process.in_(sorted(gone))))
