@@ -79,6 +79,13 @@ class ReceiverSettings(_Section):
         description="request bodies read at once (memory: at most this times max_body_bytes); "
         "more get 503 with Retry-After",
     )
+    max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="webhooks handled at once; more get 503 with Retry-After at once. Unset: no bound under "
+        "`serve`, 16 under `run`, where the receiver shares one event loop with the worker and a flood would "
+        "starve the worker's LMS writes",
+    )
     keepalive_timeout: float = Field(
         75.0,
         gt=0,

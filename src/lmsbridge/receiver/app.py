@@ -83,17 +83,20 @@ class _Recent:
 
 
 class _Slots:
-    """Request bodies being read at once, up to a limit: what bounds the memory slow senders can hold."""
+    """Things done at once, up to a limit: request bodies being read (what bounds the memory slow
+    senders can hold), and with ``max_in_flight`` webhooks being handled (what bounds the loop time
+    a flood can take from a worker in the same process)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, what: str = "bodies are being read") -> None:
         self._limit = limit
+        self._what = what
         self._used = 0
 
     @contextmanager
     def take(self) -> Iterator[None]:
-        """Hold one slot while reading a body; ``ReceiverBusy`` (503) when none is free."""
+        """Hold one slot; ``ReceiverBusy`` (503) when none is free."""
         if self._used >= self._limit:
-            raise ReceiverBusy(f"{self._limit} bodies are being read already")
+            raise ReceiverBusy(f"{self._limit} {self._what} already")
         self._used += 1
         try:
             yield
@@ -112,12 +115,14 @@ def create_app(
     *,
     checks: Mapping[str, Check] | None = None,
     clock: Callable[[], float] = time.time,
+    max_in_flight: int | None = None,
 ) -> web.Application:
-    """Build the receiver application."""
+    """Build the receiver application; ``max_in_flight`` webhooks handled at once at most (else 503)."""
     verifiers: dict[str, Verifier] = {name: build_verifier(src) for name, src in sources.items()}
     recent = _Recent()
     state: dict[str, bool] = {"shutting_down": False}
     reading = _Slots(settings.max_reading)
+    in_flight = None if max_in_flight is None else _Slots(max_in_flight, "webhooks are being handled")
     readiness = dict(checks or {})
     stage = {name: metrics.events.labels(stage=name) for name in ("received", "ignored", "deduplicated", "accepted")}
     matches: dict[tuple[str, str], Counter] = {}  # children made on first use, as labels() would
@@ -149,7 +154,10 @@ def create_app(
         # and unbinding them was a visible share of the hot path, and nothing below logs.
         fields = {"correlation_id": _correlation_id(request), "source": name}
         try:
-            return await _receive(request, name, fields)
+            if in_flight is None:
+                return await _receive(request, name, fields)
+            with in_flight.take():
+                return await _receive(request, name, fields)
         except Exception as exc:
             code = getattr(exc, "code", "internal_error")
             metrics.stage("rejected")
