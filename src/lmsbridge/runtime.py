@@ -17,12 +17,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge import __version__
 from lmsbridge.broker import Broker, Consumer, SyncTask
-from lmsbridge.budget import SharedBudget, open_shared_budget
+from lmsbridge.budget import SharedBudget, holder_name, open_shared_budget
 from lmsbridge.logs import get_logger
-from lmsbridge.metrics import Metrics
+from lmsbridge.metrics import EVENT_STAGES, Metrics
 from lmsbridge.people import USER_NOT_FOUND, People
 from lmsbridge.ports import PlatformPort
 from lmsbridge.receiver import ReceiverRunner, create_app, mark_shutting_down
@@ -30,6 +31,7 @@ from lmsbridge.service import Service
 from lmsbridge.settings import Settings
 from lmsbridge.stackone import SharedRateLimiter, StackOneClient
 from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage.ledger import LedgerStore
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.vendors import LimeplateApi
 
@@ -39,6 +41,7 @@ RUN_MAX_IN_FLIGHT = 16
 """Webhooks handled at once under `run` unless ``receiver.max_in_flight`` says otherwise."""
 
 USER_AGENT = f"lmsbridge/{__version__}"
+LEDGER_INTERVAL = 2.0  # seconds between writes of this process's counters (status's system-wide ledger)
 
 
 class BrokerSyncQueue:
@@ -76,6 +79,9 @@ class Runtime:
         self.people: People | None = None
         self.limiter: SharedRateLimiter | None = None
         self._budget: SharedBudget | None = None
+        self._ledger: LedgerStore | None = None
+        self._ledger_engine: AsyncEngine | None = None
+        self._process = holder_name("+".join(r for r, on in (("receiver", receiver), ("worker", worker)) if on))
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -96,6 +102,42 @@ class Runtime:
             await self._start_worker()
         if self.with_receiver:
             await self._start_receiver()
+        self._start_ledger()
+
+    def _start_ledger(self) -> None:
+        """Write this process's event counters to the database every few seconds (``status`` adds them up)."""
+        self._ledger_engine = create_engine(self.settings.database_url.get_secret_value())
+        self._ledger = LedgerStore(self._ledger_engine)
+        self._background.append(asyncio.create_task(self._write_ledger(), name="ledger"))
+
+    def _counts(self) -> dict[str, int]:
+        return {stage: int(self.metrics.count(stage)) for stage in EVENT_STAGES}
+
+    async def _write_ledger(self) -> None:
+        """Never raises: a database that fails delays the counts, never the webhooks or the syncs."""
+        assert self._ledger is not None
+        failing = False
+        while True:
+            await asyncio.sleep(LEDGER_INTERVAL)
+            try:
+                await self._ledger.save(self._process, self._counts())
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("ledger.write_failed", error=type(exc).__name__)
+                failing = True
+
+    async def _stop_ledger(self) -> None:
+        """The last counts, marked final; then the store's connection."""
+        if self._ledger is None:
+            return
+        try:
+            await self._ledger.save(self._process, self._counts(), final=True)
+        except Exception as exc:
+            log.warning("ledger.write_failed", error=type(exc).__name__, final=True)
+        await self._ledger.close()
+        if self._ledger_engine is not None:
+            await self._ledger_engine.dispose()
 
     async def _start_worker(self) -> None:
         assert self.repo is not None
@@ -261,6 +303,7 @@ class Runtime:
                 await task
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+        await self._stop_ledger()
         await self.broker.close()
         if self.session is not None:
             await self.session.close()
