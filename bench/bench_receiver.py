@@ -12,8 +12,11 @@ Measures, in one run on this machine:
 
 ``--baseline SRC`` runs a second serve from another source tree (``git archive HEAD src | tar
 -x -C /tmp/base``) in the same run, so before and after are measured back to back on one
-machine. ``--profile DIR`` samples each serve under saturation with py-spy (a dev tool, not a
-dependency: ``pip install py-spy``) and prints the top frames by share.
+machine (``--baseline-last`` swaps the order; ``--tree LABEL=SRC ...`` measures any number of
+trees in turn; ``--pace RATE`` skips saturation and only paces each at RATE). The serve's CPU
+time per request is the figure least moved by other load on a shared machine. ``--profile DIR``
+samples each serve under saturation with py-spy (a dev tool, not a dependency: ``pip install
+py-spy``) and prints the top frames by share.
 
 The load generator is wrk (Debian package `wrk`) with a Lua script that replays pre-signed
 requests; its CPU use is reported so it can be seen not to be the bottleneck.
@@ -52,7 +55,7 @@ AMQP = os.environ.get("LMSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
 LUA = r"""
 local lines = {}
 local counter = 0
-local thread_index = 0
+thread_index = 0 -- a global: setup() sets it in each thread's own Lua state with thread:set
 local threads = 1
 local body = ""
 local pause = 0
@@ -330,12 +333,15 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             # so no later run repeats an id (the receiver would answer a repeat without publishing).
             used = 0
             cpu_before = sum(cpu_seconds(server.pid) for server in servers)
-            saturated = run_wrk(url, requests_file, script, duration=args.duration, connections=args.connections)
+            if args.pace:
+                saturated = run_wrk(url, requests_file, script, duration=2, connections=4, pause_ms=4000 / args.pace)
+            else:
+                saturated = run_wrk(url, requests_file, script, duration=args.duration, connections=args.connections)
             cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
             saturated["cpu_us"] = 1e6 * cpu / max(1.0, saturated["requests"])
             saturated["cpu_pct"] = 100 * cpu / args.duration
             used += 2 * (int(saturated["requests"]) + args.connections)
-            half = saturated["rps"] / 2
+            half = args.pace or saturated["rps"] / 2
             pace_connections = 16
             paced = run_wrk(url, requests_file, script, duration=args.duration, connections=pace_connections,
                             pause_ms=1000 * pace_connections / half, offset=used)  # fmt: skip
@@ -375,6 +381,14 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1, help="`lmsbridge serve` processes sharing the port")
     parser.add_argument("--log-level", default="info", help="the serve's log level (its JSON lines go to a file)")
     parser.add_argument("--baseline", type=Path, help="also run serve from this source tree (its src/ directory)")
+    parser.add_argument(
+        "--current", type=Path, help="run the 'current' serve from this source tree, not the installed one"
+    )
+    parser.add_argument("--baseline-last", action="store_true", help="measure the baseline after the current serve")
+    parser.add_argument(
+        "--tree", action="append", default=[], metavar="LABEL=SRC", help="serve from these trees, in order"
+    )
+    parser.add_argument("--pace", type=float, help="skip saturation: only the paced run, at this rate")
     parser.add_argument("--profile", type=Path, help="py-spy each serve under saturation; raw profiles go here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -403,10 +417,12 @@ def main() -> int:
             bare.terminate()
             bare.wait()
 
-        runs = []
+        order: list[tuple[str, Path | None]] = [("current", args.current)]
         if args.baseline is not None:
-            runs.append(measure_serve("baseline", args.baseline, tmpdir, script, args))
-        runs.append(measure_serve("current", None, tmpdir, script, args))
+            order.insert(len(order) if args.baseline_last else 0, ("baseline", args.baseline))
+        if args.tree:
+            order = [(label, Path(src)) for label, _, src in (tree.partition("=") for tree in args.tree)]
+        runs = [measure_serve(label, src, tmpdir, script, args) for label, src in order]
         raw_after = asyncio.run(raw_publish(args.raw_messages, window=512))
     console.print(f"raw confirmed publish again: {raw_after:,.0f} msg/s")
     raw_mean = (raw + raw_after) / 2
