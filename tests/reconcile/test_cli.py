@@ -88,3 +88,60 @@ async def test_reconcile_command_exit_codes_and_json(
     code, _, err = await lmsbridge("--config", cfg, "reconcile", "--source", "nope")
     assert code == 2
     assert err.strip().splitlines()[-1] == "lmsbridge: config: sources.nope: no such source"
+
+
+async def test_reconcile_lms_draws_a_progress_bar_on_a_terminal(
+    tmp_path: Path,
+    amqp_url: str,
+    sqlite_url: str,
+    broker_prefix: str,
+    stackone: StackOneStandIn,
+    exec_api: ExecStandIn,
+) -> None:
+    """``reconcile --lms`` on a terminal shows a progress bar naming the account and the LMS list it reads
+    (on stderr, gone when done); with ``--json`` (for scripts) nothing is drawn."""
+    remember_accounts(broker_prefix, [ACCOUNT], sources=["acme-sales"])
+    cfg = str(config(tmp_path, amqp_url, sqlite_url, broker_prefix, stackone.url, exec_api.url))
+    assert (await lmsbridge("--config", cfg, "migrate"))[0] == 0
+    args = ["--config", cfg, "--log-level", "error", "reconcile", "--lms", "--dry-run"]
+    code, terminal = await on_terminal(*args)
+    assert code == 0, terminal
+    assert f"{ACCOUNT}: LMS assignments" in terminal
+    assert f"{ACCOUNT}: LMS completions" in terminal
+    code, terminal = await on_terminal(*args, "--json")
+    assert code == 0
+    assert "LMS assignments" not in terminal
+
+
+async def on_terminal(*args: str) -> tuple[int, str]:
+    """Run ``lmsbridge`` with stderr on a pseudo-terminal; (exit code, what the terminal received)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lmsbridge",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "200", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = asyncio.get_running_loop().run_in_executor(None, drain)
+    code = await proc.wait()
+    await reader
+    os.close(leader)
+    return code, b"".join(chunks).decode(errors="replace")

@@ -34,7 +34,8 @@ from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeEr
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.reconcile.findings import LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_MISSING, LMS_UNKNOWN_WRITE
-from lmsbridge.reconcile.report import print_json
+from lmsbridge.reconcile.platform import Progress
+from lmsbridge.reconcile.report import print_json, progress_bar
 from lmsbridge.settings import Settings
 from lmsbridge.stackone import StackOneClient
 from lmsbridge.stackone.ratelimit import Budget, SubBudget
@@ -83,17 +84,27 @@ class LmsReport:
 
 
 async def _listing(
-    stackone: _LmsLister, account: str, kind: str, since: Any, attempts: int, sleep: Callable[[float], Any]
+    stackone: _LmsLister,
+    account: str,
+    kind: str,
+    since: Any,
+    attempts: int,
+    sleep: Callable[[float], Any],
+    progress: Progress | None = None,
 ) -> set[tuple[str, str]]:
     """(user id, learning object) of every ``kind`` row on the account; the listing is redone on a transient failure."""
     for attempt in range(attempts):
         try:
             found: set[tuple[str, str]] = set()
+            read = 0
             async for rows in stackone.iter_account_rows(account, kind, updated_after=since):
+                read += len(rows)
                 for row in rows:
                     ref = row.get("learning_object_external_reference")
                     if row.get("user_id") and ref:
                         found.add((str(row["user_id"]), str(ref)))
+                if progress is not None:
+                    progress(f"{account}: LMS {kind}", read, None)
             return found
         except RetryLater as exc:
             if attempt + 1 == attempts:
@@ -110,8 +121,12 @@ async def lms_pass(
     queue: SyncQueue | None,
     attempts: int = 6,
     sleep: Callable[[float], Any] = asyncio.sleep,
+    progress: Progress | None = None,
 ) -> LmsReport:
-    """Check one account; ``queue=None`` is a dry run (reports, reopens nothing). Never raises for StackOne."""
+    """Check one account; ``queue=None`` is a dry run (reports, reopens nothing). Never raises for StackOne.
+
+    ``progress(label, rows read, None)`` is called after each page of the LMS's lists (the progress bar).
+    """
     report = LmsReport(account)
     started = time.monotonic()
     try:
@@ -121,8 +136,8 @@ async def lms_pass(
         report.written_checked = len(written)
         firsts = [w.synced_at for w in written if w.synced_at is not None]
         since = min(firsts) - MARGIN if firsts else None
-        assignments = await _listing(stackone, account, "assignments", since, attempts, sleep)
-        completions = await _listing(stackone, account, "completions", since, attempts, sleep)
+        assignments = await _listing(stackone, account, "assignments", since, attempts, sleep, progress)
+        completions = await _listing(stackone, account, "completions", since, attempts, sleep, progress)
         report.lms_assignments, report.lms_completions = len(assignments), len(completions)
         now = time.time()
         for row in written:
@@ -222,13 +237,14 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
                 limiter=lms_budget(settings, shared.limiter),
                 on_response=count,
             )
-            for name in accounts:
-                before = calls
-                queue = BrokerSyncQueue(broker) if broker is not None else None
-                report = await lms_pass(name, store=store, stackone=client, queue=queue)
-                report.stackone_calls = calls - before
-                await record(store, report, dry_run=dry_run, metrics=None)
-                reports.append(report)
+            with progress_bar(not as_json) as bar:
+                for name in accounts:
+                    before = calls
+                    queue = BrokerSyncQueue(broker) if broker is not None else None
+                    report = await lms_pass(name, store=store, stackone=client, queue=queue, progress=bar)
+                    report.stackone_calls = calls - before
+                    await record(store, report, dry_run=dry_run, metrics=None)
+                    reports.append(report)
     finally:
         if broker is not None:
             await broker.close()
