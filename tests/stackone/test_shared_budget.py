@@ -176,3 +176,22 @@ async def test_a_failing_database_holds_requests_back(tmp_path: object) -> None:
         await limiter.close()
         await store.close()
         await engine.dispose()
+
+
+async def test_waiting_for_slots_leaves_the_process_idle(db_url: str) -> None:
+    """Twenty requests waiting on a slow budget (60 a minute) cost next to no CPU: the door sleeps until
+    a slot or a claim is due (it once spun, taking a whole core and starving the worker's other work)."""
+    a = await process(db_url, 60, "a")
+    try:
+        sends = [asyncio.create_task(a.send("acc")) for _ in range(20)]
+        await asyncio.sleep(0.5)
+        cpu = time.process_time()
+        await asyncio.sleep(2.0)
+        used = time.process_time() - cpu
+        for task in sends:
+            task.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+    finally:
+        await a.close()
+    assert used < 0.3, f"{used:.2f} s of CPU in 2 s of waiting"
+    assert 2 <= len(a.grants) <= 4

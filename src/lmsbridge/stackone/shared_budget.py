@@ -42,6 +42,12 @@ HEADROOM = 0.98
 _STALE = 1.0
 
 
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Mark a claim's failure as seen (the runner that waits for it logs it)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class SlotGrant(Protocol):
     """What a claim returns (see :class:`lmsbridge.storage.budget.Grant`)."""
 
@@ -106,6 +112,7 @@ class SharedRateLimiter:
         self._paused_until = float("-inf")
         self._claim_after = float("-inf")
         self._runner: asyncio.Task[None] | None = None
+        self._claiming: asyncio.Task[None] | None = None
         self._pauses: set[asyncio.Task[None]] = set()
 
     # --- public -------------------------------------------------------------------------
@@ -156,9 +163,10 @@ class SharedRateLimiter:
 
     async def close(self) -> None:
         """Stop the claiming task and wait for pauses still being written."""
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
+        for task in (self._runner, self._claiming):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._pauses:
             await asyncio.gather(*self._pauses, return_exceptions=True)
 
@@ -173,36 +181,46 @@ class SharedRateLimiter:
     async def _run(self) -> None:
         """Hand out slots while anyone waits, claiming more before the held ones run out; ends when nobody waits."""
         failures = 0
+        loop = asyncio.get_running_loop()
         while self._waiting > 0:
             now = self._clock()
             while self._slots and self._slots[0] < now - _STALE:
                 self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
-            covered = (self._slots[-1] - now) if self._slots else 0.0
-            if (
-                len(self._slots) < self._waiting
-                and covered < self._lookahead
-                and now >= max(self._claim_after, self._paused_until)
-            ):
-                try:
-                    await self._claim(min(self._waiting - len(self._slots), self._batch))
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    delay = min(5.0, 0.1 * 2**failures)
-                    self._claim_after = self._clock() + delay
-                    log.warning("stackone.budget_claim_failed", error=type(exc).__name__, retry_in=delay)
-                continue
+            need_more = len(self._slots) < self._waiting
+            # Claim when the slots held cover less than the lookahead, no pause is on, no claim failed
+            # lately; the claim runs beside the granting, so a slow database never delays a slot held.
+            claim_at = max(self._claim_after, self._paused_until)
+            if self._slots:
+                claim_at = max(claim_at, self._slots[-1] - self._lookahead)
+            if need_more and now >= claim_at and self._claiming is None:
+                want = min(self._waiting - len(self._slots), self._batch)
+                self._claiming = loop.create_task(self._claim(want))
+                # A claim still under way when nobody waits any more is taken up by the next runner.
+                self._claiming.add_done_callback(_retrieved)
             if self._slots and self._slots[0] <= now and now >= self._paused_until:
                 self._slots.popleft()
                 self._grant_next()
                 continue
-            # Sleep until the next slot, or until a claim may be made, whichever comes first.
-            wake = [max(self._claim_after, self._paused_until)]
-            if self._slots:
-                wake.append(max(self._slots[0], self._paused_until))
-            await asyncio.sleep(max(0.0, min(wake) - now))
+            # Sleep until the next slot is due, a claim may be made, or the claim under way is back.
+            wake = [max(self._slots[0], self._paused_until)] if self._slots else []
+            if need_more and self._claiming is None:
+                wake.append(claim_at)
+            timeout = max(0.0, min(wake, default=now + 0.05) - now)
+            if self._claiming is None:
+                await asyncio.sleep(timeout)
+                continue
+            done, _ = await asyncio.wait({self._claiming}, timeout=timeout)
+            if not done:
+                continue
+            claim, self._claiming = self._claiming, None
+            error = claim.exception()
+            if error is None:
+                failures = 0
+                continue
+            failures += 1
+            delay = min(5.0, 0.1 * 2**failures)
+            self._claim_after = self._clock() + delay
+            log.warning("stackone.budget_claim_failed", error=type(error).__name__, retry_in=delay)
 
     async def _claim(self, want: int) -> None:
         grant = await self._source.claim(self._key, self._holder, max(1, want), self._interval, self._horizon)
