@@ -1,8 +1,11 @@
 """Reconciliation benchmark (issue 12): one pass over a 20,000-assignment Exec tenant with 5 % drift.
 
-`lmsbridge run` is a subprocess with a TOML config; the StackOne and Exec stand-ins run in this
-process beside the load generator; the pass is another subprocess (as `lmsbridge reconcile`
-would be), so it does not share a core's event loop with the worker or the measurements.
+`lmsbridge run` is a subprocess with a TOML config; the StackOne stand-in runs in this process
+beside the load generator (it timestamps the writes); the Exec stand-in is a process of its own
+(a platform is another service: serving 200 pages of 100 assignments in the measuring event loop
+delayed the timestamps of live writes during the pass); the pass is another subprocess (as
+`lmsbridge reconcile` would be), so it does not share a core's event loop with the worker or the
+measurements.
 
 1. seed: 95 % of the tenant arrives as signed webhooks (a completed assignment as its
    completion event), and is written to the LMS; 2.5 % of assignments never arrive and 2.5 %
@@ -57,7 +60,6 @@ from bench_delivery import (
     wait_ready,
 )
 
-from lmsbridge.testing.exec import ExecStandIn
 from lmsbridge.testing.stackone import RecordedRequest, StackOneStandIn
 from lmsbridge.testing.webhooks import exec_assignment, exec_event
 
@@ -80,6 +82,56 @@ def tenant(n: int, seed: int = 11) -> list[dict[str, Any]]:
             exec_assignment(f"a{i:06d}", email, scenario=scenario, name=scenario, status=status, best_score=score)
         )
     return out
+
+
+HERE = str(Path(__file__).resolve().parent)
+EXEC_SERVER = """
+import asyncio, signal, sys
+sys.path.insert(0, sys.argv[3])
+from bench_reconcile import EXEC_KEY, tenant
+from lmsbridge.testing.exec import ExecStandIn
+
+async def main(n: int, port: int) -> None:
+    api = ExecStandIn(api_key=EXEC_KEY)
+    for a in tenant(n):
+        api.put(a)
+    await api.start(port=port)
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    print(api.list_calls, flush=True)
+    await api.close()
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+class ExecProcess:
+    """The Exec stand-in serving the tenant from a process of its own."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.list_calls = 0
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", EXEC_SERVER, str(self.n), str(self.port), HERE, stdout=subprocess.PIPE
+        )
+        assert self._proc.stdout is not None
+        line = await asyncio.wait_for(self._proc.stdout.readline(), 120)
+        assert line.strip() == b"ready", line
+
+    async def close(self) -> None:
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        self._proc.terminate()
+        out, _ = await self._proc.communicate()
+        with contextlib.suppress(ValueError):
+            self.list_calls = int(out.split()[-1])
 
 
 class PatientPoster(Poster):
@@ -198,12 +250,10 @@ def percentile(values: list[float], q: int) -> float:
 async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     n = args.assignments
     truth = tenant(n)
-    exec_api = ExecStandIn(api_key=EXEC_KEY)
+    exec_api = ExecProcess(n)
     stackone = StackOneStandIn(api_key=KEY)
     await exec_api.start()
     await stackone.start()
-    for a in truth:
-        exec_api.put(a)
     for email in sorted({a["user"]["email"] for a in truth}):
         stackone.add_user(ACCOUNT, email)
     rng = random.Random(12)
@@ -300,7 +350,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         tenant_a = sum(1 for x in stackone.assignments()[a0:] if x["user_id"] not in live_ids)
         tenant_c = len(stackone.completions()) - c0
         written = tenant_a + tenant_c
-        return {
+        result: dict[str, Any] = {
             "seeded": seeded,
             "per_minute": args.per_minute,
             "share": args.budget_share,
@@ -313,7 +363,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "pass_seconds": pass_seconds,
             "repair_seconds": repair_seconds,
             "repaired": repaired,
-            "exec_calls": exec_api.list_calls,
+            "exec_calls": -1,  # read once the Exec process has stopped
             "pages": -(-n // 100),
             "written": written,
             "reconcile_requests": len(reconcile_requests),
@@ -337,6 +387,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await exec_api.close()
         with contextlib.suppress(Exception):  # a broker restarted meanwhile must not lose the figures
             await cleanup(prefix, [ACCOUNT], [SOURCE])
+    result["exec_calls"] = exec_api.list_calls
+    return result
 
 
 def table(r: dict[str, Any]) -> Table:
