@@ -105,7 +105,9 @@ async def delete_queues(prefix: str) -> None:
             await channel.exchange_delete(exchange)
 
 
-async def one_run(phase: str, workers: int, events: int, *, limit: int | None, latency: float, work: Path) -> Row:
+async def one_run(
+    phase: str, workers: int, events: int, *, limit: int | None, latency: float, work: Path, log_level: str = "warning"
+) -> Row:
     """Send ``events`` through 1 serve + ``workers`` workers on a fresh database; the row."""
     stackone = StackOneStandIn(api_key=STACKONE_KEY, rate_limit_per_minute=limit, seed=workers)
     if latency:
@@ -130,7 +132,7 @@ async def one_run(phase: str, workers: int, events: int, *, limit: int | None, l
         rate_limit_per_minute=limit or 10_000_000,
     )
     with (work / f"{phase}-{workers}.log").open("ab") as log:
-        cluster = Cluster(config, log, port, log_level="warning", workers=workers)
+        cluster = Cluster(config, log, port, log_level=log_level, workers=workers)
         try:
             await cluster.start()
             async with aiohttp.ClientSession() as session:
@@ -163,19 +165,23 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--limit", type=int, default=600, help="requests per minute in the budget phase")
     parser.add_argument("--events", type=int, default=6000, help="events in the throughput phase")
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs (info level) in this folder")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="lmsbridge-scaling-") as tmp:
-        work = Path(tmp)
+        work = args.logs or Path(tmp)
+        level = "info" if args.logs else "warning"
         for phase in args.phases.split(","):
             for workers in counts:
                 if phase == "budget":
                     # About 1.1 requests per event once people are known: ~90 s of the budget.
                     n = int(args.limit * 1.5 / 1.1)
-                    row = await one_run(phase, workers, n, limit=args.limit, latency=0.0, work=work)
+                    row = await one_run(phase, workers, n, limit=args.limit, latency=0.0, work=work, log_level=level)
                 else:
-                    row = await one_run(phase, workers, args.events, limit=None, latency=0.02, work=work)
+                    row = await one_run(
+                        phase, workers, args.events, limit=None, latency=0.02, work=work, log_level=level
+                    )
                 rows.append(row)
                 print(row, flush=True)
     table = Table(title="lmsbridge scale-out (1 serve + N workers on PostgreSQL)")

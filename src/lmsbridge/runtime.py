@@ -37,7 +37,7 @@ from lmsbridge.vendors import LimeplateApi
 
 log = get_logger(__name__)
 
-RUN_MAX_IN_FLIGHT = 16
+RUN_MAX_IN_FLIGHT = 64
 """Webhooks handled at once under `run` unless ``receiver.max_in_flight`` says otherwise."""
 
 USER_AGENT = f"lmsbridge/{__version__}"

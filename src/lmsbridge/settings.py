@@ -83,7 +83,7 @@ class ReceiverSettings(_Section):
         None,
         ge=1,
         description="webhooks handled at once; more get 503 with Retry-After at once. Unset: no bound under "
-        "`serve`, 16 under `run`, where the receiver shares one event loop with the worker and a flood would "
+        "`serve`, 64 under `run`, where the receiver shares one event loop with the worker and a flood would "
         "starve the worker's LMS writes",
     )
     keepalive_timeout: float = Field(

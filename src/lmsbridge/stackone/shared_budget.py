@@ -108,6 +108,7 @@ class SharedRateLimiter:
         self._rotation: deque[str] = deque()
         self._waiting = 0
         self._granted = 0
+        self._dropped = 0  # slots held while nobody waited, then too late to use
         self._claims = 0
         self._paused_until = float("-inf")
         self._claim_after = float("-inf")
@@ -157,12 +158,19 @@ class SharedRateLimiter:
             "waiting": float(self._waiting),
             "paused_for": max(0.0, self._paused_until - self._clock()),
             "granted_total": float(self._granted),
+            "dropped_total": float(self._dropped),
             "claims_total": float(self._claims),
             "slots_held": float(len(self._slots)),
         }
 
     async def close(self) -> None:
-        """Stop the claiming task and wait for pauses still being written."""
+        """Stop the claiming task and wait for pauses still being written; log what this process drew."""
+        log.info(
+            "stackone.budget_closed",
+            granted=self._granted,
+            claims=self._claims,
+            dropped=self._dropped + len(self._slots),
+        )
         for task in (self._runner, self._claiming):
             if task is not None:
                 task.cancel()
@@ -186,6 +194,7 @@ class SharedRateLimiter:
             now = self._clock()
             while self._slots and self._slots[0] < now - _STALE:
                 self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
+                self._dropped += 1
             need_more = len(self._slots) < self._waiting
             # Claim when the slots held cover less than the lookahead, no pause is on, no claim failed
             # lately; the claim runs beside the granting, so a slow database never delays a slot held.
@@ -250,3 +259,4 @@ class SharedRateLimiter:
             else:
                 del self._queues[account]
             return
+        self._dropped += 1
