@@ -105,3 +105,20 @@ def test_the_breaker_opens_on_a_high_share_of_5xx_and_timeouts_only() -> None:
     assert breaker.record("a", WriteUncertain("timeout", delay=0.0))  # 4 of 5
     clock[0] = 100.0  # the window slid past everything: closed, and counting from zero
     assert not breaker.record("a", RetryLater("503"))
+
+
+def test_the_breaker_forgets_the_failures_that_left_its_window() -> None:
+    """Failures counted as they come and go (not summed per call): 1,000 old failures that slid out of the
+    window count for nothing, and the share is judged over the outcomes still in it."""
+    clock = [0.0]
+    breaker = Breaker(window=10.0, min_calls=5, failure_rate=0.8, clock=lambda: clock[0])
+    for _ in range(3):
+        assert not breaker.record("a", RetryLater("503"))
+    clock[0] = 5.0
+    for _ in range(1000):
+        assert not breaker.record("a", None)
+    clock[0] = 20.0  # everything above is out of the window
+    for _ in range(4):
+        assert not breaker.record("a", RetryLater("503"))
+    assert not breaker.record("a", None)  # 4 failures of 5, but a success never opens it
+    assert breaker.record("a", RetryLater("503"))  # 5 of 6

@@ -44,6 +44,7 @@ class Breaker:
         self._rate = failure_rate
         self._clock = clock
         self._outcomes: dict[str, deque[tuple[float, bool]]] = {}
+        self._failures: dict[str, int] = {}  # failures among each account's outcomes (kept, not summed per call)
 
     def record(self, account: str, exc: BaseException | None) -> bool:
         """Note one sync outcome; True when the account's breaker opens (pause it now)."""
@@ -53,14 +54,17 @@ class Breaker:
         now = self._clock()
         outcomes = self._outcomes.setdefault(account, deque())
         outcomes.append((now, failed))
+        failures = self._failures.get(account, 0) + failed
         while outcomes and outcomes[0][0] < now - self._window:
-            outcomes.popleft()
-        failures = sum(1 for _, bad in outcomes if bad)
+            failures -= outcomes.popleft()[1]
+        self._failures[account] = failures
         if failed and len(outcomes) >= self._min_calls and failures >= self._rate * len(outcomes):
             outcomes.clear()  # closed again once the account is resumed
+            self._failures[account] = 0
             return True
         return False
 
     def reset(self, account: str) -> None:
         """Forget an account's outcomes (it was paused, or it has just been resumed)."""
         self._outcomes.pop(account, None)
+        self._failures.pop(account, None)
