@@ -33,11 +33,24 @@ UNSET: Final = Unset.UNSET
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A sync lease to take while storing: its holder, and until when (epoch seconds)."""
+
+    owner: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Ingest:
-    """Result of storing one event: whether it was a duplicate, and the records it touches."""
+    """Result of storing one event: whether it was a duplicate, and the records it touches.
+
+    ``claimed``: the sync rows of records the event created, leased to the ingest's
+    :class:`Lease` in the same transaction (so their sync needs no claim of its own).
+    """
 
     duplicate: bool
     record_ids: tuple[int, ...]
+    claimed: tuple[SyncView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,8 @@ class IntakePort(Protocol):
         self,
         items: Sequence[tuple[AssignmentEvent, Sequence[PersonProgress]]],
         accounts_of: dict[str, list[str]],
+        *,
+        lease: Lease | None = None,
     ) -> list[Ingest]: ...
 
 

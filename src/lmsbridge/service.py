@@ -6,6 +6,8 @@ Two steps, each safe to repeat:
    team and org assignments) and stores it in one transaction (inbox + merged records +
    pending sync rows); its :meth:`~Service.targets` are then synced at once by the consumer
    or queued as sync tasks (:meth:`Service.queue_syncs`; :meth:`Service.ingest` does both).
+   Records the event creates can be leased in the same transaction (``claim_up_to``), so
+   their sync starts without a claim of its own.
    A duplicate message id stores nothing and returns the records it touched the first
    time, so their syncs are done again and a crash between commit and sync loses nothing.
 2. :meth:`Service.sync` brings one record up to date on one account, writing only what is
@@ -48,7 +50,16 @@ from lmsbridge.errors import (
 )
 from lmsbridge.locks import KeyedLocks
 from lmsbridge.people import USER_NOT_FOUND, People
-from lmsbridge.ports import ContentPort, IntakePort, LeasePort, PlatformPort, StackOnePort, SyncQueuePort, SyncView
+from lmsbridge.ports import (
+    ContentPort,
+    IntakePort,
+    Lease,
+    LeasePort,
+    PlatformPort,
+    StackOnePort,
+    SyncQueuePort,
+    SyncView,
+)
 
 LEASE_SECONDS = 120.0
 """Default sync lease: longer than StackOne works on one request (60 s), renewed before every create."""
@@ -62,6 +73,23 @@ class Synced:
     account: str
     steps: tuple[SyncStep, ...] = ()
     calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A sync row leased when its record was stored: the view read then, and the lease's holder."""
+
+    view: SyncView
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What :meth:`Service.store` did: duplicate or not, the records, and the rows it leased."""
+
+    duplicate: bool
+    record_ids: tuple[int, ...]
+    claimed: Mapping[tuple[int, str], Claimed] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -96,15 +124,17 @@ class Service:
 
     async def ingest(self, event: AssignmentEvent) -> tuple[bool, tuple[int, ...]]:
         """Store ``event`` and queue its sync tasks; returns (duplicate, record ids)."""
-        duplicate, record_ids = await self.store(event)
-        await self.queue_syncs(event, self.targets(event, record_ids))
-        return duplicate, record_ids
+        stored = await self.store(event)
+        await self.queue_syncs(event, self.targets(event, stored.record_ids))
+        return stored.duplicate, stored.record_ids
 
-    async def store(self, event: AssignmentEvent) -> tuple[bool, tuple[int, ...]]:
-        """Store ``event`` (inbox, merged records, pending sync rows); returns (duplicate, record ids).
+    async def store(self, event: AssignmentEvent, *, claim_up_to: int = 0) -> Stored:
+        """Store ``event`` (inbox, merged records, pending sync rows).
 
         A duplicate stores nothing and returns the records it touched the first time, so their
-        syncs can be done again: a crash between commit and sync loses nothing.
+        syncs can be done again: a crash between commit and sync loses nothing. When the event
+        has at most ``claim_up_to`` (record, account) targets, the rows of records it creates
+        are leased in the same transaction: the caller must sync them (``claimed=``) at once.
         """
         people = list(event.people)
         if event.needs_expansion:
@@ -112,8 +142,16 @@ class Service:
             if platform is None:
                 raise DeadLetter("no_platform_api", f"source {event.source} has no api_base_url/api_key to expand with")
             people = await platform.members(event.assignment_id)
-        [result] = await self.intake.ingest([(event, people)], {k: list(v) for k, v in self.accounts_of.items()})
-        return result.duplicate, result.record_ids
+        accounts = self.accounts_of.get(event.source, [])
+        holder = self._holder()
+        lease = Lease(holder, self.clock() + self.lease_seconds) if len(people) * len(accounts) <= claim_up_to else None
+        [result] = await self.intake.ingest([(event, people)], {event.source: list(accounts)}, lease=lease)
+        claimed = {(v.record_id, v.account): Claimed(v, holder) for v in result.claimed}
+        return Stored(result.duplicate, result.record_ids, claimed)
+
+    def _holder(self) -> str:
+        """A lease holder of its own for one sync call (or one event's freshly stored rows), even within a process."""
+        return f"{self.owner}:{uuid.uuid4().hex[:8]}"
 
     def targets(self, event: AssignmentEvent, record_ids: tuple[int, ...]) -> list[tuple[int, str]]:
         """Every (record, account) an event's records are synced to."""
@@ -134,14 +172,24 @@ class Service:
 
     # --- step 2: sync -------------------------------------------------------------------
 
-    async def sync(self, record_id: int, account: str, *, revive: bool = False) -> Synced:
+    async def sync(
+        self, record_id: int, account: str, *, revive: bool = False, claimed: Claimed | None = None
+    ) -> Synced:
         """Write what ``account`` still lacks for the record; raises for the consumer to settle.
 
         A dead record stays dead unless ``revive`` (an operator replayed its dead letter).
+        ``claimed``: the row was leased when it was stored (:meth:`store`): no claim is needed.
         """
-        attempt = _Attempt(f"{self.owner}:{uuid.uuid4().hex[:8]}")  # one lease per sync call, even within a process
+        view: SyncView | None
+        if claimed is not None:
+            attempt = _Attempt(claimed.holder)
+            view = claimed.view
+        else:
+            attempt = _Attempt(self._holder())
+            view = await self.leases.claim(
+                record_id, account, attempt.holder, self.clock(), self.lease_seconds, revive=revive
+            )
         holder = attempt.holder
-        view = await self.leases.claim(record_id, account, holder, self.clock(), self.lease_seconds, revive=revive)
         if view is None or (view.status == DEAD and not revive):
             return Synced(record_id, account)  # gone, or dead: nothing to write
         if not view.leased:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from lmsbridge.domain import Rank
 from lmsbridge.domain.sync import SyncStep
+from lmsbridge.ports import Lease
 from lmsbridge.storage import PENDING, SYNCED, Repository
 from tests.storage.conftest import ACCOUNTS, T0, event
 
@@ -60,3 +62,23 @@ async def test_prune_forgets_only_message_ids_processed_before_the_cutoff(repo: 
     assert await repo.stats.inbox_count() == 1
     assert await repo.intake.prune_inbox(datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert await repo.stats.inbox_count() == 0
+
+
+async def test_a_lease_given_to_ingest_leases_only_the_rows_of_records_it_creates(repo: Repository) -> None:
+    """With a lease, a new record's sync rows are stored leased to it and returned as the claim would read
+    them; a later event on the same record, and a duplicate, lease nothing (their syncs claim as before)."""
+    await repo.content.mark_content("acc-2", [("exec:scenario:discovery-call", "Discovery Call", T0)])
+    first = event("lease-1")
+    [created] = await repo.intake.ingest([(first, first.people)], ACCOUNTS, lease=Lease("w1", 1060.0))
+    assert {v.account for v in created.claimed} == {"acc-1", "acc-2"}
+    for view in created.claimed:
+        assert view.leased
+        again = await repo.leases.load_sync(view.record_id, view.account)
+        assert again is not None
+        assert dataclasses.replace(again, leased=True) == view  # what a claim would have read
+        assert not (await repo.leases.claim(view.record_id, view.account, "w2", 1000.0, 30)).leased  # type: ignore[union-attr]
+    done = event("lease-2", "assignment.completed")
+    [later] = await repo.intake.ingest([(done, done.people)], ACCOUNTS, lease=Lease("w3", 1060.0))
+    [duplicate] = await repo.intake.ingest([(first, first.people)], ACCOUNTS, lease=Lease("w4", 1060.0))
+    assert later.record_ids == created.record_ids
+    assert (later.claimed, duplicate.claimed, duplicate.duplicate) == ((), (), True)

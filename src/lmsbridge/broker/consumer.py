@@ -40,7 +40,7 @@ from lmsbridge.errors import DeadLetter, InfrastructureFault
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.ports import AccountPort
-from lmsbridge.service import Service, describe
+from lmsbridge.service import Claimed, Service, describe
 from lmsbridge.settings import BrokerSettings
 
 log = get_logger(__name__)
@@ -198,20 +198,26 @@ class Consumer:
         assert event is not None
         self._metrics.stage("consumed")
         log.info("event.consumed")
-        duplicate, ids = await self._service.store(event)
-        self._metrics.stage("duplicate" if duplicate else "upserted")
+        accounts = self._service.accounts_of.get(event.source, [])
+        # The rows of records this event creates are leased as they are stored when they will be synced here.
+        here = all(self._syncs_here(account) for account in accounts)
+        stored = await self._service.store(event, claim_up_to=self._inline_limit if here else 0)
+        self._metrics.stage("duplicate" if stored.duplicate else "upserted")
         log.info(
-            "event.duplicate" if duplicate else "event.upserted",
-            records=len(ids),
+            "event.duplicate" if stored.duplicate else "event.upserted",
+            records=len(stored.record_ids),
             duration=time.perf_counter() - started,
         )
-        targets = self._service.targets(event, ids)
-        here = len(targets) <= self._inline_limit
-        inline = [t for t in targets if here and self._syncs_here(t[1])]
+        targets = self._service.targets(event, stored.record_ids)
+        within = len(targets) <= self._inline_limit
+        inline = [t for t in targets if t in stored.claimed or (within and self._syncs_here(t[1]))]
         queued = [t for t in targets if t not in inline]
         results = await asyncio.gather(
             self._service.queue_syncs(event, queued),
-            *(self._sync_here(job, SyncTask(rid, account)) for rid, account in inline),
+            *(
+                self._sync_here(job, SyncTask(rid, account), stored.claimed.get((rid, account)))
+                for rid, account in inline
+            ),
             return_exceptions=True,
         )
         failed = next((r for r in results if isinstance(r, BaseException)), None)
@@ -222,21 +228,24 @@ class Consumer:
         """Whether this consumer may sync ``account`` now (it consumes its queue, not paused)."""
         return account not in self._paused and self._names.sync(account) in self._consumers
 
-    async def _sync(self, job: Job, sync: SyncTask, *, revive: bool = False) -> None:
+    async def _sync(self, job: Job, sync: SyncTask, *, revive: bool = False, claimed: Claimed | None = None) -> None:
         started = time.perf_counter()
-        result = await self._service.sync(sync.record_id, sync.account, revive=revive)
+        result = await self._service.sync(sync.record_id, sync.account, revive=revive, claimed=claimed)
         if result.steps:
             self._metrics.record("pushed")
             self._metrics.lag_seconds.observe(max(0.0, time.time() - job.received_at))
             steps = [s.value for s in result.steps]
             log.info("sync.pushed", steps=steps, duration=time.perf_counter() - started)
 
-    async def _sync_here(self, event: Job, sync: SyncTask) -> None:
-        """Sync one of an event's records; settled as its sync task would be (raises if that fails)."""
+    async def _sync_here(self, event: Job, sync: SyncTask, claimed: Claimed | None = None) -> None:
+        """Sync one of an event's records; settled as its sync task would be (raises if that fails).
+
+        ``claimed``: its row was leased when the event was stored; it is synced here whatever happens.
+        """
         job = event.syncing(sync)
         with structlog.contextvars.bound_contextvars(account=sync.account, record_id=sync.record_id):
             started = time.perf_counter()
-            exc = await _outcome(self._sync(event, sync))
+            exc = await _outcome(self._sync(event, sync, claimed=claimed))
             await self._settler.settle(job, self._decide(job, exc), exc, duration=time.perf_counter() - started)
 
     # --- pausing accounts ---------------------------------------------------------------

@@ -5,6 +5,11 @@ redelivered event changes nothing and its syncs can be resumed; ``records`` hold
 state per (source, learning object, person) (:func:`lmsbridge.domain.records.merge`, a join);
 ``sync_state`` gets a pending row per account the source feeds, and a synced row whose record
 changed goes back to pending. Old message ids are pruned after the retention period.
+
+Given a :class:`~lmsbridge.ports.Lease`, the sync rows of a record the event creates are
+inserted already leased, and their :class:`~lmsbridge.ports.SyncView` is returned: the
+consumer syncs them at once, without a claim (an update and a read) in a transaction of its own.
+A record that existed is claimed by its sync as before.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from lmsbridge.domain import AssignmentEvent, PersonProgress, RecordState
+from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, RecordKey, RecordState
 from lmsbridge.domain.records import merge, state_from_event
 from lmsbridge.domain.sync import PENDING, SYNCED
-from lmsbridge.ports import Ingest
-from lmsbridge.storage.shared import Sql, guard, record_state
-from lmsbridge.storage.tables import inbox, records, sync_state
+from lmsbridge.ports import Ingest, Lease, SyncView
+from lmsbridge.storage.shared import Sql, guard, record_state, utc
+from lmsbridge.storage.tables import content, inbox, records, sync_state
 
 __all__ = ["Intake"]
 
@@ -58,6 +63,9 @@ class _Statements:
             )
         )
         self.add_sync_rows = insert(sync_state).on_conflict_do_nothing(index_elements=["record_id", "account"])
+        self.content_title = select(content.c.title, content.c.title_at).where(
+            content.c.account == bindparam("b_account"), content.c.external_reference == bindparam("b_ref")
+        )
         # A synced record whose state changed may have something to write again (a completion,
         # a retake, a newer title): pending until its sync's plan says otherwise.
         self.reopen = (
@@ -83,12 +91,15 @@ class Intake:
         self,
         items: Sequence[tuple[AssignmentEvent, Sequence[PersonProgress]]],
         accounts_of: dict[str, list[str]],
+        *,
+        lease: Lease | None = None,
     ) -> list[Ingest]:
         """Store events in ONE transaction: merged records, pending sync rows, the inbox.
 
         An event whose message id is already in the inbox changes nothing and returns the
         record ids stored the first time, so its sync can be resumed. (A duplicate racing its
         twin from another process is merged again, which changes nothing: merge is a join.)
+        With ``lease``, the sync rows of records created here are leased to it and returned.
         """
 
         def work(conn: Connection) -> list[Ingest]:
@@ -102,7 +113,8 @@ class Intake:
                     out.append(Ingest(True, tuple(stored)))
                     continue
                 accts = accounts_of.get(event.source, [])
-                ids = [self._upsert_record(conn, event, person, accts, now) for person in people]
+                claimed: list[SyncView] = []
+                ids = [self._upsert_record(conn, event, person, accts, now, lease, claimed) for person in people]
                 first = conn.execute(
                     self._stmt.add_inbox,
                     {
@@ -114,13 +126,20 @@ class Intake:
                         "record_ids": ids,
                     },
                 )
-                out.append(Ingest(first.rowcount == 0, tuple(ids)))
+                out.append(Ingest(first.rowcount == 0, tuple(ids), tuple(claimed)))
             return out
 
         return await self._sql.write(work)
 
     def _upsert_record(
-        self, conn: Connection, event: AssignmentEvent, person: PersonProgress, accts: list[str], now: datetime
+        self,
+        conn: Connection,
+        event: AssignmentEvent,
+        person: PersonProgress,
+        accts: list[str],
+        now: datetime,
+        lease: Lease | None,
+        claimed: list[SyncView],
     ) -> int:
         incoming = state_from_event(event, person)
         identity = {"b_source": event.source, "b_ref": incoming.learning_object_ref, "b_person": person.person_key}
@@ -155,25 +174,43 @@ class Intake:
                     self._stmt.set_record, {"b_id": rid, "b_version": row["version"] + 1, "b_updated_at": now, **values}
                 )
         assert rid is not None
-        if accts:
-            conn.execute(
-                self._stmt.add_sync_rows,
-                [
-                    {
-                        "record_id": rid,
-                        "account": account,
-                        "status": PENDING,
-                        "assignment_created": False,
-                        "completion_created": False,
-                        "attempts": 0,
-                        "updated_at": now,
-                    }
-                    for account in accts
-                ],
-            )
-            if changed and row is not None:
-                conn.execute(self._stmt.reopen, {"b_id": rid, "b_accounts": accts, "b_now": now})
+        if not accts:
+            return rid
+        created = row is None  # a new record: nobody else has its sync rows, so they are ours to lease
+        held = lease if created else None
+        conn.execute(
+            self._stmt.add_sync_rows,
+            [
+                {
+                    "record_id": rid,
+                    "account": account,
+                    "status": PENDING,
+                    "assignment_created": False,
+                    "completion_created": False,
+                    "attempts": 0,
+                    "updated_at": now,
+                    "lease_owner": held.owner if held else None,
+                    "lease_until": held.until if held else None,
+                }
+                for account in accts
+            ],
+        )
+        if held is not None:
+            key = RecordKey(event.source, merged.learning_object_ref, person.person_key)
+            claimed.extend(self._fresh_view(conn, rid, account, key, merged) for account in accts)
+        elif changed and not created:
+            conn.execute(self._stmt.reopen, {"b_id": rid, "b_accounts": accts, "b_now": now})
         return rid
+
+    def _fresh_view(self, conn: Connection, rid: int, account: str, key: RecordKey, state: RecordState) -> SyncView:
+        """The view of a sync row just inserted (leased, nothing written yet): only the content is read."""
+        known = conn.execute(self._stmt.content_title, {"b_account": account, "b_ref": key.learning_object_ref}).first()
+        synced = AccountSync(
+            content_known=known is not None,
+            content_title=known[0] if known is not None else None,
+            content_title_at=utc(known[1]) if known is not None else None,
+        )
+        return SyncView(rid, account, key, state, synced, PENDING, 0, None, leased=True)
 
     @guard
     async def prune_inbox(self, before: datetime) -> int:
