@@ -10,6 +10,9 @@ Phases (each prints a row):
 - memory: peak RSS (VmHWM) of `lmsbridge serve` while it queues ``--backlog`` events, and of
   `lmsbridge worker` while it drains them.
 
+``--profile DIR``: py-spy samples the worker of the split phase while the load runs (py-spy
+installed beside Python, not a dependency) and prints its top frames by share of samples.
+
 The StackOne stand-in answers at once and runs in this process, beside the load generator.
 The mix: every event a new LMS record, over 20 learning objects (so a content upsert and a
 user lookup are paid once per object and per person, as in production).
@@ -63,7 +66,7 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
         textwrap.dedent(
             f"""
             amqp_url = "{AMQP}"
-            database_url = "sqlite+aiosqlite:///{tmp / (name + ".db")}"
+            database_url = "sqlite+aiosqlite:///{tmp / f"{name}-{prefix}.db"}"
             [receiver]
             host = "127.0.0.1"
             port = {port}
@@ -87,6 +90,7 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
 
 
 LOGS: Path | None = None  # --logs: keep each process's warnings and errors here
+PROFILE: Path | None = None  # --profile: py-spy the split phase's worker into this folder
 
 
 def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
@@ -175,11 +179,14 @@ async def throughput(
 ) -> dict[str, Any]:
     """Maximum load for ``duration`` s: one `lmsbridge run`, or (``split``) `serve` and `worker` processes."""
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
-    cfg = config(tmp, port, prefix, stackone.url, "split" if split else "throughput")  # each phase its own database
+    cfg = config(tmp, port, prefix, stackone.url, "split" if split else "throughput")  # each run its own database
     procs = [start(cfg, "serve"), start(cfg, "worker")] if split else [start(cfg, "run")]
     url = f"http://127.0.0.1:{port}"
+    spy: tuple[subprocess.Popen[bytes], Path] | None = None
     try:
         await wait_ready(url)
+        if split and PROFILE is not None:
+            spy = profile(procs[1].pid, duration)
         load = Load(url)
         counter = iter(range(10**9))
         deadline = time.perf_counter() + duration
@@ -192,6 +199,9 @@ async def throughput(
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             sent_for = time.perf_counter() - started
+            if spy is not None:
+                await asyncio.to_thread(spy[0].wait)
+                print_profile(spy[1])
             # wait for the backlog to drain (bounded)
             drain_deadline = time.perf_counter() + 300
             while len(stackone.assignments(ACCOUNT)) < load.accepted and time.perf_counter() < drain_deadline:
@@ -214,6 +224,68 @@ async def throughput(
         for proc in procs:
             proc.wait()
         await cleanup(prefix)
+
+
+def profile(pid: int, duration: float) -> tuple[subprocess.Popen[bytes], Path]:
+    """py-spy samples process ``pid`` for ``duration`` seconds: (py-spy, where its collapsed stacks go)."""
+    assert PROFILE is not None
+    PROFILE.mkdir(parents=True, exist_ok=True)
+    out = PROFILE / f"worker-{pid}.txt"
+    command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--rate", "200"]
+    command += ["--duration", str(int(duration)), "--format", "raw", "--nonblocking", "--threads", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
+
+
+AREAS = {  # a frame's file -> the part of the stack it belongs to (the first match from the top wins)
+    "sqlalchemy": "SQLAlchemy",
+    "sqlite3": "sqlite3",
+    "aiormq": "aio-pika/aiormq/pamqp",
+    "aio_pika": "aio-pika/aiormq/pamqp",
+    "pamqp": "aio-pika/aiormq/pamqp",
+    "aiohttp": "aiohttp (client)",
+    "pydantic": "pydantic",
+    "structlog": "structlog/logs",
+    "lmsbridge/logs": "structlog/logs",
+    "orjson": "orjson",
+    "prometheus_client": "prometheus",
+    "lmsbridge/": "lmsbridge's own",
+    "asyncio": "asyncio/uvloop",
+    "uvloop": "asyncio/uvloop",
+}
+
+
+def print_profile(path: Path, top: int = 15) -> None:
+    """Top frames of a py-spy raw profile: by own samples, and each thread's samples by area."""
+    if not path.exists():
+        print(f"  (no profile at {path})")
+        return
+    own: dict[str, int] = {}
+    area_of: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        thread = frames[0].partition(": ")[2] if frames else "?"
+        threads[thread] = threads.get(thread, 0) + count
+        leaf = frames[-1] if frames else "?"
+        own[leaf] = own.get(leaf, 0) + count
+        area = "other"
+        for frame in reversed(frames):  # from the leaf: the innermost library the sample is in
+            hit = next((name for key, name in AREAS.items() if key in frame), None)
+            if hit is not None:
+                area = hit
+                break
+        area_of[area] = area_of.get(area, 0) + count
+    print(f"  py-spy: {total:,} samples (non-idle) in {path}")
+    for thread, n in sorted(threads.items(), key=lambda kv: -kv[1]):
+        print(f"    thread {thread}: {100 * n / total:.1f} %")
+    for area, n in sorted(area_of.items(), key=lambda kv: -kv[1]):
+        print(f"    {area:<24} {100 * n / total:5.1f} %")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * n / total:5.1f} %  {frame[:110]}")
 
 
 async def latency(tmp: Path, stackone: StackOneStandIn, rate: float, duration: float) -> dict[str, Any]:
@@ -376,9 +448,11 @@ def main() -> int:
     parser.add_argument("--drain-for", type=float, default=1800.0, help="stop the drain after this many seconds")
     parser.add_argument("--phases", default="throughput,split,latency,drain")
     parser.add_argument("--logs", type=Path, help="keep each lmsbridge process's log lines in this folder")
+    parser.add_argument("--profile", type=Path, help="py-spy the split phase's worker; stacks kept in this folder")
     args = parser.parse_args()
-    global LOGS
+    global LOGS, PROFILE
     LOGS = args.logs
+    PROFILE = args.profile
     return asyncio.run(main_async(args))
 
 
