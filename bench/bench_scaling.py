@@ -6,7 +6,8 @@ platform sending signed webhooks run in this process; a fresh PostgreSQL databas
 - budget: the stand-in enforces ``--limit`` requests per sliding minute for the API key (600 by
   default) and lmsbridge is told the same limit, nothing per process. A backlog of about 90 s of
   the budget; the row is the busiest sliding minute the stand-in admitted / the limit (target
-  >= 95 %) and the 429s it had to send (target 0).
+  >= 95 %) and the 429s it had to send (target 0). ``--lease`` is ``worker.sync_lease_seconds``
+  (120 as in production; the fault tests use 15, shorter than a sync's wait for the budget here).
 - throughput: no rate limit, the stand-in answers every call after 20 ms; ``--events`` events,
   each a new record on one account (one StackOne write each, after the first lookups); the row
   is LMS writes per second between the first and the last write.
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -106,7 +108,15 @@ async def delete_queues(prefix: str) -> None:
 
 
 async def one_run(
-    phase: str, workers: int, events: int, *, limit: int | None, latency: float, work: Path, log_level: str = "warning"
+    phase: str,
+    workers: int,
+    events: int,
+    *,
+    limit: int | None,
+    latency: float,
+    work: Path,
+    log_level: str = "warning",
+    lease: float = 120.0,
 ) -> Row:
     """Send ``events`` through 1 serve + ``workers`` workers on a fresh database; the row."""
     stackone = StackOneStandIn(api_key=STACKONE_KEY, rate_limit_per_minute=limit, seed=workers)
@@ -130,6 +140,7 @@ async def one_run(
         port=port,
         accounts_of=ACCOUNTS_OF,
         rate_limit_per_minute=limit or 10_000_000,
+        lease_seconds=lease,
     )
     with (work / f"{phase}-{workers}.log").open("ab") as log:
         cluster = Cluster(config, log, port, log_level=log_level, workers=workers)
@@ -144,6 +155,8 @@ async def one_run(
             await stackone.close()
             await drop_database(name)
             await delete_queues(prefix)
+    calls = Counter(f"{r.method} {_shape(r.path)} {r.status}" for r in stackone.requests)
+    print(f"{phase} x{workers}: StackOne calls {dict(calls.most_common())}", flush=True)
     writes = [r.time for r in stackone.requests if r.method == "POST" and 200 <= r.status < 300]
     seconds = (max(writes) - min(writes)) if len(writes) > 1 else 0.0
     return Row(
@@ -159,6 +172,14 @@ async def one_run(
     )
 
 
+def _shape(path: str) -> str:
+    """``/unified/lms/users/{id}/assignments`` for any user id."""
+    parts = path.split("/")
+    if len(parts) > 4 and parts[3] == "users":
+        parts[4] = "{id}"
+    return "/".join(parts[:6])
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phases", default="budget,throughput")
@@ -166,6 +187,9 @@ async def main() -> None:
     parser.add_argument("--limit", type=int, default=600, help="requests per minute in the budget phase")
     parser.add_argument("--events", type=int, default=6000, help="events in the throughput phase")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs (info level) in this folder")
+    parser.add_argument(
+        "--lease", type=float, default=120.0, help="worker.sync_lease_seconds (the default: 120; the fault tests: 15)"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     rows: list[Row] = []
@@ -177,7 +201,9 @@ async def main() -> None:
                 if phase == "budget":
                     # About 1.1 requests per event once people are known: ~90 s of the budget.
                     n = int(args.limit * 1.5 / 1.1)
-                    row = await one_run(phase, workers, n, limit=args.limit, latency=0.0, work=work, log_level=level)
+                    row = await one_run(
+                        phase, workers, n, limit=args.limit, latency=0.0, work=work, log_level=level, lease=args.lease
+                    )
                 else:
                     row = await one_run(
                         phase, workers, args.events, limit=None, latency=0.02, work=work, log_level=level

@@ -244,6 +244,7 @@ def write_config(
     accounts_of: dict[str, list[str]] = ACCOUNTS_OF,
     rate_limit_per_minute: int = 600000,
     reuse_port: bool = False,
+    lease_seconds: float = 15.0,
 ) -> None:
     """The TOML every process reads: fast retries, many attempts, two Exec sources, their accounts."""
     sources = "".join(
@@ -279,7 +280,7 @@ retry_delays = {list(RETRY_DELAYS)}
 [worker]
 metrics_port = 0
 drain_timeout = 5.0
-sync_lease_seconds = 15.0
+sync_lease_seconds = {lease_seconds}
 {sources}"""
     )
 

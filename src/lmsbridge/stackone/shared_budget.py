@@ -109,6 +109,7 @@ class SharedRateLimiter:
         self._waiting = 0
         self._granted = 0
         self._dropped = 0  # slots held while nobody waited, then too late to use
+        self._claim_seconds = 0.0  # time spent in claims (the database's round trips)
         self._claims = 0
         self._paused_until = float("-inf")
         self._claim_after = float("-inf")
@@ -170,6 +171,7 @@ class SharedRateLimiter:
             granted=self._granted,
             claims=self._claims,
             dropped=self._dropped + len(self._slots),
+            claim_ms=round(1000 * self._claim_seconds / max(1, self._claims), 1),
         )
         for task in (self._runner, self._claiming):
             if task is not None:
@@ -232,9 +234,11 @@ class SharedRateLimiter:
             log.warning("stackone.budget_claim_failed", error=type(error).__name__, retry_in=delay)
 
     async def _claim(self, want: int) -> None:
+        asked = self._clock()
         grant = await self._source.claim(self._key, self._holder, max(1, want), self._interval, self._horizon)
         offset = self._clock() - grant.now  # their clock -> ours (late by at most the round trip: safe)
         self._claims += 1
+        self._claim_seconds += self._clock() - asked
         if grant.count == 0:
             self._claim_after = grant.retry_at + offset
             return
