@@ -195,3 +195,20 @@ async def test_waiting_for_slots_leaves_the_process_idle(db_url: str) -> None:
         await a.close()
     assert used < 0.3, f"{used:.2f} s of CPU in 2 s of waiting"
     assert 2 <= len(a.grants) <= 4
+
+
+async def test_cancelled_waiters_neither_count_nor_waste_slots(db_url: str) -> None:
+    """Ten callers give up while waiting: the door stops counting them (so it claims no slots for
+    them), and the one caller left is served at the next slot."""
+    a = await process(db_url, 600, "a")
+    try:
+        gone = [asyncio.create_task(a.send("acc")) for _ in range(10)]
+        await asyncio.sleep(0.05)
+        for task in gone:
+            task.cancel()
+        await asyncio.gather(*gone, return_exceptions=True)
+        assert a.limiter.snapshot()["waiting"] == 0
+        await asyncio.wait_for(a.send("acc"), 1.0)
+    finally:
+        await a.close()
+    assert a.limiter.snapshot()["waiting"] == 0

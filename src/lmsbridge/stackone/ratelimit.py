@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from lmsbridge.logs import get_logger
+from lmsbridge.stackone.turns import Turns, capped_pause
 
 log = get_logger(__name__)
 
@@ -74,9 +74,7 @@ class RateLimiter:
         self._updated = clock()
         self._paused_until = float("-inf")
         self._granted = 0
-        self._waiting = 0
-        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
-        self._rotation: deque[str] = deque()  # accounts with waiters, next to serve first
+        self._turns = Turns()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -87,15 +85,9 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._bind(loop)
-        if not self._rotation and self._take():
+        if not self._turns and self._take():
             return
-        future: asyncio.Future[None] = loop.create_future()
-        queue = self._queues.get(account)
-        if queue is None:
-            queue = self._queues[account] = deque()
-            self._rotation.append(account)
-        queue.append(future)
-        self._waiting += 1
+        future = self._turns.join(account)
         self._dispatch()
         try:
             await future
@@ -106,8 +98,7 @@ class RateLimiter:
                 self._granted -= 1
                 self._dispatch()
             else:
-                future.cancel()
-                self._waiting -= 1
+                self._turns.leave(future)
             raise
 
     def pause(self, seconds: float) -> None:
@@ -117,11 +108,10 @@ class RateLimiter:
         first request after it is a single probe, not a burst. A pause longer than
         ``max_pause`` (or not finite) is cut to ``max_pause``, and logged.
         """
-        if math.isnan(seconds) or seconds <= 0:
+        capped = capped_pause(seconds, self._max_pause)
+        if capped is None:
             return
-        if seconds > self._max_pause:
-            log.warning("stackone.pause_capped", asked=seconds, pause=self._max_pause)
-            seconds = self._max_pause
+        seconds = capped
         now = self._clock()
         self._refill(now)
         until = now + seconds
@@ -137,7 +127,7 @@ class RateLimiter:
         return {
             "per_minute": self._per_minute,
             "tokens": self._tokens,
-            "waiting": float(self._waiting),
+            "waiting": float(self._turns.waiting),
             "paused_for": max(0.0, self._paused_until - now),
             "granted_total": float(self._granted),
         }
@@ -149,9 +139,7 @@ class RateLimiter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._queues.clear()
-        self._rotation.clear()
-        self._waiting = 0
+        self._turns.clear()
         self._loop = loop
 
     def _refill(self, now: float) -> None:
@@ -173,25 +161,13 @@ class RateLimiter:
 
     def _dispatch(self) -> None:
         """Grant every token available to waiters in round-robin order; arm a timer for the rest."""
-        while self._rotation:
-            account = self._rotation[0]
-            queue = self._queues[account]
-            while queue and queue[0].done():  # cancelled waiters
-                queue.popleft()
-            if not queue:
-                self._rotation.popleft()
-                del self._queues[account]
-                continue
-            if not self._take():
+        while True:
+            served = self._turns.serve_next(self._take)
+            if served is None:
+                return
+            if not served:
                 self._arm()
                 return
-            self._rotation.popleft()
-            queue.popleft().set_result(None)
-            self._waiting -= 1
-            if queue:
-                self._rotation.append(account)
-            else:
-                del self._queues[account]
 
     def _arm(self) -> None:
         if self._timer is not None or self._loop is None:

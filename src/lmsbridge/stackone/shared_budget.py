@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from lmsbridge.logs import get_logger
+from lmsbridge.stackone.turns import Turns, capped_pause
 
 log = get_logger(__name__)
 
@@ -104,9 +105,7 @@ class SharedRateLimiter:
         self._max_pause = max_pause
         self._clock = clock
         self._slots: deque[float] = deque()  # on our clock, ascending
-        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
-        self._rotation: deque[str] = deque()
-        self._waiting = 0
+        self._turns = Turns()
         self._granted = 0
         self._dropped = 0  # slots held while nobody waited, then too late to use
         self._claim_seconds = 0.0  # time spent in claims (the database's round trips)
@@ -121,31 +120,26 @@ class SharedRateLimiter:
 
     async def acquire(self, account: str) -> None:
         """Wait for a slot; FIFO within an account, round-robin across accounts."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        queue = self._queues.get(account)
-        if queue is None:
-            queue = self._queues[account] = deque()
-            self._rotation.append(account)
-        queue.append(future)
-        self._waiting += 1
+        future = self._turns.join(account)
         if self._runner is None or self._runner.done():
-            self._runner = loop.create_task(self._run(), name="stackone-budget")
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name="stackone-budget")
         try:
             await future
         except asyncio.CancelledError:
-            if not future.done():
-                future.cancel()
-                self._waiting -= 1
+            if future.done() and not future.cancelled():
+                # Given a slot, but cancelled before it could send: the slot goes to the next waiter.
+                self._slots.appendleft(self._clock())
+                self._granted -= 1
+            else:
+                self._turns.leave(future)
             raise
 
     def pause(self, seconds: float) -> None:
         """Stop this process now, and every process at its next claim, for ``seconds`` (capped at ``max_pause``)."""
-        if math.isnan(seconds) or seconds <= 0:
+        capped = capped_pause(seconds, self._max_pause)
+        if capped is None:
             return
-        if seconds > self._max_pause:
-            log.warning("stackone.pause_capped", asked=seconds, pause=self._max_pause)
-            seconds = self._max_pause
+        seconds = capped
         self._paused_until = max(self._paused_until, self._clock() + seconds)
         self._slots.clear()
         task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
@@ -156,7 +150,7 @@ class SharedRateLimiter:
         """``per_minute``, ``waiting``, ``paused_for``, ``granted_total``, ``claims_total`` and ``slots_held``."""
         return {
             "per_minute": self._per_minute,
-            "waiting": float(self._waiting),
+            "waiting": float(self._turns.waiting),
             "paused_for": max(0.0, self._paused_until - self._clock()),
             "granted_total": float(self._granted),
             "dropped_total": float(self._dropped),
@@ -192,19 +186,19 @@ class SharedRateLimiter:
         """Hand out slots while anyone waits, claiming more before the held ones run out; ends when nobody waits."""
         failures = 0
         loop = asyncio.get_running_loop()
-        while self._waiting > 0:
+        while self._turns.waiting > 0:
             now = self._clock()
             while self._slots and self._slots[0] < now - _STALE:
                 self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
                 self._dropped += 1
-            need_more = len(self._slots) < self._waiting
+            need_more = len(self._slots) < self._turns.waiting
             # Claim when the slots held cover less than the lookahead, no pause is on, no claim failed
             # lately; the claim runs beside the granting, so a slow database never delays a slot held.
             claim_at = max(self._claim_after, self._paused_until)
             if self._slots:
                 claim_at = max(claim_at, self._slots[-1] - self._lookahead)
             if need_more and now >= claim_at and self._claiming is None:
-                want = min(self._waiting - len(self._slots), self._batch)
+                want = min(self._turns.waiting - len(self._slots), self._batch)
                 self._claiming = loop.create_task(self._claim(want))
                 # A claim still under way when nobody waits any more is taken up by the next runner.
                 self._claiming.add_done_callback(_retrieved)
@@ -247,20 +241,7 @@ class SharedRateLimiter:
 
     def _grant_next(self) -> None:
         """Give one slot to the next account in turn (a slot nobody waits for any more is lost)."""
-        while self._rotation:
-            account = self._rotation.popleft()
-            queue = self._queues[account]
-            while queue and queue[0].done():
-                queue.popleft()
-            if not queue:
-                del self._queues[account]
-                continue
-            queue.popleft().set_result(None)
-            self._waiting -= 1
+        if self._turns.serve_next():
             self._granted += 1
-            if queue:
-                self._rotation.append(account)
-            else:
-                del self._queues[account]
-            return
-        self._dropped += 1
+        else:
+            self._dropped += 1
