@@ -16,9 +16,6 @@ An event's records are synced by the consumer that stored it, before the event i
 sync task each is queued instead). A crash before the ack redelivers the event, which is
 then a duplicate and syncs the same records again (the leases and write-ahead intents
 make that safe). A sync that fails there is settled as its own sync task would be.
-
-Reconciliation's events run one at a time and only between live jobs
-(:mod:`lmsbridge.broker.priority`): a pass never makes a webhook wait behind its repairs.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ from lmsbridge.broker.breaker import Breaker
 from lmsbridge.broker.codec import Job, SyncTask, decode
 from lmsbridge.broker.connection import Broker
 from lmsbridge.broker.outcome import Action, Policy, decide
-from lmsbridge.broker.priority import LiveFirst, is_background
 from lmsbridge.broker.settle import Settler
 from lmsbridge.broker.sweeper import Sweeper
 from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
@@ -94,7 +90,6 @@ class Consumer:
         self._resumed: dict[str, float] = {}  # account -> when it was last resumed (retry age restarts)
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
-        self.priority = LiveFirst()
 
     @property
     def paused_accounts(self) -> list[str]:
@@ -159,12 +154,7 @@ class Consumer:
                 action = Action("pause", attempt=job.attempt, reason="account_paused", error=error)
                 await self._settle(message, job, action, started)
                 return
-            if is_background(job.message_id):  # reconciliation's repairs wait for live work
-                async with self.priority.background():
-                    exc = await _outcome(self._run(job))
-            else:
-                async with self.priority.live():
-                    exc = await _outcome(self._run(job))
+            exc = await _outcome(self._run(job))
             await self._settle(message, job, self._decide(job, exc), started, exc)
 
     async def _settle(
