@@ -42,11 +42,9 @@ from tests.faults.conftest import (
     STACKONE_KEY,
     Cluster,
     Platform,
-    free_port,
     people,
     plan,
     quiet,
-    write_config,
 )
 
 from lmsbridge.testing.stackone import StackOneStandIn
@@ -129,21 +127,21 @@ async def one_run(
             stackone.add_user(account, email)
     database, name = await fresh_database()
     prefix = f"bs{uuid.uuid4().hex[:8]}"
-    port = free_port()
     config = work / f"{phase}-{workers}.toml"
-    write_config(
-        config,
-        amqp_url=AMQP,
-        database_url=database,
-        stackone_url=stackone.url,
-        prefix=prefix,
-        port=port,
-        accounts_of=ACCOUNTS_OF,
-        rate_limit_per_minute=limit or 10_000_000,
-        lease_seconds=lease,
-    )
     with (work / f"{phase}-{workers}.log").open("ab") as log:
-        cluster = Cluster(config, log, port, log_level=log_level, workers=workers)
+        cluster = Cluster.configured(
+            config,
+            log,
+            log_level=log_level,
+            workers=workers,
+            amqp_url=AMQP,
+            database_url=database,
+            stackone_url=stackone.url,
+            prefix=prefix,
+            accounts_of=ACCOUNTS_OF,
+            rate_limit_per_minute=limit or 10_000_000,
+            lease_seconds=lease,
+        )
         try:
             await cluster.start()
             async with aiohttp.ClientSession() as session:

@@ -310,6 +310,22 @@ class Cluster:
         self.exit_codes: list[tuple[str, int]] = []
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("LMSBRIDGE_")}
 
+    @classmethod
+    def configured(
+        cls,
+        config: Path,
+        log: IO[bytes],
+        *,
+        log_level: str,
+        workers: int = 1,
+        receivers: int = 1,
+        **settings: Any,
+    ) -> Cluster:
+        """Processes on a new free port, ``config`` written from ``settings`` (see :func:`write_config`)."""
+        port = free_port()
+        write_config(config, port=port, reuse_port=receivers > 1, **settings)
+        return cls(config, log, port, log_level=log_level, workers=workers, receivers=receivers)
+
     def _spawn(self, command: str) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "lmsbridge.cli", "--config", str(self.config)]
         args += ["--log-format", "json", "--log-level", self.log_level, command]

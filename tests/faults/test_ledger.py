@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -50,6 +50,37 @@ def check(run: Run) -> None:
     assert ("receiver (SIGTERM)", 0) in run.exit_codes
 
 
+async def small_ledger(
+    n: int,
+    title: str,
+    *,
+    amqp_url: str,
+    prefix: str,
+    stackone: StackOneStandIn,
+    tmp_path: Path,
+    log: IO[bytes],
+    **kw: Any,
+) -> None:
+    """A CI-sized run under every fault (``kw``: seed, database_url, workers), its ledger checked."""
+    run = await run_ledger(
+        n,
+        amqp_url=amqp_url,
+        prefix=prefix,
+        stackone=stackone,
+        workdir=tmp_path,
+        log=log,
+        rate=max(20.0, n / 15.0),
+        concurrency=32,
+        kill_window=(0.05, 0.4),
+        log_level="info",
+        timeout=170.0,
+        **kw,
+    )
+    print(run.show(f"{title}, N={n}"))
+    check(run)
+    assert stackone.violations == []
+
+
 async def test_fault_ledger_small(
     amqp_url: str,
     broker_prefix: str,
@@ -59,23 +90,16 @@ async def test_fault_ledger_small(
 ) -> None:
     """A CI-sized ledger (``LMSBRIDGE_FAULT_EVENTS``, default 300) under every fault: none lost, none doubled."""
     n = int(os.environ.get("LMSBRIDGE_FAULT_EVENTS", "300"))
-    run = await run_ledger(
+    await small_ledger(
         n,
+        "small",
         amqp_url=amqp_url,
         prefix=broker_prefix,
         stackone=faulty_stackone,
-        workdir=tmp_path,
+        tmp_path=tmp_path,
         log=run_log,
         seed=1,
-        rate=max(20.0, n / 15.0),
-        concurrency=32,
-        kill_window=(0.05, 0.4),
-        log_level="info",
-        timeout=170.0,
     )
-    print(run.show(f"small, N={n}"))
-    check(run)
-    assert faulty_stackone.violations == []
 
 
 @pytest.mark.postgres
@@ -90,25 +114,18 @@ async def test_fault_ledger_three_workers_on_postgresql(
     """The same faults with three workers sharing one PostgreSQL database, each kill hitting one of them
     at random: none lost, none doubled, every request on StackOne's spec."""
     n = int(os.environ.get("LMSBRIDGE_FAULT_EVENTS_PG", "200"))
-    run = await run_ledger(
+    await small_ledger(
         n,
+        "three workers on PostgreSQL",
         amqp_url=amqp_url,
         prefix=broker_prefix,
         stackone=faulty_stackone,
-        workdir=tmp_path,
+        tmp_path=tmp_path,
         log=run_log,
         seed=3,
-        rate=max(20.0, n / 15.0),
-        concurrency=32,
-        kill_window=(0.05, 0.4),
-        log_level="info",
-        timeout=170.0,
         database_url=pg_url,
         workers=3,
     )
-    print(run.show(f"three workers on PostgreSQL, N={n}"))
-    check(run)
-    assert faulty_stackone.violations == []
 
 
 @pytest.mark.slow

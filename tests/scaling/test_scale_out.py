@@ -38,12 +38,10 @@ from tests.faults.conftest import (
     Platform,
     draw_up,
     expected_writes,
-    free_port,
     people,
     plan,
     quiet,
     records_by_id,
-    write_config,
 )
 
 LIMIT = 2400  # requests a minute for the API key, enforced by the stand-in
@@ -83,19 +81,19 @@ async def test_receivers_and_workers_share_one_budget_and_write_everything_once(
     events = plan(EVENTS, seed=11, duplicate_share=0.05)
     user_ids = {(a, email): stackone.add_user(a, email) for a in ACCOUNTS for email in people(events)}
     config = tmp_path / "lmsbridge.toml"
-    port = free_port()
-    write_config(
+    cluster = Cluster.configured(
         config,
+        run_log,
+        log_level="info",
+        workers=3,
+        receivers=2,
         amqp_url=amqp_url,
         database_url=pg_url,
         stackone_url=stackone.url,
         prefix=broker_prefix,
-        port=port,
         accounts_of=ACCOUNTS_OF,
         rate_limit_per_minute=LIMIT,
-        reuse_port=True,
     )
-    cluster = Cluster(config, run_log, port, log_level="info", workers=3, receivers=2)
     timeline: list[str] = []
     try:
         await cluster.start()
@@ -190,18 +188,18 @@ async def test_two_workers_on_one_sqlite_file_and_the_ledger_adds_up(
     user_ids = {(a, email): stackone.add_user(a, email) for a in ACCOUNTS for email in people(events)}
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'lmsbridge.db'}"
     config = tmp_path / "lmsbridge.toml"
-    port = free_port()
-    write_config(
+    cluster = Cluster.configured(
         config,
+        run_log,
+        log_level="info",
+        workers=2,
         amqp_url=amqp_url,
         database_url=database_url,
         stackone_url=stackone.url,
         prefix=broker_prefix,
-        port=port,
         accounts_of=ACCOUNTS_OF,
         rate_limit_per_minute=3000,
     )
-    cluster = Cluster(config, run_log, port, log_level="info", workers=2)
     try:
         await cluster.start()
         async with aiohttp.ClientSession() as session:

@@ -8,8 +8,9 @@ multi-process proof with real ``lmsbridge`` processes is in ``tests/scaling``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -58,6 +59,18 @@ async def process(url: str, per_minute: int, name: str) -> Process:
     return Process(limiter, store, engine.dispose)
 
 
+@contextlib.asynccontextmanager
+async def waiting(p: Process, account: str, n: int) -> AsyncIterator[None]:
+    """``n`` requests of ``account`` waiting on ``p`` while the block runs (the rest cancelled after it)."""
+    tasks = [asyncio.create_task(p.send(account)) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def most_in_any_window(times: list[float], window: float) -> int:
     times = sorted(times)
     best, start = 0, 0
@@ -75,11 +88,8 @@ async def test_two_processes_together_stay_under_the_rate_and_use_it(db_url: str
     per_minute = 1200  # 20 a second
     a, b = await process(db_url, per_minute, "a"), await process(db_url, per_minute, "b")
     try:
-        sends = [asyncio.create_task(p.send(f"acc-{p is a}")) for p in (a, b) for _ in range(200)]
-        await asyncio.sleep(4.0)
-        for task in sends:
-            task.cancel()
-        await asyncio.gather(*sends, return_exceptions=True)
+        async with waiting(a, "acc-a", 200), waiting(b, "acc-b", 200):
+            await asyncio.sleep(4.0)
     finally:
         await a.close()
         await b.close()
@@ -96,14 +106,11 @@ async def test_a_429_seen_by_one_process_pauses_the_other(db_url: str) -> None:
     the other sends nothing until the pause ends, then goes on."""
     a, b = await process(db_url, 600, "a"), await process(db_url, 600, "b")
     try:
-        sends = [asyncio.create_task(b.send("acc-b")) for _ in range(100)]
-        await asyncio.sleep(1.0)
-        paused_at = time.monotonic()
-        a.limiter.pause(1.5)
-        await asyncio.sleep(2.5)
-        for task in sends:
-            task.cancel()
-        await asyncio.gather(*sends, return_exceptions=True)
+        async with waiting(b, "acc-b", 100):
+            await asyncio.sleep(1.0)
+            paused_at = time.monotonic()
+            a.limiter.pause(1.5)
+            await asyncio.sleep(2.5)
     finally:
         await a.close()
         await b.close()
@@ -136,14 +143,11 @@ async def test_a_process_joining_gets_slots_within_the_horizon(db_url: str) -> N
     """A process starting while another saturates the key is given its first slot within a second."""
     a, b = await process(db_url, 1200, "a"), await process(db_url, 1200, "b")
     try:
-        busy = [asyncio.create_task(a.send("acc-a")) for _ in range(200)]
-        await asyncio.sleep(1.0)
-        joined = time.monotonic()
-        await asyncio.wait_for(b.send("acc-b"), 3.0)
-        waited = b.grants[0][0] - joined
-        for task in busy:
-            task.cancel()
-        await asyncio.gather(*busy, return_exceptions=True)
+        async with waiting(a, "acc-a", 200):
+            await asyncio.sleep(1.0)
+            joined = time.monotonic()
+            await asyncio.wait_for(b.send("acc-b"), 3.0)
+            waited = b.grants[0][0] - joined
     finally:
         await a.close()
         await b.close()
@@ -183,14 +187,11 @@ async def test_waiting_for_slots_leaves_the_process_idle(db_url: str) -> None:
     a slot or a claim is due (it once spun, taking a whole core and starving the worker's other work)."""
     a = await process(db_url, 60, "a")
     try:
-        sends = [asyncio.create_task(a.send("acc")) for _ in range(20)]
-        await asyncio.sleep(0.5)
-        cpu = time.process_time()
-        await asyncio.sleep(2.0)
-        used = time.process_time() - cpu
-        for task in sends:
-            task.cancel()
-        await asyncio.gather(*sends, return_exceptions=True)
+        async with waiting(a, "acc", 20):
+            await asyncio.sleep(0.5)
+            cpu = time.process_time()
+            await asyncio.sleep(2.0)
+            used = time.process_time() - cpu
     finally:
         await a.close()
     assert used < 0.3, f"{used:.2f} s of CPU in 2 s of waiting"
