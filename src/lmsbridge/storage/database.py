@@ -100,10 +100,10 @@ def _run_all(conn: Connection, batch: Sequence[SyncWork]) -> list[Any]:
 class ThreadedSqlite:
     """SQLite through ``pysqlite`` on one thread: one hop per batch, not per call."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = True) -> None:
         sync_url = make_url(url).set(drivername="sqlite+pysqlite")
         self.engine: Engine = create_sync_engine(sync_url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
-        configure_sqlite(self.engine)
+        configure_sqlite(self.engine, durable=durable)
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmsbridge-sqlite")
 
     def _write(self, batch: Sequence[SyncWork]) -> list[Any]:
@@ -148,9 +148,14 @@ class AsyncPostgres:
         """Nothing of its own: the engine is disposed by its owner."""
 
 
-def open_database(engine: AsyncEngine) -> Database:
-    """The executor for ``engine``'s database."""
+def open_database(engine: AsyncEngine, *, durable: bool = True) -> Database:
+    """The executor for ``engine``'s database.
+
+    ``durable=False`` is for bookkeeping a crash may lose without harm (the shared budget's claims,
+    the ledger's counters): on SQLite its commits are not flushed to disk at once; on PostgreSQL the
+    callers ask ``SET LOCAL synchronous_commit = off`` in their transactions.
+    """
     url = engine.url.render_as_string(hide_password=False)
     if is_sqlite(url):
-        return ThreadedSqlite(url)
+        return ThreadedSqlite(url, durable=durable)
     return AsyncPostgres(engine)

@@ -30,15 +30,19 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
-def configure_sqlite(engine: Engine) -> None:
-    """WAL, ``synchronous=FULL``, foreign keys, a busy timeout and ``BEGIN IMMEDIATE`` on ``engine``."""
+def configure_sqlite(engine: Engine, *, durable: bool = True) -> None:
+    """WAL, ``synchronous=FULL``, foreign keys, a busy timeout and ``BEGIN IMMEDIATE`` on ``engine``.
+
+    ``durable=False`` (``synchronous=NORMAL``: a commit is not flushed to disk at once) is for
+    bookkeeping a power cut may lose without harm: the shared budget's claims, the ledger's counters.
+    """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
