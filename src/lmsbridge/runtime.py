@@ -41,6 +41,7 @@ RUN_MAX_IN_FLIGHT = 64
 """Webhooks handled at once under `run` unless ``receiver.max_in_flight`` says otherwise."""
 
 USER_AGENT = f"lmsbridge/{__version__}"
+ADMIT_SHARE = 0.25  # of worker.sync_lease_seconds: the longest new work may expect to wait for the budget
 LEDGER_INTERVAL = 2.0  # seconds between writes of this process's counters (status's system-wide ledger)
 
 
@@ -181,6 +182,7 @@ class Runtime:
             probe=stackone.probe,
             probe_interval=s.worker.pause_probe_seconds,
             inline_limit=s.worker.inline_sync_limit,
+            admit=self._admit,
         )
         await self.consumer.start()
         self._background += [
@@ -227,6 +229,11 @@ class Runtime:
 
     async def _broker_ready(self) -> bool:
         return self.broker.connected
+
+    async def _admit(self) -> None:
+        """Hold new work while this worker's StackOne requests would wait over a quarter of the sync lease."""
+        if self.limiter is not None:
+            await self.limiter.admit(self.settings.worker.sync_lease_seconds * ADMIT_SHARE)
 
     def _observe_stackone(self, operation: str, status: int, seconds: float) -> None:
         # Runs inside the consumer's task, so the line carries its correlation id and message id.

@@ -213,3 +213,18 @@ async def test_cancelled_waiters_neither_count_nor_waste_slots(db_url: str) -> N
     finally:
         await a.close()
     assert a.limiter.snapshot()["waiting"] == 0
+
+
+async def test_new_work_is_held_back_while_the_waiting_requests_would_outlast_it(db_url: str) -> None:
+    """At 60 requests a minute, 20 waiting requests are 20 s of work: ``admit(5)`` holds new work back
+    until the backlog is under 5 s, and lets it through at once when nothing waits."""
+    a = await process(db_url, 60, "a")
+    try:
+        await asyncio.wait_for(a.limiter.admit(5.0), 0.5)  # nothing waits: at once
+        async with waiting(a, "acc", 20):
+            await asyncio.sleep(1.5)  # a pace measured: about one slot a second
+            assert a.limiter.backlog() > 5.0
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(a.limiter.admit(5.0), 1.0)
+    finally:
+        await a.close()

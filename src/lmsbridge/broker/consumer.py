@@ -62,6 +62,7 @@ class Consumer:
         probe: Probe,
         probe_interval: float = 5.0,
         inline_limit: int = 0,
+        admit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._broker = broker
         self._service = service
@@ -71,6 +72,7 @@ class Consumer:
         self._probe = probe
         self._probe_interval = probe_interval
         self._inline_limit = inline_limit
+        self._admit = admit
         self._names = Names(settings.prefix)
         self._policy = Policy.of(settings)
         self._breaker = Breaker(
@@ -154,6 +156,10 @@ class Consumer:
                 action = Action("pause", attempt=job.attempt, reason="account_paused", error=error)
                 await self._settle(message, job, action, started)
                 return
+            if self._admit is not None:
+                # No new work while this process's StackOne requests already wait longer than a share of
+                # the lease: the message waits here, unacked, instead of leasing rows it cannot sync in time.
+                await self._admit()
             exc = await _outcome(self._run(job))
             await self._settle(message, job, self._decide(job, exc), started, exc)
 

@@ -25,6 +25,7 @@ uncounted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -41,6 +42,7 @@ __all__ = ["SharedRateLimiter", "SlotGrant", "SlotSource"]
 HEADROOM = 0.98
 # A slot more than this late is dropped: used now it would add to a minute already full of others' slots.
 _STALE = 1.0
+_PACE_WINDOW = 10.0  # seconds over which a process's pace of slots is measured
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:
@@ -109,6 +111,9 @@ class SharedRateLimiter:
         self._granted = 0
         self._dropped = 0  # slots held while nobody waited, then too late to use
         self._claim_seconds = 0.0  # time spent in claims (the database's round trips)
+        self._pace: deque[tuple[float, int]] = deque()  # (when, granted so far): the recent pace
+        self._held_back = 0  # times new work was held back by admit()
+        self._served = asyncio.Event()  # set whenever a waiting request is given a slot
         self._claims = 0
         self._paused_until = float("-inf")
         self._claim_after = float("-inf")
@@ -146,6 +151,38 @@ class SharedRateLimiter:
         self._pauses.add(task)
         task.add_done_callback(self._pauses.discard)
 
+    def backlog(self) -> float:
+        """Seconds the requests waiting here would take at the pace this process was given slots lately.
+
+        The pace is measured over the last ~10 s; with no history yet it is the key's whole rate (a
+        new process is not held back). Workers take on no new work while this exceeds a share of
+        their lease (:meth:`admit`): a sync that waits longer than its lease loses it, and the slots
+        it is then given are spent for nothing.
+        """
+        now = self._clock()
+        if not self._pace or now - self._pace[-1][0] >= 0.5:  # a sample every half second is enough
+            self._pace.append((now, self._granted))
+        while len(self._pace) > 2 and self._pace[1][0] <= now - _PACE_WINDOW:
+            self._pace.popleft()
+        first_at, first_granted = self._pace[0]
+        elapsed = now - first_at
+        rate = (self._granted - first_granted) / elapsed if elapsed >= 1.0 else 0.0
+        if rate <= 0:
+            rate = 60.0 / self._interval
+        return self._turns.waiting / rate
+
+    async def admit(self, limit: float) -> None:
+        """Wait until the requests waiting here would be served within ``limit`` seconds (see :meth:`backlog`)."""
+        if self.backlog() <= limit:
+            return
+        self._held_back += 1
+        while True:
+            self._served.clear()
+            if self.backlog() <= limit:
+                return
+            with contextlib.suppress(TimeoutError):  # re-measured at least every half second
+                await asyncio.wait_for(self._served.wait(), 0.5)
+
     def snapshot(self) -> dict[str, float]:
         """``per_minute``, ``waiting``, ``paused_for``, ``granted_total``, ``claims_total`` and ``slots_held``."""
         return {
@@ -166,6 +203,7 @@ class SharedRateLimiter:
             claims=self._claims,
             dropped=self._dropped + len(self._slots),
             claim_ms=round(1000 * self._claim_seconds / max(1, self._claims), 1),
+            held_back=self._held_back,
         )
         for task in (self._runner, self._claiming):
             if task is not None:
@@ -243,5 +281,6 @@ class SharedRateLimiter:
         """Give one slot to the next account in turn (a slot nobody waits for any more is lost)."""
         if self._turns.serve_next():
             self._granted += 1
+            self._served.set()
         else:
             self._dropped += 1
