@@ -10,6 +10,7 @@ import aio_pika
 import orjson
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.broker.topology import Names
 from lmsbridge.settings import Settings
@@ -75,6 +76,10 @@ async def queue_depths(settings: Settings) -> dict[str, int | None]:
 
 async def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
+    try:
+        depths: dict[str, int | None] = await queue_depths(settings)
+    except Exception:
+        depths = {}
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
         counts = await repo.stats.status_counts()
@@ -82,17 +87,15 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         dead = await repo.stats.top_reasons(DEAD)
         inbox = await repo.stats.inbox_count()
         accounts = {a: await repo.accounts.account(a) for a in settings.accounts()}
+        system_ledger = await _system_ledger(settings, repo.engine, depths)
+        rate_budget = await _budget_status(settings, repo.engine)
     finally:
         await repo.close()
-    try:
-        depths: dict[str, int | None] = await queue_depths(settings)
-    except Exception:
-        depths = {}
     from lmsbridge.reconcile.status import last_passes
 
     reconcile = await last_passes(settings)
     return {
-        "system_ledger": await _system_ledger(settings, depths),
+        "system_ledger": system_ledger,
         "ledger": {"events_remembered": inbox, **_totals(counts)},
         "accounts": {
             a: {
@@ -106,12 +109,12 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         "queues": depths,
         "parked_reasons": dict(parked),
         "dead_reasons": dict(dead),
-        "rate_budget": await _budget_status(settings),
+        "rate_budget": rate_budget,
         "reconcile": reconcile,
     }
 
 
-async def _system_ledger(settings: Settings, depths: dict[str, int | None]) -> dict[str, Any]:
+async def _system_ledger(settings: Settings, engine: AsyncEngine, depths: dict[str, int | None]) -> dict[str, Any]:
     """Every process's event counters added up (from the database) against what the broker holds.
 
     ``accepted = upserted + duplicate + dead_lettered + in_flight``: ``in_flight`` is what was accepted
@@ -120,13 +123,11 @@ async def _system_ledger(settings: Settings, depths: dict[str, int | None]) -> d
     0 once the queues are empty and the workers idle); it cannot be checked exactly while a process that
     stopped without a clean stop took its last counts with it (``processes_lost``).
     """
-    engine = create_engine(settings.database_url.get_secret_value())
     store = LedgerStore(engine)
     try:
         system = await store.system()
     finally:
         await store.close()
-        await engine.dispose()
     t = system.totals
     settled = t.get("upserted", 0) + t.get("duplicate", 0) + t.get("dead_lettered", 0)
     in_flight = t.get("accepted", 0) - settled
@@ -136,15 +137,14 @@ async def _system_ledger(settings: Settings, depths: dict[str, int | None]) -> d
     ready = sum(depths.get(q) or 0 for q in event_queues)
     if system.lost:
         verdict = "unchecked: a process stopped without writing its last counts"
-    elif in_flight < 0 or in_flight < ready:
-        verdict = (
-            f"approximate: {system.killed} killed process(es) took their last counts with them"
-            if system.killed
-            else "broken: "
-            + ("more settled than accepted" if in_flight < 0 else "the broker holds more than in flight")
-        )
-    else:
+    elif in_flight >= max(0, ready):
         verdict = "holds"
+    elif system.killed:
+        verdict = f"approximate: {system.killed} killed process(es) took their last counts with them"
+    elif in_flight < 0:
+        verdict = "broken: more settled than accepted"
+    else:
+        verdict = "broken: the broker holds more than in flight"
     return {
         "accepted": t.get("accepted", 0),
         "deduplicated_at_receiver": t.get("deduplicated", 0),
@@ -161,16 +161,14 @@ async def _system_ledger(settings: Settings, depths: dict[str, int | None]) -> d
     }
 
 
-async def _budget_status(settings: Settings) -> dict[str, Any]:
+async def _budget_status(settings: Settings, engine: AsyncEngine) -> dict[str, Any]:
     """The key's shared budget: its limit, slots given out ahead, a pause, and who drew on it in the last minute."""
     s = settings.stackone
-    engine = create_engine(settings.database_url.get_secret_value())
     store = BudgetStore(engine)
     try:
         state = await store.state(key_id(s.base_url, s.api_key.get_secret_value()))
     finally:
         await store.close()
-        await engine.dispose()
     return {
         "per_minute": s.rate_limit_per_minute,
         "reserved_ahead_seconds": round(state.reserved_ahead, 3),

@@ -107,8 +107,11 @@ class Runtime:
 
     def _start_ledger(self) -> None:
         """Write this process's event counters to the database every few seconds (``status`` adds them up)."""
-        self._ledger_engine = create_engine(self.settings.database_url.get_secret_value())
-        self._ledger = LedgerStore(self._ledger_engine)
+        if self.repo is not None:
+            engine = self.repo.engine
+        else:  # a receiver alone: an engine of its own, only for its counters
+            engine = self._ledger_engine = create_engine(self.settings.database_url.get_secret_value())
+        self._ledger = LedgerStore(engine)
         self._background.append(asyncio.create_task(self._write_ledger(), name="ledger"))
 
     def _counts(self) -> dict[str, int]:

@@ -19,7 +19,8 @@ What follows from slots rather than per-process shares:
   a slot before it ends; slots already held elsewhere (at most ``horizon`` of them) still go out.
 
 A database that fails a claim delays requests (retried with backoff), never lets them through
-uncounted.
+uncounted. :meth:`SharedRateLimiter.admit` is the workers' backpressure: no new work while the
+requests already waiting here would outlast a share of the sync lease.
 """
 
 from __future__ import annotations
