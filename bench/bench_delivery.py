@@ -121,10 +121,10 @@ def config(
     return path
 
 
-def start(cfg: Path, role: str, log: Path) -> subprocess.Popen[bytes]:
+def start(cfg: Path, role: str, log: Path, level: str = "warning") -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", role],
+            [sys.executable, "-m", "lmsbridge.cli", "--log-level", level, "--log-format", "json", role],
             env={**os.environ, "LMSBRIDGE_CONFIG": str(cfg)},
             stdout=subprocess.DEVNULL,
             stderr=sink,

@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge import __version__
-from lmsbridge.broker import Broker, Consumer, SyncTask
+from lmsbridge.broker import Broker, BrokerSyncQueue, Consumer
 from lmsbridge.budget import SharedBudget, holder_name, open_shared_budget
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import EVENT_STAGES, Metrics
@@ -43,18 +43,6 @@ RUN_MAX_IN_FLIGHT = 64
 USER_AGENT = f"lmsbridge/{__version__}"
 ADMIT_SHARE = 0.25  # of worker.sync_lease_seconds: the longest new work may expect to wait for the budget
 LEDGER_INTERVAL = 2.0  # seconds between writes of this process's counters (status's system-wide ledger)
-
-
-class BrokerSyncQueue:
-    """Adapts the broker to the service's :class:`~lmsbridge.ports.SyncQueuePort`."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-
-    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None:
-        await self._broker.publish_sync(
-            SyncTask(record_id, account), correlation_id=correlation_id, received_at=received_at
-        )
 
 
 class Runtime:

@@ -9,8 +9,9 @@ from lmsbridge.stackone.ratelimit import RateLimiter, SubBudget
 
 
 async def test_a_sub_budget_takes_at_most_its_share_while_live_traffic_takes_the_rest() -> None:
-    """Parent 100/s, sub-budget 0.2: with both sides asking as fast as they can for 1.5 s, the
-    reconciliation side gets about a fifth of the grants and never more than its own rate allows."""
+    """Parent 100/s, sub-budget 0.2: with both sides asking as fast as they can for 1.5 s, live
+    requests go first, yet reconciliation is not starved (one grant in eight while it waits) and
+    never gets more than its own rate allows."""
     parent = RateLimiter(6000, burst=1)
     sub = SubBudget(parent, 0.2)
     assert sub.snapshot()["per_minute"] == 1200

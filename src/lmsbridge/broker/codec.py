@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from lmsbridge.domain import AssignmentEvent
 from lmsbridge.errors import DeadLetter
+from lmsbridge.lanes import BACKGROUND_HEADER
 
 KIND = "x-lmsbridge-kind"
 ATTEMPT = "x-lmsbridge-attempt"
@@ -58,6 +59,7 @@ class Job:
     replayed: bool = False  # an operator sent it back from the dead-letter queue
     failing_since: float | None = None  # first transient failure of the failures in a row, if failing
     delivery_count: int = 0  # how often the broker delivered it before (requeues, crashed consumers)
+    background: bool = False  # reconciliation's work: served after live work (lmsbridge.lanes)
 
     def syncing(self, sync: SyncTask) -> Job:
         """The sync job of one of this event's records, synced where the event was stored (first attempt)."""
@@ -69,6 +71,7 @@ class Job:
             received_at=self.received_at,
             routing_key="",
             sync=sync,
+            background=self.background,
         )
 
 
@@ -118,16 +121,17 @@ class EventEncoder:
 
     def __init__(self, source: str) -> None:
         self._headers: dict[str, Any] = {KIND: "event", ATTEMPT: 0, SOURCE: source}
+        self._background: dict[str, Any] = {**self._headers, BACKGROUND_HEADER: 1}
 
-    def encode(self, event: AssignmentEvent) -> tuple[bytes, Basic.Properties]:
-        """``(body, properties)`` of the message carrying ``event``."""
+    def encode(self, event: AssignmentEvent, *, background: bool = False) -> tuple[bytes, Basic.Properties]:
+        """``(body, properties)`` of the message carrying ``event`` (marked for the background lane if asked)."""
         received = event.received_at.timestamp()
         return event.__pydantic_serializer__.to_json(event), Basic.Properties(
             content_type="application/json",
             delivery_mode=DeliveryMode.PERSISTENT.value,
             message_id=event.message_id,
             correlation_id=event.correlation_id,
-            headers={**self._headers, RECEIVED: instant(received)},
+            headers={**(self._background if background else self._headers), RECEIVED: instant(received)},
             timestamp=datetime.fromtimestamp(int(received), UTC),
         )
 
@@ -140,9 +144,12 @@ def encode_sync(
     attempt: int = 0,
     failing_since: float | None = None,
     extra: Mapping[str, Any] | None = None,
+    background: bool = False,
 ) -> Message:
     """The persistent message asking a worker to sync one record on one account."""
     headers: dict[str, Any] = {KIND: "sync", ATTEMPT: attempt, RECEIVED: instant(received_at), ACCOUNT: task.account}
+    if background:
+        headers[BACKGROUND_HEADER] = 1
     if failing_since is not None:
         headers[FAILING_SINCE] = instant(failing_since)
     return _message(
@@ -178,6 +185,7 @@ def decode(message: AbstractIncomingMessage) -> Job:
             "replayed": bool(header_num(headers, REPLAYED)),
             "failing_since": since or None,
             "delivery_count": int(header_num(headers, DELIVERY_COUNT)),
+            "background": bool(header_num(headers, BACKGROUND_HEADER)),
         }
         if kind == "event":
             return Job(kind="event", event=AssignmentEvent.model_validate_json(message.body), **common)

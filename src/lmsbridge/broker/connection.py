@@ -32,6 +32,7 @@ from lmsbridge.broker.topology import (
 )
 from lmsbridge.domain import AssignmentEvent
 from lmsbridge.errors import BrokerUnavailable
+from lmsbridge.lanes import in_background
 from lmsbridge.logs import get_logger
 from lmsbridge.settings import BrokerSettings
 
@@ -134,14 +135,17 @@ class Broker:
         except _PUBLISH_ERRORS as exc:
             raise _refused(exc) from None
 
-    async def publish_event(self, event: AssignmentEvent, *, timeout: float) -> None:
-        """Publish an accepted event; returns once RabbitMQ confirmed it routed and persisted."""
+    async def publish_event(self, event: AssignmentEvent, *, timeout: float, background: bool = False) -> None:
+        """Publish an accepted event; returns once RabbitMQ confirmed it routed and persisted.
+
+        ``background``: reconciliation's event, whose work waits behind live work (:mod:`lmsbridge.lanes`).
+        """
         topology = self._require()
         encoder = self._encoders.get(event.source)
         if encoder is None:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
         key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
-        body, properties = encoder.encode(event)
+        body, properties = encoder.encode(event, background=background)
         if self._channel is None:  # pragma: no cover - set before the topology _require checked
             raise BrokerUnavailable("RabbitMQ is not connected")
         try:
@@ -173,10 +177,12 @@ class Broker:
         delay_level: int | None = None,
         failing_since: float | None = None,
         timeout: float = 10.0,
+        background: bool = False,
     ) -> None:
         """Queue a sync task for one record on one account (confirmed).
 
-        With ``delay_level`` it waits in that delay queue first, as a retried message does.
+        With ``delay_level`` it waits in that delay queue first, as a retried message does;
+        ``background`` marks reconciliation's work (:mod:`lmsbridge.lanes`).
         """
         topology = self._require()
         delayed = delay_level is not None
@@ -187,6 +193,7 @@ class Broker:
             attempt=attempt,
             failing_since=failing_since,
             extra={DELAY_HEADER: delay_level} if delayed else None,
+            background=background,
         )
         exchange = topology.delay_exchange if delayed else topology.exchange
         await self._publish(exchange, message, sync_key(task.account), timeout)
@@ -248,3 +255,19 @@ class Broker:
             with contextlib.suppress(Exception):
                 await self.connection.close()
         self._ready.clear()
+
+
+class BrokerSyncQueue:
+    """Adapts the broker to the service's :class:`~lmsbridge.ports.SyncQueuePort`: a confirmed sync
+    task on the account's sync queue, in the lane of the work that queues it (:mod:`lmsbridge.lanes`)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None:
+        await self._broker.publish_sync(
+            SyncTask(record_id, account),
+            correlation_id=correlation_id,
+            received_at=received_at,
+            background=in_background(),
+        )

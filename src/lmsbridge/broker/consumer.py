@@ -37,6 +37,7 @@ from lmsbridge.broker.settle import Settler
 from lmsbridge.broker.sweeper import Sweeper
 from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
 from lmsbridge.errors import DeadLetter, InfrastructureFault
+from lmsbridge.lanes import lane
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.ports import AccountPort
@@ -144,7 +145,7 @@ class Consumer:
         except DeadLetter as poison:
             await self._settle(message, _unreadable(message), Action("dead", reason=poison.reason, error=str(poison)))
             return
-        with structlog.contextvars.bound_contextvars(**_context(job)):
+        with structlog.contextvars.bound_contextvars(**_context(job)), lane(job.background):
             if job.delivery_count >= DELIVERY_LIMIT - 1:
                 # The broker would dead-letter it on the next return, leaving the record saying nothing.
                 error = f"delivered {job.delivery_count + 1} times without an outcome"

@@ -123,11 +123,14 @@ class Settler:
                 attempt=action.attempt,
                 delay_level=self._level(action),
                 failing_since=action.failing_since,
+                background=job.background,
             )
         elif action.kind == "pause":
             # Stop the account's deliveries first, so the task published again waits for the probe.
             await self._pause(sync.account, action.error or action.reason, _status(action.reason))
-            await self._broker.publish_sync(sync, correlation_id=cid, received_at=received, attempt=action.attempt)
+            await self._broker.publish_sync(
+                sync, correlation_id=cid, received_at=received, attempt=action.attempt, background=job.background
+            )
         elif action.kind == "dead":
             await self._broker.publish_dead_sync(
                 sync,

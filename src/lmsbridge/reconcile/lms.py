@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import aiohttp
 
 from lmsbridge import __version__
-from lmsbridge.broker import Broker, SyncTask
+from lmsbridge.broker import Broker, BrokerSyncQueue
 from lmsbridge.budget import open_shared_budget
 from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeError, RetryAfter, RetryLater
+from lmsbridge.lanes import lane
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.reconcile.findings import LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_MISSING, LMS_UNKNOWN_WRITE
@@ -126,9 +127,26 @@ async def lms_pass(
     """Check one account; ``queue=None`` is a dry run (reports, reopens nothing). Never raises for StackOne.
 
     ``progress(label, rows read, None)`` is called after each page of the LMS's lists (the progress bar).
+    Runs in the background lane (:mod:`lmsbridge.lanes`): the syncs it queues wait behind live ones.
     """
     report = LmsReport(account)
     started = time.monotonic()
+    with lane(background=True):
+        await _check(report, account, store, stackone, queue, attempts, sleep, progress)
+    report.duration = time.monotonic() - started
+    return report
+
+
+async def _check(
+    report: LmsReport,
+    account: str,
+    store: ReconcileStore,
+    stackone: _LmsLister,
+    queue: SyncQueue | None,
+    attempts: int,
+    sleep: Callable[[float], Any],
+    progress: Progress | None,
+) -> None:
     try:
         written = await store.written(account)
         people = await store.directory(account)
@@ -172,20 +190,6 @@ async def lms_pass(
         report.finished = True
     except (LmsbridgeError, InfrastructureFault) as exc:
         report.error = str(exc)
-    report.duration = time.monotonic() - started
-    return report
-
-
-class BrokerSyncQueue:
-    """Queues a reopened row's sync on the account's sync queue (confirmed)."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-
-    async def queue_sync(self, record_id: int, account: str, *, correlation_id: str, received_at: float) -> None:
-        await self._broker.publish_sync(
-            SyncTask(record_id, account), correlation_id=correlation_id, received_at=received_at
-        )
 
 
 def lms_budget(settings: Settings, parent: Budget) -> SubBudget:

@@ -19,11 +19,11 @@ import uuid
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lmsbridge.broker import Broker
+from lmsbridge.broker import Broker, BrokerSyncQueue
 from lmsbridge.errors import ConfigError, LmsbridgeError
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
-from lmsbridge.reconcile.lms import USER_AGENT, BrokerSyncQueue, lms_budget, lms_pass, record
+from lmsbridge.reconcile.lms import USER_AGENT, lms_budget, lms_pass, record
 from lmsbridge.reconcile.platform import EventPublisher
 from lmsbridge.reconcile.run import platform_pass, readable_sources
 from lmsbridge.settings import Settings

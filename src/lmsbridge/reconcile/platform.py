@@ -10,7 +10,9 @@ Reads down in this order, per batch (one Exec page, one limeplate assignment):
    webhook would have been, with a deterministic message id (:func:`.findings.message_id`),
    confirmed, paced to ``reconcile.budget_share`` of the StackOne budget and only while the
    intake queue is nearly empty (:mod:`.backpressure`: live webhooks first). The worker then
-   does what it does for any webhook: inbox, merge, leases, rate limit, LMS writes.
+   does what it does for any webhook: inbox, merge, leases, rate limit, LMS writes, in the
+   background lane (:mod:`lmsbridge.lanes`): at the StackOne budget every live request waiting
+   goes first.
 
 A failure stops the source where it got to; what was queued before stays queued.
 """
@@ -51,7 +53,7 @@ class Backpressure(Protocol):
 class EventPublisher(Protocol):
     """Where drift goes: the broker's confirmed publish to the source's intake queue."""
 
-    async def publish_event(self, event: AssignmentEvent, *, timeout: float) -> None: ...
+    async def publish_event(self, event: AssignmentEvent, *, timeout: float, background: bool = False) -> None: ...
 
 
 @dataclass
@@ -138,7 +140,7 @@ class PlatformPass:
             if self.pacer is not None:
                 for _ in range(len(event.people) * accounts):
                     await self.pacer.acquire(report.source)
-            await publisher.publish_event(event, timeout=PUBLISH_TIMEOUT)
+            await publisher.publish_event(event, timeout=PUBLISH_TIMEOUT, background=True)
 
         results = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
         report.events_queued += sum(1 for r in results if r is None)

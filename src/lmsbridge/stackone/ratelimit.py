@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from lmsbridge.lanes import in_background, lane
 from lmsbridge.logs import get_logger
 from lmsbridge.stackone.turns import Turns, capped_pause
 
@@ -87,7 +88,7 @@ class RateLimiter:
             self._bind(loop)
         if not self._turns and self._take():
             return
-        future = self._turns.join(account)
+        future = self._turns.join(account, background=in_background())
         self._dispatch()
         try:
             await future
@@ -195,9 +196,10 @@ class SubBudget(RateLimiter):
         self.parent = parent
 
     async def acquire(self, account: str) -> None:
-        """Wait for this budget's token, then the parent's."""
-        await super().acquire(account)
-        await self.parent.acquire(account)
+        """Wait for this budget's token, then the parent's (behind every live request waiting there)."""
+        with lane(background=True):
+            await super().acquire(account)
+            await self.parent.acquire(account)
 
     def pause(self, seconds: float) -> None:
         """Pause this budget and the parent's (the API key is what StackOne limits)."""

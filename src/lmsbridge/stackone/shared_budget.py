@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from lmsbridge.lanes import in_background
 from lmsbridge.logs import get_logger
 from lmsbridge.stackone.turns import Turns, capped_pause
 
@@ -126,7 +127,7 @@ class SharedRateLimiter:
 
     async def acquire(self, account: str) -> None:
         """Wait for a slot; FIFO within an account, round-robin across accounts."""
-        future = self._turns.join(account)
+        future = self._turns.join(account, background=in_background())
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="stackone-budget")
         try:
@@ -153,7 +154,8 @@ class SharedRateLimiter:
         task.add_done_callback(self._pauses.discard)
 
     def backlog(self) -> float:
-        """Seconds the requests waiting here would take at the pace this process was given slots lately.
+        """Seconds the requests waiting here ahead of a new one of the running task's lane
+        (:mod:`lmsbridge.lanes`) would take at the pace this process was given slots lately.
 
         The pace is measured over the last ~10 s; with no history yet it is the key's whole rate (a
         new process is not held back). Workers take on no new work while this exceeds a share of
@@ -170,7 +172,7 @@ class SharedRateLimiter:
         rate = (self._granted - first_granted) / elapsed if elapsed >= 1.0 else 0.0
         if rate <= 0:
             rate = 60.0 / self._interval
-        return self._turns.waiting / rate
+        return self._turns.ahead_of(in_background()) / rate
 
     async def admit(self, limit: float) -> None:
         """Wait until the requests waiting here would be served within ``limit`` seconds (see :meth:`backlog`)."""
