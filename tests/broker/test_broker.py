@@ -75,6 +75,30 @@ async def test_published_event_is_persistent_and_decodes(broker: Broker, amqp_ur
     assert task.correlation_id == "corr-1"
 
 
+async def test_background_work_keeps_its_lane_through_the_broker_and_a_retry(
+    broker: Broker, amqp_url: str, broker_prefix: str
+) -> None:
+    """A reconcile pass's event and sync task decode as background work, and so do the sync jobs
+    the event starts and a retried copy; a webhook's event does not."""
+    names = Names(broker_prefix)
+    await broker.publish_event(sample_event("msg-bg"), timeout=5, background=True)
+    await broker.publish_event(sample_event("msg-live"), timeout=5)
+    first, second = decode(await _get(amqp_url, names.events)), decode(await _get(amqp_url, names.events))
+    assert (first.message_id, first.background) == ("msg-bg", True)
+    assert first.syncing(SyncTask(1, "acc-1")).background is True
+    assert (second.message_id, second.background) == ("msg-live", False)
+    await broker.publish_sync(SyncTask(8, "acc-1"), correlation_id="c", received_at=1.0, background=True)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(names.sync("acc-1"))
+        held = await queue.get(no_ack=False, timeout=5)
+        assert decode(held).background is True
+        await broker.publish_retry(held, attempt=1, level=0)
+        await held.ack()
+    assert decode(await _get(amqp_url, names.sync("acc-1"), timeout=10)).background is True
+
+
 async def _replace_events_queue(amqp_url: str, names: Names, arguments: dict[str, Any] | None) -> None:
     """Delete the events queue; with ``arguments``, declare a classic one in its place, bound as before."""
     connection = await aio_pika.connect(amqp_url)
