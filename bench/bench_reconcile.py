@@ -580,6 +580,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if pg_name is not None:
             await drop_database(pg_name)
     result["exec_calls"] = exec_api.list_calls
+    for line in log.read_bytes().splitlines():  # at info: what the worker's budget claims cost
+        if b"stackone.budget_closed" in line:
+            closed = orjson.loads(line)
+            console.print(
+                "  budget (last worker): "
+                + ", ".join(f"{k} {closed[k]}" for k in ("granted", "claims", "claim_ms", "dropped", "held_back"))
+            )
     return result
 
 
