@@ -3,10 +3,13 @@
 The budget itself lives where every process reaches it (:class:`SlotSource`, the database
 in production, see :mod:`lmsbridge.storage.budget`): evenly spaced *slots*, ``60 / (limit x
 headroom)`` seconds apart, each given to exactly one process. This class is the process's
-side: it claims a few slots at a time while requests wait (about ``batch`` seconds' worth, and
-never more than ``horizon`` ahead of now), sleeps until each slot's moment and gives it to the
-next waiting account in round-robin order, so one account's backlog cannot starve another's in
-this process, and every process gets its turn at the shared row.
+side: it claims a few slots at a time while requests wait (for those waiting and those the
+last second's pace says will come within about ``batch`` seconds, at most ``batch`` seconds'
+worth, never more than ``horizon`` ahead of now: a steady stream of requests finds its slot
+held, instead of paying a claim's round trip each), sleeps until each slot's moment and gives
+it to the next waiting request, live before background (:mod:`lmsbridge.lanes`), by account in
+round-robin order, so one account's backlog cannot starve another's in this process, and every
+process gets its turn at the shared row.
 
 What follows from slots rather than per-process shares:
 
@@ -114,6 +117,7 @@ class SharedRateLimiter:
         self._dropped = 0  # slots held while nobody waited, then too late to use
         self._claim_seconds = 0.0  # time spent in claims (the database's round trips)
         self._pace: deque[tuple[float, int]] = deque()  # (when, granted so far): the recent pace
+        self._recent: deque[float] = deque()  # when each slot of the last second was given
         self._held_back = 0  # times new work was held back by admit()
         self._served = asyncio.Event()  # set whenever a waiting request is given a slot
         self._claims = 0
@@ -232,14 +236,15 @@ class SharedRateLimiter:
             while self._slots and self._slots[0] < now - _STALE:
                 self._slots.popleft()  # held while nobody waited: spent now it would crowd others' slots
                 self._dropped += 1
-            need_more = len(self._slots) < self._turns.waiting
+            ahead = self._expected()
+            need_more = len(self._slots) < self._turns.waiting + ahead
             # Claim when the slots held cover less than the lookahead, no pause is on, no claim failed
             # lately; the claim runs beside the granting, so a slow database never delays a slot held.
             claim_at = max(self._claim_after, self._paused_until)
             if self._slots:
                 claim_at = max(claim_at, self._slots[-1] - self._lookahead)
             if need_more and now >= claim_at and self._claiming is None:
-                want = min(self._turns.waiting - len(self._slots), self._batch)
+                want = min(self._turns.waiting + ahead - len(self._slots), self._batch)
                 self._claiming = loop.create_task(self._claim(want))
                 # A claim still under way when nobody waits any more is taken up by the next runner.
                 self._claiming.add_done_callback(_retrieved)
@@ -280,10 +285,18 @@ class SharedRateLimiter:
         first = grant.first + offset
         self._slots.extend(first + i * self._interval for i in range(grant.count))
 
+    def _expected(self) -> int:
+        """Requests likely to come within the next claim's worth of time, at the pace of the last second."""
+        now = self._clock()
+        while self._recent and self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        return math.ceil(len(self._recent) * self._batch * self._interval)
+
     def _grant_next(self) -> None:
         """Give one slot to the next account in turn (a slot nobody waits for any more is lost)."""
         if self._turns.serve_next():
             self._granted += 1
+            self._recent.append(self._clock())
             self._served.set()
         else:
             self._dropped += 1
