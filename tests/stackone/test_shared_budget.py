@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from lmsbridge.lanes import lane
 from lmsbridge.stackone import SharedRateLimiter
 from lmsbridge.storage import create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
@@ -228,3 +229,34 @@ async def test_new_work_is_held_back_while_the_waiting_requests_would_outlast_it
                 await asyncio.wait_for(a.limiter.admit(5.0), 1.0)
     finally:
         await a.close()
+
+
+async def test_a_live_request_finds_a_slot_kept_back_from_background_work(db_url: str) -> None:
+    """600/min (a slot every ~0.1 s), background requests always waiting: each due slot is kept
+    back two slots' worth for live requests, so five live requests asked at odd moments each go
+    out within 30 ms instead of waiting up to a slot for the next one; background work still
+    gets the slots (none is lost to it)."""
+    p = await process(db_url, 600, "a")
+    try:
+
+        async def background_forever() -> None:
+            with lane(background=True):
+                while True:
+                    await p.send("acc")
+
+        workers = [asyncio.create_task(background_forever()) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        waits = []
+        for pause in (0.13, 0.27, 0.31, 0.19, 0.23):
+            await asyncio.sleep(pause)
+            asked = time.monotonic()
+            await p.limiter.acquire("acc")
+            waits.append(time.monotonic() - asked)
+        background_grants = len(p.grants)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        await p.close()
+    assert max(waits) < 0.03, [round(w, 3) for w in waits]
+    assert background_grants >= 8  # ~1.6 s of a 10/s budget (~16 slots), less the live ones and those held

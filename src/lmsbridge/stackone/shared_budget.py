@@ -7,9 +7,11 @@ side: it claims a few slots at a time while requests wait (for those waiting and
 last second's pace says will come within about ``batch`` seconds, at most ``batch`` seconds'
 worth, never more than ``horizon`` ahead of now: a steady stream of requests finds its slot
 held, instead of paying a claim's round trip each), sleeps until each slot's moment and gives
-it to the next waiting request, live before background (:mod:`lmsbridge.lanes`), by account in
-round-robin order, so one account's backlog cannot starve another's in this process, and every
-process gets its turn at the shared row.
+it to the next waiting request, live before background (:mod:`lmsbridge.lanes`; a slot just
+due is kept back a moment, two slots' worth, while only background requests wait, since a
+live request would otherwise find it gone and wait for the next), by account in round-robin
+order, so one account's backlog cannot starve another's in this process, and every process gets
+its turn at the shared row.
 
 What follows from slots rather than per-process shares:
 
@@ -120,6 +122,9 @@ class SharedRateLimiter:
         self._recent: deque[float] = deque()  # when each slot of the last second was given
         self._held_back = 0  # times new work was held back by admit()
         self._served = asyncio.Event()  # set whenever a waiting request is given a slot
+        self._live_joined = asyncio.Event()  # set whenever a live request starts waiting
+        # A slot just due is kept this long for a live request before a background one may take it.
+        self._live_hold = min(2 * self._interval, 0.25)
         self._claims = 0
         self._paused_until = float("-inf")
         self._claim_after = float("-inf")
@@ -131,7 +136,10 @@ class SharedRateLimiter:
 
     async def acquire(self, account: str) -> None:
         """Wait for a slot; FIFO within an account, round-robin across accounts."""
-        future = self._turns.join(account, background=in_background())
+        background = in_background()
+        future = self._turns.join(account, background=background)
+        if not background:
+            self._live_joined.set()  # a slot kept back for live requests is given now
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="stackone-budget")
         try:
@@ -248,17 +256,24 @@ class SharedRateLimiter:
                 self._claiming = loop.create_task(self._claim(want))
                 # A claim still under way when nobody waits any more is taken up by the next runner.
                 self._claiming.add_done_callback(_retrieved)
-            if self._slots and self._slots[0] <= now and now >= self._paused_until:
-                self._slots.popleft()
-                self._grant_next()
-                continue
+            due = self._slots[0] if self._slots else math.inf
+            if due <= now and now >= self._paused_until:
+                if self._turns.ahead_of(background=False) or now >= due + self._live_hold:
+                    self._slots.popleft()
+                    self._grant_next()
+                    continue
+                # Only background requests wait and the slot is fresh: a live request may come within
+                # moments and would then wait for the next slot. It goes to background once older.
+                due += self._live_hold
             # Sleep until the next slot is due, a claim may be made, or the claim under way is back.
-            wake = [max(self._slots[0], self._paused_until)] if self._slots else []
+            wake = [max(due, self._paused_until)] if self._slots else []
             if need_more and self._claiming is None:
                 wake.append(claim_at)
             timeout = max(0.0, min(wake, default=now + 0.05) - now)
             if self._claiming is None:
-                await asyncio.sleep(timeout)
+                self._live_joined.clear()
+                with contextlib.suppress(TimeoutError):  # a live request joining cuts a hold short
+                    await asyncio.wait_for(self._live_joined.wait(), timeout)
                 continue
             done, _ = await asyncio.wait({self._claiming}, timeout=timeout)
             if not done:
