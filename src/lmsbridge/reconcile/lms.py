@@ -127,26 +127,11 @@ async def lms_pass(
     """Check one account; ``queue=None`` is a dry run (reports, reopens nothing). Never raises for StackOne.
 
     ``progress(label, rows read, None)`` is called after each page of the LMS's lists (the progress bar).
-    Runs in the background lane (:mod:`lmsbridge.lanes`): the syncs it queues wait behind live ones.
+    The syncs it queues are background work (:mod:`lmsbridge.lanes`), as are its reads (through the
+    reconcile sub-budget): both wait behind live ones.
     """
     report = LmsReport(account)
     started = time.monotonic()
-    with lane(background=True):
-        await _check(report, account, store, stackone, queue, attempts, sleep, progress)
-    report.duration = time.monotonic() - started
-    return report
-
-
-async def _check(
-    report: LmsReport,
-    account: str,
-    store: ReconcileStore,
-    stackone: _LmsLister,
-    queue: SyncQueue | None,
-    attempts: int,
-    sleep: Callable[[float], Any],
-    progress: Progress | None,
-) -> None:
     try:
         written = await store.written(account)
         people = await store.directory(account)
@@ -175,9 +160,10 @@ async def _check(
                 row.record_id, account, assignment=lost_assignment, completion=lost_completion, now=now
             ):
                 report.reopened += 1
-                await queue.queue_sync(
-                    row.record_id, account, correlation_id=f"reconcile-lms-{account}", received_at=now
-                )
+                with lane(background=True):
+                    await queue.queue_sync(
+                        row.record_id, account, correlation_id=f"reconcile-lms-{account}", received_at=now
+                    )
                 report.queued += 1
         known = await store.known_pairs(account)
         ours = {ref for _, ref in known}
@@ -190,6 +176,8 @@ async def _check(
         report.finished = True
     except (LmsbridgeError, InfrastructureFault) as exc:
         report.error = str(exc)
+    report.duration = time.monotonic() - started
+    return report
 
 
 def lms_budget(settings: Settings, parent: Budget) -> SubBudget:
