@@ -505,7 +505,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             + ", ".join(f"{t - started:.1f}: {lat * 1000:.0f}" for t, lat in sorted(worst))
         )
         if args.log_level in ("info", "debug"):
-            console.print(stages(log, during, during_users))
+            console.print("  before the pass:\n" + stages(log, base, set(base.sent)))
+            console.print("  during the pass:\n" + stages(log, during, during_users))
         console.print(f"  CPU s/s before: {cpu_base}")
         console.print(f"  CPU s/s during: {cpu_during}")
         for name, values in (("before", base_lat), ("during", during_lat)):
@@ -521,9 +522,21 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         console.print(f"after: the same live traffic for {args.window} s once the repairs are written (noise check)")
         after = Live(url, stackone, args.live_rate)
         after.count = 200_000
+        del cpu.pids["exec stand-in"]
+        cpu.begin()
         await after.run(args.window)
+        cpu_after = cpu.end()
         await asyncio.sleep(2)
         after_lat = after.latencies(set(after.sent))
+        console.print(f"  CPU s/s after: {cpu_after}")
+        console.print(
+            "  live after: "
+            + ", ".join(f"> {ms} ms: {sum(1 for v in after_lat if v * 1000 > ms)}" for ms in (25, 30, 40, 60))
+            + f" of {len(after_lat)}"
+        )
+        wal = tmp / "reconcile.db-wal"
+        if wal.exists():
+            console.print(f"  SQLite write-ahead log now {wal.stat().st_size / 2**20:.1f} MiB")
         console.print(
             f"  live during: {len(during.sent)} sent, {len(during_users)} in the window, {len(during_lat)} written"
         )

@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lmsbridge.storage.engine import configure_sqlite, is_sqlite
+from lmsbridge.storage.engine import READ_ONLY, configure_sqlite, is_sqlite
 
 T = TypeVar("T")
 SyncWork = Callable[[Connection], Any]
@@ -111,7 +111,7 @@ class ThreadedSqlite:
             return _run_all(conn, batch)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             return work(conn)
 
     async def write(self, batch: Sequence[SyncWork]) -> list[Any]:

@@ -8,6 +8,9 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+READ_ONLY = "lmsbridge_read_only"
+"""Execution option of a connection that only reads: on SQLite its transaction begins deferred."""
+
 
 def is_sqlite(url: str) -> bool:
     """True when ``url`` names a SQLite database."""
@@ -49,4 +52,8 @@ def configure_sqlite(engine: Engine, *, durable: bool = True) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (see READ_ONLY) begins deferred: in WAL it takes no lock, so it never waits for a
+        # writer nor makes one wait. ``BEGIN IMMEDIATE`` for a read held the write lock while it ran:
+        # a reconcile pass reading its pages put the worker's writes to sleep in the busy handler.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -1,0 +1,55 @@
+"""SQLite reads take no lock: a reader and a writer in two processes never wait for each other.
+
+Found by the reconciliation benchmark: every transaction began ``BEGIN IMMEDIATE``, reads
+included, so a reconcile pass reading its pages held SQLite's write lock while it read, and the
+worker's writes (another process) slept in SQLite's busy handler: a dry-run pass, which writes
+nothing, raised live syncs' p99 from 27 to 144 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from lmsbridge.storage import create_engine
+from lmsbridge.storage.database import open_database
+
+
+async def test_a_read_neither_waits_for_a_writer_nor_holds_one_up(sqlite_url: str) -> None:
+    """With another connection (as another process would) holding the write lock, a read through the
+    store returns at once with the last committed rows; and while a read is open, another connection
+    writes and commits at once (no ``database is locked`` wait)."""
+    engine = create_engine(sqlite_url)
+    db = open_database(engine)
+    await db.write([lambda conn: conn.execute(sa.text("CREATE TABLE t (n int)"))])
+    await db.write([lambda conn: conn.execute(sa.text("INSERT INTO t VALUES (1)"))])
+    path = engine.url.database
+    assert path is not None
+
+    other = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other process's writer, mid-transaction
+    other.execute("INSERT INTO t VALUES (2)")
+    started = time.perf_counter()
+    rows = await asyncio.wait_for(db.read(lambda conn: conn.execute(sa.text("SELECT n FROM t")).scalars().all()), 2)
+    assert rows == [1]  # the committed state, without waiting for the open write
+    assert time.perf_counter() - started < 0.5
+    other.execute("COMMIT")
+
+    def read_while_other_writes(conn: Connection) -> tuple[list[int], float]:
+        before = conn.execute(sa.text("SELECT n FROM t ORDER BY n")).scalars().all()
+        began = time.perf_counter()
+        other.execute("BEGIN IMMEDIATE")  # succeeds at once: the read holds no write lock
+        other.execute("INSERT INTO t VALUES (3)")
+        other.execute("COMMIT")
+        return list(before), time.perf_counter() - began
+
+    before, write_seconds = await db.read(read_while_other_writes)
+    assert before == [1, 2]
+    assert write_seconds < 0.5
+    other.close()
+    await db.close()
+    await engine.dispose()
