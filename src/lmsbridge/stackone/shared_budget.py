@@ -3,13 +3,15 @@
 The budget itself lives where every process reaches it (:class:`SlotSource`, the database
 in production, see :mod:`lmsbridge.storage.budget`): evenly spaced *slots*, ``60 / (limit x
 headroom)`` seconds apart, each given to exactly one process. This class is the process's
-side: it claims a few slots at a time while requests wait (for those waiting and those the
-last second's pace says will come within about ``batch`` seconds, at most ``batch`` seconds'
-worth, never more than ``horizon`` ahead of now: a steady stream of requests finds its slot
-held, instead of paying a claim's round trip each), sleeps until each slot's moment and gives
-it to the next waiting request, live before background (:mod:`lmsbridge.lanes`; a slot just
-due is kept back a moment, two slots' worth, while only background requests wait, since a
-live request would otherwise find it gone and wait for the next), by account in round-robin
+side: it claims a few slots at a time while requests wait (once the slots it holds cover less
+than those waiting and those the last second's pace says will come within about ``batch``
+seconds, enough for twice that many, at most ``batch`` seconds' worth a claim, never more than
+``horizon`` ahead of now: a steady stream of requests finds its slot held, instead of paying a
+claim's round trip each, and claims about once per batch rather than once every slot or two),
+sleeps until each slot's moment and gives it to the next waiting request, live before
+background (:mod:`lmsbridge.lanes`; a slot just due is kept back a moment, two slots' worth,
+while only background requests wait, since a live request would otherwise find it gone and
+wait for the next), by account in round-robin
 order, so one account's backlog cannot starve another's in this process, and every process gets
 its turn at the shared row.
 
@@ -252,7 +254,9 @@ class SharedRateLimiter:
             if self._slots:
                 claim_at = max(claim_at, self._slots[-1] - self._lookahead)
             if need_more and now >= claim_at and self._claiming is None:
-                want = min(self._turns.waiting + ahead - len(self._slots), self._batch)
+                # Up to twice the lookahead's worth: claiming only the shortfall made a claim (a database
+                # write transaction) every 2.4 grants, each one a chance to wait on the repository's lock.
+                want = min(self._turns.waiting + 2 * ahead - len(self._slots), self._batch)
                 self._claiming = loop.create_task(self._claim(want))
                 # A claim still under way when nobody waits any more is taken up by the next runner.
                 self._claiming.add_done_callback(_retrieved)
