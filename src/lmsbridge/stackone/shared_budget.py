@@ -11,9 +11,8 @@ claim's round trip each, and claims about once per batch rather than once every 
 sleeps until each slot's moment and gives it to the next waiting request, live before
 background (:mod:`lmsbridge.lanes`; a slot just due is kept back a moment, two slots' worth,
 while only background requests wait, since a live request would otherwise find it gone and
-wait for the next), by account in round-robin
-order, so one account's backlog cannot starve another's in this process, and every process gets
-its turn at the shared row.
+wait for the next), by account in round-robin order, so one account's backlog cannot starve
+another's in this process, and every process gets its turn at the shared row.
 
 What follows from slots rather than per-process shares:
 
