@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -29,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lmsbridge.storage.engine import LOCK_WAIT, READ_ONLY, configure_sqlite, is_busy, is_sqlite
+from lmsbridge.storage.engine import READ_ONLY, configure_sqlite, is_sqlite
 
 T = TypeVar("T")
 SyncWork = Callable[[Connection], Any]
@@ -113,18 +111,8 @@ class ThreadedSqlite:
             return _run_all(conn, batch)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-                    return work(conn)
-            except sa_exc.OperationalError as exc:
-                # WAL readers take no lock; SQLITE_BUSY reaches one only while another connection
-                # recovers or resets the log. A read has no effects: it is simply run again.
-                busy = isinstance(exc.orig, sqlite3.OperationalError) and is_busy(exc.orig)
-                if not busy or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.001)
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            return work(conn)
 
     async def write(self, batch: Sequence[SyncWork]) -> list[Any]:
         """Run ``batch`` in one ``BEGIN IMMEDIATE`` transaction on the SQLite thread."""

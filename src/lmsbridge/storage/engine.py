@@ -44,20 +44,17 @@ def configure_sqlite(engine: Engine, *, durable: bool = True, poll_lock: bool = 
 
     ``poll_lock=True`` (an engine used from a thread of its own, never from the event loop): a write
     that finds the lock taken polls for it every fraction of a millisecond (:func:`begin_immediate`)
-    instead of sleeping in SQLite's busy handler, and the connection's own busy timeout is 0 (a read
-    that meets ``SQLITE_BUSY``, which WAL makes rare, is retried by its caller).
+    instead of sleeping in SQLite's busy handler. Every other statement keeps the busy timeout.
     """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        if poll_lock:
-            cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -97,12 +94,16 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, wait: float = LOCK_WAIT) -> 
     """
     deadline = time.monotonic() + wait
     pause = 0.0001
-    while True:
-        try:
-            dbapi_conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(pause)
-        pause = min(2 * pause, 0.001)
+    dbapi_conn.execute("PRAGMA busy_timeout=0")  # only for the BEGIN: the statements after it keep waiting
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.001)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}")
