@@ -1,4 +1,4 @@
-"""Engine construction: SQLite (WAL, immediate transactions) by default, PostgreSQL at scale."""
+"""Engine construction: SQLite (WAL, immediate write transactions, deferred reads) by default, PostgreSQL at scale."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``.
 
     ``synchronous=FULL`` because a message is acked after the commit: a commit lost to a power
-    cut would be a lost event. ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start of a transaction, so two
-    read-modify-write transactions (ours merge records) serialise instead of deadlocking.
+    cut would be a lost event. ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start of a write
+    transaction, so two read-modify-write transactions (ours merge records) serialise instead of
+    deadlocking; a connection marked :data:`READ_ONLY` begins deferred and takes no lock.
     """
     if not is_sqlite(url):
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
