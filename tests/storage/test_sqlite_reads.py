@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -57,6 +58,11 @@ async def test_a_read_neither_waits_for_a_writer_nor_holds_one_up(sqlite_url: st
     await engine.dispose()
 
 
+def insert(n: int) -> Callable[[Connection], object]:
+    """A write of one row holding ``n``."""
+    return lambda conn: conn.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})
+
+
 async def test_a_write_takes_the_lock_soon_after_another_connection_releases_it(sqlite_url: str) -> None:
     """A write that finds the lock held gets it within a few milliseconds of its release, every time:
     SQLite's own busy handler would sleep 1, 2, 5, 10, 15 ms between tries, so a lock held 20 ms was
@@ -80,7 +86,7 @@ async def test_a_write_takes_the_lock_soon_after_another_connection_releases_it(
             times.append(time.perf_counter())
 
         releasing = asyncio.create_task(release_later(released))
-        await db.write([lambda conn, n=n: conn.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})])
+        await db.write([insert(n)])
         done = time.perf_counter()
         await releasing
         lags.append(done - released[0])
