@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 READ_ONLY = "lmsbridge_read_only"
 """Execution option of a connection that only reads: on SQLite its transaction begins deferred."""
 
+LOCK_WAIT = 30.0
+"""Seconds a write waits for SQLite's lock before it fails (``database is locked``)."""
+
 
 def is_sqlite(url: str) -> bool:
     """True when ``url`` names a SQLite database."""
@@ -74,17 +77,6 @@ def configure_sqlite(engine: Engine, *, durable: bool = True, poll_lock: bool = 
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-LOCK_WAIT = 30.0
-"""Seconds a write waits for SQLite's lock before it fails (``database is locked``)."""
-
-
-def is_busy(exc: sqlite3.OperationalError) -> bool:
-    """True for SQLite's ``SQLITE_BUSY`` (``database is locked``): another connection holds the lock."""
-    return getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF == sqlite3.SQLITE_BUSY and (
-        "locked" in str(exc) or "busy" in str(exc)
-    )
-
-
 def begin_immediate(dbapi_conn: sqlite3.Connection, wait: float = LOCK_WAIT) -> None:
     """``BEGIN IMMEDIATE``, polling for the lock every 0.1-1 ms while another connection holds it.
 
@@ -102,7 +94,9 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, wait: float = LOCK_WAIT) -> 
                 dbapi_conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() >= deadline:
+                # SQLITE_BUSY (its extended codes share the low byte): another connection holds the lock.
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
                     raise
             time.sleep(pause)
             pause = min(2 * pause, 0.001)
