@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import itertools
 import math
 import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -273,17 +274,20 @@ class StackOneStandIn:
         """Completions created (``account``, ``user_id``, ``body``, ``id``), oldest first."""
         return [dict(c) for c in self._completions if account is None or c["account"] == account]
 
-    def written(self, *, except_users: Collection[str] = ()) -> tuple[int, int]:
+    def written(self, *, except_users: Container[str] = (), start: tuple[int, int] = (0, 0)) -> tuple[int, int]:
         """How many assignments and completions were created, leaving out ``except_users``' ones.
 
+        ``start``: count from these positions of the two lists (a poller passes the totals it saw
+        last, ``written()``, so each call costs what was written since, not everything).
         Copies nothing: a benchmark polling it while it measures latencies in this process does
         not stall the stand-in the way copying every record (:meth:`assignments`) would.
         """
+        a0, c0 = start
         if not except_users:
-            return len(self._assignments), len(self._completions)
+            return max(0, len(self._assignments) - a0), max(0, len(self._completions) - c0)
         return (
-            sum(1 for a in self._assignments if a["user_id"] not in except_users),
-            sum(1 for c in self._completions if c["user_id"] not in except_users),
+            sum(1 for a in itertools.islice(self._assignments, a0, None) if a["user_id"] not in except_users),
+            sum(1 for c in itertools.islice(self._completions, c0, None) if c["user_id"] not in except_users),
         )
 
     def content(self, account: str | None = None) -> dict[str, dict[str, Any]]:
