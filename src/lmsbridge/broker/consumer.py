@@ -16,6 +16,9 @@ An event's records are synced by the consumer that stored it, before the event i
 sync task each is queued instead). A crash before the ack redelivers the event, which is
 then a duplicate and syncs the same records again (the leases and write-ahead intents
 make that safe). A sync that fails there is settled as its own sync task would be.
+
+A reconcile pass's jobs (the background lane, :mod:`lmsbridge.lanes`) start only in a gap
+between live ones (:class:`~lmsbridge.lanes.LiveFirst`, at most a second's wait).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from lmsbridge.broker.settle import Settler
 from lmsbridge.broker.sweeper import Sweeper
 from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
 from lmsbridge.errors import DeadLetter, InfrastructureFault
-from lmsbridge.lanes import lane
+from lmsbridge.lanes import LiveFirst, lane
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.ports import AccountPort
@@ -92,6 +95,7 @@ class Consumer:
         self._pause_reasons: dict[str, str] = {}
         self._resumed: dict[str, float] = {}  # account -> when it was last resumed (retry age restarts)
         self._background: list[asyncio.Task[None]] = []
+        self._live_first = LiveFirst()
         self._stopping = False
 
     @property
@@ -161,7 +165,12 @@ class Consumer:
                 # No new work while this process's StackOne requests already wait longer than a share of
                 # the lease: the message waits here, unacked, instead of leasing rows it cannot sync in time.
                 await self._admit()
-            exc = await _outcome(self._run(job))
+            if job.background:  # reconciliation's work starts in a gap between live jobs (lmsbridge.lanes)
+                await self._live_first.gap()
+                exc = await _outcome(self._run(job))
+            else:
+                with self._live_first.live():
+                    exc = await _outcome(self._run(job))
             await self._settle(message, job, self._decide(job, exc), started, exc)
 
     async def _settle(
