@@ -61,6 +61,13 @@ class Metrics:
         self.stackone_seconds = Histogram(
             "lmsbridge_stackone_seconds", "StackOne call latency", ["operation"], buckets=_LATENCY, registry=r
         )
+        self.budget_wait_seconds = Histogram(
+            "lmsbridge_rate_budget_wait_seconds",
+            "Time a StackOne request waited for a slot of the key's budget, by lane (live, background)",
+            ["lane"],
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.lag_seconds = Histogram(
             "lmsbridge_end_to_end_seconds", "Webhook received to LMS written", buckets=_LATENCY, registry=r
         )

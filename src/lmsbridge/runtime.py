@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lmsbridge import __version__
 from lmsbridge.broker import Broker, BrokerSyncQueue, Consumer
 from lmsbridge.budget import SharedBudget, holder_name, open_shared_budget
+from lmsbridge.lanes import in_background
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import EVENT_STAGES, Metrics
 from lmsbridge.people import USER_NOT_FOUND, People
@@ -78,6 +79,10 @@ class Runtime:
         self._background: list[asyncio.Task[None]] = []
         self.port: int | None = None
         self._stopping = False
+        self._budget_wait = {
+            background: self.metrics.budget_wait_seconds.labels(lane="background" if background else "live")
+            for background in (False, True)
+        }
 
     # --- start --------------------------------------------------------------------------
 
@@ -145,6 +150,7 @@ class Runtime:
             user_agent=USER_AGENT,
             limiter=self.limiter,
             on_response=self._observe_stackone,
+            on_budget_wait=self._observe_budget_wait,
         )
         platforms: dict[str, PlatformPort] = {}
         for name, src in s.sources.items():
@@ -226,6 +232,10 @@ class Runtime:
         """Hold new work while this worker's StackOne requests would wait over a quarter of the sync lease."""
         if self.limiter is not None:
             await self.limiter.admit(self.settings.worker.sync_lease_seconds * ADMIT_SHARE)
+
+    def _observe_budget_wait(self, seconds: float) -> None:
+        # Runs in the waiting request's task: its lane is the job's (lmsbridge.lanes).
+        self._budget_wait[in_background()].observe(seconds)
 
     def _observe_stackone(self, operation: str, status: int, seconds: float) -> None:
         # Runs inside the consumer's task, so the line carries its correlation id and message id.

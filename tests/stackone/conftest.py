@@ -11,6 +11,7 @@ import pytest
 
 from lmsbridge.settings import StackOneSettings
 from lmsbridge.stackone import Observer, RateLimiter, StackOneClient
+from lmsbridge.stackone.client import WaitObserver
 from lmsbridge.testing.stackone import StackOneStandIn
 
 SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "stackone-lms.openapi.json"
@@ -57,12 +58,20 @@ def make_client(standin: StackOneStandIn, session: aiohttp.ClientSession) -> Cli
         page_size: int = 100,
         limiter: RateLimiter | None = None,
         on_response: Observer | None = None,
+        on_budget_wait: WaitObserver | None = None,
         user_agent: str = USER_AGENT,
     ) -> StackOneClient:
         settings = StackOneSettings(
             base_url=base_url or standin.url, api_key=api_key, timeout=timeout, page_size=page_size
         )
-        return StackOneClient(session, settings, user_agent=user_agent, limiter=limiter, on_response=on_response)
+        return StackOneClient(
+            session,
+            settings,
+            user_agent=user_agent,
+            limiter=limiter,
+            on_response=on_response,
+            on_budget_wait=on_budget_wait,
+        )
 
     return make
 

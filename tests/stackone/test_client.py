@@ -11,7 +11,8 @@ import pytest
 from lmsbridge.domain.records import Rank, RecordState
 from lmsbridge.domain.sync import assignment_body, completion_body, content_body
 from lmsbridge.errors import RetryLater
-from lmsbridge.stackone import LmsUser, StackOneClient
+from lmsbridge.lanes import in_background, lane
+from lmsbridge.stackone import LmsUser, RateLimiter, StackOneClient
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.stackone.conftest import ACCOUNT, KEY, USER_AGENT, ClientFactory
 
@@ -229,3 +230,20 @@ async def test_the_observer_sees_operation_status_and_latency(
         await dead.probe(ACCOUNT)
     assert [(op, status) for op, status, _ in seen] == [("create_assignment", 201), ("probe", 200), ("probe", 0)]
     assert all(0 <= seconds < 5 for _, _, seconds in seen)
+
+
+async def test_the_budget_observer_sees_each_requests_wait_in_its_lane(
+    make_client: ClientFactory, standin: StackOneStandIn
+) -> None:
+    """on_budget_wait gets the seconds each request waited for the rate budget, in the waiting task's lane:
+    at 600 a minute (one request every 0.1 s, no burst) the first of two waits nothing, the second about 0.1 s."""
+    seen: list[tuple[bool, float]] = []
+    limiter = RateLimiter(600, burst=1)
+    client = make_client(limiter=limiter, on_budget_wait=lambda seconds: seen.append((in_background(), seconds)))
+    await client.probe(ACCOUNT)
+    with lane(True):
+        await client.probe(ACCOUNT)
+    [(first_background, first), (second_background, second)] = seen
+    assert (first_background, second_background) == (False, True)
+    assert first < 0.02
+    assert 0.05 < second < 0.5

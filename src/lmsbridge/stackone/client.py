@@ -48,6 +48,8 @@ from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPa
 from lmsbridge.stackone.ratelimit import Budget
 
 Observer = Callable[[str, int, float], None]
+WaitObserver = Callable[[float], None]
+"""Told how many seconds a request waited for the rate budget (in the waiting task's context)."""
 """Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 
 log = get_logger(__name__)
@@ -175,6 +177,7 @@ class StackOneClient:
         user_agent: str,
         limiter: Budget | None = None,
         on_response: Observer | None = None,
+        on_budget_wait: WaitObserver | None = None,
     ) -> None:
         self._session = session
         self._base = settings.base_url.rstrip("/")
@@ -184,6 +187,7 @@ class StackOneClient:
         self._max_pause = settings.max_pause_seconds
         self._limiter = limiter
         self._on_response = on_response
+        self._on_budget_wait = on_budget_wait
         key = settings.api_key.get_secret_value()
         token = base64.b64encode(f"{key}:".encode()).decode("ascii")
         self._secrets = (key, token)
@@ -345,7 +349,10 @@ class StackOneClient:
     ) -> Any:
         """One request; the parsed JSON of a 2xx answer (None if empty or not JSON), else raises."""
         if self._limiter is not None:
+            asked = time.perf_counter()
             await self._limiter.acquire(account)
+            if self._on_budget_wait is not None:
+                self._on_budget_wait(time.perf_counter() - asked)
         if before_send is not None:
             await before_send()
         headers = {**self._headers, "x-account-id": account}
