@@ -67,3 +67,38 @@ async def test_a_live_webhook_overtakes_reconciliation_work_waiting_for_the_budg
     await settled(runtime, timeout=30)
     assert len(stackone.assignments()) == 11
     assert stackone.conflicts == 0
+
+
+async def test_reconciliation_work_starts_only_once_the_live_job_in_flight_is_done(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A webhook's create hangs 0.6 s at StackOne; a pass's event queued meanwhile is not stored nor
+    written until the live job is done: the live assignment lands first, though it was sent first
+    and answered last, and both are written once."""
+    runtime = await start_runtime(make_settings())
+    live_user = stackone.add_user(ACCOUNT, "live@acme.example")
+    pass_user = stackone.add_user(ACCOUNT, "pass@acme.example")
+    stackone.fail_next(0, delay=0.6, path_contains=f"/users/{live_user}/assignments", method="POST")
+    status, _ = await sender_for(runtime).post(
+        "acme-sales", exec_event("assignment.created", exec_assignment("live-1", "live@acme.example"))
+    )
+    assert status == 202
+    deadline = time.monotonic() + 10
+    while not any(live_user in r.path and r.method == "POST" for r in stackone.requests):
+        assert time.monotonic() < deadline, "the live create never reached StackOne"
+        await asyncio.sleep(0.01)
+    body = orjson.dumps(exec_event("assignment.created", exec_assignment("rec-1", "pass@acme.example")))
+    event = parse_event(
+        "exec",
+        body,
+        source="acme-sales",
+        message_id=None,
+        received_at=datetime.now(UTC),
+        correlation_id=f"reconcile-{uuid.uuid4().hex[:12]}",
+    )
+    assert isinstance(event, AssignmentEvent)
+    await runtime.broker.publish_event(event, timeout=5.0, background=True)
+
+    await settled(runtime, timeout=30)
+    assert [a["user_id"] for a in stackone.assignments()] == [live_user, pass_user]
+    assert stackone.conflicts == 0
