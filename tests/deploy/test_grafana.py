@@ -13,7 +13,7 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "lmsbri
 
 def test_dashboard_is_importable_and_covers_every_topic() -> None:
     """Valid JSON with a Prometheus datasource variable; panels for the ledger, throughput by stage, latency,
-    StackOne statuses, rate budget, queue depths, paused accounts and dead letters."""
+    StackOne statuses, rate budget (and its waits by lane), queue depths, paused accounts and dead letters."""
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] == "lmsbridge"
     assert dashboard["title"]
@@ -40,6 +40,7 @@ def test_dashboard_is_importable_and_covers_every_topic() -> None:
     assert has("lmsbridge_stackone_responses_total", by="status")
     assert has("lmsbridge_rate_budget_waiting")
     assert has("lmsbridge_rate_budget_granted")
+    assert has("lmsbridge_rate_budget_wait_seconds_bucket", by="lane", text="histogram_quantile(0.99")
     assert has("lmsbridge_queue_depth", by="queue")
     assert has("lmsbridge_paused_accounts")
     assert has("lmsbridge_events_total", text='stage="dead_lettered"')
