@@ -44,6 +44,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -340,8 +341,6 @@ class Cpu:
 
 async def budget_waits(url: str) -> dict[str, list[tuple[float, float]]]:
     """The worker's ``lmsbridge_rate_budget_wait_seconds`` buckets by lane: (upper bound, cumulative count)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
         text = await response.text()
     out: dict[str, list[tuple[float, float]]] = {}

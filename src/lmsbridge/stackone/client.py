@@ -48,9 +48,9 @@ from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPa
 from lmsbridge.stackone.ratelimit import Budget
 
 Observer = Callable[[str, int, float], None]
+"""Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 WaitObserver = Callable[[float], None]
 """Told how many seconds a request waited for the rate budget (in the waiting task's context)."""
-"""Called after every request with (operation, status or 0 on a transport failure, seconds)."""
 
 log = get_logger(__name__)
 
