@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,8 @@ class Service:
     lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
     delete_superseded: bool = False  # delete a completion a better retake replaced (default: keep it as history)
+    # Numbers this service's lease holders (see _holder); the owner makes them unique across processes.
+    _holders: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
     # Kept only while held or awaited: a dict of locks grew by one per learning object ever seen.
     _content_locks: KeyedLocks[tuple[str, str]] = field(default_factory=KeyedLocks, init=False, repr=False)
 
@@ -151,7 +154,7 @@ class Service:
 
     def _holder(self) -> str:
         """A lease holder of its own for one sync call (or one event's freshly stored rows), even within a process."""
-        return f"{self.owner}:{uuid.uuid4().hex[:8]}"
+        return f"{self.owner}:{next(self._holders):x}"  # a counter: uuid4 per call was 2 % of a busy worker
 
     def targets(self, event: AssignmentEvent, record_ids: tuple[int, ...]) -> list[tuple[int, str]]:
         """Every (record, account) an event's records are synced to."""
