@@ -21,6 +21,21 @@ Start = Callable[..., Awaitable[Runtime]]
 Sender = Callable[[Runtime], WebhookSender]
 
 
+def pass_event(assignment_id: str, email: str) -> AssignmentEvent:
+    """The event a reconcile pass would queue for an Exec assignment it found (a reconcile correlation id)."""
+    body = orjson.dumps(exec_event("assignment.created", exec_assignment(assignment_id, email)))
+    event = parse_event(
+        "exec",
+        body,
+        source="acme-sales",
+        message_id=None,
+        received_at=datetime.now(UTC),
+        correlation_id=f"reconcile-{uuid.uuid4().hex[:12]}",
+    )
+    assert isinstance(event, AssignmentEvent)
+    return event
+
+
 async def test_a_live_webhook_overtakes_reconciliation_work_waiting_for_the_budget(
     make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
 ) -> None:
@@ -34,17 +49,7 @@ async def test_a_live_webhook_overtakes_reconciliation_work_waiting_for_the_budg
     for i in range(10):
         email = f"pass{i}@acme.example"
         stackone.add_user(ACCOUNT, email)
-        body = orjson.dumps(exec_event("assignment.created", exec_assignment(f"rec-{i}", email)))
-        event = parse_event(
-            "exec",
-            body,
-            source="acme-sales",
-            message_id=None,
-            received_at=datetime.now(UTC),
-            correlation_id=f"reconcile-{uuid.uuid4().hex[:12]}",
-        )
-        assert isinstance(event, AssignmentEvent)
-        background.append(event)
+        background.append(pass_event(f"rec-{i}", email))
     for event in background:
         await runtime.broker.publish_event(event, timeout=5.0, background=True)
     deadline = time.monotonic() + 10
@@ -87,17 +92,7 @@ async def test_reconciliation_work_starts_only_once_the_live_job_in_flight_is_do
     while not any(live_user in r.path and r.method == "POST" for r in stackone.requests):
         assert time.monotonic() < deadline, "the live create never reached StackOne"
         await asyncio.sleep(0.01)
-    body = orjson.dumps(exec_event("assignment.created", exec_assignment("rec-1", "pass@acme.example")))
-    event = parse_event(
-        "exec",
-        body,
-        source="acme-sales",
-        message_id=None,
-        received_at=datetime.now(UTC),
-        correlation_id=f"reconcile-{uuid.uuid4().hex[:12]}",
-    )
-    assert isinstance(event, AssignmentEvent)
-    await runtime.broker.publish_event(event, timeout=5.0, background=True)
+    await runtime.broker.publish_event(pass_event("rec-1", "pass@acme.example"), timeout=5.0, background=True)
 
     await settled(runtime, timeout=30)
     assert [a["user_id"] for a in stackone.assignments()] == [live_user, pass_user]
