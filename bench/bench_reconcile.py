@@ -291,6 +291,22 @@ class LiveUsers:
         return any(user in run.sent for run in self.runs)
 
 
+class TenantWrites:
+    """The tenant's assignments and completions so far (live people left out), counted as they come:
+    each call walks only what the stand-in wrote since the last, so polling never stalls it."""
+
+    def __init__(self, stackone: StackOneStandIn, live: LiveUsers) -> None:
+        self.stackone, self.live = stackone, live
+        self._seen = (0, 0)  # positions in the stand-in's lists counted up to
+        self._counts = (0, 0)
+
+    def __call__(self) -> tuple[int, int]:
+        new_a, new_c = self.stackone.written(except_users=self.live, start=self._seen)
+        self._seen = self.stackone.written()
+        self._counts = (self._counts[0] + new_a, self._counts[1] + new_c)
+        return self._counts
+
+
 class Cpu:
     """CPU seconds used per second of a phase, by process (from /proc): where the two cores went.
 
@@ -512,7 +528,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         waits = await budget_waits(url)
         await base.run(args.window)
         cpu_base = cpu.end()
-        waits_base, waits = waits_between(waits, now := await budget_waits(url)), now
+        now = await budget_waits(url)
+        waits_base, waits = waits_between(waits, now), now
         await asyncio.sleep(2)
         base_lat = base.latencies(set(base.sent))
 
@@ -543,16 +560,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         want_a = n
         want_c = sum(1 for a in truth if a["status"] in ("completed", "did_not_pass"))
 
-        live_runs = (warm, base, during)
-        counted = [(0, 0), (0, 0)]  # [positions counted up to, tenant writes among them]
-
-        def tenant_written() -> tuple[int, int]:
-            """The tenant's writes so far, counting only what was written since the last call (no stall)."""
-            (a_at, c_at), (a, c) = counted
-            new_a, new_c = stackone.written(except_users=LiveUsers(live_runs), start=(a_at, c_at))
-            counted[:] = [stackone.written(), (a + new_a, c + new_c)]
-            return counted[1]
-
+        tenant_written = TenantWrites(stackone, LiveUsers((warm, base, during)))
         deadline = time.monotonic() + (args.window if args.dry_run else 600)
         while tenant_written() != (want_a, want_c) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
@@ -561,7 +569,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         remaining = max(0.0, args.window - repair_seconds)
         await asyncio.sleep(remaining)
         cpu_during = cpu.end({"pass": pass_cpu * pass_seconds / (time.perf_counter() - started)})
-        waits_during, waits = waits_between(waits, now := await budget_waits(url)), now
+        now = await budget_waits(url)
+        waits_during, waits = waits_between(waits, now), now
         live_task.cancel()
         await asyncio.gather(live_task, return_exceptions=True)
         await asyncio.sleep(2)

@@ -16,6 +16,7 @@ READ_ONLY = "lmsbridge_read_only"
 
 LOCK_WAIT = 30.0
 """Seconds a write waits for SQLite's lock before it fails (``database is locked``)."""
+_WAIT_FOR_LOCK = f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}"
 
 
 def is_sqlite(url: str) -> bool:
@@ -55,7 +56,7 @@ def configure_sqlite(engine: Engine, *, durable: bool = True, poll_lock: bool = 
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}")
+        cursor.execute(_WAIT_FOR_LOCK)
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -101,4 +102,4 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, wait: float = LOCK_WAIT) -> 
             time.sleep(pause)
             pause = min(2 * pause, 0.001)
     finally:
-        dbapi_conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}")
+        dbapi_conn.execute(_WAIT_FOR_LOCK)
