@@ -24,6 +24,7 @@ from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, Recor
 from lmsbridge.domain.records import merge, state_from_event
 from lmsbridge.domain.sync import PENDING, SYNCED
 from lmsbridge.ports import Ingest, Lease, SyncView
+from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, guard, record_state, utc
 from lmsbridge.storage.tables import content, inbox, records, sync_state
 
@@ -35,26 +36,31 @@ _RECORD_STATE += ("completed_at", "passed", "score")
 
 
 class _Statements:
-    """Intake's statements, built once per dialect; values come as parameters at execution."""
+    """Intake's statements, built once per dialect; values come as parameters at execution.
+
+    Each is :class:`~lmsbridge.storage.prepared.Prepared`: on SQLite they run on the driver.
+    """
 
     def __init__(self, sql: Sql) -> None:
         insert = sql.insert
-        self.inbox_ids = select(inbox.c.record_ids).where(
-            inbox.c.source == bindparam("source"), inbox.c.message_id == bindparam("message_id")
+        self.inbox_ids = Prepared(
+            select(inbox.c.record_ids).where(
+                inbox.c.source == bindparam("source"), inbox.c.message_id == bindparam("message_id")
+            )
         )
-        self.add_inbox = insert(inbox).on_conflict_do_nothing(index_elements=["source", "message_id"])
+        self.add_inbox = Prepared(insert(inbox).on_conflict_do_nothing(index_elements=["source", "message_id"]))
         find = select(records).where(
             records.c.source == bindparam("b_source"),
             records.c.learning_object_ref == bindparam("b_ref"),
             records.c.person_key == bindparam("b_person"),
         )
-        self.find_record = find.with_for_update() if sql.dialect == "postgresql" else find
-        self.add_record = (
+        self.find_record = Prepared(find.with_for_update() if sql.dialect == "postgresql" else find)
+        self.add_record = Prepared(
             insert(records)
             .on_conflict_do_nothing(index_elements=["source", "learning_object_ref", "person_key"])
             .returning(records.c.id)
         )
-        self.set_record = (
+        self.set_record = Prepared(
             update(records)
             .where(records.c.id == bindparam("b_id"))
             .values(
@@ -62,9 +68,13 @@ class _Statements:
                 | {"version": bindparam("b_version"), "updated_at": bindparam("b_updated_at")}
             )
         )
-        self.add_sync_rows = insert(sync_state).on_conflict_do_nothing(index_elements=["record_id", "account"])
-        self.content_title = select(content.c.title, content.c.title_at).where(
-            content.c.account == bindparam("b_account"), content.c.external_reference == bindparam("b_ref")
+        self.add_sync_rows = Prepared(
+            insert(sync_state).on_conflict_do_nothing(index_elements=["record_id", "account"])
+        )
+        self.content_title = Prepared(
+            select(content.c.title, content.c.title_at).where(
+                content.c.account == bindparam("b_account"), content.c.external_reference == bindparam("b_ref")
+            )
         )
         # A synced record whose state changed may have something to write again (a completion,
         # a retake, a newer title): pending until its sync's plan says otherwise.
@@ -106,17 +116,15 @@ class Intake:
             now = datetime.now(UTC)
             out: list[Ingest] = []
             for event, people in items:
-                stored = conn.execute(
-                    self._stmt.inbox_ids, {"source": event.source, "message_id": event.message_id}
-                ).scalar()
+                stored = self._stmt.inbox_ids.scalar(conn, {"source": event.source, "message_id": event.message_id})
                 if stored is not None:
                     out.append(Ingest(True, tuple(stored)))
                     continue
                 accts = accounts_of.get(event.source, [])
                 claimed: list[SyncView] = []
                 ids = [self._upsert_record(conn, event, person, accts, now, lease, claimed) for person in people]
-                first = conn.execute(
-                    self._stmt.add_inbox,
+                first = self._stmt.add_inbox.execute(
+                    conn,
                     {
                         "message_id": event.message_id,
                         "source": event.source,
@@ -126,7 +134,7 @@ class Intake:
                         "record_ids": ids,
                     },
                 )
-                out.append(Ingest(first.rowcount == 0, tuple(ids), tuple(claimed)))
+                out.append(Ingest(first == 0, tuple(ids), tuple(claimed)))
             return out
 
         return await self._sql.write(work)
@@ -143,13 +151,13 @@ class Intake:
     ) -> int:
         incoming = state_from_event(event, person)
         identity = {"b_source": event.source, "b_ref": incoming.learning_object_ref, "b_person": person.person_key}
-        row = conn.execute(self._stmt.find_record, identity).mappings().first()
+        row = self._stmt.find_record.first(conn, identity)
         rid: int | None = None
         merged = merge(None, incoming)
         changed = True
         if row is None:
-            rid = conn.execute(
-                self._stmt.add_record,
+            rid = self._stmt.add_record.scalar(
+                conn,
                 {
                     "source": event.source,
                     "assignment_id": event.assignment_id,
@@ -160,9 +168,9 @@ class Intake:
                     "updated_at": now,
                     **_columns(merged),
                 },
-            ).scalar()
+            )
             if rid is None:  # another process inserted it meanwhile
-                row = conn.execute(self._stmt.find_record, identity).mappings().first()
+                row = self._stmt.find_record.first(conn, identity)
         if row is not None:
             rid = int(row["id"])
             current = record_state(row)
@@ -170,16 +178,16 @@ class Intake:
             changed = merged != current
             if changed:
                 values = {f"b_{k}": v for k, v in _columns(merged).items()}
-                conn.execute(
-                    self._stmt.set_record, {"b_id": rid, "b_version": row["version"] + 1, "b_updated_at": now, **values}
+                self._stmt.set_record.execute(
+                    conn, {"b_id": rid, "b_version": row["version"] + 1, "b_updated_at": now, **values}
                 )
         assert rid is not None
         if not accts:
             return rid
         created = row is None  # a new record: nobody else has its sync rows, so they are ours to lease
         held = lease if created else None
-        conn.execute(
-            self._stmt.add_sync_rows,
+        self._stmt.add_sync_rows.execute_many(
+            conn,
             [
                 {
                     "record_id": rid,
@@ -204,11 +212,11 @@ class Intake:
 
     def _fresh_view(self, conn: Connection, rid: int, account: str, key: RecordKey, state: RecordState) -> SyncView:
         """The view of a sync row just inserted (leased, nothing written yet): only the content is read."""
-        known = conn.execute(self._stmt.content_title, {"b_account": account, "b_ref": key.learning_object_ref}).first()
+        known = self._stmt.content_title.first(conn, {"b_account": account, "b_ref": key.learning_object_ref})
         synced = AccountSync(
             content_known=known is not None,
-            content_title=known[0] if known is not None else None,
-            content_title_at=utc(known[1]) if known is not None else None,
+            content_title=known["title"] if known is not None else None,
+            content_title_at=utc(known["title_at"]) if known is not None else None,
         )
         return SyncView(rid, account, key, state, synced, PENDING, 0, None, leased=True)
 

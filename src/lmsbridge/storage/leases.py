@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
 from lmsbridge.domain import AccountSync, Completion, RecordKey
 from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
 from lmsbridge.ports import SyncView
+from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, clip_text, guard, record_state, utc
 from lmsbridge.storage.tables import content, records, sync_state
 
@@ -31,7 +32,7 @@ class _Statements:
     def __init__(self) -> None:
         known = content.c.external_reference.label("content_known")
         content_title = (content.c.title.label("content_title"), content.c.title_at.label("content_title_at"))
-        self.view = (
+        self.view = Prepared(
             select(records, sync_state, known, *content_title)
             .join(sync_state, sync_state.c.record_id == records.c.id)
             .outerjoin(
@@ -50,18 +51,18 @@ class _Statements:
             sync_state.c.lease_owner == bindparam("b_owner"),
         )
         lease: dict[str, Any] = {"lease_owner": bindparam("b_owner"), "lease_until": bindparam("b_until")}
-        self.claim = update(sync_state).where(*row, sync_state.c.status != DEAD, free).values(lease)
-        self.claim_reviving = (
+        self.claim = Prepared(update(sync_state).where(*row, sync_state.c.status != DEAD, free).values(lease))
+        self.claim_reviving = Prepared(
             update(sync_state)
             .where(*row, free)
             .values(lease | {"status": case((sync_state.c.status == DEAD, PENDING), else_=sync_state.c.status)})
         )
         # The SET clause of these two comes from the parameter names at execution.
-        self.sync_row = update(sync_state).where(*row)
-        self.held_sync_row = update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner"))
+        self.sync_row = Prepared(update(sync_state).where(*row))
+        self.held_sync_row = Prepared(update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner")))
         # A new completion: the one it replaces (a retake's Fail) is noted for deletion.
         replaced = and_(sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "")
-        self.write_completion = (
+        self.write_completion = Prepared(
             update(sync_state)
             .where(*row)
             .values(
@@ -85,7 +86,7 @@ class Leases:
         return await self._sql.read(lambda conn: self._view(conn, record_id, account, leased=False))
 
     def _view(self, conn: Connection, record_id: int, account: str, *, leased: bool) -> SyncView | None:
-        row = conn.execute(self._stmt.view, {"b_id": record_id, "b_account": account}).mappings().first()
+        row = self._stmt.view.first(conn, {"b_id": record_id, "b_account": account})
         if row is None:
             return None
         return SyncView(
@@ -123,7 +124,7 @@ class Leases:
         stmt = self._stmt.claim_reviving if revive else self._stmt.claim
 
         def work(conn: Connection) -> SyncView | None:
-            leased = bool(conn.execute(stmt, params).rowcount)
+            leased = bool(stmt.execute(conn, params))
             return self._view(conn, record_id, account, leased=leased)
 
         return await self._sql.write(work)
@@ -173,7 +174,7 @@ class Leases:
                 completion_at=completion.completed_at,
             )
             params = {"b_id": record_id, "b_account": account, **values}
-            await self._sql.write(lambda conn: conn.execute(self._stmt.write_completion, params))
+            await self._sql.write(lambda conn: self._stmt.write_completion.execute(conn, params))
             return
         await self._update_sync(record_id, account, values)
 
@@ -230,7 +231,7 @@ class Leases:
         params = {"b_id": record_id, "b_account": account, **values} | ({"b_owner": owner} if owner else {})
 
         def work(conn: Connection) -> int:
-            return int(conn.execute(stmt, params).rowcount or 0)
+            return stmt.execute(conn, params)
 
         return await self._sql.write(work)
 
@@ -269,7 +270,7 @@ class Leases:
             found = [(int(r[0]), str(r[1])) for r in conn.execute(stmt)]
             touched = datetime.now(UTC)
             for rid, account in found:
-                conn.execute(self._stmt.sync_row, {"b_id": rid, "b_account": account, "updated_at": touched})
+                self._stmt.sync_row.execute(conn, {"b_id": rid, "b_account": account, "updated_at": touched})
             return found
 
         return await self._sql.write(work)
