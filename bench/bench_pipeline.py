@@ -96,6 +96,7 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
     return path
 
 
+LOG_LEVEL = "warning"  # --log-level: the lmsbridge processes' (their lines go to --logs, or nowhere)
 LOGS: Path | None = None  # --logs: keep each process's warnings and errors here
 PROFILE: Path | None = None  # --profile: py-spy the split phase's worker into this folder
 
@@ -106,7 +107,7 @@ def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
         LOGS.mkdir(parents=True, exist_ok=True)
         stderr = (LOGS / f"{cfg.stem}-{role}.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "lmsbridge.cli", "--log-level", "warning", "--log-format", "json", role],
+        [sys.executable, "-m", "lmsbridge.cli", "--log-level", LOG_LEVEL, "--log-format", "json", role],
         env={**os.environ, "LMSBRIDGE_CONFIG": str(cfg)},
         stderr=stderr,
         stdout=stderr,
@@ -577,11 +578,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="pace throughput and split at this many a second")
     parser.add_argument("--drain-for", type=float, default=1800.0, help="stop the drain after this many seconds")
     parser.add_argument("--phases", default="throughput,split,latency,drain")
+    parser.add_argument("--log-level", default="warning", help="the lmsbridge processes' log level (production: info)")
     parser.add_argument("--logs", type=Path, help="keep each lmsbridge process's log lines in this folder")
     parser.add_argument("--profile", type=Path, help="py-spy the split phase's worker; stacks kept in this folder")
     args = parser.parse_args()
-    global LOGS, PROFILE
+    global LOGS, PROFILE, LOG_LEVEL
     LOGS = args.logs
+    LOG_LEVEL = args.log_level
     PROFILE = args.profile
     return asyncio.run(main_async(args))
 

@@ -213,7 +213,7 @@ class Consumer:
         event = job.event
         assert event is not None
         self._metrics.stage("consumed")
-        log.info("event.consumed")
+        log.debug("event.consumed")  # at info an event writes its outcome (upserted / duplicate) and each push
         accounts = self._service.accounts_of.get(event.source, [])
         # The rows of records this event creates are leased as they are stored when they will be synced here.
         here = all(self._syncs_here(account) for account in accounts)
