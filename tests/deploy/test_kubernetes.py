@@ -26,7 +26,7 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 KEDA = KUBERNETES / "keda"
 VERSIONS = ("1.28.0", kubernetes_validate.utils.latest_version())  # oldest supported here, newest bundled
 # Peak RSS measured in bench/RESULTS.md ("Memory"): requests must cover it.
-PEAK_MIB = {"receiver": 104 * 1000**2 / 1024**2, "worker": 119 * 1000**2 / 1024**2}
+PEAK_MIB = {"receiver": 105 * 1000**2 / 1024**2, "worker": 121 * 1000**2 / 1024**2}
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
