@@ -46,6 +46,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import orjson
+from bench_receiver import LUA as WRK_LUA
 from rich.console import Console
 from rich.table import Table
 
@@ -182,56 +183,13 @@ def written_at(stackone: StackOneStandIn) -> dict[tuple[str, str], float]:
     }
 
 
-WRK_LUA = r"""
--- Replays pre-signed webhooks: each line is "message id TAB timestamp TAB signature TAB body";
--- thread k of n sends lines k, k+n, k+2n ... so no two requests share a message id.
-local lines = {}
-local counter = 0
-thread_index = 0 -- a global: setup() sets it in each thread's own Lua state with thread:set
-local threads = 1
-local pause = 0
-
-function setup(thread)
-  thread:set("thread_index", thread_index)
-  thread_index = thread_index + 1
-end
-
-function init(args)
-  threads = tonumber(args[2])
-  pause = tonumber(args[3])
-  for line in io.lines(args[1]) do lines[#lines + 1] = line end
-  counter = thread_index
-end
-
-function request()
-  local line = lines[(counter % #lines) + 1]
-  counter = counter + threads
-  local id, ts, sig, body = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)\t(.*)")
-  return wrk.format("POST", nil, {
-    ["Content-Type"] = "application/json",
-    ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig,
-  }, body)
-end
-
--- Paced runs: uniform jitter around the mean pause, so the connections do not fall into step.
-function delay()
-  if pause <= 0 then return 0 end
-  return pause * (0.5 + math.random())
-end
-
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %.3f %.3f\n", summary.requests, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-"""
-
-
 def presign(path: Path, first: int, n: int) -> None:
-    """Events ``first`` .. ``first + n - 1``, signed now, one request per line for :data:`WRK_LUA`."""
+    """Events ``first`` .. ``first + n - 1``, signed now, one request per line (with its own body) for
+    bench_receiver's wrk script (its first line, the body shared by lines without one, is unused)."""
     signer = build_signer("standard-webhooks", SECRET)
     ts = int(time.time())
     with path.open("w") as f:
+        f.write("{}\n")
         for i in range(first, first + n):
             body = envelope(i)
             signature = signer.sign(body, message_id=f"m{i}", timestamp=ts)["webhook-signature"]
@@ -271,7 +229,7 @@ async def throughput(
     requests = tmp / f"{prefix}.requests"
     presign(requests, 0, int(duration * (rate * 1.2 if rate else 4_000)))
     script = tmp / "replay.lua"
-    script.write_text(WRK_LUA)
+    script.write_text(WRK_LUA)  # shared with bench_receiver
     procs = [start(cfg, "serve"), start(cfg, "worker")] if split else [start(cfg, "run")]
     names = ["serve", "worker"] if split else ["run"]
     url = f"http://127.0.0.1:{port}"
@@ -291,7 +249,7 @@ async def throughput(
         started = time.perf_counter()
         wrk = await asyncio.create_subprocess_exec(
             "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration:.0f}s", "--timeout", "10s", "-s", str(script),
-            f"{url}/webhooks/bench", "--", str(requests), str(threads), f"{pause_ms:.3f}",
+            f"{url}/webhooks/bench", "--", str(requests), str(threads), f"{pause_ms:.3f}", "0",
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await wrk.communicate()
@@ -302,7 +260,7 @@ async def throughput(
         cpu["wrk"] /= sent_for
         cpu["bench (stand-in)"] = 100 * (time.process_time() - own_before) / sent_for
         line = next(x for x in out.decode().splitlines() if x.startswith("RESULT"))
-        total, refused, errors, p50, p99 = line.split()[1:]
+        total, refused, errors, _, p50, p99, _ = line.split()[1:]
         accepted = int(total) - int(refused) - int(errors)
         in_window = written_count(stackone) - written_before
         if spy is not None:

@@ -78,11 +78,12 @@ end
 function request()
   local line = lines[(counter % #lines) + 1]
   counter = counter + threads
-  local id, ts, sig = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)")
+  -- A fourth field is the request's own body (bench_pipeline: every event a new record).
+  local id, ts, sig, own = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)\t?(.*)")
   return wrk.format("POST", nil, {
     ["Content-Type"] = "application/json",
     ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig,
-  }, body)
+  }, own ~= "" and own or body)
 end
 
 -- Paced runs (args[3] = milliseconds between a connection's requests): uniform jitter around
