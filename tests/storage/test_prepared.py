@@ -163,6 +163,18 @@ def test_a_value_its_type_cannot_take_raises_as_core_does(conn: Connection) -> N
     assert type(ours.value.orig) is type(core.value.orig) is OverflowError
 
 
+def test_a_missing_parameter_is_refused_before_the_database_sees_the_statement(conn: Connection) -> None:
+    """A statement run without a value it needs fails as through Core (StatementError), nothing written."""
+    add = Prepared(insert(records).returning(records.c.id))
+    add.scalar(conn, record())
+    touch = Prepared(update(records).where(records.c.id == bindparam("b_id")))
+
+    with pytest.raises(StatementError):
+        touch.execute(conn, {"title": "Renamed"})
+
+    assert conn.execute(select(records.c.title)).scalar() == "Cold call"
+
+
 def test_an_expanding_in_runs_through_core(conn: Connection) -> None:
     """A statement the driver path cannot take (an IN over a list) still runs, with the same result."""
     conn.execute(insert(records), [record(), record(person_key="joe@acme.example"), record(person_key="x@y.z")])

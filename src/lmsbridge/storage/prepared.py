@@ -37,7 +37,7 @@ _Convert = Callable[[Any], Any] | None
 class _Compiled:
     """One statement compiled for SQLite with one set of parameter names."""
 
-    __slots__ = ("columns", "converters", "fixed", "names", "readers", "sql")
+    __slots__ = ("columns", "converters", "fixed", "names", "readers", "required", "sql")
 
     def __init__(self, compiled: SQLCompiler, dialect: Dialect) -> None:
         self.sql = compiled.string
@@ -47,6 +47,7 @@ class _Compiled:
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         )
         self.fixed = compiled.params  # values written into the statement (``status == 'synced'``)
+        self.required = frozenset(name for name in self.names if binds[name].required)
         statement: Any = compiled.statement
         if getattr(statement, "is_select", False):  # keys as Core's rows have them (a repeated name gets _1)
             keys, columns = list(statement.selected_columns.keys()), list(statement.selected_columns)
@@ -64,7 +65,12 @@ class _Compiled:
         out = []
         try:
             for name, convert in zip(self.names, self.converters, strict=True):
-                value = params[name] if name in params else self.fixed[name]
+                if name in params:
+                    value = params[name]
+                elif name in self.required:
+                    raise KeyError(f"a value is required for bind parameter {name!r}")
+                else:
+                    value = self.fixed[name]
                 out.append(convert(value) if convert is not None and value is not None else value)
         except Exception as exc:
             why = f"({type(exc).__module__}.{type(exc).__name__}) {exc}"
@@ -118,7 +124,9 @@ class Prepared:
         raw, compiled = driver
         values = compiled.values(params)
         cursor = _run(raw, compiled.sql, lambda c: c.execute(compiled.sql, values), values)
-        return int(cursor.rowcount or 0)
+        changed = int(cursor.rowcount or 0)
+        cursor.close()
+        return changed
 
     def execute_many(self, conn: Connection, rows: Sequence[Params]) -> None:
         """Run it once per row of parameters (every row with the same names)."""
@@ -130,7 +138,7 @@ class Prepared:
             return
         raw, compiled = driver
         values = [compiled.values(r) for r in rows]
-        _run(raw, compiled.sql, lambda c: c.executemany(compiled.sql, values), values)
+        _run(raw, compiled.sql, lambda c: c.executemany(compiled.sql, values), values).close()
 
     def first(self, conn: Connection, params: Params) -> dict[str, Any] | None:
         """Its first row by column name (None without one)."""
