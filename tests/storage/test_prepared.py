@@ -8,7 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, bindparam, create_engine, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from lmsbridge.storage.prepared import Prepared
@@ -161,6 +173,19 @@ def test_a_value_its_type_cannot_take_raises_as_core_does(conn: Connection) -> N
         conn.execute(insert(records), late)
 
     assert type(ours.value.orig) is type(core.value.orig) is OverflowError
+
+
+def test_none_is_converted_as_core_converts_it(conn: Connection) -> None:
+    """A None goes through the type's converter like any value (a JSON None is stored as Core stores it)."""
+    documents = Table("documents", MetaData(), Column("id", Integer, primary_key=True), Column("doc", JSON))
+    documents.create(conn)
+
+    Prepared(insert(documents)).execute(conn, {"id": 1, "doc": None})
+    conn.execute(insert(documents), {"id": 2, "doc": None})
+
+    ours, core = conn.exec_driver_sql("SELECT doc FROM documents ORDER BY id").all()
+    assert ours == core
+    assert Prepared(select(documents.c.doc).where(documents.c.id == 1)).first(conn, {}) == {"doc": None}
 
 
 def test_a_missing_parameter_is_refused_before_the_database_sees_the_statement(conn: Connection) -> None:

@@ -71,7 +71,7 @@ class _Compiled:
                     raise KeyError(f"a value is required for bind parameter {name!r}")
                 else:
                     value = self.fixed[name]
-                out.append(convert(value) if convert is not None and value is not None else value)
+                out.append(convert(value) if convert is not None else value)  # None too, as Core does
         except Exception as exc:
             why = f"({type(exc).__module__}.{type(exc).__name__}) {exc}"
             raise StatementError(why, self.sql, None, exc, hide_parameters=True) from exc
@@ -79,7 +79,7 @@ class _Compiled:
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         return {
-            key: (read(value) if read is not None and value is not None else value)
+            key: (read(value) if read is not None else value)
             for key, read, value in zip(self.columns, self.readers, raw, strict=True)
         }
 
