@@ -47,6 +47,7 @@ import aio_pika
 import aiohttp
 import orjson
 from bench_receiver import LUA as WRK_LUA
+from bench_receiver import cpu_seconds
 from rich.console import Console
 from rich.table import Table
 
@@ -196,12 +197,6 @@ def presign(path: Path, first: int, n: int) -> None:
             f.write(f"m{i}\t{ts}\t{signature}\t{body.decode()}\n")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rabbitmq_pid() -> int | None:
     """The local RabbitMQ node's process (beam.smp), if this machine runs one."""
     found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True).stdout.split()
@@ -268,9 +263,9 @@ async def throughput(
             print_profile(spy[1])
         # wait for the backlog to drain (bounded)
         drain_deadline = time.perf_counter() + 300
-        while written_count(stackone) < accepted and time.perf_counter() < drain_deadline:
+        while written_count(stackone) - written_before < accepted and time.perf_counter() < drain_deadline:
             await asyncio.sleep(1.0)
-            print(f"  accepted {accepted:,}, written {written_count(stackone):,}", flush=True)
+            print(f"  accepted {accepted:,}, written {written_count(stackone) - written_before:,}", flush=True)
         finished = time.perf_counter()
         written = written_count(stackone) - written_before
         return {
