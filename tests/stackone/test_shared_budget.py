@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -100,6 +102,65 @@ async def test_two_processes_together_stay_under_the_rate_and_use_it(db_url: str
     assert most_in_any_window(times, 3.0) <= 60
     assert len(times) >= 0.9 * 20 * busy, (len(times), busy)
     assert 0.3 <= len(a.grants) / len(times) <= 0.7, (len(a.grants), len(b.grants))
+
+
+@contextlib.asynccontextmanager
+async def slow_link(url: str, most: float) -> AsyncIterator[str]:
+    """``url`` through a real TCP relay whose answers arrive up to ``most`` seconds late (in order), as
+    from a busy or distant database server."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: bool) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                if delay:
+                    await asyncio.sleep(random.uniform(0, most))
+                writer.write(chunk)
+                await writer.drain()
+        writer.close()
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(host, port)
+        for task in (
+            asyncio.create_task(pipe(client_r, server_w, False)),
+            asyncio.create_task(pipe(server_r, client_w, True)),
+        ):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    relay_port = server.sockets[0].getsockname()[1]
+    netloc = parts.netloc.replace(f"{host}:{port}", f"127.0.0.1:{relay_port}")
+    try:
+        yield urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_slow_database_link_does_not_crowd_the_other_processs_slots(pg_url: str) -> None:
+    """One process reaches PostgreSQL over a link that delays answers up to 20 ms (so it also holds the
+    budget row's lock longer): its slots are not placed late by those delays onto the other process's,
+    no one-second window holds more than one request over the rate, and the slow one still gets its
+    turns (each of its claims takes some 70 ms: about five a second, one slot each)."""
+    engine = create_engine(pg_url)
+    await upgrade(engine)
+    await engine.dispose()
+    async with slow_link(pg_url, 0.02) as slow_url:
+        a, b = await process(pg_url, 1200, "a"), await process(slow_url, 1200, "b")
+        try:
+            async with waiting(a, "acc-a", 200), waiting(b, "acc-b", 200):
+                await asyncio.sleep(4.0)
+        finally:
+            await a.close()
+            await b.close()
+    times = sorted(t for p in (a, b) for t, _ in p.grants)
+    assert most_in_any_window(times, 1.0) <= 21, min(times[i + 20] - times[i] for i in range(len(times) - 20))
+    assert len(b.grants) >= 10, ("the process on the slow link was starved", len(a.grants), len(b.grants))
 
 
 async def test_a_429_seen_by_one_process_pauses_the_other(db_url: str) -> None:

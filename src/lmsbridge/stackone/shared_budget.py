@@ -51,6 +51,8 @@ HEADROOM = 0.98
 # A slot more than this late is dropped: used now it would add to a minute already full of others' slots.
 _STALE = 1.0
 _PACE_WINDOW = 10.0  # seconds over which a process's pace of slots is measured
+# Seconds of claims whose round trips bound the source's clock (short: our clock and theirs may drift apart).
+_OFFSET_WINDOW = 10.0
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:
@@ -120,6 +122,7 @@ class SharedRateLimiter:
         self._dropped = 0  # slots held while nobody waited, then too late to use
         self._claim_seconds = 0.0  # time spent in claims (the database's round trips)
         self._pace: deque[tuple[float, int]] = deque()  # (when, granted so far): the recent pace
+        self._offsets: deque[tuple[float, float]] = deque()  # (when, a bound on our clock minus the source's)
         self._recent: deque[float] = deque()  # when each slot of the last second was given
         self._held_back = 0  # times new work was held back by admit()
         self._served = asyncio.Event()  # set whenever a waiting request is given a slot
@@ -294,14 +297,29 @@ class SharedRateLimiter:
     async def _claim(self, want: int) -> None:
         asked = self._clock()
         grant = await self._source.claim(self._key, self._holder, max(1, want), self._interval, self._horizon)
-        offset = self._clock() - grant.now  # their clock -> ours (late by at most the round trip: safe)
+        answered = self._clock()
+        offset = self._offset(asked, answered, grant.now)
         self._claims += 1
-        self._claim_seconds += self._clock() - asked
+        self._claim_seconds += answered - asked
         if grant.count == 0:
             self._claim_after = grant.retry_at + offset
             return
         first = grant.first + offset
         self._slots.extend(first + i * self._interval for i in range(grant.count))
+
+    def _offset(self, asked: float, answered: float, their_now: float) -> float:
+        """Our clock minus the source's, as tight as the recent claims allow, never too small.
+
+        The source's ``now`` fell between asking and the answer, so ``answered - now`` bounds the
+        offset from above: slots placed with it are late by the part of the round trip after
+        ``now``, never early. One slow claim (a busy database) would place its slots that much
+        late and crowd the next process's; the smallest bound of the last few seconds' claims is
+        the tightest (NTP's minimum filter), and ``asked - now`` the floor should the clocks drift.
+        """
+        self._offsets.append((answered, answered - their_now))
+        while self._offsets[0][0] < answered - _OFFSET_WINDOW:
+            self._offsets.popleft()
+        return max(min(bound for _, bound in self._offsets), asked - their_now)
 
     def _expected(self) -> int:
         """Requests likely to come within the next claim's worth of time, at the pace of the last second."""

@@ -88,8 +88,13 @@ def _not_flushed(conn: Connection) -> None:
         conn.execute(text("SET LOCAL synchronous_commit = off"))
 
 
-def _locked_row(conn: Connection, key: str, now: float) -> tuple[float, float]:
-    """``(next_slot, paused_until)`` of ``key``'s row, locked until the transaction ends (created if absent)."""
+def _locked_row(conn: Connection, key: str) -> tuple[float, float]:
+    """``(next_slot, paused_until)`` of ``key``'s row, locked until the transaction ends (created if absent).
+
+    Callers read the clock after this: a claim's ``now`` taken before waiting for another
+    process's lock would be stale by that wait, and the claimer would place its slots that much
+    late on its own clock, crowding the slots given next.
+    """
     query = select(rate_budget.c.next_slot, rate_budget.c.paused_until).where(rate_budget.c.key_id == key)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -97,7 +102,7 @@ def _locked_row(conn: Connection, key: str, now: float) -> tuple[float, float]:
     if row is None:
         conn.execute(
             dialect_insert(conn.dialect.name)(rate_budget)
-            .values(key_id=key, next_slot=now, paused_until=0.0)
+            .values(key_id=key, next_slot=0.0, paused_until=0.0)
             .on_conflict_do_nothing(index_elements=["key_id"])
         )
         row = conn.execute(query).one()
@@ -137,8 +142,8 @@ class BudgetStore:
 
         def work(conn: Connection) -> Grant:
             _not_flushed(conn)
+            next_slot, paused_until = _locked_row(conn, key)
             now = _now(conn)
-            next_slot, paused_until = _locked_row(conn, key, now)
             first = max(next_slot, now, paused_until)
             if first > now + horizon:
                 return Grant(first, 0, now, first - horizon, paused_until)
@@ -155,8 +160,8 @@ class BudgetStore:
         """No slot for anyone before now + ``seconds`` (a pause is extended, never shortened); the database's now."""
 
         def work(conn: Connection) -> float:
+            _next_slot, paused_until = _locked_row(conn, key)
             now = _now(conn)
-            _next_slot, paused_until = _locked_row(conn, key, now)
             if now + seconds > paused_until:
                 conn.execute(update(rate_budget).where(rate_budget.c.key_id == key).values(paused_until=now + seconds))
             return now
