@@ -7,6 +7,7 @@ database, and removes them afterwards.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import uuid
@@ -39,6 +40,24 @@ def amqp_url() -> str:
     if not _reachable(AMQP_URL, 5672):
         pytest.fail(f"RabbitMQ is unreachable at {urlsplit(AMQP_URL).hostname}: start it (rabbitmq-server -detached)")
     return AMQP_URL
+
+
+@pytest.fixture
+def steady_gc() -> Iterator[None]:
+    """For tests that time sub-second behaviour inside this process: no full collection of the test
+    process's own heap lands in the middle of them.
+
+    By the end of the suite that heap takes a full collection 200-800 ms (measured with
+    ``gc.callbacks``), long enough to bunch a rate limiter's grants or outlast a test's wait; a
+    service process's heap is a small fraction of it. The heap is collected and frozen before the
+    test and unfrozen after it; what the test itself creates is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from lmsbridge.lanes import LiveFirst
+
+pytestmark = pytest.mark.usefixtures("steady_gc")  # times sub-second behaviour in this process
 
 
 async def test_a_background_job_starts_only_once_no_live_job_is_in_flight() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from lmsbridge.domain import AssignmentEvent
 from lmsbridge.runtime import Runtime
@@ -16,6 +17,8 @@ from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from lmsbridge.vendors import parse_event
 from tests.pipeline.conftest import ACCOUNT, SettingsFactory, settled
+
+pytestmark = pytest.mark.usefixtures("steady_gc")  # times sub-second behaviour in this process
 
 Start = Callable[..., Awaitable[Runtime]]
 Sender = Callable[[Runtime], WebhookSender]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from lmsbridge.stackone.ratelimit import RateLimiter, SubBudget
+
+pytestmark = pytest.mark.usefixtures("steady_gc")  # times sub-second behaviour in this process
 
 
 async def test_a_sub_budget_takes_at_most_its_share_while_live_traffic_takes_the_rest() -> None:

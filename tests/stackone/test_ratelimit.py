@@ -9,6 +9,8 @@ import pytest
 
 from lmsbridge.stackone import RateLimiter
 
+pytestmark = pytest.mark.usefixtures("steady_gc")  # times sub-second behaviour in this process
+
 
 class FakeClock:
     """A monotonic clock the test moves by hand."""

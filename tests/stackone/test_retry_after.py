@@ -25,6 +25,8 @@ from lmsbridge.vendors.limeplate_api import retry_after as platform_retry_after
 from tests.stackone.conftest import ACCOUNT
 from tests.stackone.test_redirects import Scripted, client_for, serving
 
+pytestmark = pytest.mark.usefixtures("steady_gc")  # times sub-second behaviour in this process
+
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp()
 
 

@@ -23,6 +23,8 @@ from lmsbridge.storage import create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.migrate import upgrade
 
+pytestmark = pytest.mark.usefixtures("steady_gc")  # times sub-second behaviour in this process
+
 KEY = key_id("https://api.stackone.test", "key-1")
 
 
