@@ -76,6 +76,18 @@ async def waiting(p: Process, account: str, n: int) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def saturating(url_a: str, url_b: str, per_minute: int, seconds: float = 4.0) -> tuple[Process, Process]:
+    """Processes "a" and "b" on one key, each with 200 requests of its own account waiting for ``seconds``."""
+    a, b = await process(url_a, per_minute, "a"), await process(url_b, per_minute, "b")
+    try:
+        async with waiting(a, "acc-a", 200), waiting(b, "acc-b", 200):
+            await asyncio.sleep(seconds)
+    finally:
+        await a.close()
+        await b.close()
+    return a, b
+
+
 def most_in_any_window(times: list[float], window: float) -> int:
     times = sorted(times)
     best, start = 0, 0
@@ -90,14 +102,7 @@ async def test_two_processes_together_stay_under_the_rate_and_use_it(db_url: str
     """Two processes saturating one key: no three-second window holds more than the rate allows (a
     one-second window at most one more, the 2 % headroom being 20 ms there), together they use at
     least 90 % of it, and each gets a fair part."""
-    per_minute = 1200  # 20 a second
-    a, b = await process(db_url, per_minute, "a"), await process(db_url, per_minute, "b")
-    try:
-        async with waiting(a, "acc-a", 200), waiting(b, "acc-b", 200):
-            await asyncio.sleep(4.0)
-    finally:
-        await a.close()
-        await b.close()
+    a, b = await saturating(db_url, db_url, 1200)  # 20 a second
     times = sorted(t for p in (a, b) for t, _ in p.grants)
     busy = times[-1] - times[0]
     assert most_in_any_window(times, 1.0) <= 21
@@ -153,13 +158,7 @@ async def test_a_slow_database_link_does_not_crowd_the_other_processs_slots(pg_u
     await upgrade(engine)
     await engine.dispose()
     async with slow_link(pg_url, 0.02) as slow_url:
-        a, b = await process(pg_url, 1200, "a"), await process(slow_url, 1200, "b")
-        try:
-            async with waiting(a, "acc-a", 200), waiting(b, "acc-b", 200):
-                await asyncio.sleep(4.0)
-        finally:
-            await a.close()
-            await b.close()
+        a, b = await saturating(pg_url, slow_url, 1200)
     times = sorted(t for p in (a, b) for t, _ in p.grants)
     assert most_in_any_window(times, 1.0) <= 21, min(times[i + 20] - times[i] for i in range(len(times) - 20))
     assert len(b.grants) >= 10, ("the process on the slow link was starved", len(a.grants), len(b.grants))
