@@ -420,11 +420,18 @@ async def backlog_and_drain(
         started = time.perf_counter()
         deadline = started + drain_for
         peak = 0.0
-        while written_count(stackone) - before < load.accepted and time.perf_counter() < deadline:
-            await asyncio.sleep(0.5)
+        # The worker's CPU per event, from its first write to its last (start-up is not counted).
+        first: tuple[int, float] | None = None
+        while (written := written_count(stackone) - before) < load.accepted and time.perf_counter() < deadline:
+            if first is None and written > 0:
+                first = (written, cpu_seconds(worker_proc.pid))
+            await asyncio.sleep(0.05 if first is None else 0.5)
             peak = max(peak, peak_rss_mb(worker_proc.pid))
         elapsed = time.perf_counter() - started
         done = written_count(stackone) - before
+        cpu_per_event = 0.0
+        if first is not None and done > first[0]:
+            cpu_per_event = (cpu_seconds(worker_proc.pid) - first[1]) / (done - first[0])
         peak = max(peak, peak_rss_mb(worker_proc.pid))
         if spy is not None:
             await asyncio.to_thread(spy[0].wait)
@@ -440,6 +447,7 @@ async def backlog_and_drain(
         "drained": done,
         "drain_per_s": done / elapsed,
         "drain_seconds": elapsed,
+        "worker_cpu_us_per_event": 1e6 * cpu_per_event,
         "worker_rss_mb": peak,
     }
 
@@ -517,6 +525,7 @@ async def main_async(args: argparse.Namespace) -> int:
         r = results["drain"]
         table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
         table.add_row(f"worker drain events/s (over {r['drain_seconds']:.0f} s)", f"{r['drain_per_s']:,.0f}", "")
+        table.add_row("  worker CPU per event, first write to last (us)", f"{r['worker_cpu_us_per_event']:,.0f}", "")
         table.add_row(f"worker peak RSS draining {r['queued']:,} (MB)", f"{r['worker_rss_mb']:.0f}", "<= 150")
         table.add_row("events queued / drained", f"{r['queued']:,} / {r['drained']:,}", "equal")
     console.print(table)
