@@ -1,6 +1,10 @@
 """The one structlog configuration: JSON lines in production, console output on a terminal.
 
-Every log line may carry the correlation id through ``structlog.contextvars``. A last
+Every log line may carry the fields of the message being handled (correlation id, message id,
+account, ...): :func:`bound` sets them for a block and everything logged inside it, in this task
+and the tasks it starts, carries them. They live in ONE context variable, set and reset once per
+block (``structlog.contextvars`` keeps a variable per key and merges by walking the whole context
+on every line, a visible share of the worker's time per event, issue 15). A last
 processor masks anything that looks like a secret, as a belt to the braces of never
 logging one. JSON is rendered by orjson straight to bytes (the receiver logs a line per
 webhook, and the standard library's ``json`` was a visible share of its time); a value orjson
@@ -13,6 +17,10 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -23,6 +31,26 @@ LogFormat = Literal["json", "console", "auto"]
 
 _SECRET_VALUE = re.compile(r"(whsec_|whsk_|scs_live_|exec_live_|Basic\s+|Bearer\s+)[A-Za-z0-9+/=_\-.]+")
 _SECRET_KEYS = frozenset({"api_key", "secret", "secrets", "password", "authorization", "signature", "token"})
+
+
+_FIELDS: ContextVar[Mapping[str, Any]] = ContextVar("lmsbridge_log_fields", default=MappingProxyType({}))
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every line logged inside the block (an inner block's value wins, until it ends)."""
+    token = _FIELDS.set({**_FIELDS.get(), **fields})
+    try:
+        yield
+    finally:
+        _FIELDS.reset(token)
+
+
+def merge_bound(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The processor adding :func:`bound`'s fields; a field given to the call itself wins."""
+    for key, value in _FIELDS.get().items():
+        event_dict.setdefault(key, value)
+    return event_dict
 
 
 def _mask(value: Any) -> Any:
@@ -81,7 +109,7 @@ def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            merge_bound,
             structlog.processors.add_log_level,
             stamp,
             structlog.processors.format_exc_info,
@@ -96,7 +124,7 @@ def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
-                structlog.contextvars.merge_contextvars,
+                merge_bound,
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 stamp,

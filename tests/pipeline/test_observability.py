@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import structlog
 from structlog.testing import capture_logs
 
+from lmsbridge.logs import merge_bound
 from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
@@ -49,7 +49,7 @@ async def test_every_stage_logs_its_fields_with_one_correlation_id_and_no_secret
     """A full flow logs each stage with message id, source, type, account, attempt and duration."""
     stackone.add_user(ACCOUNT, "jane@acme.example")
     runtime = await start_runtime(make_settings())
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_bound]) as logs:
         await _flow(runtime, sender_for(runtime), stackone)
     events = {e["event"] for e in logs}
     assert {

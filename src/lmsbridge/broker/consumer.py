@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from lmsbridge.broker.breaker import Breaker
@@ -41,7 +40,7 @@ from lmsbridge.broker.sweeper import Sweeper
 from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
 from lmsbridge.errors import DeadLetter, InfrastructureFault
 from lmsbridge.lanes import LiveFirst, lane
-from lmsbridge.logs import get_logger
+from lmsbridge.logs import bound, get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.ports import AccountPort
 from lmsbridge.service import Claimed, Service, describe
@@ -149,7 +148,7 @@ class Consumer:
         except DeadLetter as poison:
             await self._settle(message, _unreadable(message), Action("dead", reason=poison.reason, error=str(poison)))
             return
-        with structlog.contextvars.bound_contextvars(**_context(job)), lane(job.background):
+        with bound(**_context(job)), lane(job.background):
             if job.delivery_count >= DELIVERY_LIMIT - 1:
                 # The broker would dead-letter it on the next return, leaving the record saying nothing.
                 error = f"delivered {job.delivery_count + 1} times without an outcome"
@@ -259,7 +258,7 @@ class Consumer:
         ``claimed``: its row was leased when the event was stored; it is synced here whatever happens.
         """
         job = event.syncing(sync)
-        with structlog.contextvars.bound_contextvars(account=sync.account, record_id=sync.record_id):
+        with bound(account=sync.account, record_id=sync.record_id):
             started = time.perf_counter()
             exc = await _outcome(self._sync(event, sync, claimed=claimed))
             await self._settler.settle(job, self._decide(job, exc), exc, duration=time.perf_counter() - started)
