@@ -242,8 +242,7 @@ class Runtime:
         (log.debug if 200 <= status < 300 else log.info)(
             "stackone.response", operation=operation, status=status, duration=seconds
         )
-        self.metrics.stackone_responses.labels(operation=operation, status=str(status)).inc()
-        self.metrics.stackone_seconds.labels(operation=operation).observe(seconds)
+        self.metrics.stackone_response(operation, status, seconds)
         if self.limiter is not None:
             snap = self.limiter.snapshot()
             self.metrics.rate_waiting.set(snap["waiting"])
