@@ -47,7 +47,7 @@ import aio_pika
 import aiohttp
 import orjson
 from bench_receiver import LUA as WRK_LUA
-from bench_receiver import cpu_seconds
+from bench_receiver import cpu_seconds, rabbitmq_pid
 from rich.console import Console
 from rich.table import Table
 
@@ -195,12 +195,6 @@ def presign(path: Path, first: int, n: int) -> None:
             body = envelope(i)
             signature = signer.sign(body, message_id=f"m{i}", timestamp=ts)["webhook-signature"]
             f.write(f"m{i}\t{ts}\t{signature}\t{body.decode()}\n")
-
-
-def rabbitmq_pid() -> int | None:
-    """The local RabbitMQ node's process (beam.smp), if this machine runs one."""
-    found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True).stdout.split()
-    return int(found[0]) if found else None
 
 
 async def throughput(

@@ -3,7 +3,9 @@
 Measures, in one run on this machine:
 1. RabbitMQ's raw confirmed-publish rate from one aio-pika process (persistent messages to a
    quorum queue, many in flight);
-2. a bare aiohttp server that only answers 202;
+2. a bare aiohttp server that only answers 202, and a plain one that publishes the body with
+   confirms through aiormq and answers 202 (no checks, logs or metrics: the least a receiver on
+   this stack can do);
 3. `lmsbridge serve` with real signature verification, validation and confirmed publishing,
    each request with its own message id, logging at ``--log-level`` (info, as in production;
    its JSON lines go to a file);
@@ -112,6 +114,38 @@ app.router.add_post("/webhooks/{source}", ok)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
+PLAIN_SERVER = """
+import asyncio, sys, uuid
+import aiormq, uvloop
+from aiohttp import web
+from pamqp.commands import Basic
+AMQP, PORT = sys.argv[1], int(sys.argv[2])
+QUEUE = f"bench-plain-{uuid.uuid4().hex[:6]}"
+PROPERTIES = Basic.Properties(content_type="application/json", delivery_mode=2)
+async def main():
+    connection = await aiormq.connect(AMQP)
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    async def accept(request):
+        body = await request.read()
+        confirm = await channel.basic_publish(body, routing_key=QUEUE, properties=PROPERTIES, mandatory=True)
+        if not isinstance(confirm, Basic.Ack):
+            return web.json_response({"error": "not confirmed"}, status=503)
+        return web.json_response({"id": "x", "status": "accepted"}, status=202)
+    app = web.Application()
+    app.router.add_post("/webhooks/{source}", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", PORT).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await channel.queue_delete(QUEUE)
+uvloop.run(main())
+"""
+"""The least a receiver can do on this stack: read the body, publish it with confirms (aiormq, mandatory,
+persistent, to a quorum queue), answer 202. No signature, no validation, no logs, no metrics."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -119,9 +153,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def raw_publish(n: int, window: int) -> float:
+def rabbitmq_pid() -> int | None:
+    """The local RabbitMQ node's process (beam.smp), if this machine runs one."""
+    found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+@dataclass
+class RawPublish:
+    """Confirmed publishes a second, and the CPU each cost the publisher and RabbitMQ."""
+
+    rate: float
+    publisher_us: float
+    broker_us: float
+
+
+async def raw_publish(n: int, window: int) -> RawPublish:
     """Confirmed persistent publishes per second to a fresh quorum queue, ``window`` in flight."""
     name = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    broker = rabbitmq_pid()
     connection = await aio_pika.connect(AMQP)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -134,11 +184,13 @@ async def raw_publish(n: int, window: int) -> float:
                 message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(i))
                 await channel.default_exchange.publish(message, routing_key=name)
 
+        own, theirs = time.process_time(), cpu_seconds(broker) if broker else 0.0
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
         elapsed = time.perf_counter() - started
+        own, theirs = time.process_time() - own, (cpu_seconds(broker) - theirs) if broker else float("nan")
         await queue.delete(if_unused=False, if_empty=False)
-    return n / elapsed
+    return RawPublish(n / elapsed, 1e6 * own / n, 1e6 * theirs / n)
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -399,8 +451,8 @@ def main() -> int:
         print("bench_receiver: --profile needs py-spy on PATH (pip install py-spy)", file=sys.stderr)
         return 2
     console = Console(width=200)
-    raw = asyncio.run(raw_publish(args.raw_messages, window=512))
-    console.print(f"raw confirmed publish: {raw:,.0f} msg/s")
+    first = asyncio.run(raw_publish(args.raw_messages, window=512))
+    console.print(f"raw confirmed publish: {first.rate:,.0f} msg/s")
     with tempfile.TemporaryDirectory(prefix="lmsbridge-bench-") as tmp:
         tmpdir = Path(tmp)
         script = tmpdir / "replay.lua"
@@ -412,11 +464,26 @@ def main() -> int:
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
         try:
             wait_port(port)
+            bare_cpu = cpu_seconds(bare.pid)
             bare_result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
                                   duration=args.duration, connections=args.connections)  # fmt: skip
+            bare_result["cpu_us"] = 1e6 * (cpu_seconds(bare.pid) - bare_cpu) / max(1.0, bare_result["requests"])
         finally:
             bare.terminate()
             bare.wait()
+        port = free_port()
+        plain = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, AMQP, str(port)])
+        try:
+            wait_port(port)
+            time.sleep(1.0)
+            plain_cpu = cpu_seconds(plain.pid)
+            plain_result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
+                                   duration=args.duration, connections=args.connections)  # fmt: skip
+            plain_result["cpu_us"] = 1e6 * (cpu_seconds(plain.pid) - plain_cpu) / max(1.0, plain_result["requests"])
+            plain_result["cpu_pct"] = 100 * (cpu_seconds(plain.pid) - plain_cpu) / args.duration
+        finally:
+            plain.terminate()
+            plain.wait()
 
         order: list[tuple[str, Path | None]] = [("current", args.current)]
         if args.baseline is not None:
@@ -424,9 +491,9 @@ def main() -> int:
         if args.tree:
             order = [(label, Path(src)) for label, _, src in (tree.partition("=") for tree in args.tree)]
         runs = [measure_serve(label, src, tmpdir, script, args) for label, src in order]
-        raw_after = asyncio.run(raw_publish(args.raw_messages, window=512))
-    console.print(f"raw confirmed publish again: {raw_after:,.0f} msg/s")
-    raw_mean = (raw + raw_after) / 2
+        again = asyncio.run(raw_publish(args.raw_messages, window=512))
+    console.print(f"raw confirmed publish again: {again.rate:,.0f} msg/s")
+    raw_mean = (first.rate + again.rate) / 2
 
     title = f"Receiver, {args.connections} connections, {args.duration}s, {os.cpu_count()} cores, log {args.log_level}"
     table = Table(title=title)
@@ -434,7 +501,13 @@ def main() -> int:
     for column in (*columns, "serve CPU %", "CPU us/req", "RSS MiB"):
         table.add_column(column, justify="right")
     table.add_row("raw confirmed publish (aio-pika), mean of 2", f"{raw_mean:,.0f}", "1.00", *["-"] * 9)
-    table.add_row(*_row("bare aiohttp 202", bare_result, raw_mean), "-", "-", "-")
+    table.add_row(*_row("bare aiohttp 202", bare_result, raw_mean), "-", f"{bare_result['cpu_us']:.0f}", "-")
+    table.add_row(
+        *_row("plain aiohttp + aiormq confirmed publish", plain_result, raw_mean),
+        f"{plain_result['cpu_pct']:.0f}",
+        f"{plain_result['cpu_us']:.0f}",
+        "-",
+    )
     suffix = f" x {args.processes}" if args.processes > 1 else ""
     for run in runs:
         sat = run.saturated
@@ -455,7 +528,46 @@ def main() -> int:
         )
         for line in run.profile:
             console.print(f"  py-spy {run.label}: {line}", soft_wrap=True)
+    print_floor(
+        console,
+        first,
+        again,
+        bare_result,
+        [("plain", plain_result["cpu_us"])] + [(run.label, run.saturated["cpu_us"]) for run in runs],
+    )
     return 0
+
+
+def print_floor(
+    console: Console, first: RawPublish, again: RawPublish, bare: dict[str, float], servers: list[tuple[str, float]]
+) -> None:
+    """What one accepted webhook costs at the least, in CPU, with the parts it cannot do without.
+
+    Each part is measured at its own best (RabbitMQ and the publisher at 512 in flight, aiohttp
+    answering a bare 202), so the sum is a lower bound: on a machine with ``cores`` cores nothing
+    built from these parts accepts more than ``cores / sum`` a second while the load generator
+    and RabbitMQ share those cores.
+    """
+    cores = os.cpu_count() or 1
+    raw = (first.rate + again.rate) / 2
+    broker = (first.broker_us + again.broker_us) / 2
+    publisher = (first.publisher_us + again.publisher_us) / 2
+    wrk = 1e6 * bare["wrk_cpu_pct"] / 100 / max(1.0, bare["rps"])
+    floor = bare["cpu_us"] + wrk + publisher + broker
+    console.print(
+        f"CPU per message: RabbitMQ {broker:.0f} us, the raw publisher (aio-pika) {publisher:.0f} us;"
+        f" bare aiohttp {bare['cpu_us']:.0f} us a request, wrk {wrk:.0f} us a request"
+    )
+    console.print(
+        f"floor: a webhook costs at least {floor:.0f} us of CPU with these parts: {cores} cores accept at most"
+        f" {cores * 1e6 / floor:,.0f}/s = {cores * 1e6 / floor / raw:.2f} x raw"
+    )
+    for label, cpu_us in servers:
+        per = cpu_us + wrk + broker
+        console.print(
+            f"{label}: {cpu_us:.0f} us a request + wrk + RabbitMQ = {per:.0f} us a webhook: {cores} cores,"
+            f" any number of processes, accept at most {cores * 1e6 / per:,.0f}/s = {cores * 1e6 / per / raw:.2f} x raw"
+        )
 
 
 def _py_spy() -> str | None:
