@@ -114,37 +114,62 @@ app.router.add_post("/webhooks/{source}", ok)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-PLAIN_SERVER = """
-import asyncio, sys, uuid
-import aiormq, uvloop
-from aiohttp import web
-from pamqp.commands import Basic
-AMQP, PORT = sys.argv[1], int(sys.argv[2])
-QUEUE = f"bench-plain-{uuid.uuid4().hex[:6]}"
-PROPERTIES = Basic.Properties(content_type="application/json", delivery_mode=2)
-async def main():
-    connection = await aiormq.connect(AMQP)
-    channel = await connection.channel(publisher_confirms=True)
-    await channel.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-    async def accept(request):
-        body = await request.read()
-        confirm = await channel.basic_publish(body, routing_key=QUEUE, properties=PROPERTIES, mandatory=True)
-        if not isinstance(confirm, Basic.Ack):
-            return web.json_response({"error": "not confirmed"}, status=503)
-        return web.json_response({"id": "x", "status": "accepted"}, status=202)
-    app = web.Application()
-    app.router.add_post("/webhooks/{source}", accept)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", PORT).start()
+PLAIN = Path(__file__).with_name("plain_receiver.py")
+"""A plain aiohttp + aiormq receiver; its level adds lmsbridge's steps one by one (see its docstring)."""
+LEVELS = ("plain", "+ signature", "+ parse and validate", "+ lmsbridge's message", "+ a log line", "+ metrics")
+
+
+def measure_plain(
+    level: int, requests_file: Path, script: Path, args: argparse.Namespace, offset: int = 0
+) -> dict[str, float]:
+    """Saturate the plain receiver at ``level`` (its CPU a request and share of a core added to wrk's figures)."""
+    port = free_port()
+    plain = subprocess.Popen(
+        [sys.executable, str(PLAIN), AMQP, str(port), str(level), SECRET], stderr=subprocess.DEVNULL
+    )
     try:
-        await asyncio.Event().wait()
+        wait_port(port)
+        time.sleep(1.0)
+        quiet_broker()
+        before = cpu_seconds(plain.pid)
+        result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
+                         duration=args.duration, connections=args.connections, offset=offset)  # fmt: skip
+        used = cpu_seconds(plain.pid) - before
     finally:
-        await channel.queue_delete(QUEUE)
-uvloop.run(main())
-"""
-"""The least a receiver can do on this stack: read the body, publish it with confirms (aiormq, mandatory,
-persistent, to a quorum queue), answer 202. No signature, no validation, no logs, no metrics."""
+        plain.terminate()
+        plain.wait()
+    result["cpu_us"] = 1e6 * used / max(1.0, result["requests"])
+    result["cpu_pct"] = 100 * used / args.duration
+    return result
+
+
+def ladder(console: Console, raw: float, requests_file: Path, script: Path, args: argparse.Namespace) -> None:
+    """Each level of the plain receiver, up then down (so drift over the run falls on both sides)."""
+    order = [*range(len(LEVELS)), *reversed(range(len(LEVELS)))]
+    runs: dict[int, list[dict[str, float]]] = {level: [] for level in range(len(LEVELS))}
+    offset = 0
+    for level in order:
+        result = measure_plain(level, requests_file, script, args, offset=offset)
+        offset += 2 * (int(result["requests"]) + args.connections)
+        runs[level].append(result)
+    table = Table(title=f"A plain receiver, lmsbridge's steps added one by one ({args.connections} connections)")
+    for column in ("level", "accepted/s (two runs)", "/ raw", "CPU us/req (two runs)", "added us/req", "CPU %"):
+        table.add_column(column, justify="right")
+    previous = None
+    for level, name in enumerate(LEVELS):
+        rates = [r["rps"] for r in runs[level]]
+        costs = [r["cpu_us"] for r in runs[level]]
+        cost = sum(costs) / len(costs)
+        table.add_row(
+            f"{level} {name}",
+            " / ".join(f"{x:,.0f}" for x in rates),
+            f"{sum(rates) / len(rates) / raw:.2f}",
+            " / ".join(f"{x:.0f}" for x in costs),
+            "" if previous is None else f"{cost - previous:+.0f}",
+            " / ".join(f"{r['cpu_pct']:.0f}" for r in runs[level]),
+        )
+        previous = cost
+    console.print(table)
 
 
 def free_port() -> int:
@@ -157,6 +182,23 @@ def rabbitmq_pid() -> int | None:
     """The local RabbitMQ node's process (beam.smp), if this machine runs one."""
     found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True).stdout.split()
     return int(found[0]) if found else None
+
+
+def quiet_broker(limit_pct: float = 15.0, longest: float = 30.0) -> None:
+    """Wait until RabbitMQ uses less than ``limit_pct`` of a core (at most ``longest`` seconds).
+
+    A queue deleted with tens of thousands of messages keeps the broker busy for seconds after:
+    a run started then shares the cores with that clean-up and measures slower than the one before.
+    """
+    broker = rabbitmq_pid()
+    if broker is None:
+        return
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        before, started = cpu_seconds(broker), time.monotonic()
+        time.sleep(0.5)
+        if 100 * (cpu_seconds(broker) - before) / (time.monotonic() - started) < limit_pct:
+            return
 
 
 @dataclass
@@ -385,6 +427,7 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             # Each wrk thread takes every other line from the offset on: skip twice what a run took,
             # so no later run repeats an id (the receiver would answer a repeat without publishing).
             used = 0
+            quiet_broker()
             cpu_before = sum(cpu_seconds(server.pid) for server in servers)
             if args.pace:
                 saturated = run_wrk(url, requests_file, script, duration=2, connections=4, pause_ms=4000 / args.pace)
@@ -443,6 +486,9 @@ def main() -> int:
     )
     parser.add_argument("--pace", type=float, help="skip saturation: only the paced run, at this rate")
     parser.add_argument("--profile", type=Path, help="py-spy each serve under saturation; raw profiles go here")
+    parser.add_argument(
+        "--ladder", action="store_true", help="only the plain receiver, adding lmsbridge's steps one level at a time"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_receiver: needs wrk (apt-get install wrk)", file=sys.stderr)
@@ -471,19 +517,10 @@ def main() -> int:
         finally:
             bare.terminate()
             bare.wait()
-        port = free_port()
-        plain = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, AMQP, str(port)])
-        try:
-            wait_port(port)
-            time.sleep(1.0)
-            plain_cpu = cpu_seconds(plain.pid)
-            plain_result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
-                                   duration=args.duration, connections=args.connections)  # fmt: skip
-            plain_result["cpu_us"] = 1e6 * (cpu_seconds(plain.pid) - plain_cpu) / max(1.0, plain_result["requests"])
-            plain_result["cpu_pct"] = 100 * (cpu_seconds(plain.pid) - plain_cpu) / args.duration
-        finally:
-            plain.terminate()
-            plain.wait()
+        plain_result = measure_plain(0, requests_file, script, args)
+        if args.ladder:  # the plain receivers keep no ids: a repeated one is published again
+            ladder(console, first.rate, requests_file, script, args)
+            return 0
 
         order: list[tuple[str, Path | None]] = [("current", args.current)]
         if args.baseline is not None:
