@@ -7,7 +7,7 @@ upserted, a duplicate, dead-lettered, or still in flight (in a queue or a worker
 per (record, account) is counted apart in ``lmsbridge_records_total{stage=...}``.
 
 The metrics counted for every event keep their labelled children once made: ``labels()`` takes
-a lock and builds a key on each call, about 1-2 % of a busy worker's time (issue 15).
+a lock and builds a key on each call (~5 us of the ~800 us a worker spends on an event, issue 15).
 """
 
 from __future__ import annotations
