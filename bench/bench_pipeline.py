@@ -400,9 +400,12 @@ async def backlog_and_drain(
                 for i in counter:
                     await load.post(session, i)
 
+            beam = rabbitmq_pid()
+            broker_before = cpu_seconds(beam) if beam else 0.0
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(64)))
             queue_rate = load.accepted / (time.perf_counter() - started)
+            broker_queueing = (cpu_seconds(beam) - broker_before) / max(1, load.accepted) if beam else 0.0
         serve_rss = peak_rss_mb(serve.pid)
     finally:
         serve.terminate()
@@ -415,17 +418,18 @@ async def backlog_and_drain(
         deadline = started + drain_for
         peak = 0.0
         # The worker's CPU per event, from its first write to its last (start-up is not counted).
-        first: tuple[int, float] | None = None
+        first: tuple[int, float, float] | None = None
         while (written := written_count(stackone) - before) < load.accepted and time.perf_counter() < deadline:
             if first is None and written > 0:
-                first = (written, cpu_seconds(worker_proc.pid))
+                first = (written, cpu_seconds(worker_proc.pid), cpu_seconds(beam) if beam else 0.0)
             await asyncio.sleep(0.05 if first is None else 0.5)
             peak = max(peak, peak_rss_mb(worker_proc.pid))
         elapsed = time.perf_counter() - started
         done = written_count(stackone) - before
-        cpu_per_event = 0.0
+        cpu_per_event = broker_draining = 0.0
         if first is not None and done > first[0]:
             cpu_per_event = (cpu_seconds(worker_proc.pid) - first[1]) / (done - first[0])
+            broker_draining = (cpu_seconds(beam) - first[2]) / (done - first[0]) if beam else 0.0
         peak = max(peak, peak_rss_mb(worker_proc.pid))
         if spy is not None:
             await asyncio.to_thread(spy[0].wait)
@@ -442,6 +446,8 @@ async def backlog_and_drain(
         "drain_per_s": done / elapsed,
         "drain_seconds": elapsed,
         "worker_cpu_us_per_event": 1e6 * cpu_per_event,
+        "broker_cpu_us_queueing": 1e6 * broker_queueing,
+        "broker_cpu_us_draining": 1e6 * broker_draining,
         "worker_rss_mb": peak,
     }
 
@@ -520,6 +526,11 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
         table.add_row(f"worker drain events/s (over {r['drain_seconds']:.0f} s)", f"{r['drain_per_s']:,.0f}", "")
         table.add_row("  worker CPU per event, first write to last (us)", f"{r['worker_cpu_us_per_event']:,.0f}", "")
+        table.add_row(
+            "  RabbitMQ CPU per event: queueing / draining (us)",
+            f"{r['broker_cpu_us_queueing']:,.0f} / {r['broker_cpu_us_draining']:,.0f}",
+            "",
+        )
         table.add_row(f"worker peak RSS draining {r['queued']:,} (MB)", f"{r['worker_rss_mb']:.0f}", "<= 150")
         table.add_row("events queued / drained", f"{r['queued']:,} / {r['drained']:,}", "equal")
     console.print(table)

@@ -6,6 +6,16 @@ unroutable, no confirm in time) raises :class:`~lmsbridge.errors.BrokerUnavailab
 through the aiormq channel under aio-pika's (``mandatory``, confirms, ``on_return_raises``), with
 their properties from a per-source :class:`~lmsbridge.broker.codec.EventEncoder`: the receiver's
 hot path builds no aio-pika ``Message``.
+
+Events are published in groups: a publish waits until the current window
+(``broker.publish_linger``, 5 ms) closes, and everything that waited goes out together. A quorum
+queue's work per message (a read, a Raft append, a log write, a confirm) is mostly paid per arrival.
+Measured at 800 messages a second (bench/RESULTS.md, sixth session):
+- one at a time: RabbitMQ ~310 us of CPU a message;
+- in groups of four: ~160 us;
+- the receiver's own CPU falls by about a fifth as well (fewer wake-ups per confirm).
+
+The price is up to one window of latency on each 202. Each publish still waits for its own confirm.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ class Broker:
         self._connector: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._encoders: dict[str, EventEncoder] = {}
+        self._window: asyncio.Event | None = None  # the publish window open now, if any
 
     @property
     def connected(self) -> bool:
@@ -146,6 +157,8 @@ class Broker:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
         key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
         body, properties = encoder.encode(event, background=background)
+        if self.settings.publish_linger > 0:
+            await self._grouped()
         if self._channel is None:  # pragma: no cover - set before the topology _require checked
             raise BrokerUnavailable("RabbitMQ is not connected")
         try:
@@ -166,6 +179,23 @@ class Broker:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
         except _PUBLISH_ERRORS as exc:
             raise _refused(exc) from None
+
+    async def _grouped(self) -> None:
+        """Wait for the open publish window to close (opening one if none is): its publishes go together.
+
+        Each caller waits on the window's event with a future of its own, so one cancelled caller
+        (a client gone) leaves the others' wait alone.
+        """
+        window = self._window
+        if window is None:
+            window = self._window = asyncio.Event()
+            asyncio.get_running_loop().call_later(self.settings.publish_linger, self._close_window, window)
+        await window.wait()
+
+    def _close_window(self, window: asyncio.Event) -> None:
+        if self._window is window:
+            self._window = None
+        window.set()
 
     async def publish_sync(
         self,

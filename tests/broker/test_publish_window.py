@@ -1,0 +1,91 @@
+"""Events published in groups (``broker.publish_linger``), against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aio_pika
+import pytest
+
+from lmsbridge.broker import Broker, Names
+from lmsbridge.settings import BrokerSettings
+from tests.broker.test_broker import sample_event
+from tests.conftest import remember_accounts
+
+pytestmark = pytest.mark.usefixtures("steady_gc")  # the windows are timed in this process
+
+WINDOW = 0.2
+Make = Callable[[float], Awaitable[Broker]]
+
+
+@pytest.fixture
+async def make_broker(amqp_url: str, broker_prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[Make]:
+    """Connected brokers with the full topology under one unique prefix, each with its own window."""
+    remember_accounts(broker_prefix, ["acc-1"])
+    made: list[Broker] = []
+
+    async def make(linger: float) -> Broker:
+        settings = BrokerSettings(prefix=broker_prefix, publish_linger=linger)
+        broker = Broker(amqp_url, settings, ["acc-1"], name=f"{request.node.name}-{len(made)}")
+        made.append(broker)
+        await broker.start(wait=10)
+        return broker
+
+    yield make
+    for broker in made:
+        await broker.close()
+
+
+async def _queued(amqp_url: str, queue_name: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
+
+async def test_publishes_started_within_one_window_are_confirmed_together_when_it_closes(
+    make_broker: Make, amqp_url: str, broker_prefix: str
+) -> None:
+    """Publishes started 0, 50 and 100 ms into a window all return once it closes (not one window
+    each), the first no sooner than the window, and every one of them is queued."""
+    broker = await make_broker(WINDOW)
+    started = time.perf_counter()
+    returned: dict[str, float] = {}
+
+    async def publish(message_id: str, after: float) -> None:
+        await asyncio.sleep(after)
+        await broker.publish_event(sample_event(message_id), timeout=5)
+        returned[message_id] = time.perf_counter() - started
+
+    await asyncio.gather(*(publish(f"w-{i}", 0.05 * i) for i in range(3)))
+    assert min(returned.values()) >= WINDOW * 0.95
+    assert max(returned.values()) < WINDOW + 0.1  # the last one did not wait a window of its own
+    assert await _queued(amqp_url, Names(broker_prefix).events) == 3
+
+
+async def test_a_publish_cancelled_in_its_window_leaves_the_others_to_be_published(
+    make_broker: Make, amqp_url: str, broker_prefix: str
+) -> None:
+    """A caller gone while its publish waits for the window (a client hanging up) publishes nothing,
+    and the others waiting in the same window are still confirmed and queued."""
+    broker = await make_broker(WINDOW)
+    kept = [asyncio.create_task(broker.publish_event(sample_event(f"k-{i}"), timeout=5)) for i in range(2)]
+    gone = asyncio.create_task(broker.publish_event(sample_event("gone"), timeout=5))
+    await asyncio.sleep(WINDOW / 4)
+    gone.cancel()
+    await asyncio.gather(*kept)
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await _queued(amqp_url, Names(broker_prefix).events) == 2
+
+
+async def test_without_a_window_a_publish_goes_at_once(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
+    """``publish_linger = 0`` publishes at once: confirmed well within what one window would take."""
+    broker = await make_broker(0.0)
+    started = time.perf_counter()
+    await broker.publish_event(sample_event("now"), timeout=5)
+    assert time.perf_counter() - started < WINDOW / 2
+    assert await _queued(amqp_url, Names(broker_prefix).events) == 1
