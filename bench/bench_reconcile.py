@@ -63,6 +63,7 @@ from bench_delivery import (
     stop,
     wait_ready,
 )
+from bench_receiver import rabbitmq_pid
 from bench_scaling import drop_database, fresh_database
 
 from lmsbridge.testing.stackone import RecordedRequest, StackOneStandIn
@@ -384,16 +385,6 @@ def waits_between(before: dict[str, list[tuple[float, float]]], after: dict[str,
             f"> 10 ms: {1 - under.get(0.01, 0.0) / total:.1%}, > 20 ms: {1 - under.get(0.02, 0.0) / total:.1%}"
         )
     return "; ".join(parts) or "not measured (the worker has no such metric)"
-
-
-def rabbitmq_pid() -> int | None:
-    """The broker's Erlang VM, if it runs on this machine."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if b"beam.smp" in (entry / "cmdline").read_bytes() and b"rabbit" in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
-    return None
 
 
 class Pauses:

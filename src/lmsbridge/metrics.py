@@ -12,6 +12,7 @@ a lock and builds a key on each call (~5 us of the ~800 us a worker spends on an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,6 +30,19 @@ EVENT_STAGES = (
     "dead_lettered",  # in the dead-letter queue
 )
 RECORD_STAGES = ("pushed", "retried", "parked", "dead_lettered", "paused")
+
+
+class _Children(dict[Hashable, Any]):
+    """Labelled children by key, each made once by ``make(key)`` on first use."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: Hashable) -> Any:
+        child = self[key] = self._make(key)
+        return child
+
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -109,34 +123,37 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self._stages = {stage: self.events.labels(stage=stage) for stage in EVENT_STAGES}
-        self._record_stages = {stage: self.records.labels(stage=stage) for stage in RECORD_STAGES}
-        self._responses: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._stages = _Children(lambda stage: self.events.labels(stage=stage))
+        self._record_stages = _Children(lambda stage: self.records.labels(stage=stage))
+        for stage in EVENT_STAGES:  # every stage exported from the start, at 0
+            self._stages[stage]
+        for stage in RECORD_STAGES:
+            self._record_stages[stage]
+        self._matches = _Children(lambda k: self.signature_matches.labels(source=k[0], key=k[1]))
+        self._responses = _Children(
+            lambda k: (
+                self.stackone_responses.labels(operation=k[0], status=str(k[1])),
+                self.stackone_seconds.labels(operation=k[0]),
+            )
+        )
 
     def stage(self, stage: str, n: int = 1) -> None:
         """Count ``n`` events reaching ``stage``."""
-        child = self._stages.get(stage)
-        if child is None:
-            child = self._stages[stage] = self.events.labels(stage=stage)
-        child.inc(n)
+        self._stages[stage].inc(n)
 
     def record(self, stage: str, n: int = 1) -> None:
         """Count ``n`` (record, account) syncs reaching ``stage``."""
-        child = self._record_stages.get(stage)
-        if child is None:
-            child = self._record_stages[stage] = self.records.labels(stage=stage)
-        child.inc(n)
+        self._record_stages[stage].inc(n)
+
+    def signature_matched(self, source: str, key: str) -> None:
+        """Count one accepted signature of ``source`` by the key (name or position) that matched it."""
+        self._matches[(source, key)].inc()
 
     def stackone_response(self, operation: str, status: int, seconds: float) -> None:
         """Count one StackOne answer (``status`` 0: none came) and observe how long it took."""
-        children = self._responses.get((operation, status))
-        if children is None:
-            children = self._responses[(operation, status)] = (
-                self.stackone_responses.labels(operation=operation, status=str(status)),
-                self.stackone_seconds.labels(operation=operation),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        counter, latency = self._responses[(operation, status)]
+        counter.inc()
+        latency.observe(seconds)
 
     def count(self, stage: str) -> float:
         """The current count of events at ``stage``."""

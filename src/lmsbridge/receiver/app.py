@@ -14,9 +14,9 @@ sockets for long (see :mod:`.server` for the parser's own refusals).
 
 The accepted path is the hot one (issue 15): one info line per webhook (``webhook.queued``;
 ``webhook.received`` is at debug; each line is given the request's correlation id, source and
-message id rather than binding contextvars), metric children looked up once, a plain route per
-configured source, and a body that arrived whole with its headers (the usual small webhook)
-taken without a reading slot or a timer.
+message id rather than binding contextvars), metric children looked up once (kept by
+:class:`~lmsbridge.metrics.Metrics`), a plain route per configured source, and a body that
+arrived whole with its headers (the usual small webhook) taken without a reading slot or a timer.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from typing import Protocol
 
 import orjson
 from aiohttp import web
-from prometheus_client import Counter
 
 from lmsbridge.domain import AssignmentEvent
 from lmsbridge.errors import BodyTimeout, BodyTooLarge, ReceiverBusy, UnknownSource, UnsupportedMediaType
@@ -124,8 +123,6 @@ def create_app(
     reading = _Slots(settings.max_reading)
     in_flight = None if max_in_flight is None else _Slots(max_in_flight, "webhooks are being handled")
     readiness = dict(checks or {})
-    stage = {name: metrics.events.labels(stage=name) for name in ("received", "ignored", "deduplicated", "accepted")}
-    matches: dict[tuple[str, str], Counter] = {}  # children made on first use, as labels() would
 
     @web.middleware
     async def errors(
@@ -178,7 +175,7 @@ def create_app(
 
     async def _receive(request: web.Request, name: str, fields: dict[str, str]) -> web.StreamResponse:
         correlation_id = fields["correlation_id"]
-        stage["received"].inc()
+        metrics.stage("received")
         log.debug("webhook.received", remote=request.remote, **fields)
         source = sources.get(name)
         if source is None:
@@ -210,22 +207,19 @@ def create_app(
             received_at=datetime.fromtimestamp(clock(), UTC),
             correlation_id=correlation_id,
         )
-        match = matches.get((name, key))
-        if match is None:
-            match = matches[(name, key)] = metrics.signature_matches.labels(source=name, key=key)
-        match.inc()
+        metrics.signature_matched(name, key)
         fields["message_id"] = parsed.message_id
         if isinstance(parsed, Ignored):
-            stage["ignored"].inc()
+            metrics.stage("ignored")
             log.info("webhook.ignored", event_type=parsed.type, key=key, **fields)
             return _accepted(parsed.message_id, "ignored", correlation_id)
         if recent.seen(name, parsed.message_id):
-            stage["deduplicated"].inc()
+            metrics.stage("deduplicated")
             log.info("webhook.deduplicated", event_type=parsed.type, key=key, **fields)
             return _accepted(parsed.message_id, "accepted", correlation_id)
         await publisher.publish_event(parsed, timeout=settings.publish_timeout)
         recent.add(name, parsed.message_id)
-        stage["accepted"].inc()
+        metrics.stage("accepted")
         log.info("webhook.queued", event_type=parsed.type, key=key, assignment_id=parsed.assignment_id, **fields)
         return _accepted(parsed.message_id, "accepted", correlation_id)
 
