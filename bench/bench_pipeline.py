@@ -101,6 +101,7 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
 LOG_LEVEL = "warning"  # --log-level: the lmsbridge processes' (their lines go to --logs, or nowhere)
 LOGS: Path | None = None  # --logs: keep each process's warnings and errors here
 PROFILE: Path | None = None  # --profile: py-spy the split phase's worker into this folder
+WORKERS = 1  # --workers: worker processes in the split phase (sharing the SQLite file)
 
 
 def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
@@ -219,8 +220,9 @@ async def throughput(
     presign(requests, 0, int(duration * (rate * 1.2 if rate else 4_000)))
     script = tmp / "replay.lua"
     script.write_text(WRK_LUA)  # shared with bench_receiver
-    procs = [start(cfg, "serve"), start(cfg, "worker")] if split else [start(cfg, "run")]
-    names = ["serve", "worker"] if split else ["run"]
+    workers = [f"worker{n + 1}" if WORKERS > 1 else "worker" for n in range(WORKERS)]
+    procs = [start(cfg, "serve"), *(start(cfg, "worker") for _ in workers)] if split else [start(cfg, "run")]
+    names = ["serve", *workers] if split else ["run"]
     url = f"http://127.0.0.1:{port}"
     spy: tuple[subprocess.Popen[bytes], Path] | None = None
     try:
@@ -548,11 +550,13 @@ def main() -> int:
     parser.add_argument("--log-level", default="warning", help="the lmsbridge processes' log level (production: info)")
     parser.add_argument("--logs", type=Path, help="keep each lmsbridge process's log lines in this folder")
     parser.add_argument("--profile", type=Path, help="py-spy the split phase's worker; stacks kept in this folder")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the split phase (one database)")
     args = parser.parse_args()
-    global LOGS, PROFILE, LOG_LEVEL
+    global LOGS, PROFILE, LOG_LEVEL, WORKERS
     LOGS = args.logs
     LOG_LEVEL = args.log_level
     PROFILE = args.profile
+    WORKERS = args.workers
     return asyncio.run(main_async(args))
 
 

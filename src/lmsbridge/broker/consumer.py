@@ -227,6 +227,11 @@ class Consumer:
         within = len(targets) <= self._inline_limit
         inline = [t for t in targets if t in stored.claimed or (within and self._syncs_here(t[1]))]
         queued = [t for t in targets if t not in inline]
+        if not queued and len(inline) == 1:
+            # The common event (one person, one account): synced here without gather's two tasks.
+            [(rid, account)] = inline
+            await self._sync_here(job, SyncTask(rid, account), stored.claimed.get((rid, account)))
+            return
         results = await asyncio.gather(
             self._service.queue_syncs(event, queued),
             *(
