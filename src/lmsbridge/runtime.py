@@ -13,6 +13,7 @@ import contextlib
 import gc
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,6 +145,7 @@ class Runtime:
         # Every process using the API key draws on one budget in the database (issue 14): no share to set.
         self._budget = open_shared_budget(s, self.repo.engine, role="worker")
         self.limiter = self._budget.limiter
+        await self.limiter.learn_sharers()
         stackone = StackOneClient(
             self.session,
             s.stackone,
@@ -228,10 +230,11 @@ class Runtime:
     async def _broker_ready(self) -> bool:
         return self.broker.connected
 
-    async def _admit(self) -> None:
-        """Hold new work while this worker's StackOne requests would wait over a quarter of the sync lease."""
-        if self.limiter is not None:
-            await self.limiter.admit(self.settings.worker.sync_lease_seconds * ADMIT_SHARE)
+    def _admit(self) -> AbstractAsyncContextManager[None]:
+        """Hold a new job while this worker's StackOne requests would wait over a quarter of the sync lease."""
+        if self.limiter is None:
+            return contextlib.nullcontext()
+        return self.limiter.admitted(self.settings.worker.sync_lease_seconds * ADMIT_SHARE)
 
     def _observe_budget_wait(self, seconds: float) -> None:
         # Runs in the waiting request's task: its lane is the job's (lmsbridge.lanes).

@@ -293,6 +293,59 @@ async def test_new_work_is_held_back_while_the_waiting_requests_would_outlast_it
         await a.close()
 
 
+async def test_a_prefetch_of_jobs_is_admitted_a_lease_share_at_a_time(db_url: str) -> None:
+    """At 60 requests a minute and ``admitted(5)``, 20 jobs asking at once (a prefetch's worth) are
+    not all let in while nothing waits yet: each admitted job counts as a request ahead, so 5 run
+    and the rest wait; as jobs end, as many more are let in."""
+    a = await process(db_url, 60, "a")
+    done = [asyncio.Event() for _ in range(20)]
+    running: list[int] = []
+
+    async def job(i: int) -> None:
+        async with a.limiter.admitted(5.0):
+            running.append(i)
+            await done[i].wait()
+
+    tasks = [asyncio.create_task(job(i)) for i in range(20)]
+    try:
+        await asyncio.sleep(0.3)
+        assert sorted(running) == [0, 1, 2, 3, 4]
+        assert a.limiter.snapshot()["jobs"] == 5
+        for i in (0, 1, 2):
+            done[i].set()
+        await asyncio.sleep(0.3)
+        assert sorted(running) == list(range(8))
+    finally:
+        for event in done:
+            event.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await a.close()
+    assert a.limiter.snapshot()["jobs"] == 0
+
+
+async def test_a_joining_worker_assumes_an_equal_share_until_its_pace_is_measured(db_url: str) -> None:
+    """With two processes drawing on a 60/min key, a third one starting counts them: until it has
+    its own pace, a job ahead of new work is 3 s of it (a third of a slot a second), not 1 s."""
+    a, b, c = [await process(db_url, 60, name) for name in "abc"]
+    try:
+        await asyncio.wait_for(asyncio.gather(a.send("x"), b.send("x")), 5.0)
+        await c.limiter.learn_sharers()
+        release = asyncio.Event()
+
+        async def job() -> None:
+            async with c.limiter.admitted(10.0):
+                await release.wait()
+
+        task = asyncio.create_task(job())
+        await asyncio.sleep(0.05)
+        assert c.limiter.backlog() == pytest.approx(3 / 0.98, rel=0.01)
+        release.set()
+        await task
+    finally:
+        for p in (a, b, c):
+            await p.close()
+
+
 async def test_a_live_request_finds_a_slot_kept_back_from_background_work(db_url: str) -> None:
     """600/min (a slot every ~0.1 s), background requests always waiting: each due slot is kept
     back two slots' worth for live requests, so five live requests asked at odd moments each go

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -65,7 +66,7 @@ class Consumer:
         probe: Probe,
         probe_interval: float = 5.0,
         inline_limit: int = 0,
-        admit: Callable[[], Awaitable[None]] | None = None,
+        admit: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._broker = broker
         self._service = service
@@ -160,16 +161,16 @@ class Consumer:
                 action = Action("pause", attempt=job.attempt, reason="account_paused", error=error)
                 await self._settle(message, job, action, started)
                 return
-            if self._admit is not None:
-                # No new work while this process's StackOne requests already wait longer than a share of
-                # the lease: the message waits here, unacked, instead of leasing rows it cannot sync in time.
-                await self._admit()
-            if job.background:  # reconciliation's work starts in a gap between live jobs (lmsbridge.lanes)
-                await self._live_first.gap()
-                exc = await _outcome(self._run(job))
-            else:
-                with self._live_first.live():
+            # No new work while the StackOne requests this process already expects would wait longer
+            # than a share of the lease: the message waits here, unacked, instead of leasing rows it
+            # cannot sync in time. Admitted, the job counts among those requests until it ends.
+            async with self._admit() if self._admit is not None else contextlib.nullcontext():
+                if job.background:  # reconciliation's work starts in a gap between live jobs (lmsbridge.lanes)
+                    await self._live_first.gap()
                     exc = await _outcome(self._run(job))
+                else:
+                    with self._live_first.live():
+                        exc = await _outcome(self._run(job))
             await self._settle(message, job, self._decide(job, exc), started, exc)
 
     async def _settle(

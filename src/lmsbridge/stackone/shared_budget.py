@@ -25,8 +25,9 @@ What follows from slots rather than per-process shares:
   a slot before it ends; slots already held elsewhere (at most ``horizon`` of them) still go out.
 
 A database that fails a claim delays requests (retried with backoff), never lets them through
-uncounted. :meth:`SharedRateLimiter.admit` is the workers' backpressure: no new work while the
-requests already waiting here would outlast a share of the sync lease.
+uncounted. :meth:`SharedRateLimiter.admitted` is the workers' backpressure: no new job while the
+requests this process already expects (those waiting, and those its admitted jobs will still
+make) would outlast a share of the sync lease.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 from lmsbridge.lanes import in_background
@@ -53,6 +55,11 @@ _STALE = 1.0
 _PACE_WINDOW = 10.0  # seconds over which a process's pace of slots is measured
 # Seconds of claims whose round trips bound the source's clock (short: our clock and theirs may drift apart).
 _OFFSET_WINDOW = 10.0
+# Weight of each finished job in the running mean of the requests an admitted job makes.
+_PER_JOB_WEIGHT = 0.1
+
+# The requests granted so far to the admitted job the running task (and the tasks it started) works for.
+_job_requests: ContextVar[list[int] | None] = ContextVar("lmsbridge_budget_job", default=None)
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:
@@ -83,6 +90,10 @@ class SlotSource(Protocol):
 
     async def pause(self, key: str, seconds: float) -> float:
         """No slot for anyone before the source's now + ``seconds``."""
+        ...
+
+    async def sharers(self, key: str, within: float) -> int:
+        """How many holders claimed slots in the last ``within`` seconds."""
         ...
 
 
@@ -125,6 +136,9 @@ class SharedRateLimiter:
         self._offsets: deque[tuple[float, float]] = deque()  # (when, a bound on our clock minus the source's)
         self._recent: deque[float] = deque()  # when each slot of the last second was given
         self._held_back = 0  # times new work was held back by admit()
+        self._jobs = [0, 0]  # admitted jobs not finished yet: live, background
+        self._per_job = 1.0  # requests an admitted job makes, a running mean
+        self._sharers = 1  # processes assumed to share the key until this one's pace is measured
         self._served = asyncio.Event()  # set whenever a waiting request is given a slot
         self._live_joined = asyncio.Event()  # set whenever a live request starts waiting
         # A slot just due is kept this long for a live request before a background one may take it.
@@ -156,6 +170,9 @@ class SharedRateLimiter:
             else:
                 self._turns.leave(future)
             raise
+        job = _job_requests.get()
+        if job is not None:
+            job[0] += 1
 
     def pause(self, seconds: float) -> None:
         """Stop this process now, and every process at its next claim, for ``seconds`` (capped at ``max_pause``)."""
@@ -170,13 +187,16 @@ class SharedRateLimiter:
         task.add_done_callback(self._pauses.discard)
 
     def backlog(self) -> float:
-        """Seconds the requests waiting here ahead of a new one of the running task's lane
-        (:mod:`lmsbridge.lanes`) would take at the pace this process was given slots lately.
+        """Seconds the requests ahead of a new one of the running task's lane (:mod:`lmsbridge.lanes`)
+        would take at the pace this process was given slots lately.
 
-        The pace is measured over the last ~10 s; with no history yet it is the key's whole rate (a
-        new process is not held back). Workers take on no new work while this exceeds a share of
-        their lease (:meth:`admit`): a sync that waits longer than its lease loses it, and the slots
-        it is then given are spent for nothing.
+        Ahead are the requests waiting here, or, when more, those the admitted jobs ahead of it (the
+        live lane's, and the background lane's for background work) make at their running mean, at
+        least one each (:meth:`admitted`). The pace is measured over the last ~10 s; with no history
+        yet it is an equal share of the key's rate among the processes that drew on it lately
+        (:meth:`learn_sharers`; the whole rate for the first one). Workers take on no new work while
+        this exceeds a share of their lease: a sync that waits longer than its lease loses it, and
+        the slots it is then given are spent for nothing.
         """
         now = self._clock()
         if not self._pace or now - self._pace[-1][0] >= 0.5:  # a sample every half second is enough
@@ -187,11 +207,36 @@ class SharedRateLimiter:
         elapsed = now - first_at
         rate = (self._granted - first_granted) / elapsed if elapsed >= 1.0 else 0.0
         if rate <= 0:
-            rate = 60.0 / self._interval
-        return self._turns.ahead_of(in_background()) / rate
+            rate = 1.0 / self._interval / self._sharers  # slots a second
+        background = in_background()
+        jobs = self._jobs[0] + (self._jobs[1] if background else 0)
+        return max(self._turns.ahead_of(background), jobs * max(1.0, self._per_job)) / rate
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, limit: float) -> AsyncIterator[None]:
+        """Run one job (a message's work) once the requests ahead of it would be served within
+        ``limit`` seconds (:meth:`backlog`), and count it among them until it ends.
+
+        A job admitted counts at once, before it asks for its first slot: a prefetch's worth of
+        messages waiting here cannot all pass in the moment the backlog dips under ``limit`` (they
+        did, and their syncs then waited out their leases in the queue). The requests a job makes
+        feed the running mean the next jobs are counted at.
+        """
+        await self.admit(limit)
+        background = in_background()
+        self._jobs[background] += 1
+        made = [0]
+        token = _job_requests.set(made)
+        try:
+            yield
+        finally:
+            _job_requests.reset(token)
+            self._jobs[background] -= 1
+            self._per_job += _PER_JOB_WEIGHT * (made[0] - self._per_job)
+            self._served.set()  # a job waiting for admission may fit now
 
     async def admit(self, limit: float) -> None:
-        """Wait until the requests waiting here would be served within ``limit`` seconds (see :meth:`backlog`)."""
+        """Wait until the requests ahead would be served within ``limit`` seconds (see :meth:`backlog`)."""
         if self.backlog() <= limit:
             return
         self._held_back += 1
@@ -202,8 +247,19 @@ class SharedRateLimiter:
             with contextlib.suppress(TimeoutError):  # re-measured at least every half second
                 await asyncio.wait_for(self._served.wait(), 0.5)
 
+    async def learn_sharers(self) -> None:
+        """Count the processes that drew on the key in the last ~10 s, so that a worker joining a busy
+        key does not take a prefetch's worth of jobs at the whole key's pace before its own is measured."""
+        try:
+            others = await self._source.sharers(self._key, _PACE_WINDOW)
+        except Exception as exc:  # then it assumes the whole rate, as the first process does
+            log.warning("stackone.budget_sharers_failed", error=type(exc).__name__)
+            return
+        self._sharers = others + 1
+
     def snapshot(self) -> dict[str, float]:
-        """``per_minute``, ``waiting``, ``paused_for``, ``granted_total``, ``claims_total`` and ``slots_held``."""
+        """``per_minute``, ``waiting``, ``paused_for``, ``granted_total``, ``dropped_total``, ``claims_total``,
+        ``slots_held`` and ``jobs`` (admitted, not finished)."""
         return {
             "per_minute": self._per_minute,
             "waiting": float(self._turns.waiting),
@@ -212,6 +268,7 @@ class SharedRateLimiter:
             "dropped_total": float(self._dropped),
             "claims_total": float(self._claims),
             "slots_held": float(len(self._slots)),
+            "jobs": float(sum(self._jobs)),
         }
 
     async def close(self) -> None:
@@ -223,6 +280,7 @@ class SharedRateLimiter:
             dropped=self._dropped + len(self._slots),
             claim_ms=round(1000 * self._claim_seconds / max(1, self._claims), 1),
             held_back=self._held_back,
+            requests_per_job=round(self._per_job, 2),
         )
         for task in (self._runner, self._claiming):
             if task is not None:

@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.storage.database import open_database
@@ -168,6 +168,18 @@ class BudgetStore:
 
         result: float = (await self._db.write([work]))[0]
         return result
+
+    async def sharers(self, key: str, within: float) -> int:
+        """How many holders claimed slots of ``key`` in the last ``within`` seconds (the database's clock)."""
+
+        def work(conn: Connection) -> int:
+            since = _now(conn) - within
+            query = select(func.count()).where(
+                rate_budget_holders.c.key_id == key, rate_budget_holders.c.last_claim_at >= since
+            )
+            return int(conn.execute(query).scalar_one())
+
+        return await self._db.read(work)
 
     async def state(self, key: str, *, active_within: float = 60.0) -> BudgetState:
         """What ``status`` shows: slots reserved ahead, a pause, and the holders active in the last minute."""
