@@ -147,6 +147,13 @@ class BrokerSettings(_Section):
         description="seconds an accepted event's publish waits for others to go to RabbitMQ with it (0: at once); "
         "a quorum queue spends about half the CPU on a message that arrives in a group of four",
     )
+    ack_linger: float = Field(
+        0.005,
+        ge=0,
+        le=1.0,
+        description="seconds a settled message's ack waits to go to RabbitMQ in one frame with others on its "
+        "channel (0: at once); never past a message still being handled",
+    )
     max_attempts: int = Field(
         8,
         ge=1,

@@ -9,7 +9,7 @@ A delivery goes down and comes back once: :func:`~lmsbridge.broker.codec.decode`
 one record), :func:`~lmsbridge.broker.outcome.decide` what its outcome means, and have
 :class:`~lmsbridge.broker.settle.Settler` carry that out (publish, database, ack, metrics).
 The consumer and the dead-letter tool (:mod:`lmsbridge.broker.dead`, for operators) are
-the only places that ack.
+the only places that ack; the consumer's acks go in groups (:mod:`lmsbridge.broker.acks`).
 
 An event's records are synced by the consumer that stored it, before the event is acked
 (up to ``inline_limit`` (record, account) pairs; beyond that, or for a paused account, one
@@ -32,6 +32,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from lmsbridge.broker.acks import AckGroups
 from lmsbridge.broker.breaker import Breaker
 from lmsbridge.broker.codec import Job, SyncTask, decode
 from lmsbridge.broker.connection import Broker
@@ -84,7 +85,8 @@ class Consumer:
             min_calls=settings.breaker_min_calls,
             failure_rate=settings.breaker_failure_rate,
         )
-        self._settler = Settler(broker, service.leases, settings, metrics, pause=self.pause)
+        self._acks = AckGroups(settings.ack_linger)
+        self._settler = Settler(broker, service.leases, settings, metrics, pause=self.pause, ack=self._acks.ack)
         self._sweeper = Sweeper(service.leases, broker, settings, accounts=self._active_accounts)
         self._channels: list[AbstractChannel] = []
         self._consumers: dict[str, tuple[AbstractQueue, str]] = {}  # queue name -> (queue, tag)
@@ -131,6 +133,7 @@ class Consumer:
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.add(task)
+            self._acks.arrived(message)  # from here no grouped ack reaches past it until it is settled
             try:
                 await self._handle(message)
             finally:
@@ -190,6 +193,7 @@ class Consumer:
             log.warning("message.returned", reason="broker_fault", error=type(fault).__name__)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
+                self._acks.nacked(message)
 
     def _decide(self, job: Job, exc: BaseException | None) -> Action:
         since = job.failing_since

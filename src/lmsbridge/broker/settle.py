@@ -46,6 +46,7 @@ from lmsbridge.settings import BrokerSettings
 log = get_logger(__name__)
 
 Pause = Callable[[str, str, int | None], Awaitable[None]]
+Ack = Callable[[AbstractIncomingMessage], Awaitable[None]]  # acks one message (lmsbridge.broker.acks groups them)
 """Pause an account's queue: (account, reason, StackOne status)."""
 
 
@@ -60,8 +61,10 @@ class Settler:
         metrics: Metrics,
         *,
         pause: Pause,
+        ack: Ack | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        self._ack = ack
         self._broker = broker
         self._rows = rows
         self._settings = settings
@@ -90,7 +93,7 @@ class Settler:
         elif message is not None and action.kind != "ack":
             await self._event_before_ack(message, action)
         if message is not None:
-            await message.ack()
+            await (self._ack(message) if self._ack is not None else message.ack())
         if job.sync is not None:
             await self._sync_after_ack(job, action)
         self._count(job, action)
