@@ -1,14 +1,14 @@
 """RabbitMQ's CPU per message consumed from a quorum queue, acked one at a time or in groups.
 
-A lead for the worker (issue 15), measured and not built: lmsbridge acks each message on its own.
-Each case publishes with confirms at ``--rate`` messages a second (4 at a time, as the receiver's
-publish window sends them) to a fresh quorum queue while one consumer (prefetch 64) takes them as
-they come, for ``--seconds``; the consumer acks each delivery at once, or, with a window, acks the
+The measurement behind the worker's grouped acks (``broker.ack_linger``, issue 15). Each case
+publishes with confirms at ``--rate`` messages a second (4 at a time, as the receiver's publish
+window sends them) to a fresh quorum queue while one consumer (prefetch 64) takes them as they
+come, for ``--seconds``; the consumer acks each delivery at once, or, with a window, acks the
 highest tag delivered so far with ``multiple=True`` every ``window`` ms. The row is RabbitMQ's CPU
 a message (publish, delivery and ack together), read from /proc (the broker must run on this
 machine). Here every message is handled the moment it arrives, so every tag up to the highest is
-done; a worker finishes messages out of order and could ack in one frame only a run of finished
-ones.
+done; the worker finishes messages out of order and acks in one frame only the run of finished
+ones at the head (src/lmsbridge/broker/acks.py).
 
     .venv/bin/python bench/bench_ack_groups.py [--rate 800] [--windows 0,5,20] [--seconds 8]
 """
@@ -21,17 +21,14 @@ import contextlib
 import sys
 import time
 import uuid
-from typing import Any
 
 import aiormq
 import uvloop
-from bench_receiver import AMQP, cpu_seconds, quiet_broker, rabbitmq_pid
-from pamqp.commands import Basic
+from bench_publish_groups import in_turn, publish_paced, runs
+from bench_receiver import AMQP, cpu_seconds, quiet_broker
 from rich.console import Console
 from rich.table import Table
 
-PROPERTIES = Basic.Properties(content_type="application/json", delivery_mode=2)
-BODY = b"x" * 600  # about an event's JSON
 PUBLISHED_TOGETHER = 4
 
 
@@ -62,23 +59,11 @@ async def one_case(broker: int, rate: float, window_ms: float, seconds: float) -
                 acked = highest
                 await consuming.basic_ack(acked, multiple=True)
 
-    await consuming.basic_consume(queue, on_message)
+    consumer = await consuming.basic_consume(queue, on_message)
     grouping = asyncio.create_task(ack_in_groups()) if window_ms > 0 else None
-    pending: set[asyncio.Future[Any]] = set()
     quiet_broker()
-    cpu, started, sent = cpu_seconds(broker), time.perf_counter(), 0
-    due = started
-    while time.perf_counter() - started < seconds:
-        for _ in range(PUBLISHED_TOGETHER):
-            publish = asyncio.ensure_future(
-                publishing.basic_publish(BODY, routing_key=queue, properties=PROPERTIES, mandatory=True)
-            )
-            pending.add(publish)
-            publish.add_done_callback(pending.discard)
-            sent += 1
-        due += PUBLISHED_TOGETHER / rate
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-    await asyncio.gather(*pending)
+    cpu, started = cpu_seconds(broker), time.perf_counter()
+    sent = await publish_paced(publishing, queue, rate, PUBLISHED_TOGETHER, seconds)
     while received < sent or (grouping is not None and acked < highest):
         await asyncio.sleep(0.005)
     used, elapsed = cpu_seconds(broker) - cpu, time.perf_counter() - started
@@ -86,6 +71,7 @@ async def one_case(broker: int, rate: float, window_ms: float, seconds: float) -
         grouping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await grouping
+    await consuming.basic_cancel(consumer.consumer_tag or "")
     await publishing.queue_delete(queue)
     await connection.close()
     return received / elapsed, 1e6 * used / sent
@@ -98,24 +84,17 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3, help="each window this many times, in turn")
     args = parser.parse_args()
-    broker = rabbitmq_pid()
-    if broker is None:
-        print("bench_ack_groups: RabbitMQ (beam.smp) must run on this machine", file=sys.stderr)
-        return 2
     windows = [float(w) for w in args.windows.split(",")]
-    results: dict[float, list[tuple[float, float]]] = {w: [] for w in windows}
-    for _ in range(args.rounds):
-        for window in windows:
-            results[window].append(await one_case(broker, args.rate, window, args.seconds))
+    results = await in_turn(
+        "bench_ack_groups", windows, args.rounds, lambda broker, w: one_case(broker, args.rate, w, args.seconds)
+    )
+    if results is None:
+        return 2
     table = Table(title=f"RabbitMQ's CPU per message published and consumed at {args.rate:,.0f}/s (quorum queue)")
     for column in ("acks", "messages/s consumed", "RabbitMQ CPU us a message"):
         table.add_column(column, justify="right")
-    for window, runs in results.items():
-        table.add_row(
-            "each on its own" if window <= 0 else f"grouped every {window:g} ms",
-            " / ".join(f"{reached:,.0f}" for reached, _ in runs),
-            " / ".join(f"{cost:.0f}" for _, cost in runs),
-        )
+    for window, done in results.items():
+        table.add_row("each on its own" if window <= 0 else f"grouped every {window:g} ms", *runs(done))
     Console().print(table)
     return 0
 

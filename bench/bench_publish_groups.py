@@ -17,7 +17,8 @@ import asyncio
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiormq
 import uvloop
@@ -30,15 +31,12 @@ PROPERTIES = Basic.Properties(content_type="application/json", delivery_mode=2)
 BODY = b"x" * 600  # about an event's JSON
 
 
-async def one_case(broker: int, rate: float, group: int, seconds: float) -> tuple[float, float]:
-    """(messages a second reached, RabbitMQ's CPU a message in us) for ``group`` messages at a time."""
-    connection = await aiormq.connect(AMQP)
-    channel = await connection.channel(publisher_confirms=True)
-    queue = f"bench-groups-{uuid.uuid4().hex[:6]}"
-    await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+async def publish_paced(
+    channel: aiormq.abc.AbstractChannel, queue: str, rate: float, group: int, seconds: float
+) -> int:
+    """Publish ``group`` messages together every ``group / rate`` s for ``seconds``; how many (all confirmed)."""
     pending: set[asyncio.Future[Any]] = set()
-    quiet_broker()
-    cpu, started, sent = cpu_seconds(broker), time.perf_counter(), 0
+    started, sent = time.perf_counter(), 0
     due = started
     while time.perf_counter() - started < seconds:
         for _ in range(group):
@@ -51,10 +49,45 @@ async def one_case(broker: int, rate: float, group: int, seconds: float) -> tupl
         due += group / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
     await asyncio.gather(*pending)
+    return sent
+
+
+async def one_case(broker: int, rate: float, group: int, seconds: float) -> tuple[float, float]:
+    """(messages a second reached, RabbitMQ's CPU a message in us) for ``group`` messages at a time."""
+    connection = await aiormq.connect(AMQP)
+    channel = await connection.channel(publisher_confirms=True)
+    queue = f"bench-groups-{uuid.uuid4().hex[:6]}"
+    await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    quiet_broker()
+    cpu, started = cpu_seconds(broker), time.perf_counter()
+    sent = await publish_paced(channel, queue, rate, group, seconds)
     used, elapsed = cpu_seconds(broker) - cpu, time.perf_counter() - started
     await channel.queue_delete(queue)
     await connection.close()
     return sent / elapsed, 1e6 * used / sent
+
+
+Case = TypeVar("Case")
+
+
+async def in_turn(
+    name: str, cases: list[Case], rounds: int, run: Callable[[int, Case], Awaitable[tuple[float, float]]]
+) -> dict[Case, list[tuple[float, float]]] | None:
+    """Each case ``rounds`` times, in turn, given RabbitMQ's pid; None (said on stderr) if it is not on this machine."""
+    broker = rabbitmq_pid()
+    if broker is None:
+        print(f"{name}: RabbitMQ (beam.smp) must run on this machine", file=sys.stderr)
+        return None
+    results: dict[Case, list[tuple[float, float]]] = {c: [] for c in cases}
+    for _ in range(rounds):
+        for case in cases:
+            results[case].append(await run(broker, case))
+    return results
+
+
+def runs(results: list[tuple[float, float]]) -> tuple[str, str]:
+    """The runs' rates and CPU costs, each column as ``a / b / c``."""
+    return " / ".join(f"{reached:,.0f}" for reached, _ in results), " / ".join(f"{cost:.0f}" for _, cost in results)
 
 
 async def main() -> int:
@@ -64,25 +97,17 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2, help="each group size this many times, in turn")
     args = parser.parse_args()
-    broker = rabbitmq_pid()
-    if broker is None:
-        print("bench_publish_groups: RabbitMQ (beam.smp) must run on this machine", file=sys.stderr)
-        return 2
     groups = [int(g) for g in args.groups.split(",")]
-    results: dict[int, list[tuple[float, float]]] = {g: [] for g in groups}
-    for _ in range(args.rounds):
-        for group in groups:
-            results[group].append(await one_case(broker, args.rate, group, args.seconds))
+    results = await in_turn(
+        "bench_publish_groups", groups, args.rounds, lambda broker, g: one_case(broker, args.rate, g, args.seconds)
+    )
+    if results is None:
+        return 2
     table = Table(title=f"RabbitMQ's CPU per confirmed message at {args.rate:,.0f}/s (quorum queue)")
     for column in ("sent together", "every (ms)", "messages/s reached", "RabbitMQ CPU us a message"):
         table.add_column(column, justify="right")
-    for group, runs in results.items():
-        table.add_row(
-            str(group),
-            f"{1000 * group / args.rate:.1f}",
-            " / ".join(f"{reached:,.0f}" for reached, _ in runs),
-            " / ".join(f"{cost:.0f}" for _, cost in runs),
-        )
+    for group, done in results.items():
+        table.add_row(str(group), f"{1000 * group / args.rate:.1f}", *runs(done))
     Console().print(table)
     return 0
 
