@@ -66,6 +66,7 @@ class SyncView:
     attempts: int
     uncertain_step: str | None
     leased: bool = False  # the lease on it is ours (see LeasePort.claim)
+    version: int = 1  # the record's version this view was read at (a write marks it synced only if unchanged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,9 @@ class LeasePort(SyncStatusPort, Protocol):
     async def claim(
         self, record_id: int, account: str, owner: str, now: float, lease: float, *, revive: bool = False
     ) -> SyncView | None: ...
-    async def release(self, record_id: int, account: str, owner: str, *, synced: bool = False) -> None: ...
+    async def release(
+        self, record_id: int, account: str, owner: str, *, synced: bool = False, version: int | None = None
+    ) -> bool: ...
     async def mark_written(
         self,
         record_id: int,
@@ -133,7 +136,8 @@ class LeasePort(SyncStatusPort, Protocol):
         *,
         last: bool = False,
         completion: Completion | None = None,
-    ) -> None: ...
+        version: int | None = None,
+    ) -> bool: ...
     async def intend(
         self, record_id: int, account: str, owner: str, step: SyncStep | None, now: float, lease: float
     ) -> bool: ...

@@ -93,6 +93,10 @@ class Stored:
     claimed: Mapping[tuple[int, str], Claimed] = field(default_factory=dict)
 
 
+_CHANGED_ROUNDS = 3
+"""How often one sync takes its record again after finding it changed by an event merged meanwhile."""
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One sync call's lease, and whether a create of it may still be in flight at StackOne."""
@@ -100,6 +104,7 @@ class _Attempt:
     holder: str
     in_doubt: bool = False
     intended_at: float = 0.0  # when the lease was last renewed, with the intent of a create
+    changed: bool = False  # the plan's last write found the record changed since its view: not marked synced
 
 
 @dataclass
@@ -201,6 +206,19 @@ class Service:
             raise LeaseBusy(f"record {record_id} is being synced by another consumer")
         try:
             result = await self._sync_claimed(view, attempt)
+            for _ in range(_CHANGED_ROUNDS):
+                if not attempt.changed:
+                    break
+                # An event was merged into the record while this plan was being written (a completion
+                # while its assignment was created): the lease was given back with the row still
+                # pending. Take it again and write the rest now, rather than leave the row to the
+                # retry that event queued (or, had its consumer seen nothing to write, to the sweeper).
+                attempt.changed = False
+                view = await self.leases.claim(record_id, account, holder, self.clock(), self.lease_seconds)
+                if view is None or not view.leased or view.status == DEAD:
+                    break
+                more = await self._sync_claimed(view, attempt)
+                result = Synced(record_id, account, result.steps + more.steps, result.calls + more.calls)
         except BaseException:
             # A create whose outcome is unknown (no answer, 408, cancelled mid-request) keeps the
             # lease, renewed when its intent was written: StackOne may still be working on it, and
@@ -216,7 +234,9 @@ class Service:
         record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced, delete_superseded=self.delete_superseded)
         if plan.done:
-            await self.leases.release(record_id, account, attempt.holder, synced=True)
+            attempt.changed = not await self.leases.release(
+                record_id, account, attempt.holder, synced=True, version=view.version
+            )
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
@@ -247,14 +267,20 @@ class Service:
         if step is SyncStep.UPSERT_CONTENT:
             return await self._upsert_content(account, state)
         if step is SyncStep.DELETE_SUPERSEDED:
-            return await self._delete_superseded(view, user_id, last=last)
+            return await self._delete_superseded(view, user_id, attempt, last=last)
         calls = 0
         if view.uncertain_step == step.value:
             calls += 1
             existing = await self._existing(account, user_id, step, state)
             if existing is not None:
-                await self.leases.mark_written(
-                    rid, account, step, existing or None, last=last, completion=completion_of(state)
+                attempt.changed = not await self.leases.mark_written(
+                    rid,
+                    account,
+                    step,
+                    existing or None,
+                    last=last,
+                    completion=completion_of(state),
+                    version=view.version,
                 )
                 return calls
 
@@ -286,8 +312,8 @@ class Service:
                 wait = max(0.0, attempt.intended_at + self.lease_seconds - self.clock())
                 raise WriteUncertain(f"{uncertain}; not listed yet", delay=wait) from uncertain
             attempt.in_doubt = False
-            await self.leases.mark_written(
-                rid, account, step, found or None, last=last, completion=completion_of(state)
+            attempt.changed = not await self.leases.mark_written(
+                rid, account, step, found or None, last=last, completion=completion_of(state), version=view.version
             )
             return calls + 2
         except LmsbridgeError:
@@ -297,7 +323,9 @@ class Service:
                     await self.leases.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
         attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
-        await self.leases.mark_written(rid, account, step, lms_id, last=last, completion=completion_of(state))
+        attempt.changed = not await self.leases.mark_written(
+            rid, account, step, lms_id, last=last, completion=completion_of(state), version=view.version
+        )
         return calls + 1
 
     async def _existing(self, account: str, user_id: str, step: SyncStep, state: RecordState) -> str | None:
@@ -316,7 +344,7 @@ class Service:
             found = [row for row in rows if same_completion(row, body)]
         return str(found[0].get("id") or "") if found else None
 
-    async def _delete_superseded(self, view: SyncView, user_id: str, *, last: bool) -> int:
+    async def _delete_superseded(self, view: SyncView, user_id: str, attempt: _Attempt, *, last: bool) -> int:
         """Delete the completions a better retake replaced (``delete_superseded``); a 404 counts as done.
 
         Idempotent, so it needs no intent: a crash before it is recorded deletes again, harmlessly.
@@ -326,7 +354,9 @@ class Service:
         )
         for completion_id in ids:
             await self.stackone.delete_completion(view.account, user_id, completion_id)
-        await self.leases.mark_written(view.record_id, view.account, SyncStep.DELETE_SUPERSEDED, None, last=last)
+        attempt.changed = not await self.leases.mark_written(
+            view.record_id, view.account, SyncStep.DELETE_SUPERSEDED, None, last=last, version=view.version
+        )
         return len(ids)
 
     async def _upsert_content(self, account: str, state: RecordState) -> int:

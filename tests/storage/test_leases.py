@@ -55,3 +55,38 @@ async def test_an_intent_is_noted_only_by_the_lease_holder(repo: Repository) -> 
     view = await repo.leases.load_sync(rid, "acc-1")
     assert view is not None
     assert view.uncertain_step == SyncStep.CREATE_ASSIGNMENT.value
+
+
+async def test_the_last_write_marks_synced_only_a_record_unchanged_since_its_view(repo: Repository) -> None:
+    """A plan's last write read at one version marks the row synced (and frees the lease) only while
+    the record is still that version: a completion merged while the assignment was being written
+    leaves the row pending, its lease free, with the assignment recorded as written."""
+    rid = await _record(repo)
+    view = await repo.leases.claim(rid, "acc-1", "w1", 1000.0, 30)
+    other = await repo.leases.claim(rid, "acc-2", "w1", 1000.0, 30)
+    assert view is not None
+    assert other is not None
+    done = event("m2", "assignment.completed")
+    await repo.intake.ingest([(done, done.people)], ACCOUNTS)
+
+    marked = await repo.leases.mark_written(
+        rid, "acc-1", SyncStep.CREATE_ASSIGNMENT, "lms-1", last=True, version=view.version
+    )
+
+    after = await repo.leases.load_sync(rid, "acc-1")
+    assert after is not None
+    assert (marked, after.status, after.synced.assignment_created, after.version) == (
+        False,
+        PENDING,
+        True,
+        view.version + 1,
+    )
+    assert (await repo.leases.claim(rid, "acc-1", "w2", 1001.0, 30)).leased  # type: ignore[union-attr]
+    assert not await repo.leases.release(rid, "acc-2", "w1", synced=True, version=other.version)
+    assert await repo.leases.release(rid, "acc-2", "w1", version=other.version)  # nothing asked: nothing refused
+    fresh = await repo.leases.claim(rid, "acc-2", "w1", 1002.0, 30)
+    assert fresh is not None
+    assert await repo.leases.release(rid, "acc-2", "w1", synced=True, version=fresh.version)
+    synced = await repo.leases.load_sync(rid, "acc-2")
+    assert synced is not None
+    assert synced.status == SYNCED

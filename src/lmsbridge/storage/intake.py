@@ -218,7 +218,7 @@ class Intake:
             content_title=known["title"] if known is not None else None,
             content_title_at=utc(known["title_at"]) if known is not None else None,
         )
-        return SyncView(rid, account, key, state, synced, PENDING, 0, None, leased=True)
+        return SyncView(rid, account, key, state, synced, PENDING, 0, None, leased=True, version=1)
 
     @guard
     async def prune_inbox(self, before: datetime) -> int:

@@ -71,6 +71,15 @@ class _Statements:
                 )
             )
         )
+        # A plan's last write marks the row synced only while the record is still the version the
+        # plan was made from: an event merged meanwhile (a completion arriving while the assignment
+        # was being written) leaves it pending for the sync that event queued, and for the sweeper.
+        unchanged = select(records.c.version).where(records.c.id == bindparam("b_id")).scalar_subquery() == bindparam(
+            "b_version"
+        )
+        self.synced_if_unchanged = Prepared(
+            update(sync_state).where(*row, unchanged).values(status=SYNCED, reason=None, synced_at=bindparam("b_now"))
+        )
 
 
 class Leases:
@@ -107,6 +116,7 @@ class Leases:
             attempts=row["attempts"],
             uncertain_step=row["uncertain_step"],
             leased=leased,
+            version=int(row["version"]),
         )
 
     @guard
@@ -130,13 +140,27 @@ class Leases:
         return await self._sql.write(work)
 
     @guard
-    async def release(self, record_id: int, account: str, owner: str, *, synced: bool = False) -> None:
-        """Give the lease back (only if we still hold it); ``synced`` also marks the row up to date."""
+    async def release(
+        self, record_id: int, account: str, owner: str, *, synced: bool = False, version: int | None = None
+    ) -> bool:
+        """Give the lease back (only if we still hold it); ``synced`` also marks the row up to date,
+        with ``version`` only while the record is still that version (see :meth:`mark_written`).
+        False when ``synced`` was asked and the row was not marked (a newer version, or not ours)."""
         now = datetime.now(UTC)
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
-        if synced:
+        if synced and version is None:
             values.update(status=SYNCED, reason=None, synced_at=now, updated_at=now)
-        await self._update_sync(record_id, account, values, owner=owner)
+        elif synced:
+            values.update(updated_at=now)
+        params = {"b_id": record_id, "b_account": account, "b_owner": owner, **values}
+
+        def work(conn: Connection) -> bool:
+            released = self._stmt.held_sync_row.execute(conn, params) > 0
+            if not synced or version is None:
+                return released or not synced
+            return released and self._mark_synced(conn, record_id, account, version, now)
+
+        return await self._sql.write(work)
 
     @guard
     async def mark_written(
@@ -148,18 +172,26 @@ class Leases:
         *,
         last: bool = False,
         completion: Completion | None = None,
-    ) -> None:
-        """Record that ``step`` is written on the LMS (clears any uncertainty about it).
+        version: int | None = None,
+    ) -> bool:
+        """Record that ``step`` is written on the LMS (clears any uncertainty about it); False when
+        ``last`` could not mark the row synced because the record changed since ``version``.
 
-        ``last``: it was the last write the record needed: mark it synced and give the lease
-        back in the same transaction. A completion notes which one was written (``completion``)
-        and keeps the LMS id of the one it replaces as superseded. A delete of superseded
-        completions clears that note.
+        ``last``: it was the last write the record needed: give the lease back and mark it synced
+        in the same transaction. With ``version`` (the record's version the plan was made from) it
+        is marked synced only if the record is still that version: one changed meanwhile (a
+        completion merged while its assignment was being written) stays pending, for the sync its
+        change queued (and the sweeper, should that message be lost), instead of saying synced
+        with a write still missing. A completion notes which one was written (``completion``) and
+        keeps the LMS id of the one it replaces as superseded. A delete of superseded completions
+        clears that note.
         """
         now = datetime.now(UTC)
         values: dict[str, Any] = {"uncertain_step": None, "updated_at": now}
         if last:
-            values.update(status=SYNCED, reason=None, synced_at=now, lease_owner=None, lease_until=None)
+            values.update(lease_owner=None, lease_until=None)
+            if version is None:
+                values.update(status=SYNCED, reason=None, synced_at=now)
         if step is SyncStep.CREATE_ASSIGNMENT:
             values.update(assignment_created=True, lms_assignment_id=lms_id)
         elif step is SyncStep.DELETE_SUPERSEDED:
@@ -173,10 +205,18 @@ class Leases:
                 completion_score=completion.score,
                 completion_at=completion.completed_at,
             )
-            params = {"b_id": record_id, "b_account": account, **values}
-            await self._sql.write(lambda conn: self._stmt.write_completion.execute(conn, params))
-            return
-        await self._update_sync(record_id, account, values)
+        params = {"b_id": record_id, "b_account": account, **values}
+        written = self._stmt.write_completion if step is SyncStep.CREATE_COMPLETION else self._stmt.sync_row
+
+        def work(conn: Connection) -> bool:
+            written.execute(conn, params)
+            return not (last and version is not None) or self._mark_synced(conn, record_id, account, version, now)
+
+        return await self._sql.write(work)
+
+    def _mark_synced(self, conn: Connection, record_id: int, account: str, version: int, now: datetime) -> bool:
+        params = {"b_id": record_id, "b_account": account, "b_version": version, "b_now": now}
+        return self._stmt.synced_if_unchanged.execute(conn, params) > 0
 
     @guard
     async def intend(
