@@ -85,7 +85,6 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
             rate_limit_per_minute = 10000000
             [broker]
             prefix = "{prefix}"
-            prefetch = 256
             [worker]
             metrics_port = 0
             [sources.bench]

@@ -139,7 +139,13 @@ class BrokerSettings(_Section):
     """RabbitMQ topology and consumer behaviour."""
 
     prefix: str = Field("lmsbridge", pattern=r"^[A-Za-z0-9._-]+$", description="names of exchanges/queues")
-    prefetch: int = Field(64, ge=1)
+    prefetch: int = Field(
+        256,
+        ge=1,
+        description="unacked messages a consumer holds per queue; deeper lets more events share each group "
+        "commit (end to end 569 -> 686 LMS writes/s from 64 to 256 on 2 cores), and bounds how far storing "
+        "runs ahead of the LMS writes",
+    )
     publish_linger: float = Field(
         0.005,
         ge=0,
