@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
+from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, guard
 from lmsbridge.storage.tables import directory
 
@@ -22,12 +23,18 @@ class Directory:
 
     def __init__(self, sql: Sql) -> None:
         self._sql = sql
+        # Read on every new person's lookup: compiled once (Core cost ~200 us a call here).
+        self._user_id = Prepared(
+            select(directory.c.user_id).where(
+                directory.c.account == bindparam("b_account"), directory.c.email == bindparam("b_email")
+            )
+        )
 
     @guard
     async def user_id(self, account: str, email: str) -> str | None:
         """The StackOne user id for ``email`` on ``account``, from the local directory."""
-        stmt = select(directory.c.user_id).where(directory.c.account == account, directory.c.email == email.lower())
-        found = await self._sql.read(lambda conn: conn.execute(stmt).scalar())
+        params = {"b_account": account, "b_email": email.lower()}
+        found = await self._sql.read(lambda conn: self._user_id.scalar(conn, params))
         return str(found) if found is not None else None
 
     @guard
