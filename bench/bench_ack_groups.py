@@ -15,7 +15,6 @@ ones at the head (src/lmsbridge/broker/acks.py).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sys
@@ -24,10 +23,8 @@ import uuid
 
 import aiormq
 import uvloop
-from bench_publish_groups import in_turn, publish_paced, runs
+from bench_publish_groups import case_parser, in_turn, print_cases, publish_paced
 from bench_receiver import AMQP, cpu_seconds, quiet_broker
-from rich.console import Console
-from rich.table import Table
 
 PUBLISHED_TOGETHER = 4
 
@@ -78,11 +75,8 @@ async def one_case(broker: int, rate: float, window_ms: float, seconds: float) -
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=800.0)
+    parser = case_parser(__doc__.splitlines()[0], rounds=3)
     parser.add_argument("--windows", default="0,5,20", help="ms between grouped acks, comma-separated; 0 acks each")
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=3, help="each window this many times, in turn")
     args = parser.parse_args()
     windows = [float(w) for w in args.windows.split(",")]
     results = await in_turn(
@@ -90,12 +84,12 @@ async def main() -> int:
     )
     if results is None:
         return 2
-    table = Table(title=f"RabbitMQ's CPU per message published and consumed at {args.rate:,.0f}/s (quorum queue)")
-    for column in ("acks", "messages/s consumed", "RabbitMQ CPU us a message"):
-        table.add_column(column, justify="right")
-    for window, done in results.items():
-        table.add_row("each on its own" if window <= 0 else f"grouped every {window:g} ms", *runs(done))
-    Console().print(table)
+    print_cases(
+        f"RabbitMQ's CPU per message published and consumed at {args.rate:,.0f}/s (quorum queue)",
+        ("acks", "messages/s consumed", "RabbitMQ CPU us a message"),
+        results,
+        lambda window: ("each on its own" if window <= 0 else f"grouped every {window:g} ms",),
+    )
     return 0
 
 

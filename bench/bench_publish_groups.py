@@ -17,7 +17,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiormq
@@ -90,12 +90,33 @@ def runs(results: list[tuple[float, float]]) -> tuple[str, str]:
     return " / ".join(f"{reached:,.0f}" for reached, _ in results), " / ".join(f"{cost:.0f}" for _, cost in results)
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def case_parser(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The options every case-in-turn benchmark takes: ``--rate``, ``--seconds`` and ``--rounds``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rate", type=float, default=800.0)
-    parser.add_argument("--groups", default="1,4,16", help="messages sent together, comma-separated")
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=2, help="each group size this many times, in turn")
+    parser.add_argument("--rounds", type=int, default=rounds, help="each case this many times, in turn")
+    return parser
+
+
+def print_cases(
+    title: str,
+    columns: Sequence[str],
+    results: dict[Case, list[tuple[float, float]]],
+    label: Callable[[Case], Sequence[str]],
+) -> None:
+    """One row a case: its ``label`` cells, then its runs' rates and CPU costs (:func:`runs`)."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for case, done in results.items():
+        table.add_row(*label(case), *runs(done))
+    Console().print(table)
+
+
+async def main() -> int:
+    parser = case_parser(__doc__.splitlines()[0], rounds=2)
+    parser.add_argument("--groups", default="1,4,16", help="messages sent together, comma-separated")
     args = parser.parse_args()
     groups = [int(g) for g in args.groups.split(",")]
     results = await in_turn(
@@ -103,12 +124,12 @@ async def main() -> int:
     )
     if results is None:
         return 2
-    table = Table(title=f"RabbitMQ's CPU per confirmed message at {args.rate:,.0f}/s (quorum queue)")
-    for column in ("sent together", "every (ms)", "messages/s reached", "RabbitMQ CPU us a message"):
-        table.add_column(column, justify="right")
-    for group, done in results.items():
-        table.add_row(str(group), f"{1000 * group / args.rate:.1f}", *runs(done))
-    Console().print(table)
+    print_cases(
+        f"RabbitMQ's CPU per confirmed message at {args.rate:,.0f}/s (quorum queue)",
+        ("sent together", "every (ms)", "messages/s reached", "RabbitMQ CPU us a message"),
+        results,
+        lambda group: (str(group), f"{1000 * group / args.rate:.1f}"),
+    )
     return 0
 
 

@@ -46,8 +46,9 @@ from lmsbridge.settings import BrokerSettings
 log = get_logger(__name__)
 
 Pause = Callable[[str, str, int | None], Awaitable[None]]
-Ack = Callable[[AbstractIncomingMessage], Awaitable[None]]  # acks one message (lmsbridge.broker.acks groups them)
 """Pause an account's queue: (account, reason, StackOne status)."""
+Ack = Callable[[AbstractIncomingMessage], Awaitable[None]]
+"""Ack one message (:class:`lmsbridge.broker.acks.AckGroups` sends it with others)."""
 
 
 class Settler:
@@ -61,7 +62,7 @@ class Settler:
         metrics: Metrics,
         *,
         pause: Pause,
-        ack: Ack | None = None,
+        ack: Ack,
         rng: random.Random | None = None,
     ) -> None:
         self._ack = ack
@@ -93,7 +94,7 @@ class Settler:
         elif message is not None and action.kind != "ack":
             await self._event_before_ack(message, action)
         if message is not None:
-            await (self._ack(message) if self._ack is not None else message.ack())
+            await self._ack(message)
         if job.sync is not None:
             await self._sync_after_ack(job, action)
         self._count(job, action)

@@ -156,9 +156,9 @@ class Leases:
 
         def work(conn: Connection) -> bool:
             released = self._stmt.held_sync_row.execute(conn, params) > 0
-            if not synced or version is None:
-                return released or not synced
-            return released and self._mark_synced(conn, record_id, account, version, now)
+            if synced and version is not None:
+                return released and self._mark_synced(conn, record_id, account, version, now)
+            return released or not synced
 
         return await self._sql.write(work)
 
