@@ -150,8 +150,9 @@ class BrokerSettings(_Section):
         0.005,
         ge=0,
         le=1.0,
-        description="seconds an accepted event's publish waits for others to go to RabbitMQ with it (0: at once); "
-        "a quorum queue spends about half the CPU on a message that arrives in a group of four",
+        description="seconds an accepted event's publish waits for others to go to RabbitMQ with it when "
+        "another is in flight (a lone event goes at once; 0: always at once); a quorum queue spends about "
+        "half the CPU on a message that arrives in a group of four",
     )
     ack_linger: float = Field(
         0.005,

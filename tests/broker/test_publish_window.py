@@ -46,24 +46,40 @@ async def _queued(amqp_url: str, queue_name: str) -> int:
         return int(queue.declaration_result.message_count or 0)
 
 
-async def test_publishes_started_within_one_window_are_confirmed_together_when_it_closes(
+async def test_a_lone_publish_goes_at_once(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
+    """With nothing in flight (no window open, no confirm outstanding) a publish does not wait for
+    a window: a quiet hour's event is confirmed well within what one window would take."""
+    broker = await make_broker(WINDOW)
+    for message_id in ("alone-1", "alone-2"):  # the second after the first's confirm: nothing in flight again
+        started = time.perf_counter()
+        await broker.publish_event(sample_event(message_id), timeout=5)
+        assert time.perf_counter() - started < WINDOW / 2
+    assert await _queued(amqp_url, Names(broker_prefix).events) == 2
+
+
+async def test_publishes_behind_an_outstanding_confirm_are_confirmed_together_when_the_window_closes(
     make_broker: Make, amqp_url: str, broker_prefix: str
 ) -> None:
-    """Publishes started 0, 50 and 100 ms into a window all return once it closes (not one window
-    each), the first no sooner than the window, and every one of them is queued."""
+    """Publishes started while the first one's confirm is outstanding wait for one window and go
+    together: one started 50 ms into that window returns with the others (not a window later), none
+    of them sooner than the window, the first well before it, and every one of them is queued."""
     broker = await make_broker(WINDOW)
     started = time.perf_counter()
     returned: dict[str, float] = {}
 
     async def publish(message_id: str, after: float) -> None:
-        await asyncio.sleep(after)
+        if after:
+            await asyncio.sleep(after)
         await broker.publish_event(sample_event(message_id), timeout=5)
         returned[message_id] = time.perf_counter() - started
 
-    await asyncio.gather(*(publish(f"w-{i}", 0.05 * i) for i in range(3)))
-    assert min(returned.values()) >= WINDOW * 0.95
-    assert max(returned.values()) < WINDOW + 0.1  # the last one did not wait a window of its own
-    assert await _queued(amqp_url, Names(broker_prefix).events) == 3
+    # Started in this order in one turn: "first" is in flight when the others look.
+    await asyncio.gather(publish("first", 0), publish("w-1", 0), publish("w-2", 0), publish("late", 0.05))
+    assert returned["first"] < WINDOW / 2
+    waited = [returned[name] for name in ("w-1", "w-2", "late")]
+    assert min(waited) >= WINDOW * 0.95
+    assert max(waited) < WINDOW + 0.1  # "late" did not open a window of its own
+    assert await _queued(amqp_url, Names(broker_prefix).events) == 4
 
 
 async def test_a_publish_cancelled_in_its_window_leaves_the_others_to_be_published(
@@ -72,14 +88,32 @@ async def test_a_publish_cancelled_in_its_window_leaves_the_others_to_be_publish
     """A caller gone while its publish waits for the window (a client hanging up) publishes nothing,
     and the others waiting in the same window are still confirmed and queued."""
     broker = await make_broker(WINDOW)
+    first = asyncio.create_task(broker.publish_event(sample_event("first"), timeout=5))  # in flight
     kept = [asyncio.create_task(broker.publish_event(sample_event(f"k-{i}"), timeout=5)) for i in range(2)]
     gone = asyncio.create_task(broker.publish_event(sample_event("gone"), timeout=5))
     await asyncio.sleep(WINDOW / 4)
+    assert first.done()
+    assert not any(task.done() for task in kept)  # they are waiting for the window
     gone.cancel()
-    await asyncio.gather(*kept)
+    await asyncio.gather(first, *kept)
     with pytest.raises(asyncio.CancelledError):
         await gone
-    assert await _queued(amqp_url, Names(broker_prefix).events) == 2
+    assert await _queued(amqp_url, Names(broker_prefix).events) == 3
+
+
+async def test_a_refused_publish_leaves_nothing_in_flight(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
+    """A publish that fails (here: its caller gone while it waits for its confirm) does not count
+    as in flight afterwards: the next lone publish still goes at once."""
+    broker = await make_broker(WINDOW)
+    lost = asyncio.create_task(broker.publish_event(sample_event("lost"), timeout=5))
+    await asyncio.sleep(0)  # it has published and waits for its confirm
+    lost.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lost
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    await broker.publish_event(sample_event("next"), timeout=5)
+    assert time.perf_counter() - started < WINDOW / 2
 
 
 async def test_without_a_window_a_publish_goes_at_once(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:

@@ -7,15 +7,19 @@ through the aiormq channel under aio-pika's (``mandatory``, confirms, ``on_retur
 their properties from a per-source :class:`~lmsbridge.broker.codec.EventEncoder`: the receiver's
 hot path builds no aio-pika ``Message``.
 
-Events are published in groups: a publish waits until the current window
-(``broker.publish_linger``, 5 ms) closes, and everything that waited goes out together. A quorum
-queue's work per message (a read, a Raft append, a log write, a confirm) is mostly paid per arrival.
-Measured at 800 messages a second (bench/RESULTS.md, sixth session):
+Events are published in groups when they come close together, the way Nagle's rule groups a
+socket's writes. A publish goes at once when nothing is in flight: no window open and no confirm
+outstanding. Otherwise it waits until the current window (``broker.publish_linger``, 5 ms; opened
+by the first publish that had to wait) closes, and everything that waited goes out together.
+
+A quorum queue's work per message (a read, a Raft append, a log write, a confirm) is mostly paid
+per arrival. Measured at 800 messages a second (bench/RESULTS.md, sixth session):
 - one at a time: RabbitMQ ~310 us of CPU a message;
 - in groups of four: ~160 us;
 - the receiver's own CPU falls by about a fifth as well (fewer wake-ups per confirm).
 
-The price is up to one window of latency on each 202. Each publish still waits for its own confirm.
+A lone event (a quiet hour) pays no window; under load, where the groups pay off, an event waits
+up to one window. Each publish still waits for its own confirm.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Broker:
         self._ready = asyncio.Event()
         self._encoders: dict[str, EventEncoder] = {}
         self._window: asyncio.Event | None = None  # the publish window open now, if any
+        self._in_flight = 0  # events published and not yet confirmed (or refused)
 
     @property
     def connected(self) -> bool:
@@ -157,10 +162,11 @@ class Broker:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
         key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
         body, properties = encoder.encode(event, background=background)
-        if self.settings.publish_linger > 0:
+        if self.settings.publish_linger > 0 and (self._window is not None or self._in_flight):
             await self._grouped()
         if self._channel is None:  # pragma: no cover - set before the topology _require checked
             raise BrokerUnavailable("RabbitMQ is not connected")
+        self._in_flight += 1  # before the first await: a publish started meanwhile sees it
         try:
             # The aiormq channel under aio-pika's: after a reconnection it is the new one.
             channel = await self._channel.get_underlay_channel()
@@ -179,6 +185,8 @@ class Broker:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
         except _PUBLISH_ERRORS as exc:
             raise _refused(exc) from None
+        finally:
+            self._in_flight -= 1
 
     async def _grouped(self) -> None:
         """Wait for the open publish window to close (opening one if none is): its publishes go together.
