@@ -1,0 +1,108 @@
+"""CPU an event costs the worker's storage on a SQLite file, as the worker runs it (issue 15).
+
+Each event is a new record on one account, and goes through the three writes a worker makes for
+it: stored with its sync row leased (``Intake.ingest`` with a lease), the intent before the
+create (``Leases.intend``), and the create recorded as the last write (``Leases.mark_written``,
+which also marks the row synced if the record did not change). ``--in-flight`` events run at
+once, as a consumer's prefetch does, so the writes share group commits as they do in the worker.
+The repository is the real one (its SQLite thread, pool, group commit and ``synchronous=FULL``);
+nothing else of the worker runs, so this is the storage's share without RabbitMQ or HTTP noise.
+
+    .venv/bin/python bench/bench_storage.py [--events 20000] [--in-flight 256] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lmsbridge.domain import AssignmentEvent, SyncStep
+from lmsbridge.domain.events import LearningObject, PersonProgress
+from lmsbridge.ports import Lease
+from lmsbridge.storage import Repository, create_engine
+
+ACCOUNT = "acct"
+OBJECTS = 50  # learning objects the events are spread over (each known on the account after its first)
+
+
+def event(n: int, now: datetime) -> AssignmentEvent:
+    """The ``n``th event: a new person assigned one of the objects."""
+    ref = f"exec:scenario:{n % OBJECTS}"
+    return AssignmentEvent(
+        message_id=f"m-{n}",
+        source="exec",
+        platform="exec",
+        type="assignment.created",
+        occurred_at=now,
+        received_at=now,
+        correlation_id=f"c-{n}",
+        assignment_id=f"a-{n}",
+        learning_object=LearningObject(external_reference=ref, title=f"Scenario {n % OBJECTS}"),
+        people=(PersonProgress(email=f"p{n}@x.example"),),
+    )
+
+
+async def one(repo: Repository, n: int, now: datetime) -> None:
+    """Store event ``n`` with its row leased, note the intent, record the create as the last write."""
+    holder = f"bench:{n:x}"
+    [stored] = await repo.intake.ingest(
+        [(event(n, now), event(n, now).people)], {"exec": [ACCOUNT]}, lease=Lease(holder, time.time() + 120)
+    )
+    [view] = stored.claimed
+    if not await repo.leases.intend(view.record_id, ACCOUNT, holder, SyncStep.CREATE_ASSIGNMENT, time.time(), 120):
+        raise RuntimeError("the lease was lost")
+    if not await repo.leases.mark_written(
+        view.record_id, ACCOUNT, SyncStep.CREATE_ASSIGNMENT, f"lms-{n}", last=True, version=view.version
+    ):
+        raise RuntimeError("the record changed")
+
+
+async def run_round(repo: Repository, first: int, events: int, in_flight: int) -> tuple[float, float, int]:
+    """(events a second, CPU us an event, transactions) for ``events`` events, ``in_flight`` at once."""
+    now = datetime.now(UTC)
+    numbers = iter(range(first, first + events))
+
+    async def lane() -> None:
+        for n in numbers:
+            await one(repo, n, now)
+
+    transactions = repo.transactions
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return events / wall, 1e6 * cpu / events, repo.transactions - transactions
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    title = f"The worker's storage on SQLite: {args.events:,} new records a round, {args.in_flight} at once"
+    table = Table(title=title)
+    for column in ("round", "events/s", "CPU us an event", "events a transaction"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as folder:
+        engine = create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'storage.db'}")
+        repo = Repository(engine)
+        await repo.create_schema()
+        await run_round(repo, 10_000_000, 2_000, args.in_flight)  # warm: the objects known, the caches filled
+        for r in range(args.rounds):
+            rate, cpu, transactions = await run_round(repo, r * args.events, args.events, args.in_flight)
+            table.add_row(str(r + 1), f"{rate:,.0f}", f"{cpu:,.0f}", f"{args.events / max(transactions, 1):.1f}")
+        await repo.close()
+        await engine.dispose()
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
