@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +23,20 @@ from rich.table import Table
 from lmsbridge.storage import Repository, create_engine
 
 PEOPLE = 2_000
+
+
+@contextlib.asynccontextmanager
+async def sqlite_repository(file_name: str) -> AsyncIterator[Repository]:
+    """The real repository on a new SQLite file in a temporary folder, its schema created; closed after."""
+    with tempfile.TemporaryDirectory() as folder:
+        engine = create_engine(f"sqlite+aiosqlite:///{Path(folder) / file_name}")
+        repo = Repository(engine)
+        await repo.create_schema()
+        try:
+            yield repo
+        finally:
+            await repo.close()
+            await engine.dispose()
 
 
 async def per_call(call: Callable[[int], Awaitable[object]], calls: int) -> tuple[float, float]:
@@ -37,10 +52,7 @@ async def main() -> int:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        engine = create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'reads.db'}")
-        repo = Repository(engine)
-        await repo.create_schema()
+    async with sqlite_repository("reads.db") as repo:
         await repo.directory.save_users("acct", [(f"p{i}@x.example", f"u{i}") for i in range(PEOPLE)])
         await repo.accounts.update_account("acct", email_filter="honoured")
         reads: dict[str, Callable[[int], Awaitable[object]]] = {
@@ -53,8 +65,6 @@ async def main() -> int:
         for name, call in reads.items():
             runs = [await per_call(call, args.calls) for _ in range(args.rounds)]
             table.add_row(name, " / ".join(f"{w:.0f}" for w, _ in runs), " / ".join(f"{c:.0f}" for _, c in runs))
-        await repo.close()
-        await engine.dispose()
     Console().print(table)
     return 0
 

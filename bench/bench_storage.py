@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
+from bench_reads import sqlite_repository
 from rich.console import Console
 from rich.table import Table
 
 from lmsbridge.domain import AssignmentEvent, SyncStep
 from lmsbridge.domain.events import LearningObject, PersonProgress
 from lmsbridge.ports import Lease
-from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage import Repository
 
 ACCOUNT = "acct"
 OBJECTS = 50  # learning objects the events are spread over (each known on the account after its first)
@@ -90,16 +89,11 @@ async def main() -> int:
     table = Table(title=title)
     for column in ("round", "events/s", "CPU us an event", "events a transaction"):
         table.add_column(column, justify="right")
-    with tempfile.TemporaryDirectory() as folder:
-        engine = create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'storage.db'}")
-        repo = Repository(engine)
-        await repo.create_schema()
+    async with sqlite_repository("storage.db") as repo:
         await run_round(repo, 10_000_000, 2_000, args.in_flight)  # warm: the objects known, the caches filled
         for r in range(args.rounds):
             rate, cpu, transactions = await run_round(repo, r * args.events, args.events, args.in_flight)
             table.add_row(str(r + 1), f"{rate:,.0f}", f"{cpu:,.0f}", f"{args.events / max(transactions, 1):.1f}")
-        await repo.close()
-        await engine.dispose()
     Console().print(table)
     return 0
 
