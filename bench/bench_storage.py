@@ -51,9 +51,9 @@ def event(n: int, now: datetime) -> AssignmentEvent:
 async def one(repo: Repository, n: int, now: datetime) -> None:
     """Store event ``n`` with its row leased, note the intent, record the create as the last write."""
     holder = f"bench:{n:x}"
-    [stored] = await repo.intake.ingest(
-        [(event(n, now), event(n, now).people)], {"exec": [ACCOUNT]}, lease=Lease(holder, time.time() + 120)
-    )
+    new = event(n, now)
+    lease = Lease(holder, time.time() + 120)
+    [stored] = await repo.intake.ingest([(new, new.people)], {"exec": [ACCOUNT]}, lease=lease)
     [view] = stored.claimed
     if not await repo.leases.intend(view.record_id, ACCOUNT, holder, SyncStep.CREATE_ASSIGNMENT, time.time(), 120):
         raise RuntimeError("the lease was lost")

@@ -144,21 +144,20 @@ class Leases:
         self, record_id: int, account: str, owner: str, *, synced: bool = False, version: int | None = None
     ) -> bool:
         """Give the lease back (only if we still hold it); ``synced`` also marks the row up to date,
-        with ``version`` only while the record is still that version (see :meth:`mark_written`).
-        False when ``synced`` was asked and the row was not marked (a newer version, or not ours)."""
+        only while the record is still ``version`` (see :meth:`mark_written`). False when ``synced``
+        was asked and the row was not marked (a newer version, or not ours)."""
         now = datetime.now(UTC)
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
-        if synced and version is None:
-            values.update(status=SYNCED, reason=None, synced_at=now, updated_at=now)
-        elif synced:
+        if synced:
+            assert version is not None, "a row is marked synced only at the version its plan was read at"
             values.update(updated_at=now)
         params = {"b_id": record_id, "b_account": account, "b_owner": owner, **values}
 
         def work(conn: Connection) -> bool:
             released = self._stmt.held_sync_row.execute(conn, params) > 0
-            if synced and version is not None:
-                return released and self._mark_synced(conn, record_id, account, version, now)
-            return released or not synced
+            if version is None or not synced:
+                return True
+            return released and self._mark_synced(conn, record_id, account, version, now)
 
         return await self._sql.write(work)
 
@@ -178,8 +177,8 @@ class Leases:
         ``last`` could not mark the row synced because the record changed since ``version``.
 
         ``last``: it was the last write the record needed: give the lease back and mark it synced
-        in the same transaction. With ``version`` (the record's version the plan was made from) it
-        is marked synced only if the record is still that version: one changed meanwhile (a
+        in the same transaction, only if the record is still ``version`` (the version the plan was
+        made from): one changed meanwhile (a
         completion merged while its assignment was being written) stays pending, for the sync its
         change queued (and the sweeper, should that message be lost), instead of saying synced
         with a write still missing. A completion notes which one was written (``completion``) and
@@ -189,9 +188,8 @@ class Leases:
         now = datetime.now(UTC)
         values: dict[str, Any] = {"uncertain_step": None, "updated_at": now}
         if last:
+            assert version is not None, "a row is marked synced only at the version its plan was read at"
             values.update(lease_owner=None, lease_until=None)
-            if version is None:
-                values.update(status=SYNCED, reason=None, synced_at=now)
         if step is SyncStep.CREATE_ASSIGNMENT:
             values.update(assignment_created=True, lms_assignment_id=lms_id)
         elif step is SyncStep.DELETE_SUPERSEDED:
@@ -210,7 +208,9 @@ class Leases:
 
         def work(conn: Connection) -> bool:
             written.execute(conn, params)
-            return not (last and version is not None) or self._mark_synced(conn, record_id, account, version, now)
+            if version is None or not last:
+                return True
+            return self._mark_synced(conn, record_id, account, version, now)
 
         return await self._sql.write(work)
 
