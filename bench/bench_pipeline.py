@@ -16,6 +16,12 @@ Phases (each prints a row):
 draining worker for its first 20 s (py-spy installed beside Python, not a dependency), and
 prints its top frames by share of samples.
 
+``--callgrind`` (drain): the worker runs under valgrind's callgrind, switched on at its first write,
+and the row gives its instructions per event from the 200th event on. A count, not seconds: it
+does not move with this machine's speed (up to 2 x between hours), so a change of a few percent
+shows between two runs minutes apart (same code: within ~3 %, from batches of different sizes). The
+worker runs ~50 x slower, so use a small backlog (1,500: about two and a half minutes).
+
 The StackOne stand-in answers at once and runs in this process. The latency and drain phases
 post from this process too (they need each webhook's send time, or few connections).
 The mix: every event a new LMS record, over 20 learning objects (so a content upsert and a
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import resource
 import socket
 import statistics
@@ -101,6 +108,7 @@ LOG_LEVEL = "warning"  # --log-level: the lmsbridge processes' (their lines go t
 LOGS: Path | None = None  # --logs: keep each process's warnings and errors here
 PROFILE: Path | None = None  # --profile: py-spy the split phase's worker into this folder
 WORKERS = 1  # --workers: worker processes in the split phase (sharing the SQLite file)
+CALLGRIND = False  # --callgrind: run the draining worker under valgrind and count its instructions
 
 
 def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
@@ -108,12 +116,27 @@ def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
     if LOGS is not None:
         LOGS.mkdir(parents=True, exist_ok=True)
         stderr = (LOGS / f"{cfg.stem}-{role}.log").open("ab")
+    command = [sys.executable, "-m", "lmsbridge.cli", "--log-level", LOG_LEVEL, "--log-format", "json", role]
+    if CALLGRIND and role == "worker":  # instrumented only once it is switched on (instructions())
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", *command]
     return subprocess.Popen(
-        [sys.executable, "-m", "lmsbridge.cli", "--log-level", LOG_LEVEL, "--log-format", "json", role],
+        command,
         env={**os.environ, "LMSBRIDGE_CONFIG": str(cfg)},
         stderr=stderr,
         stdout=stderr,
     )
+
+
+def instructions(pid: int) -> int:
+    """Instructions a process under callgrind has run since its instrumentation was switched on
+    (switched on by the first call): a count that does not move with the machine's speed, as the
+    CPU seconds do (this machine's vary by up to 2 x between hours)."""
+    control = ["callgrind_control", "-e", "Ir", str(pid)]
+    shown = subprocess.run(control, capture_output=True, text=True, check=True).stdout
+    if "instrumentation is switched off" in shown:
+        subprocess.run(["callgrind_control", "-i", "on", str(pid)], capture_output=True, check=True)
+        return 0
+    return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th \d+\s+([\d,]+)", shown, re.MULTILINE))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -420,14 +443,21 @@ async def backlog_and_drain(
         peak = 0.0
         # The worker's CPU per event, from its first write to its last (start-up is not counted).
         first: tuple[int, float, float] | None = None
+        counted: tuple[int, int] | None = None  # (written, instructions) once callgrind has warmed up
         while (written := written_count(stackone) - before) < load.accepted and time.perf_counter() < deadline:
             if first is None and written > 0:
                 first = (written, cpu_seconds(worker_proc.pid), cpu_seconds(beam) if beam else 0.0)
+                if CALLGRIND:
+                    instructions(worker_proc.pid)  # switched on now; counted from 200 events on
+            elif CALLGRIND and first is not None and counted is None and written >= first[0] + 200:
+                counted = (written, instructions(worker_proc.pid))
             await asyncio.sleep(0.05 if first is None else 0.5)
             peak = max(peak, peak_rss_mb(worker_proc.pid))
         elapsed = time.perf_counter() - started
         done = written_count(stackone) - before
-        cpu_per_event = broker_draining = 0.0
+        cpu_per_event = broker_draining = instructions_per_event = 0.0
+        if counted is not None and done > counted[0]:
+            instructions_per_event = (instructions(worker_proc.pid) - counted[1]) / (done - counted[0])
         if first is not None and done > first[0]:
             cpu_per_event = (cpu_seconds(worker_proc.pid) - first[1]) / (done - first[0])
             broker_draining = (cpu_seconds(beam) - first[2]) / (done - first[0]) if beam else 0.0
@@ -447,6 +477,7 @@ async def backlog_and_drain(
         "drain_per_s": done / elapsed,
         "drain_seconds": elapsed,
         "worker_cpu_us_per_event": 1e6 * cpu_per_event,
+        "worker_instructions_per_event": instructions_per_event,
         "broker_cpu_us_queueing": 1e6 * broker_queueing,
         "broker_cpu_us_draining": 1e6 * broker_draining,
         "worker_rss_mb": peak,
@@ -527,6 +558,9 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
         table.add_row(f"worker drain events/s (over {r['drain_seconds']:.0f} s)", f"{r['drain_per_s']:,.0f}", "")
         table.add_row("  worker CPU per event, first write to last (us)", f"{r['worker_cpu_us_per_event']:,.0f}", "")
+        if r["worker_instructions_per_event"]:
+            counted = f"{r['worker_instructions_per_event']:,.0f}"
+            table.add_row("  worker instructions per event (callgrind)", counted, "")
         table.add_row(
             "  RabbitMQ CPU per event: queueing / draining (us)",
             f"{r['broker_cpu_us_queueing']:,.0f} / {r['broker_cpu_us_draining']:,.0f}",
@@ -550,8 +584,12 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, help="keep each lmsbridge process's log lines in this folder")
     parser.add_argument("--profile", type=Path, help="py-spy the split phase's worker; stacks kept in this folder")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the split phase (one database)")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="drain: the worker's instructions per event (valgrind, ~50 x slower)"
+    )
     args = parser.parse_args()
-    global LOGS, PROFILE, LOG_LEVEL, WORKERS
+    global LOGS, PROFILE, LOG_LEVEL, WORKERS, CALLGRIND
+    CALLGRIND = args.callgrind
     LOGS = args.logs
     LOG_LEVEL = args.log_level
     PROFILE = args.profile
