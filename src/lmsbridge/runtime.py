@@ -365,6 +365,10 @@ async def run_until_signal(runtime: Runtime) -> None:
     await runtime.stop()
 
 
+GC_THRESHOLDS = (10_000, 10, 10)
+"""The garbage collector's thresholds once started (Python's defaults: 700, 10, 10)."""
+
+
 def _freeze_startup_objects() -> None:
     """Keep what exists once the process started out of the garbage collector's full collections.
 
@@ -372,7 +376,16 @@ def _freeze_startup_objects() -> None:
     a full collection traversed them all each time: measured in ``bench/bench_reconcile.py``, the
     worker's one full collection during a pass stopped it for 100 ms, with live syncs waiting. What
     is garbage already is collected first, so that nothing dead is kept.
+
+    Then the young generation is collected every 10,000 net allocations instead of 700
+    (:data:`GC_THRESHOLDS`). An event's handling allocates thousands of short-lived containers
+    (coroutines, futures, frames, rows); most die by reference count within the event, but at 700
+    a collection traversed those still in flight (up to a prefetch of events) every few events.
+    Measured draining 1,500 queued events under callgrind, alternating: 3.13-3.22 M instructions an
+    event at 700, 2.99-3.09 M at 10,000 (-4 %); draining 20,000, 1,571-1,648 against 1,328-1,511 us
+    of CPU an event, peak RSS unchanged (115 MB). The older generations' thresholds stay as they were.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     log.debug("gc.frozen", objects=gc.get_freeze_count())
