@@ -18,9 +18,9 @@ prints its top frames by share of samples.
 
 ``--callgrind`` (drain): the worker runs under valgrind's callgrind, switched on at its first write,
 and the row gives its instructions per event from the 200th event on. A count, not seconds: it
-does not move with this machine's speed (up to 2 x between hours), so a change of a few percent
-shows between two runs minutes apart (same code: within ~3 %, from batches of different sizes). The
-worker runs ~50 x slower, so use a small backlog (1,500: about two and a half minutes).
+does not move with this machine's speed (up to 2 x between hours). Runs of the same code differ
+by 3-6 % (batches of different sizes), so a change of 5 % shows in two pairs of runs. The worker
+runs ~50 x slower: use a small backlog (1,500: about two and a half minutes).
 
 The StackOne stand-in answers at once and runs in this process. The latency and drain phases
 post from this process too (they need each webhook's send time, or few connections).
