@@ -16,8 +16,9 @@ Phases (each prints a row):
 draining worker for its first 20 s (py-spy installed beside Python, not a dependency), and
 prints its top frames by share of samples.
 
-``--callgrind`` (drain): the worker runs under valgrind's callgrind, switched on at its first write,
-and the row gives its instructions per event from the 200th event on. A count, not seconds: it
+``--callgrind`` (drain): `serve` and the worker run under valgrind's callgrind, switched on when
+the queueing starts and at the worker's first write; the rows give their instructions per webhook
+queued and per event written, from the 200th on. A count, not seconds: it
 does not move with this machine's speed (up to 2 x between hours). Runs of the same code differ
 by 3-6 % (batches of different sizes), so a change of 5 % shows in two pairs of runs. The worker
 runs ~50 x slower: use a small backlog (1,500: about two and a half minutes).
@@ -117,7 +118,7 @@ def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
         LOGS.mkdir(parents=True, exist_ok=True)
         stderr = (LOGS / f"{cfg.stem}-{role}.log").open("ab")
     command = [sys.executable, "-m", "lmsbridge.cli", "--log-level", LOG_LEVEL, "--log-format", "json", role]
-    if CALLGRIND and role == "worker":  # instrumented only once it is switched on (instructions())
+    if CALLGRIND and role in ("serve", "worker"):  # instrumented only once switched on (instructions())
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", *command]
     return subprocess.Popen(
         command,
@@ -418,11 +419,17 @@ async def backlog_and_drain(
         await wait_ready(url)
         load = Load(url)
         counter = iter(range(20_000_000, 20_000_000 + backlog))
+        queued_from: tuple[int, int] | None = None  # (accepted, instructions) once callgrind has warmed up
+        if CALLGRIND:
+            instructions(serve.pid)  # switched on now; counted from the 200th webhook on
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
 
             async def worker() -> None:
+                nonlocal queued_from
                 for i in counter:
                     await load.post(session, i)
+                    if CALLGRIND and queued_from is None and load.accepted >= 200:
+                        queued_from = (load.accepted, instructions(serve.pid))
 
             beam = rabbitmq_pid()
             broker_before = cpu_seconds(beam) if beam else 0.0
@@ -430,6 +437,9 @@ async def backlog_and_drain(
             await asyncio.gather(*(worker() for _ in range(64)))
             queue_rate = load.accepted / (time.perf_counter() - started)
             broker_queueing = (cpu_seconds(beam) - broker_before) / max(1, load.accepted) if beam else 0.0
+        serve_instructions = 0.0
+        if queued_from is not None and load.accepted > queued_from[0]:
+            serve_instructions = (instructions(serve.pid) - queued_from[1]) / (load.accepted - queued_from[0])
         serve_rss = peak_rss_mb(serve.pid)
     finally:
         serve.terminate()
@@ -473,6 +483,7 @@ async def backlog_and_drain(
         "queued": load.accepted,
         "queue_rate": queue_rate,
         "serve_rss_mb": serve_rss,
+        "serve_instructions_per_event": serve_instructions,
         "drained": done,
         "drain_per_s": done / elapsed,
         "drain_seconds": elapsed,
@@ -558,6 +569,9 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
         table.add_row(f"worker drain events/s (over {r['drain_seconds']:.0f} s)", f"{r['drain_per_s']:,.0f}", "")
         table.add_row("  worker CPU per event, first write to last (us)", f"{r['worker_cpu_us_per_event']:,.0f}", "")
+        if r["serve_instructions_per_event"]:
+            counted = f"{r['serve_instructions_per_event']:,.0f}"
+            table.add_row("  serve instructions per webhook queued (callgrind)", counted, "")
         if r["worker_instructions_per_event"]:
             counted = f"{r['worker_instructions_per_event']:,.0f}"
             table.add_row("  worker instructions per event (callgrind)", counted, "")
@@ -585,7 +599,7 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy the split phase's worker; stacks kept in this folder")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the split phase (one database)")
     parser.add_argument(
-        "--callgrind", action="store_true", help="drain: the worker's instructions per event (valgrind, ~50 x slower)"
+        "--callgrind", action="store_true", help="drain: serve's and worker's instructions an event (valgrind, slow)"
     )
     args = parser.parse_args()
     global LOGS, PROFILE, LOG_LEVEL, WORKERS, CALLGRIND
