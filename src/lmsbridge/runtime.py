@@ -307,11 +307,7 @@ class Runtime:
             await self._runner.cleanup()
         if self.consumer is not None:
             await self.consumer.stop(drain_timeout=self.settings.worker.drain_timeout)
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._background)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self._stop_ledger()
@@ -323,6 +319,26 @@ class Runtime:
         if self.repo is not None:
             await self.repo.close()
         log.info("lmsbridge.stopped")
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]], *, every: float = 1.0) -> None:
+    """Cancel ``tasks`` and wait until each has ended, cancelling again every ``every`` seconds a
+    task that goes on.
+
+    A loop can swallow its cancellation: a library call under ``contextlib.suppress(Exception)``
+    that turns the ``CancelledError`` into an error of its own. The loop then goes back to its
+    sleep, and awaiting it once cancelled waited forever: a stop that never ended (seen once in
+    ``tests/pipeline/test_resilience.py`` after a RabbitMQ restart: the housekeeping loop, reading
+    queue depths under ``suppress(Exception)``, was back at its 15 s sleep with its cancellation
+    spent). Cancelled again, it ends at its next ``await``.
+    """
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=every)
+    for task in tasks:  # each task's exception retrieved (none matters at stop)
+        if not task.cancelled():
+            task.exception()
 
 
 async def _serve_metrics(
