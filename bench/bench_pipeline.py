@@ -602,6 +602,8 @@ def main() -> int:
         "--callgrind", action="store_true", help="drain: serve's and worker's instructions an event (valgrind, slow)"
     )
     args = parser.parse_args()
+    if args.callgrind and args.phases != "drain":  # elsewhere it would slow the processes and count nothing
+        parser.error("--callgrind counts only in the drain phase: give --phases drain")
     global LOGS, PROFILE, LOG_LEVEL, WORKERS, CALLGRIND
     CALLGRIND = args.callgrind
     LOGS = args.logs
