@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import orjson
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -58,3 +61,87 @@ async def test_tasks_started_inside_a_block_keep_its_fields_and_do_not_leak_thei
     after = next(entry for entry in logs if entry["event"] == "parent.after")
     assert "correlation_id" not in after
     assert "record_id" not in after
+
+
+def test_redact_masks_secret_named_fields_whatever_their_case_and_value() -> None:
+    """A field named like a secret (api_key, Authorization, ...) is logged as *** whatever it holds."""
+    from lmsbridge.logs import redact
+
+    line = redact(None, "info", {"event": "x", "API_KEY": "plain", "authorization": 42, "account": "acme"})
+    assert line == {"event": "x", "API_KEY": "***", "authorization": "***", "account": "acme"}
+    # The same keys again (remembered) and a new set: each is judged by its own names.
+    assert redact(None, "info", {"event": "y", "API_KEY": "again"})["API_KEY"] == "***"
+    assert redact(None, "info", {"event": "z", "apikey": "v"})["apikey"] == "v"
+
+
+def test_redact_masks_secret_shaped_text_and_leaves_the_rest_as_it_was() -> None:
+    """A value holding a token or a credential keeps its prefix and loses the rest; other values are untouched."""
+    from lmsbridge.logs import redact
+
+    line = redact(
+        None,
+        "info",
+        {
+            "event": "stackone.failed",
+            "error": "401 for Basic c2NzX2xpdmVfYWJjOg== on /assignments",
+            "hint": "signed with whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "bearer": "Bearer  abc.def-ghi",
+            "message_id": "evt_123",
+            "records": 2,
+            "word": "Basic",  # a marker alone is not a secret
+        },
+    )
+    assert line == {
+        "event": "stackone.failed",
+        "error": "401 for Basic *** on /assignments",
+        "hint": "signed with whsec_***",
+        "bearer": "Bearer  ***",
+        "message_id": "evt_123",
+        "records": 2,
+        "word": "Basic",
+    }
+    clean = {"event": "webhook.queued", "source": "exec", "message_id": "msg_2a", "status": 202}
+    assert redact(None, "info", dict(clean)) == clean
+
+
+def test_stamp_gives_utc_now_to_the_microsecond_across_a_second_boundary() -> None:
+    """Every line's timestamp is the current UTC time in ISO form ending in Z, also after the second turns."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from lmsbridge.logs import stamp
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + 3
+    while len(seen) < 2 and time.monotonic() < deadline:  # lines in two different seconds
+        before = datetime.now(UTC)
+        text = stamp(None, "info", {})["timestamp"]
+        after = datetime.now(UTC)
+        assert len(text) == len("2026-05-29T08:00:00.000000Z")
+        assert text.endswith("Z")
+        assert before - timedelta(milliseconds=1) <= datetime.fromisoformat(text) <= after
+        seen.add(text[:19])
+        time.sleep(0.05)
+    assert len(seen) == 2
+
+
+def test_a_configured_logger_keeps_its_methods_and_still_writes_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """After configure, a module's logger answers log.info without its proxy and each call still writes a line."""
+    from lmsbridge import logs
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logs.configure(level="info", fmt="json")
+    try:
+        logger = logs.get_logger("tests.logs.kept")
+        logger.info("first.line", n=1)
+        assert "info" in vars(logger)  # kept: the next call finds it directly
+        logger.info("second.line", n=2)
+        logger.debug("filtered.line")
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "line" in line]
+    assert [orjson.loads(line)["event"] for line in lines] == ["first.line", "second.line"]

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,7 +30,13 @@ from structlog.typing import EventDict, WrappedLogger
 
 LogFormat = Literal["json", "console", "auto"]
 
-_SECRET_VALUE = re.compile(r"(whsec_|whsk_|scs_live_|exec_live_|Basic\s+|Bearer\s+)[A-Za-z0-9+/=_\-.]+")
+_TOKEN_PREFIXES = ("whsec_", "whsk_", "scs_live_", "exec_live_")
+_AUTH_SCHEMES = ("Basic", "Bearer")
+_SECRET_VALUE = re.compile(
+    "(" + "|".join([*map(re.escape, _TOKEN_PREFIXES), *(rf"{scheme}\s+" for scheme in _AUTH_SCHEMES)]) + ")"
+    r"[A-Za-z0-9+/=_\-.]+"
+)
+_SECRET_MARKERS = _TOKEN_PREFIXES + _AUTH_SCHEMES  # a value holding none of these holds no secret-shaped text
 _SECRET_KEYS = frozenset({"api_key", "secret", "secrets", "password", "authorization", "signature", "token"})
 
 
@@ -59,13 +66,52 @@ def _mask(value: Any) -> Any:
     return value
 
 
+_SECRET_KEYS_OF: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # a line's keys -> those named like a secret
+_SECRET_KEYS_KEPT = 4096  # distinct key sets remembered; past that the memo starts again
+
+
+def _secret_keys(keys: tuple[Any, ...]) -> tuple[Any, ...]:
+    found = _SECRET_KEYS_OF.get(keys)
+    if found is None:
+        if len(_SECRET_KEYS_OF) >= _SECRET_KEYS_KEPT:
+            _SECRET_KEYS_OF.clear()
+        found = _SECRET_KEYS_OF[keys] = tuple(key for key in keys if str(key).lower() in _SECRET_KEYS)
+    return found
+
+
 def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Drop secret-named fields and mask secret-shaped values."""
-    for key in list(event_dict):
-        if key.lower() in _SECRET_KEYS:
-            event_dict[key] = "***"
-        else:
-            event_dict[key] = _mask(event_dict[key])
+    """Drop secret-named fields and mask secret-shaped values.
+
+    Every line passes here, so the usual line (no secret) costs one look-up of its keys and a
+    substring search of its text values joined for the secrets' markers (a prefix, an auth
+    scheme): only a line holding one has each value masked by the pattern.
+    """
+    for key in _secret_keys(tuple(event_dict)):
+        event_dict[key] = "***"
+    texts = [value for value in event_dict.values() if isinstance(value, str)]
+    joined = "\n".join(texts)
+    if any(marker in joined for marker in _SECRET_MARKERS):
+        for key, value in event_dict.items():
+            event_dict[key] = _mask(value)
+    return event_dict
+
+
+_STAMPED: list[tuple[int, str]] = [(-1, "")]  # the second last stamped and its text (one tuple: threads log too)
+
+
+def stamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """``timestamp``: now, in UTC, to the microsecond (``2026-05-29T08:00:00.000000Z``).
+
+    structlog's ``TimeStamper`` builds an aware ``datetime`` and its ISO text for every line,
+    a visible share of a line's cost; here the text up to the seconds is made once a second.
+    """
+    now = time.time()
+    second, text = _STAMPED[0]
+    if second != int(now):
+        second = int(now)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _STAMPED[0] = (second, text)
+    event_dict["timestamp"] = f"{text}.{int((now - second) * 1_000_000):06d}Z"
     return event_dict
 
 
@@ -106,7 +152,6 @@ def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
         renderer = text_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         factory = structlog.PrintLoggerFactory(file=sys.stderr)
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             merge_bound,
@@ -147,6 +192,28 @@ def configure(*, level: str = "info", fmt: LogFormat = "auto") -> None:
     logging.captureWarnings(True)
 
 
+class _Logger:
+    """structlog's lazy logger, with its methods kept once structlog keeps the logger they belong to.
+
+    Modules take their logger at import (``log = get_logger(__name__)``), before :func:`configure`
+    runs, so structlog hands out a proxy that finds its logger on first use. The proxy answers
+    ``log.info`` through ``__getattr__`` on every call: a failed attribute look-up first, which
+    builds an ``AttributeError`` with its message, then the look-up of the logger. A debug line
+    filtered out paid that too. Here the method found is kept on this object once structlog keeps
+    its logger (``cache_logger_on_first_use``, as :func:`configure` sets): the next call finds it
+    directly. Without that setting (the tests' default) every call asks the proxy, as before.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._proxy = structlog.get_logger(name)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._proxy, name)
+        if not name.startswith("__") and structlog.get_config()["cache_logger_on_first_use"]:
+            self.__dict__[name] = value
+        return value
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger named after its module."""
-    return structlog.get_logger(name)
+    return _Logger(name)
