@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from lmsbridge.logs import bound, merge_bound
+from lmsbridge import logs
+from lmsbridge.logs import bound, merge_bound, redact, stamp
 
 log = structlog.get_logger("tests.logs")
 
@@ -65,8 +68,6 @@ async def test_tasks_started_inside_a_block_keep_its_fields_and_do_not_leak_thei
 
 def test_redact_masks_secret_named_fields_whatever_their_case_and_value() -> None:
     """A field named like a secret (api_key, Authorization, ...) is logged as *** whatever it holds."""
-    from lmsbridge.logs import redact
-
     line = redact(None, "info", {"event": "x", "API_KEY": "plain", "authorization": 42, "account": "acme"})
     assert line == {"event": "x", "API_KEY": "***", "authorization": "***", "account": "acme"}
     # The same keys again (remembered) and a new set: each is judged by its own names.
@@ -76,8 +77,6 @@ def test_redact_masks_secret_named_fields_whatever_their_case_and_value() -> Non
 
 def test_redact_masks_secret_shaped_text_and_leaves_the_rest_as_it_was() -> None:
     """A value holding a token or a credential keeps its prefix and loses the rest; other values are untouched."""
-    from lmsbridge.logs import redact
-
     line = redact(
         None,
         "info",
@@ -106,11 +105,6 @@ def test_redact_masks_secret_shaped_text_and_leaves_the_rest_as_it_was() -> None
 
 def test_stamp_gives_utc_now_to_the_microsecond_across_a_second_boundary() -> None:
     """Every line's timestamp is the current UTC time in ISO form ending in Z, also after the second turns."""
-    import time
-    from datetime import UTC, datetime, timedelta
-
-    from lmsbridge.logs import stamp
-
     seen: set[str] = set()
     deadline = time.monotonic() + 3
     while len(seen) < 2 and time.monotonic() < deadline:  # lines in two different seconds
@@ -127,8 +121,6 @@ def test_stamp_gives_utc_now_to_the_microsecond_across_a_second_boundary() -> No
 
 def test_a_configured_logger_keeps_its_methods_and_still_writes_every_line(capsys: pytest.CaptureFixture[str]) -> None:
     """After configure, a module's logger answers log.info without its proxy and each call still writes a line."""
-    from lmsbridge import logs
-
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     logs.configure(level="info", fmt="json")
