@@ -208,8 +208,10 @@ class _Logger:
         self._proxy = structlog.get_logger(name)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy's and pickle's probes (on a copy, before _proxy exists): not a logger's
+            raise AttributeError(name)
         value = getattr(self._proxy, name)
-        if not name.startswith("__") and structlog.get_config()["cache_logger_on_first_use"]:
+        if structlog.get_config()["cache_logger_on_first_use"]:
             self.__dict__[name] = value
         return value
 
