@@ -368,12 +368,25 @@ async def _serve_metrics(
 
 
 async def run_until_signal(runtime: Runtime) -> None:
-    """Start ``runtime``, wait for SIGTERM or SIGINT, then stop it gracefully."""
+    """Start ``runtime``, wait for SIGTERM or SIGINT, then stop it gracefully.
+
+    A signal while it is still starting (the worker waiting for RabbitMQ, up to a minute) ends the
+    start and stops what had started, rather than waiting for the start to finish first.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await runtime.start()
+    starting = asyncio.create_task(runtime.start(), name="start")
+    signalled = asyncio.create_task(stop.wait(), name="signal")
+    await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("lmsbridge.stopping", starting=True)
+        await cancel_all([starting])
+        await runtime.stop()
+        return
+    signalled.cancel()
+    await starting  # a start that failed ends the process with its error
     _freeze_startup_objects()
     log.info("lmsbridge.started", receiver=runtime.with_receiver, worker=runtime.with_worker, version=__version__)
     await stop.wait()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -222,3 +224,108 @@ async def test_two_receivers_with_reuse_port_share_one_port_and_every_event_they
     assert await settled(second) == {ACCOUNT: {"synced": len(people)}}
     written = [a["user_id"] for a in stackone.assignments(ACCOUNT)]
     assert sorted(written) == sorted(ids)
+
+
+class AmqpProxy:
+    """A TCP proxy to RabbitMQ; closing it is RabbitMQ going away for whoever connected through it.
+
+    With ``cut_at_consume`` it reads the client's AMQP frames and, at the first ``basic.consume``,
+    closes both sides without passing it on, once: RabbitMQ going away after the worker connected
+    and declared its topology but before it consumed. Every later connection passes untouched.
+    """
+
+    def __init__(self, amqp_url: str, *, cut_at_consume: bool) -> None:
+        parts = urlsplit(amqp_url)
+        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 5672)
+        self._parts = parts
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.cut = not cut_at_consume
+
+    async def start(self) -> str:
+        """Listen; the AMQP URL that goes through this proxy."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        netloc = f"{self._parts.username}:{self._parts.password}@127.0.0.1:{port}"
+        return urlunsplit(self._parts._replace(netloc=netloc))
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection through the proxy."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        pumps = [self._pump(up_reader, writer), self._client_frames(reader, up_writer, writer)]
+        tasks = [asyncio.create_task(pump) for pump in pumps]
+        self._tasks.update(tasks)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for w in (writer, up_writer):
+            w.transport.abort()
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+    async def _client_frames(
+        self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, client: asyncio.StreamWriter
+    ) -> None:
+        upstream.write(await reader.readexactly(8))  # the protocol header
+        while True:
+            head = await reader.readexactly(7)  # frame type, channel, payload size
+            kind, _, size = struct.unpack(">BHI", head)
+            rest = await reader.readexactly(size + 1)  # payload and frame end
+            if not self.cut and kind == 1 and rest[:4] == struct.pack(">HH", 60, 20):  # basic.consume
+                self.cut = True
+                return
+            upstream.write(head + rest)
+            await upstream.drain()
+
+
+async def test_a_worker_whose_connection_drops_as_it_starts_consuming_waits_and_consumes(
+    make_settings: SettingsFactory, start_runtime: Start, stackone: StackOneStandIn, amqp_url: str
+) -> None:
+    """RabbitMQ dropping the worker's connection after it declared its topology and before it
+    consumed: the worker's start waits for RabbitMQ and finishes (it does not end with the fault),
+    and every event sent afterwards reaches the LMS once."""
+    proxy = AmqpProxy(amqp_url, cut_at_consume=True)
+    proxied = await proxy.start()
+    try:
+        worker = await asyncio.wait_for(start_runtime(make_settings(amqp_url=proxied), receiver=False), 60)
+        assert proxy.cut
+        receiver = await start_runtime(make_settings(), worker=False)
+        people = [f"cut{i:02d}@acme.example" for i in range(12)]
+        ids = {stackone.add_user(ACCOUNT, email) for email in people}
+        sender = WebhookSender(f"http://127.0.0.1:{receiver.port}", SECRET)
+        for i, email in enumerate(people):
+            assignment = exec_assignment(f"as-cut-{i}", email, scenario="discovery-call")
+            status, body = await sender.post("acme-sales", exec_event("assignment.created", assignment))
+            assert status == 202, body
+        assert await settled(worker, timeout=60) == {ACCOUNT: {"synced": len(people)}}
+        assert sorted(a["user_id"] for a in stackone.assignments(ACCOUNT)) == sorted(ids)
+    finally:
+        await proxy.close()
+
+
+async def test_a_worker_stops_promptly_while_rabbitmq_is_unreachable(
+    make_settings: SettingsFactory, amqp_url: str
+) -> None:
+    """RabbitMQ gone (its connections dropped, nothing listening) when the worker is told to stop:
+    the stop ends within seconds instead of waiting on channels for a reconnection."""
+    proxy = AmqpProxy(amqp_url, cut_at_consume=False)
+    worker = Runtime(make_settings(amqp_url=await proxy.start()), receiver=False, worker=True)
+    try:
+        await worker.start(broker_wait=10)
+    finally:
+        await proxy.close()
+    await asyncio.sleep(0.5)  # the worker has seen its connection go
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(worker.stop(), 30)
+    assert asyncio.get_running_loop().time() - started < 15

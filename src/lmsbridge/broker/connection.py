@@ -52,7 +52,8 @@ from lmsbridge.settings import BrokerSettings
 
 log = get_logger(__name__)
 
-_PUBLISH_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+# What RabbitMQ going away looks like from aio-pika and aiormq (a closed channel is a RuntimeError there).
+BROKER_FAULTS = (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
 
 def _refused(exc: BaseException) -> BrokerUnavailable:
@@ -116,7 +117,7 @@ class Broker:
                 self._ready.set()
                 log.info("broker.connected", connection=self._name)
                 return
-            except (*_PUBLISH_ERRORS, TimeoutError) as exc:
+            except (*BROKER_FAULTS, TimeoutError) as exc:
                 log.warning("broker.unreachable", error=type(exc).__name__, retry_in=delay)
                 if self.connection is not None:
                     with contextlib.suppress(Exception):
@@ -148,7 +149,7 @@ class Broker:
             await exchange.publish(message, key, mandatory=True, timeout=timeout)
         except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
-        except _PUBLISH_ERRORS as exc:
+        except BROKER_FAULTS as exc:
             raise _refused(exc) from None
 
     async def publish_event(self, event: AssignmentEvent, *, timeout: float, background: bool = False) -> None:
@@ -183,7 +184,7 @@ class Broker:
             )
         except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
-        except _PUBLISH_ERRORS as exc:
+        except BROKER_FAULTS as exc:
             raise _refused(exc) from None
         finally:
             self._in_flight -= 1

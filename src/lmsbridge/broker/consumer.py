@@ -35,12 +35,12 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from lmsbridge.broker.acks import AckGroups
 from lmsbridge.broker.breaker import Breaker
 from lmsbridge.broker.codec import Job, SyncTask, decode
-from lmsbridge.broker.connection import Broker
+from lmsbridge.broker.connection import BROKER_FAULTS, Broker
 from lmsbridge.broker.outcome import Action, Policy, decide
 from lmsbridge.broker.settle import Settler
 from lmsbridge.broker.sweeper import Sweeper
 from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
-from lmsbridge.errors import DeadLetter, InfrastructureFault
+from lmsbridge.errors import BrokerUnavailable, DeadLetter, InfrastructureFault
 from lmsbridge.lanes import LiveFirst, lane
 from lmsbridge.logs import bound, get_logger
 from lmsbridge.metrics import Metrics
@@ -109,25 +109,58 @@ class Consumer:
         return [a for a in self._broker.accounts if a not in self._paused]
 
     async def start(self) -> None:
-        """Start consuming every intake queue (one per source, and the shared one) and every account's sync queue."""
-        await self._consume(self._names.events)
+        """Start consuming every intake queue (one per source, and the shared one) and every account's sync queue.
+
+        RabbitMQ can go away between connecting and consuming (a restart, a forced close): start
+        then waits for it, as :meth:`Broker.start` does, and carries on where it stopped, instead
+        of ending the worker with the fault.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self._start_consuming()
+                break
+            except (*BROKER_FAULTS, BrokerUnavailable, InfrastructureFault, TimeoutError) as exc:
+                if self._stopping:
+                    raise
+                log.warning("consumer.start_failed", error=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._background.append(asyncio.create_task(self._sweeper.run(), name="sweeper"))
+
+    async def _start_consuming(self) -> None:
+        """Consume what is not consumed yet; again after a fault, it skips what the last try started."""
+        await self._consume_once(self._names.events)
         for source in self._broker.sources:
-            await self._consume(self._names.intake(source))
+            await self._consume_once(self._names.intake(source))
         for account in self._broker.accounts:
+            if account in self._paused or self._names.sync(account) in self._consumers:
+                continue
             state = await self._accounts.account(account)
             if state.paused:
                 self._pause_reasons[account] = state.reason or "paused"
                 self._start_probe(account)
             else:
-                await self._consume(self._names.sync(account))
-        self._background.append(asyncio.create_task(self._sweeper.run(), name="sweeper"))
+                await self._consume_once(self._names.sync(account))
+
+    async def _consume_once(self, queue_name: str) -> None:
+        if queue_name not in self._consumers:
+            await self._consume(queue_name)
 
     async def _consume(self, queue_name: str) -> None:
         queue = self._queues.get(queue_name)
         if queue is None or queue.channel.is_closed:
+            if queue is not None and queue.channel in self._channels:
+                self._channels.remove(queue.channel)
             channel = await self._broker.channel(prefetch=self._settings.prefetch)
+            try:
+                queue = await channel.get_queue(queue_name, ensure=True)
+            except BaseException:  # not kept: RabbitMQ would otherwise get it back, unused, on a reconnect
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                raise
             self._channels.append(channel)
-            queue = self._queues[queue_name] = await channel.get_queue(queue_name, ensure=True)
+            self._queues[queue_name] = queue
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
@@ -338,9 +371,7 @@ class Consumer:
         Messages not finished in time are never acked, so RabbitMQ redelivers them.
         """
         self._stopping = True
-        for queue, tag in list(self._consumers.values()):
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
+        await asyncio.gather(*(_quietly(queue.cancel(tag)) for queue, tag in self._consumers.values()))
         self._consumers.clear()
         for task in [*self._paused.values(), *self._background]:
             task.cancel()
@@ -348,10 +379,21 @@ class Consumer:
             _, pending = await asyncio.wait(set(self._inflight), timeout=drain_timeout)
             for task in pending:
                 task.cancel()
-        for channel in self._channels:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        await asyncio.gather(*(_quietly(channel.close()) for channel in self._channels))
         self._channels.clear()
+
+
+# A broker call made while stopping waits this long at most: with RabbitMQ gone, aio-pika's
+# channels wait for a reconnection that may never come (the unacked messages return to their
+# queues when the connection ends anyway).
+STOP_CALL_SECONDS = 2.0
+
+
+async def _quietly(call: Awaitable[object]) -> None:
+    """Await a broker call made while stopping; a fault, or no answer in time, is let go."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(STOP_CALL_SECONDS):
+            await call
 
 
 async def _outcome(work: Awaitable[None]) -> BaseException | None:
