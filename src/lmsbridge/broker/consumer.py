@@ -156,8 +156,7 @@ class Consumer:
             try:
                 queue = await channel.get_queue(queue_name, ensure=True)
             except BaseException:  # not kept: RabbitMQ would otherwise get it back, unused, on a reconnect
-                with contextlib.suppress(Exception):
-                    await channel.close()
+                await _quietly(channel.close())
                 raise
             self._channels.append(channel)
             self._queues[queue_name] = queue
@@ -383,14 +382,14 @@ class Consumer:
         self._channels.clear()
 
 
-# A broker call made while stopping waits this long at most: with RabbitMQ gone, aio-pika's
-# channels wait for a reconnection that may never come (the unacked messages return to their
-# queues when the connection ends anyway).
+# A broker call made while stopping, or closing a channel given up, waits this long at most: with
+# RabbitMQ gone, aio-pika's channels wait for a reconnection that may never come (the unacked
+# messages return to their queues when the connection ends anyway).
 STOP_CALL_SECONDS = 2.0
 
 
 async def _quietly(call: Awaitable[object]) -> None:
-    """Await a broker call made while stopping; a fault, or no answer in time, is let go."""
+    """Await a broker call whose outcome nothing depends on; a fault, or no answer in time, is let go."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(STOP_CALL_SECONDS):
             await call
