@@ -128,7 +128,10 @@ async def test_slow_bodies_are_cut_off_and_the_excess_is_turned_away(serve: Star
     """40 senders stop 144 bytes short of a 262,144-byte body: at most ``max_reading`` are read (the rest
     get 503 + Retry-After at once), those time out with 408 after ``body_timeout``, and every connection
     is closed. Repeated waves leave the process's RSS flat (before: each wave held ~10 MB for ever)."""
-    served = await serve(body_timeout=0.5, max_reading=4, keepalive_timeout=5.0)
+    # The 40 connect in milliseconds; the timeout leaves a wide margin, for were the first readers to
+    # time out before the last senders arrived (a CI run once stalled past 0.5 s), their slots would
+    # rightly go to the late ones, and more than 4 would see a 408.
+    served = await serve(body_timeout=1.0, max_reading=4, keepalive_timeout=5.0)
     data = head(BODY_LIMIT) + b"x" * (BODY_LIMIT - 144)
 
     async def wave() -> list[tuple[int, dict[str, str], bytes]]:
