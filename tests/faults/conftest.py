@@ -575,7 +575,42 @@ async def quiet(
             calm_since = None
         seen = calls
         await asyncio.sleep(0.5)
-    raise AssertionError(f"not quiet after {timeout:.0f}s: sync rows {rows}, queues {depths}")
+    stuck = await pending_rows(database_url)
+    raise AssertionError(
+        f"not quiet after {timeout:.0f}s: sync rows {rows}, queues {depths}\n"
+        f"pending: {stuck}\nin RabbitMQ (ready, unacked, consumers): {unacked(prefix)}\n"
+        f"their log lines:\n{log_lines_of(cluster, [rid for rid, *_ in stuck])}"
+    )
+
+
+async def pending_rows(database_url: str) -> list[tuple[Any, ...]]:
+    """The pending sync rows, with their lease, attempts, last error and age (for a failed wait's message)."""
+    rows = await _query(
+        database_url,
+        "SELECT record_id, account, lease_owner, lease_until, attempts, last_error, uncertain_step, updated_at "
+        "FROM sync_state WHERE status = 'pending' ORDER BY record_id LIMIT 20",
+    )
+    return [tuple(row) for row in rows]
+
+
+def unacked(prefix: str) -> list[str]:
+    """The prefix's queues with ready or unacknowledged messages, as ``rabbitmqctl`` lists them."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return [line for line in listed.splitlines() if line.startswith(prefix) and line.split()[1:3] != ["0", "0"]]
+
+
+def log_lines_of(cluster: Cluster, record_ids: list[int], *, most: int = 60) -> str:
+    """The run log's lines naming any of ``record_ids`` (the last ``most`` of them)."""
+    path = Path(cluster.log.name)
+    cluster.log.flush()
+    names = [f'"record_id":{rid}{end}' for rid in record_ids for end in ",}"]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if any(n in line for n in names)]
+    return "\n".join(lines[-most:])
 
 
 # --- the ledger ------------------------------------------------------------------------------
