@@ -7,7 +7,7 @@ broker implement them.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -112,6 +112,7 @@ class SyncStatusPort(Protocol):
         *,
         reason: str | None = None,
         error: str | None = None,
+        only_from: Collection[str] | None = None,
     ) -> None: ...
     async def note_failure(self, record_id: int, account: str, error: str) -> int: ...
 

@@ -165,3 +165,31 @@ async def test_a_worker_facing_a_deep_backlog_stores_no_further_ahead_of_the_lms
         await asyncio.sleep(0.02)
     assert most_ahead <= 2 * 16, f"{most_ahead} records were stored ahead of their LMS writes"
     assert len(stackone.assignments(ACCOUNT_MAIN)) == len(people)
+
+
+async def test_a_pause_settled_after_another_worker_synced_the_record_leaves_it_synced(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """Two workers on one account: the one answered 403 pauses the account and queues the record's
+    task again, the other worker takes that task and writes the record, and then the first notes
+    why the record waited. The record stays synced: marked pending again (as before), it had no
+    message left to sync it, and waited for the sweeper (15 minutes) with the LMS already right.
+
+    Acks linger 1 s here, so the pausing worker's note after its ack comes after the other's write
+    (a clean-clone CI run's three-worker ledger was left with 2 rows pending this way)."""
+    stackone.add_user(ACCOUNT_MAIN, JANE)
+    settings = make_settings(broker={"ack_linger": 1.0}, worker={"inline_sync_limit": 0})
+    first = await start_runtime(settings)
+    second = await start_runtime(settings, receiver=False)
+    stackone.fail_next(403, account=ACCOUNT_MAIN)
+
+    await assign(sender_for(first), JANE)
+
+    async def paused_and_written() -> bool:
+        noted = record_count(first, "paused") + record_count(second, "paused")
+        return noted >= 1 and len(stackone.assignments(ACCOUNT_MAIN)) == 1
+
+    await wait_for(paused_and_written, what="a pause noted and the record written by the other worker")
+    assert await sync_status(first, ACCOUNT_MAIN) == {"synced": 1}
+    assert len(stackone.assignments(ACCOUNT_MAIN)) == 1
+    assert stackone.violations == []

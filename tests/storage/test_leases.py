@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lmsbridge.domain.sync import SyncStep
-from lmsbridge.storage import DEAD, PENDING, SYNCED, Repository
+from lmsbridge.storage import DEAD, PARKED, PENDING, SYNCED, Repository
 from tests.storage.conftest import ACCOUNTS, event
 
 
@@ -41,6 +41,27 @@ async def test_claim_leases_dead_rows_only_when_revived(repo: Repository) -> Non
     revived = await repo.leases.claim(rid, "acc-2", "w1", 1000.0, 30, revive=True)
     assert revived is not None
     assert (revived.leased, revived.status) == (True, PENDING)
+
+
+async def test_a_status_asked_only_from_some_statuses_leaves_any_other_row_alone(repo: Repository) -> None:
+    """``only_from``: a pause's note (pending, with its reason) and a dead letter's mark change a pending
+    row, and leave alone a row another worker marked synced meanwhile."""
+    rid = await _record(repo)
+    await repo.leases.set_status(rid, "acc-1", SYNCED)
+    await repo.leases.set_status(rid, "acc-1", PENDING, reason="stackone_403", error="403", only_from=(PENDING,))
+    await repo.leases.set_status(rid, "acc-1", DEAD, reason="stackone_422", only_from=(PENDING, PARKED, DEAD))
+    await repo.leases.set_status(rid, "acc-2", PENDING, reason="stackone_403", error="403", only_from=(PENDING,))
+    synced = await repo.leases.load_sync(rid, "acc-1")
+    noted = await repo.leases.load_sync(rid, "acc-2")
+    assert synced is not None
+    assert noted is not None
+    assert (synced.status, noted.status) == (SYNCED, PENDING)
+    counts = await repo.stats.status_counts()
+    assert counts == {"acc-1": {SYNCED: 1}, "acc-2": {PENDING: 1}}
+    await repo.leases.set_status(rid, "acc-2", DEAD, reason="stackone_422", only_from=(PENDING, PARKED, DEAD))
+    dead = await repo.leases.load_sync(rid, "acc-2")
+    assert dead is not None
+    assert dead.status == DEAD
 
 
 async def test_an_intent_is_noted_only_by_the_lease_holder(repo: Repository) -> None:

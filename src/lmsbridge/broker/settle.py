@@ -9,14 +9,16 @@ about the record, counts it and logs it, in this order:
 | ack    |                                              |                                    |
 | park   | record ``parked`` with its reason            |                                    |
 | retry  | publish to a delay queue (confirmed)         | note the failure on the record     |
-| pause  | pause the account; publish its task again    | record the reason on the record    |
-| dead   | publish to the dead-letter queue (confirmed) | record ``dead`` with its reason    |
+| pause  | pause the account; publish its task again    | the reason, on a row still pending |
+| dead   | publish to the dead-letter queue (confirmed) | ``dead`` + reason, unless synced   |
 
 A dead record is recorded only once the broker holds its dead letter (marked dead first,
 a dead letter that failed to publish would be dropped when its task came back). A paused
 account's task is published again rather than returned, so pausing never counts towards
 the queue's delivery limit. What is written after the ack may fail; the sweeper
 (:mod:`lmsbridge.broker.sweeper`) queues any record left ``pending`` with no message again.
+Nor may it undo another worker's work: a paused account's task published again may be taken
+and written by another worker before this one's note, which then leaves the row synced.
 
 A sync of an event's record that failed where the event was stored has no message of its
 own: the same table applies, and the task is published fresh (there is nothing to ack).
@@ -44,6 +46,8 @@ from lmsbridge.service import describe
 from lmsbridge.settings import BrokerSettings
 
 log = get_logger(__name__)
+
+_NOT_SYNCED = (PENDING, PARKED, DEAD)
 
 Pause = Callable[[str, str, int | None], Awaitable[None]]
 """Pause an account's queue: (account, reason, StackOne status)."""
@@ -149,11 +153,17 @@ class Settler:
         sync = job.sync
         assert sync is not None
         rid, account = sync.record_id, sync.account
+        # Another worker may have taken the task queued again and synced the record since the ack:
+        # what is noted here never undoes that (a row set pending again had no message left).
         with contextlib.suppress(InfrastructureFault):
             if action.kind == "dead":
-                await self._rows.set_status(rid, account, DEAD, reason=action.reason, error=action.error)
+                await self._rows.set_status(
+                    rid, account, DEAD, reason=action.reason, error=action.error, only_from=_NOT_SYNCED
+                )
             elif action.kind == "pause":
-                await self._rows.set_status(rid, account, PENDING, reason=action.reason, error=action.error)
+                await self._rows.set_status(
+                    rid, account, PENDING, reason=action.reason, error=action.error, only_from=(PENDING,)
+                )
             elif action.kind == "retry" and action.transient:
                 await self._rows.note_failure(rid, account, action.error)
 

@@ -10,7 +10,7 @@ counts failed attempts; the sweeper finds pending rows whose message may be lost
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -240,15 +240,33 @@ class Leases:
         *,
         reason: str | None = None,
         error: str | None = None,
+        only_from: Collection[str] | None = None,
     ) -> None:
-        """Move the sync row to ``status`` (synced, parked, dead, pending)."""
+        """Move the sync row to ``status`` (synced, parked, dead, pending), with its reason.
+
+        ``only_from``: only while the row's status is one of these. What a worker notes after its
+        ack must not undo what another worker did meanwhile (it took the task queued again and
+        marked the record synced).
+        """
         now = datetime.now(UTC)
         values: dict[str, Any] = {"status": status, "reason": reason, "updated_at": now}
         if error is not None:
             values["last_error"] = clip_text(error)
         if status == SYNCED:
             values["synced_at"] = now
-        await self._update_sync(record_id, account, values)
+        if only_from is None:
+            await self._update_sync(record_id, account, values)
+            return
+        stmt = (
+            update(sync_state)
+            .where(
+                sync_state.c.record_id == record_id,
+                sync_state.c.account == account,
+                sync_state.c.status.in_(list(only_from)),
+            )
+            .values(values)
+        )
+        await self._sql.write(lambda conn: conn.execute(stmt))
 
     @guard
     async def note_failure(self, record_id: int, account: str, error: str) -> int:
