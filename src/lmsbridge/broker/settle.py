@@ -7,7 +7,7 @@ about the record, counts it and logs it, in this order:
 | action | before the ack (raises: nothing acked)       | after the ack (best effort)        |
 |--------|----------------------------------------------|------------------------------------|
 | ack    |                                              |                                    |
-| park   | record ``parked`` with its reason            |                                    |
+| park   | ``parked`` + reason, unless synced           |                                    |
 | retry  | publish to a delay queue (confirmed)         | note the failure on the record     |
 | pause  | pause the account; publish its task again    | the reason, on a row still pending |
 | dead   | publish to the dead-letter queue (confirmed) | ``dead`` + reason, unless synced   |
@@ -122,7 +122,9 @@ class Settler:
         assert sync is not None
         cid, received = job.correlation_id, job.received_at
         if action.kind == "park":
-            await self._rows.set_status(sync.record_id, sync.account, PARKED, reason=action.reason, error=action.error)
+            await self._rows.set_status(
+                sync.record_id, sync.account, PARKED, reason=action.reason, error=action.error, only_from=_NOT_SYNCED
+            )
         elif action.kind == "retry":
             await self._broker.publish_sync(
                 sync,
