@@ -175,8 +175,7 @@ async def test_a_pause_settled_after_another_worker_synced_the_record_leaves_it_
     why the record waited. The record stays synced: marked pending again (as before), it had no
     message left to sync it, and waited for the sweeper (15 minutes) with the LMS already right.
 
-    Acks linger 1 s here, so the pausing worker's note after its ack comes after the other's write
-    (a clean-clone CI run's three-worker ledger was left with 2 rows pending this way)."""
+    Acks linger 1 s here, so the pausing worker's note after its ack comes after the other's write."""
     stackone.add_user(ACCOUNT_MAIN, JANE)
     settings = make_settings(broker={"ack_linger": 1.0}, worker={"inline_sync_limit": 0})
     first = await start_runtime(settings)
