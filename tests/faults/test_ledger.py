@@ -26,6 +26,8 @@ import pytest
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.faults.conftest import Run, run_ledger
 
+pytestmark = pytest.mark.serial  # stops RabbitMQ mid-run
+
 
 def database_from_env(request: pytest.FixtureRequest) -> str | None:
     """A fresh PostgreSQL database when ``LMSBRIDGE_FAULT_DATABASE=postgres``, else None (a SQLite file)."""

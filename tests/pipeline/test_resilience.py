@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+import pytest
 
 from lmsbridge.runtime import Runtime
 from lmsbridge.settings import Settings
@@ -164,6 +165,7 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.serial  # stops RabbitMQ for every test running beside it
 async def test_rabbitmq_restart_gives_503s_then_recovers_with_nothing_lost(
     make_settings: SettingsFactory, stackone: StackOneStandIn, start_runtime: Start
 ) -> None:

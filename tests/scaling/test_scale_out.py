@@ -49,6 +49,8 @@ EVENTS = 720  # about 77 s of the key's budget (1,530 requests): the busiest min
 ACCOUNTS_OF = {SALES: ["acc-east", "acc-west"], PARTNERS: ["acc-north"]}
 ACCOUNTS = sorted({a for accounts in ACCOUNTS_OF.values() for a in accounts})
 
+pytestmark = pytest.mark.serial  # measures the budget's use over a minute, many processes
+
 
 @pytest.fixture
 def run_log(tmp_path: Path) -> Iterator[IO[bytes]]:
