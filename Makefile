@@ -29,9 +29,8 @@ typecheck: install-test
 	$(BIN)/mypy
 
 # The tests mostly wait (on processes, timers, RabbitMQ): run one at a time they keep 16 % of two cores
-# busy. So most run TEST_PROCESSES at a time (pytest-xdist; 0 = one at a time in this process), and
-# then the `serial` ones alone: they stop RabbitMQ, measure a rate over a minute, or time sub-second
-# behaviour in the test process.
+# busy. So most run TEST_PROCESSES at a time (pytest-xdist; 0 = one at a time in this process), then
+# the ones marked `serial` (see the marker in pyproject.toml) alone.
 TEST_PROCESSES ?= 4
 unit: install-test
 	$(BIN)/pytest -m "not slow and not serial" -n $(TEST_PROCESSES)
