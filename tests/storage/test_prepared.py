@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import (
     JSON,
     Column,
@@ -207,3 +209,27 @@ def test_an_expanding_in_runs_through_core(conn: Connection) -> None:
 
     assert among.scalar(conn, {"ids": [2, 3]}) == "joe@acme.example"
     assert among.first(conn, {"ids": [9]}) is None
+
+
+OFFSETS = st.builds(lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-23 * 60 - 59, 23 * 60 + 59))
+TIMES = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),  # naive: taken as UTC
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(when=TIMES)
+@example(when=datetime(2026, 12, 4, 11, 0, 0, 0, tzinfo=UTC))  # no microseconds: still six digits
+@example(when=datetime(999, 1, 1, 0, 0))  # a year of three digits: still four
+def test_a_time_is_stored_as_the_text_core_stores_for_it(conn: Connection, when: datetime) -> None:
+    """The driver path's one-step time text is the text Core writes, byte for byte, and reads back the same."""
+    conn.exec_driver_sql("DELETE FROM records")  # one example's rows at a time
+    add = Prepared(insert(records).returning(records.c.id))
+    ours = add.scalar(conn, record(person_key="ours@x", assigned_at=when))
+    core = conn.execute(insert(records).returning(records.c.id), record(person_key="core@x", assigned_at=when)).scalar()
+
+    stored = {int(rid): text for rid, text in conn.exec_driver_sql("SELECT id, assigned_at FROM records")}
+    assert stored[int(ours)] == stored[int(core or 0)]
+    read = conn.execute(select(records.c.assigned_at).where(records.c.id == ours)).scalar()
+    assert read == (when if when.tzinfo is not None else when.replace(tzinfo=UTC))

@@ -27,6 +27,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
+
+from lmsbridge.storage.tables import UtcDateTime, sqlite_utc_binder
 
 __all__ = ["Prepared"]
 
@@ -43,9 +46,7 @@ class _Compiled:
         self.sql = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         binds = compiled.binds
-        self.converters: tuple[_Convert, ...] = tuple(
-            binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
-        )
+        self.converters: tuple[_Convert, ...] = tuple(_binder(binds[name].type, dialect) for name in self.names)
         self.fixed = compiled.params  # values written into the statement (``status == 'synced'``)
         self.required = frozenset(name for name in self.names if binds[name].required)
         statement: Any = compiled.statement
@@ -82,6 +83,14 @@ class _Compiled:
             key: (read(value) if read is not None else value)
             for key, read, value in zip(self.columns, self.readers, raw, strict=True)
         }
+
+
+def _binder(type_: TypeEngine[Any], dialect: Dialect) -> _Convert:
+    """Core's conversion of a parameter of ``type_`` (a time's in one step: :func:`sqlite_utc_binder`)."""
+    core = type_.dialect_impl(dialect).bind_processor(dialect)
+    if isinstance(type_, UtcDateTime) and core is not None:
+        return sqlite_utc_binder(core)
+    return core
 
 
 class Prepared:

@@ -7,6 +7,7 @@ read back as aware UTC instants on both databases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +53,25 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_utc_binder(core: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """What Core binds for a :class:`UtcDateTime` on SQLite, made in one step (issue 15).
+
+    Core runs ``process_bind_param`` (to UTC), then SQLite's ``DATETIME`` text (``%``-formatting a
+    dict of seven fields): ~10 times an event on the worker's hot path, 3.5 % of its instructions.
+    ``isoformat`` makes the same text. ``core`` (Core's own processor) takes whatever is not a plain
+    ``datetime``: ``None``, a subclass, a wrong type (its error as before).
+    """
+
+    def bind(value: Any) -> Any:
+        if type(value) is not datetime:
+            return core(value)
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.isoformat(" ", "microseconds")[:26]  # "YYYY-MM-DD HH:MM:SS.ffffff", no offset
+
+    return bind
 
 
 metadata = MetaData(
