@@ -1,11 +1,16 @@
-"""Where the repository's SQL runs: a thread of its own for SQLite, the event loop for PostgreSQL.
+"""Where the repository's SQL runs: the event loop with a helper thread for SQLite, the event loop for PostgreSQL.
 
 The repository writes its statements as plain functions of a synchronous SQLAlchemy
 :class:`~sqlalchemy.Connection`, and hands them here:
 
-* **SQLite**: one dedicated thread with one ``pysqlite`` connection runs a whole batch of
-  them per hop. Through aiosqlite every DBAPI call (cursor, execute, fetch, close) is a hop
-  between threads, which costs ten times the statement itself; here a batch costs one.
+* **SQLite**: a write transaction's ``BEGIN IMMEDIATE`` (which may wait for another process's
+  lock) and its commit (an fsync) run on a helper thread; its statements run on the event loop
+  in between, one batch at a time on one ``pysqlite`` connection. Reads run on the thread, on a
+  connection of their own (WAL: they see what is committed and never wait for a writer).
+  Statements on the thread each paid a hand-over of the GIL: ``sqlite3`` releases it around
+  every step, and the thread then waited for the busy event loop to give it back (~12 times an
+  event, most of the thread's time); on the loop nobody else wants it. Through aiosqlite every
+  DBAPI call was a hop between threads; here a batch costs two.
 * **PostgreSQL**: the async engine (asyncpg) runs the same functions with ``run_sync``.
 
 Both run a batch in one transaction and return its results in order, or raise.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -98,33 +104,80 @@ def _run_all(conn: Connection, batch: Sequence[SyncWork]) -> list[Any]:
 
 
 class ThreadedSqlite:
-    """SQLite through ``pysqlite`` on one thread: one hop per batch, not per call."""
+    """SQLite through ``pysqlite``: a write's statements on the event loop, its BEGIN and commit on a thread.
+
+    The writing connection is only ever used by one of them at a time (the thread begins, the
+    loop runs the batch, the thread commits), so it is opened with ``check_same_thread=False``.
+    """
 
     def __init__(self, url: str, *, durable: bool = True) -> None:
         sync_url = make_url(url).set(drivername="sqlite+pysqlite")
-        self.engine: Engine = create_sync_engine(sync_url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
+        args = {"timeout": 30, "check_same_thread": False}
+        self.engine: Engine = create_sync_engine(sync_url, connect_args=args, pool_size=1, max_overflow=0)
         configure_sqlite(self.engine, durable=durable, poll_lock=True)
+        self._reader: Engine = create_sync_engine(sync_url, connect_args=args, pool_size=1, max_overflow=0)
+        configure_sqlite(self._reader, durable=durable, poll_lock=True)
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmsbridge-sqlite")
+        # One write at a time, begin to commit: a second begin queued on the thread would wait there
+        # for the one connection, with the first write's commit queued behind it.
+        self._writing = asyncio.Lock()
 
-    def _write(self, batch: Sequence[SyncWork]) -> list[Any]:
-        with self.engine.begin() as conn:
-            return _run_all(conn, batch)
+    def _begin(self) -> Connection:
+        conn = self.engine.connect()
+        try:
+            conn.begin()  # BEGIN IMMEDIATE (engine.begin_immediate), polling while another holds the lock
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _end(conn: Connection, *, commit: bool) -> None:
+        try:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.close()
+
+    def _abandon(self, begun: asyncio.Future[Connection]) -> None:
+        """A transaction begun for a caller cancelled meanwhile: rolled back at once, here on the loop
+        (queued behind another write's begin on the thread, it would wait for the connection it holds)."""
+        if not begun.cancelled() and begun.exception() is None:
+            self._end(begun.result(), commit=False)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        with self._reader.connect().execution_options(**{READ_ONLY: True}) as conn:
             return work(conn)
 
     async def write(self, batch: Sequence[SyncWork]) -> list[Any]:
-        """Run ``batch`` in one ``BEGIN IMMEDIATE`` transaction on the SQLite thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, batch)
+        """Run ``batch`` in one ``BEGIN IMMEDIATE`` transaction: begun and committed on the thread."""
+        loop = asyncio.get_running_loop()
+        async with self._writing:
+            begun = loop.run_in_executor(self._thread, self._begin)
+            try:
+                conn = await asyncio.shield(begun)
+            except asyncio.CancelledError:
+                begun.add_done_callback(self._abandon)
+                raise
+            try:
+                results = _run_all(conn, batch)
+            except BaseException:
+                self._end(conn, commit=False)  # nothing to flush: no need for the thread
+                raise
+            await loop.run_in_executor(self._thread, functools.partial(self._end, conn, commit=True))
+            return results
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` on the SQLite thread (WAL: it never waits for a writer in another process)."""
+        """Run ``work`` on the thread's reading connection (WAL: it never waits for a writer)."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._read, work)
 
     async def close(self) -> None:
-        """Close the connection on its own thread, then stop the thread."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
+        """Close the connections on their thread, then stop the thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self.engine.dispose)
+        await loop.run_in_executor(self._thread, self._reader.dispose)
         self._thread.shutdown(wait=True)
 
 

@@ -47,9 +47,10 @@ def configure_sqlite(engine: Engine, *, durable: bool = True, poll_lock: bool = 
     ``durable=False`` (``synchronous=NORMAL``: a commit is not flushed to disk at once) is for
     bookkeeping a power cut may lose without harm: the shared budget's claims, the ledger's counters.
 
-    ``poll_lock=True`` (an engine used from a thread of its own, never from the event loop): a write
-    that finds the lock taken polls for it every fraction of a millisecond (:func:`begin_immediate`)
-    instead of sleeping in SQLite's busy handler. Every other statement keeps the busy timeout.
+    ``poll_lock=True`` (an engine whose transactions begin on a thread of their own, never on the
+    event loop: :class:`~lmsbridge.storage.database.ThreadedSqlite`): a write that finds the lock
+    taken polls for it every fraction of a millisecond (:func:`begin_immediate`) instead of sleeping
+    in SQLite's busy handler. Every other statement keeps the busy timeout.
     """
 
     @event.listens_for(engine, "connect")

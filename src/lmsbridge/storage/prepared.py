@@ -2,15 +2,14 @@
 
 SQLAlchemy Core spends about 30 us of Python on every ``execute`` (cache key, parameter
 processing, the result's metadata) for a statement SQLite runs in 2-10 us. The worker runs
-about ten such statements per event, on the one thread every write goes through, so that
-overhead was a fifth of a busy worker's CPU. :class:`Prepared` keeps the statement as a Core
-construct (one definition for both databases) and, on SQLite, compiles it once per set of
-parameter names, finds the converters of its parameters and columns once (the types' public
-``bind_processor`` / ``result_processor``: the same conversions SQLAlchemy applies, so rows
-written here read back the same through Core and the other way round), and runs it on the
-``sqlite3`` cursor. A driver error is raised as the :class:`~sqlalchemy.exc.DBAPIError`
-SQLAlchemy would have raised, so :func:`~lmsbridge.storage.shared.guard` and the group commit
-judge it as before.
+about ten such statements per event, so that overhead was a fifth of a busy worker's CPU.
+:class:`Prepared` keeps the statement as a Core construct (one definition for both databases)
+and, on SQLite, compiles it once per set of parameter names, finds the converters of its
+parameters and columns once (the types' public ``bind_processor`` / ``result_processor``: the
+same conversions SQLAlchemy applies, so rows written here read back the same through Core and the
+other way round), and runs it on the ``sqlite3`` cursor. A driver error is raised as the
+:class:`~sqlalchemy.exc.DBAPIError` SQLAlchemy would have raised, so
+:func:`~lmsbridge.storage.shared.guard` and the group commit judge it as before.
 
 On PostgreSQL (and for a statement the shortcut cannot take: an expanding ``IN``, a column
 default to compute) it is plain ``conn.execute``.
