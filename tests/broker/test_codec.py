@@ -11,24 +11,16 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from lmsbridge.broker.codec import EventEncoder
-from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
+from lmsbridge.domain import AssignmentEvent
+from tests.broker.test_broker import sample_event
 
 IDS = st.text(min_size=1, max_size=60).filter(str.isprintable)  # what a message id may be (at most 240 bytes)
 
 
 def event(message_id: str, correlation_id: str, received_at: datetime) -> AssignmentEvent:
-    return AssignmentEvent(
-        message_id=message_id,
-        source="acme",
-        platform="exec",
-        type="assignment.created",
-        occurred_at=received_at,
-        received_at=received_at,
-        correlation_id=correlation_id,
-        assignment_id="asg-1",
-        learning_object=LearningObject(external_reference="exec:scenario:x", title="X"),
-        people=(PersonProgress(email="jane@acme.example"),),
-    )
+    """The broker tests' sample event with these ids and this receiving time."""
+    times = {"received_at": received_at, "occurred_at": received_at}
+    return sample_event(message_id).model_copy(update={"correlation_id": correlation_id, **times})
 
 
 @settings(max_examples=300)

@@ -11,29 +11,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from lmsbridge.storage import create_engine
-from lmsbridge.storage.database import open_database
 from lmsbridge.storage.engine import begin_immediate
+from tests.storage.conftest import Store, insert
 
 
-async def test_a_read_neither_waits_for_a_writer_nor_holds_one_up(sqlite_url: str) -> None:
+async def test_a_read_neither_waits_for_a_writer_nor_holds_one_up(store: Store) -> None:
     """With another connection (as another process would) holding the write lock, a read through the
     store returns at once with the last committed rows; and while a read is open, another connection
     writes and commits at once (no ``database is locked`` wait)."""
-    engine = create_engine(sqlite_url)
-    db = open_database(engine)
-    await db.write([lambda conn: conn.execute(sa.text("CREATE TABLE t (n int)"))])
-    await db.write([lambda conn: conn.execute(sa.text("INSERT INTO t VALUES (1)"))])
-    path = engine.url.database
-    assert path is not None
+    db, other = store.db, store.other
+    await db.write([insert(1)])
 
-    other = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # the other process's writer, mid-transaction
     other.execute("INSERT INTO t VALUES (2)")
     started = time.perf_counter()
@@ -53,27 +46,14 @@ async def test_a_read_neither_waits_for_a_writer_nor_holds_one_up(sqlite_url: st
     before, write_seconds = await db.read(read_while_other_writes)
     assert before == [1, 2]
     assert write_seconds < 0.5
-    other.close()
-    await db.close()
-    await engine.dispose()
 
 
-def insert(n: int) -> Callable[[Connection], object]:
-    """A write of one row holding ``n``."""
-    return lambda conn: conn.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})
-
-
-async def test_a_write_takes_the_lock_soon_after_another_connection_releases_it(sqlite_url: str) -> None:
+async def test_a_write_takes_the_lock_soon_after_another_connection_releases_it(store: Store) -> None:
     """A write that finds the lock held gets it within a few milliseconds of its release, every time:
     SQLite's own busy handler would sleep 1, 2, 5, 10, 15 ms between tries, so a lock held 20 ms was
     taken 33 ms after the write began (13 ms late); a lock never released fails the write with
     ``database is locked``, as SQLAlchemy reports it, once the wait is over."""
-    engine = create_engine(sqlite_url)
-    db = open_database(engine)
-    await db.write([lambda conn: conn.execute(sa.text("CREATE TABLE t (n int)"))])
-    path = engine.url.database
-    assert path is not None
-    other = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
+    db, other, path = store.db, store.other, store.path
 
     lags = []
     for n in range(5):
@@ -102,6 +82,3 @@ async def test_a_write_takes_the_lock_soon_after_another_connection_releases_it(
     assert 0.05 <= time.perf_counter() - started < 1.0
     dbapi.close()
     other.execute("ROLLBACK")
-    other.close()
-    await db.close()
-    await engine.dispose()

@@ -8,47 +8,11 @@ waited for the lock (its caller cancelled) leaves no transaction open behind it.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import Connection
 
-from lmsbridge.storage import create_engine
-from lmsbridge.storage.database import Database, open_database
-
-
-@dataclass
-class Store:
-    """A store on a fresh file with table ``t``, and another process's connection to the same file."""
-
-    db: Database
-    other: sqlite3.Connection
-
-    async def rows(self) -> list[int]:
-        found = await self.db.read(lambda conn: conn.execute(sa.text("SELECT n FROM t ORDER BY n")).scalars().all())
-        return list(found)
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(sqlite_url)
-    db = open_database(engine)
-    await db.write([lambda conn: conn.execute(sa.text("CREATE TABLE t (n int PRIMARY KEY)"))])
-    path = engine.url.database
-    assert path is not None
-    other = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
-    yield Store(db, other)
-    other.close()
-    await db.close()
-    await engine.dispose()
-
-
-def insert(n: int) -> Callable[[Connection], object]:
-    """A write of one row holding ``n``."""
-    return lambda conn: conn.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})
+from tests.storage.conftest import Store, insert
 
 
 async def test_the_event_loop_runs_on_while_a_write_waits_for_another_processs_lock(store: Store) -> None:
