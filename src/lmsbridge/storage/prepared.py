@@ -85,9 +85,9 @@ class _Compiled:
 
 
 def _binder(type_: TypeEngine[Any], dialect: Dialect) -> _Convert:
-    """Core's conversion of a parameter of ``type_`` (a time's in one step: :func:`sqlite_utc_binder`)."""
+    """Core's conversion of a parameter of ``type_`` (a time's on SQLite in one step: :func:`sqlite_utc_binder`)."""
     core = type_.dialect_impl(dialect).bind_processor(dialect)
-    if isinstance(type_, UtcDateTime) and core is not None:
+    if isinstance(type_, UtcDateTime) and dialect.name == "sqlite" and core is not None:
         return sqlite_utc_binder(core)
     return core
 
