@@ -20,15 +20,12 @@ async def test_the_event_loop_runs_on_while_a_write_waits_for_another_processs_l
     tasks keep running every few milliseconds), then commits."""
     store.other.execute("BEGIN IMMEDIATE")
     writing = asyncio.create_task(store.db.write([insert(1)]))
-    ticks = 0
     for _ in range(30):
         await asyncio.sleep(0.01)
-        ticks += 1
     assert not writing.done()
     store.other.execute("COMMIT")
     await asyncio.wait_for(writing, 5)
 
-    assert ticks == 30
     assert await store.rows() == [1]
 
 

@@ -5,7 +5,6 @@ Handlers never see aio-pika types: :func:`decode` turns a delivery into a :class
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -128,8 +127,7 @@ _SHORT = encode.short_string
 _LONG = encode.long_string
 _TABLE_SIZE = common.Struct.integer
 _SECONDS = common.Struct.timestamp
-_PRESENT = struct.pack(
-    ">H",
+_PRESENT = common.Struct.ushort.pack(
     sum(
         Basic.Properties.flags[name]
         for name in ("content_type", "headers", "delivery_mode", "correlation_id", "message_id", "timestamp")
