@@ -258,12 +258,11 @@ async def throughput(
         own_before = time.process_time()
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         threads = 2
-        pause_ms = 1000 * concurrency / rate if rate else 0.0
         written_before = written_count(stackone)
         started = time.perf_counter()
         wrk = await asyncio.create_subprocess_exec(
             "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration:.0f}s", "--timeout", "10s", "-s", str(script),
-            f"{url}/webhooks/bench", "--", str(requests), str(threads), f"{pause_ms:.3f}", "0",
+            f"{url}/webhooks/bench", "--", str(requests), str(threads), f"{rate:.3f}", "0",
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await wrk.communicate()

@@ -55,12 +55,24 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 AMQP = os.environ.get("LMSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 LUA = r"""
+local ffi = require("ffi") -- Debian's wrk is built on LuaJIT: its clock paces the requests
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } lmsbridge_timespec;
+int clock_gettime(int clock, lmsbridge_timespec *now);
+]]
+local clock = ffi.new("lmsbridge_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock) -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+
 local lines = {}
 local counter = 0
 thread_index = 0 -- a global: setup() sets it in each thread's own Lua state with thread:set
 local threads = 1
 local body = ""
-local pause = 0
+local interval = 0 -- milliseconds between this thread's requests; 0: as fast as its connections go
+local due = nil
 
 function setup(thread)
   thread:set("thread_index", thread_index)
@@ -69,7 +81,8 @@ end
 
 function init(args)
   threads = tonumber(args[2])
-  pause = tonumber(args[3] or "0")
+  local rate = tonumber(args[3] or "0")
+  if rate > 0 then interval = 1000 * threads / rate end
   local f = io.open(args[1], "r")
   body = f:read("*l")
   for line in f:lines() do lines[#lines + 1] = line end
@@ -88,11 +101,16 @@ function request()
   }, own ~= "" and own or body)
 end
 
--- Paced runs (args[3] = milliseconds between a connection's requests): uniform jitter around
--- the mean so the connections do not fall into step.
+-- Paced runs (args[3] = requests a second, shared evenly by the threads): each request has its
+-- slot on a fixed schedule, whenever the previous answers came, so the offered rate is the rate
+-- asked for (a pause after each answer would offer less the slower the server answers). Slots
+-- missed while every connection waited are sent as soon as a connection is free.
 function delay()
-  if pause <= 0 then return 0 end
-  return pause * (0.5 + math.random())
+  if interval <= 0 then return 0 end
+  local now = now_ms()
+  local slot = due or now
+  due = slot + interval
+  return math.max(0, slot - now)
 end
 
 function done(summary, latency, requests)
@@ -252,15 +270,16 @@ def run_wrk(
     *,
     duration: int,
     connections: int,
-    pause_ms: float = 0,
+    rate: float = 0,
     offset: int = 0,
 ) -> dict[str, float]:
-    """One wrk run; ``pause_ms`` paces each connection, ``offset`` skips request lines used before."""
+    """One wrk run, paced at ``rate`` requests a second (0: as fast as the connections go);
+    ``offset`` skips request lines used before."""
     threads = 2
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url,
-         "--", str(requests_file), str(threads), f"{pause_ms:.3f}", str(offset)],
+         "--", str(requests_file), str(threads), f"{rate:.3f}", str(offset)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -430,7 +449,7 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             quiet_broker()
             cpu_before = sum(cpu_seconds(server.pid) for server in servers)
             if args.pace:
-                saturated = run_wrk(url, requests_file, script, duration=2, connections=4, pause_ms=4000 / args.pace)
+                saturated = run_wrk(url, requests_file, script, duration=2, connections=4, rate=args.pace)
             else:
                 saturated = run_wrk(url, requests_file, script, duration=args.duration, connections=args.connections)
             cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
@@ -440,7 +459,7 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             half = args.pace or saturated["rps"] / 2
             pace_connections = 16
             paced = run_wrk(url, requests_file, script, duration=args.duration, connections=pace_connections,
-                            pause_ms=1000 * pace_connections / half, offset=used)  # fmt: skip
+                            rate=half, offset=used)  # fmt: skip
             used += 2 * (int(paced["requests"]) + pace_connections)
             profile: list[str] = []
             if args.profile is not None:
