@@ -410,8 +410,8 @@ def _freeze_startup_objects() -> None:
     (:data:`GC_THRESHOLDS`). An event's handling allocates thousands of short-lived containers
     (coroutines, futures, frames, rows); most die by reference count within the event, but a
     collection traverses those still in flight (up to a prefetch of events): at 700 every few
-    events, at 10,000 every ~160, each 4-6 ms. Timed with ``gc.callbacks`` in a worker draining
-    20,000 queued events: 570-660 ms of collections at 10,000, 40 ms at 50,000 (2 collections,
+    events, at 10,000 every ~150, each 4-6 ms. Timed with ``gc.callbacks`` in a worker draining
+    20,000 queued events: ~660 ms of collections at 10,000 (~130 of them), 40 ms at 50,000 (2,
     the longest 21 ms), peak RSS 117 -> 120 MB; end to end at 1,100 a second offered, alternating,
     1,085 / 1,069 / 1,046 LMS writes a second against 1,048 / 1,057 / 1,001. The older
     generations' thresholds stay as they were.
