@@ -10,8 +10,11 @@ import aio_pika
 import pytest
 
 from lmsbridge.broker import Broker, Names
+from lmsbridge.broker.codec import decode
+from lmsbridge.domain import LearningObject
+from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import BrokerSettings
-from tests.broker.test_broker import sample_event
+from tests.broker.test_broker import _replace_events_queue, sample_event
 from tests.conftest import remember_accounts
 
 pytestmark = pytest.mark.usefixtures("steady_gc")  # the windows are timed in this process
@@ -123,3 +126,92 @@ async def test_without_a_window_a_publish_goes_at_once(make_broker: Make, amqp_u
     await broker.publish_event(sample_event("now"), timeout=5)
     assert time.perf_counter() - started < WINDOW / 2
     assert await _queued(amqp_url, Names(broker_prefix).events) == 1
+
+
+async def _publish_group(broker: Broker, names: list[str], *, title: str = "X") -> list[BaseException | None]:
+    """Publish ``names[0]`` alone, then the rest while its confirm is outstanding (one group): each outcome."""
+    events = [sample_event(name).model_copy(update={"learning_object": LearningObject(
+        external_reference="exec:scenario:x", title=title)}) for name in names]  # fmt: skip
+    outcomes = await asyncio.gather(*(broker.publish_event(e, timeout=5) for e in events), return_exceptions=True)
+    return [outcome if isinstance(outcome, BaseException) else None for outcome in outcomes]
+
+
+def _refusals(outcomes: list[BaseException | None]) -> list[str]:
+    """What each refused caller was told (every outcome must be a refusal, a 503)."""
+    assert all(isinstance(outcome, BrokerUnavailable) for outcome in outcomes), outcomes
+    return [str(outcome) for outcome in outcomes]
+
+
+async def _messages(amqp_url: str, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        got = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            got.append(message)
+        return got
+
+
+async def test_a_group_is_queued_as_lone_publishes_are(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
+    """The events of one group (one written larger than a frame) are queued persistent, in order,
+    with their ids and bodies whole: they decode to the events published."""
+    broker = await make_broker(WINDOW)
+    long_title = "t" * 200_000  # more than one body frame (131,072 bytes at most)
+    names = ["first", "g-1", "g-2", "g-3"]
+    assert await _publish_group(broker, names, title=long_title) == [None] * 4
+    queued = await _messages(amqp_url, Names(broker_prefix).events)
+    assert [m.message_id for m in queued] == names
+    assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in queued)
+    decoded = [decode(m).event for m in queued]
+    assert all(event is not None and event.learning_object.title == long_title for event in decoded)
+    assert [event.correlation_id for event in decoded if event is not None] == ["corr-1"] * 4
+
+
+async def test_each_event_of_a_group_gets_its_own_answer(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
+    """In a group sent to a queue with room for two more, RabbitMQ confirms the first two and nacks
+    the rest: exactly those callers are refused, and the next group is confirmed again (each confirm
+    still matches its own event)."""
+    names = Names(broker_prefix)
+    broker = await make_broker(WINDOW)
+    await _replace_events_queue(amqp_url, names, {"x-max-length": 2, "x-overflow": "reject-publish"})
+    outcomes = await _publish_group(broker, ["first", "g-1", "g-2", "g-3"])
+    assert outcomes[:2] == [None, None]
+    assert _refusals(outcomes[2:]) == ["RabbitMQ refused or lost the message: DeliveryError"] * 2
+    assert [m.message_id for m in await _messages(amqp_url, names.events)] == ["first", "g-1"]
+    assert await _publish_group(broker, ["again", "h-1"]) == [None, None]
+    assert [m.message_id for m in await _messages(amqp_url, names.events)] == ["again", "h-1"]
+
+
+async def test_an_unroutable_group_is_refused(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
+    """With no queue bound, RabbitMQ returns every event of a group (they are mandatory): each
+    caller is refused, none confirmed; once a queue is back, a group is confirmed and queued."""
+    names = Names(broker_prefix)
+    broker = await make_broker(WINDOW)
+    await _replace_events_queue(amqp_url, names, None)
+    outcomes = await _publish_group(broker, ["first", "g-1", "g-2"])
+    assert _refusals(outcomes) == ["RabbitMQ refused or lost the message: PublishError"] * 3
+    await _replace_events_queue(amqp_url, names, {})
+    assert await _publish_group(broker, ["back", "b-1", "b-2"]) == [None] * 3
+    assert [m.message_id for m in await _messages(amqp_url, names.events)] == ["back", "b-1", "b-2"]
+
+
+async def test_a_group_whose_channel_closes_is_refused_at_once(
+    make_broker: Make, amqp_url: str, broker_prefix: str
+) -> None:
+    """A group written to an exchange deleted while it waited in its window (RabbitMQ closes the
+    channel) is refused well before the publish timeout: no caller is left waiting for a confirm
+    that cannot come."""
+    broker = await make_broker(WINDOW)
+    first = asyncio.create_task(broker.publish_event(sample_event("first"), timeout=5))
+    group = [asyncio.create_task(broker.publish_event(sample_event(f"g-{i}"), timeout=5)) for i in range(2)]
+    await first
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(Names(broker_prefix).exchange)
+    assert not any(task.done() for task in group)  # still in their window
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*group, return_exceptions=True)
+    assert time.perf_counter() - started < 2
+    assert _refusals(outcomes) == ["RabbitMQ refused or lost the message: ChannelNotFoundEntity"] * 2

@@ -19,7 +19,8 @@ per arrival. Measured at 800 messages a second (bench/RESULTS.md, sixth session)
 - the receiver's own CPU falls by about a fifth as well (fewer wake-ups per confirm).
 
 A lone event (a quiet hour) pays no window; under load, where the groups pay off, an event waits
-up to one window. Each publish still waits for its own confirm.
+up to one window. A window's group goes to RabbitMQ in one write (:mod:`lmsbridge.broker.groups`),
+and each publish still waits for its own confirm.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from aio_pika.exceptions import AMQPError
 
 from lmsbridge.broker import codec
 from lmsbridge.broker.codec import EventEncoder, SyncTask
+from lmsbridge.broker.groups import Waiting, publish_group
 from lmsbridge.broker.topology import (
     DELAY_HEADER,
     EVENTS_KEY,
@@ -78,7 +80,8 @@ class Broker:
         self._connector: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._encoders: dict[str, EventEncoder] = {}
-        self._window: asyncio.Event | None = None  # the publish window open now, if any
+        self._group: list[Waiting] | None = None  # the events waiting in the publish window open now, if any
+        self._writing: set[asyncio.Task[None]] = set()  # groups being written
         self._in_flight = 0  # events published and not yet confirmed (or refused)
 
     @property
@@ -163,12 +166,15 @@ class Broker:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
         key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
         body, properties = encoder.encode(event, background=background)
-        if self.settings.publish_linger > 0 and (self._window is not None or self._in_flight):
-            await self._grouped()
         if self._channel is None:  # pragma: no cover - set before the topology _require checked
             raise BrokerUnavailable("RabbitMQ is not connected")
+        grouped = self.settings.publish_linger > 0 and (self._group is not None or self._in_flight > 0)
         self._in_flight += 1  # before the first await: a publish started meanwhile sees it
         try:
+            if grouped:
+                async with asyncio.timeout(timeout):
+                    await self._join_group(Waiting(body, properties, key, asyncio.get_running_loop().create_future()))
+                return
             # The aiormq channel under aio-pika's: after a reconnection it is the new one.
             channel = await self._channel.get_underlay_channel()
             # wait=False: no drain of the socket per message; the confirm is what is awaited.
@@ -189,22 +195,32 @@ class Broker:
         finally:
             self._in_flight -= 1
 
-    async def _grouped(self) -> None:
-        """Wait for the open publish window to close (opening one if none is): its publishes go together.
+    def _join_group(self, waiting: Waiting) -> asyncio.Future[None]:
+        """Add ``waiting`` to the open window's group (opening one if none is); settled by RabbitMQ's answer."""
+        if self._group is None:
+            self._group = []
+            asyncio.get_running_loop().call_later(self.settings.publish_linger, self._close_window)
+        self._group.append(waiting)
+        return waiting.done
 
-        Each caller waits on the window's event with a future of its own, so one cancelled caller
-        (a client gone) leaves the others' wait alone.
-        """
-        window = self._window
-        if window is None:
-            window = self._window = asyncio.Event()
-            asyncio.get_running_loop().call_later(self.settings.publish_linger, self._close_window, window)
-        await window.wait()
+    def _close_window(self) -> None:
+        """Write the window's group, in a task of its own (kept until it is done)."""
+        group, self._group = self._group or [], None
+        task = asyncio.create_task(self._publish_group(group), name=f"{self._name}-publish-group")
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
-    def _close_window(self, window: asyncio.Event) -> None:
-        if self._window is window:
-            self._window = None
-        window.set()
+    async def _publish_group(self, group: list[Waiting]) -> None:
+        try:
+            if self._channel is None or self.topology is None:
+                raise BrokerUnavailable("RabbitMQ is not connected")
+            channel = await self._channel.get_underlay_channel()
+        except Exception as exc:
+            for waiting in group:
+                if not waiting.done.done():
+                    waiting.done.set_exception(exc)
+            return
+        await publish_group(channel, self.topology.exchange.name, group)
 
     async def publish_sync(
         self,
