@@ -215,3 +215,18 @@ async def test_a_group_whose_channel_closes_is_refused_at_once(
     outcomes = await asyncio.gather(*group, return_exceptions=True)
     assert time.perf_counter() - started < 2
     assert _refusals(outcomes) == ["RabbitMQ refused or lost the message: ChannelNotFoundEntity"] * 2
+
+
+async def test_a_grouped_publish_past_its_deadline_is_refused_and_not_sent(
+    make_broker: Make, amqp_url: str, broker_prefix: str
+) -> None:
+    """A publish whose timeout ends while it waits in its window is refused as not confirmed in
+    time (a 503 at the receiver), and its event is not written with the group: only the others are queued."""
+    broker = await make_broker(WINDOW)
+    first = asyncio.create_task(broker.publish_event(sample_event("first"), timeout=5))
+    kept = asyncio.create_task(broker.publish_event(sample_event("kept"), timeout=5))
+    late = asyncio.create_task(broker.publish_event(sample_event("late"), timeout=WINDOW / 4))
+    outcomes = list(await asyncio.gather(first, kept, late, return_exceptions=True))
+    assert outcomes[:2] == [None, None]
+    assert _refusals(outcomes[2:]) == ["RabbitMQ did not confirm in time"]
+    assert [m.message_id for m in await _messages(amqp_url, Names(broker_prefix).events)] == ["first", "kept"]

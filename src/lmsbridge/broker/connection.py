@@ -63,6 +63,12 @@ def _refused(exc: BaseException) -> BrokerUnavailable:
     return BrokerUnavailable(f"RabbitMQ refused or lost the message: {type(exc).__name__}")
 
 
+def _expire(done: asyncio.Future[None]) -> None:
+    """A grouped publish's deadline passed before RabbitMQ answered."""
+    if not done.done():
+        done.set_exception(TimeoutError())
+
+
 class Broker:
     """A robust connection to RabbitMQ that (re)declares the topology and publishes with confirms."""
 
@@ -172,8 +178,14 @@ class Broker:
         self._in_flight += 1  # before the first await: a publish started meanwhile sees it
         try:
             if grouped:
-                async with asyncio.timeout(timeout):
-                    await self._join_group(Waiting(body, properties, key, asyncio.get_running_loop().create_future()))
+                loop = asyncio.get_running_loop()
+                done: asyncio.Future[None] = loop.create_future()
+                # A timer on the future rather than asyncio.timeout: the same deadline at less than half the cost.
+                expiry = loop.call_later(timeout, _expire, done)
+                try:
+                    await self._join_group(Waiting(body, properties, key, done))
+                finally:
+                    expiry.cancel()
                 return
             # The aiormq channel under aio-pika's: after a reconnection it is the new one.
             channel = await self._channel.get_underlay_channel()
