@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import resource
 import shutil
@@ -457,7 +458,10 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             saturated["cpu_pct"] = 100 * cpu / args.duration
             used += 2 * (int(saturated["requests"]) + args.connections)
             half = args.pace or saturated["rps"] / 2
-            pace_connections = 16
+            # Enough connections that each sends at most 50 a second (one every 20 ms): a connection
+            # waits for each answer, and an answer waits up to a publish window plus its confirm, so
+            # 16 could not offer more than ~1,800 a second.
+            pace_connections = max(16, math.ceil(half / 50))
             paced = run_wrk(url, requests_file, script, duration=args.duration, connections=pace_connections,
                             rate=half, offset=used)  # fmt: skip
             used += 2 * (int(paced["requests"]) + pace_connections)
