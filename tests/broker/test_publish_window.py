@@ -230,3 +230,19 @@ async def test_a_grouped_publish_past_its_deadline_is_refused_and_not_sent(
     assert outcomes[:2] == [None, None]
     assert _refusals(outcomes[2:]) == ["RabbitMQ did not confirm in time"]
     assert [m.message_id for m in await _messages(amqp_url, Names(broker_prefix).events)] == ["first", "kept"]
+
+
+async def test_a_group_whose_connection_closed_in_its_window_is_refused_at_its_deadline(make_broker: Make) -> None:
+    """With the connection closed while a group waits in its window (no channel to write it on until
+    one is back), its callers are refused when their publish timeout ends (a 503 at the receiver, so
+    the sender retries): none waits longer."""
+    broker = await make_broker(WINDOW)
+    first = asyncio.create_task(broker.publish_event(sample_event("first"), timeout=5))
+    group = [asyncio.create_task(broker.publish_event(sample_event(f"g-{i}"), timeout=0.5)) for i in range(2)]
+    await first
+    assert broker.connection is not None
+    await broker.connection.close()
+    started = time.perf_counter()
+    outcomes = list(await asyncio.gather(*group, return_exceptions=True))
+    assert time.perf_counter() - started < 1.0
+    assert _refusals(outcomes) == ["RabbitMQ did not confirm in time"] * 2

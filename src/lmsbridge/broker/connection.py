@@ -37,7 +37,7 @@ from aio_pika.exceptions import AMQPError
 
 from lmsbridge.broker import codec
 from lmsbridge.broker.codec import EventEncoder, SyncTask
-from lmsbridge.broker.groups import Waiting, publish_group
+from lmsbridge.broker.groups import Waiting, fail, publish_group
 from lmsbridge.broker.topology import (
     DELAY_HEADER,
     EVENTS_KEY,
@@ -228,9 +228,7 @@ class Broker:
                 raise BrokerUnavailable("RabbitMQ is not connected")
             channel = await self._channel.get_underlay_channel()
         except Exception as exc:
-            for waiting in group:
-                if not waiting.done.done():
-                    waiting.done.set_exception(exc)
+            fail(group, exc)
             return
         await publish_group(channel, self.topology.exchange.name, group)
 
