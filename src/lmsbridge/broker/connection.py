@@ -187,8 +187,7 @@ class Broker:
                 finally:
                     expiry.cancel()
                 return
-            # The aiormq channel under aio-pika's: after a reconnection it is the new one.
-            channel = await self._channel.get_underlay_channel()
+            channel = await self._underlay()
             # wait=False: no drain of the socket per message; the confirm is what is awaited.
             # (aiormq's Channel takes it; its abc does not declare it.)
             await channel.basic_publish(  # type: ignore[call-arg]
@@ -224,13 +223,22 @@ class Broker:
 
     async def _publish_group(self, group: list[Waiting]) -> None:
         try:
-            if self._channel is None or self.topology is None:
-                raise BrokerUnavailable("RabbitMQ is not connected")
-            channel = await self._channel.get_underlay_channel()
+            topology = self._require()
+            channel = await self._underlay()
         except Exception as exc:
             fail(group, exc)
             return
-        await publish_group(channel, self.topology.exchange.name, group)
+        await publish_group(channel, topology.exchange.name, group)
+
+    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+        """The aiormq channel under aio-pika's (after a reconnection, the new one).
+
+        Refused at once while it is closed: aio-pika's robust channel may wait for a reconnection there
+        (seen with the connection closed), and no caller's timeout covers that wait.
+        """
+        if self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("RabbitMQ's channel is closed (reopening)")
+        return await self._channel.get_underlay_channel()
 
     async def publish_sync(
         self,
