@@ -172,8 +172,6 @@ class Broker:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
         key = events_key(event.source) if event.source in self.sources else EVENTS_KEY
         body, properties = encoder.encode(event, background=background)
-        if self._channel is None:  # pragma: no cover - set before the topology _require checked
-            raise BrokerUnavailable("RabbitMQ is not connected")
         grouped = self.settings.publish_linger > 0 and (self._group is not None or self._in_flight > 0)
         self._in_flight += 1  # before the first await: a publish started meanwhile sees it
         try:
@@ -182,8 +180,9 @@ class Broker:
                 done: asyncio.Future[None] = loop.create_future()
                 # A timer on the future rather than asyncio.timeout: the same deadline at less than half the cost.
                 expiry = loop.call_later(timeout, _expire, done)
+                self._join_group(Waiting(body, properties, key, done))
                 try:
-                    await self._join_group(Waiting(body, properties, key, done))
+                    await done
                 finally:
                     expiry.cancel()
                 return
@@ -206,13 +205,12 @@ class Broker:
         finally:
             self._in_flight -= 1
 
-    def _join_group(self, waiting: Waiting) -> asyncio.Future[None]:
-        """Add ``waiting`` to the open window's group (opening one if none is); settled by RabbitMQ's answer."""
+    def _join_group(self, waiting: Waiting) -> None:
+        """Add ``waiting`` to the open window's group (opening one if none is); RabbitMQ's answer settles it."""
         if self._group is None:
             self._group = []
             asyncio.get_running_loop().call_later(self.settings.publish_linger, self._close_window)
         self._group.append(waiting)
-        return waiting.done
 
     def _close_window(self) -> None:
         """Write the window's group, in a task of its own (kept until it is done)."""
