@@ -9,7 +9,8 @@ Measures, in one run on this machine:
 3. `lmsbridge serve` with real signature verification, validation and confirmed publishing,
    each request with its own message id, logging at ``--log-level`` (info, as in production;
    its JSON lines go to a file);
-4. the same serve paced at half of its saturation rate, for the latency target there;
+4. the same serve paced at half of its saturation rate, for the latency target there, and the
+   plain receiver paced at that rate too (its p99 is the floor under the serve's);
 5. the serve process's peak RSS (``VmHWM``).
 
 ``--baseline SRC`` runs a second serve from another source tree (``git archive HEAD src | tar
@@ -139,9 +140,12 @@ LEVELS = ("plain", "+ signature", "+ parse and validate", "+ lmsbridge's message
 
 
 def measure_plain(
-    level: int, requests_file: Path, script: Path, args: argparse.Namespace, offset: int = 0
+    level: int, requests_file: Path, script: Path, args: argparse.Namespace, offset: int = 0, rate: float = 0.0
 ) -> dict[str, float]:
-    """Saturate the plain receiver at ``level`` (its CPU a request and share of a core added to wrk's figures)."""
+    """Saturate the plain receiver at ``level`` (its CPU a request and share of a core added to wrk's figures).
+
+    ``rate``: pace it instead, with the connections a paced serve gets (:func:`pace_connections`).
+    """
     port = free_port()
     plain = subprocess.Popen(
         [sys.executable, str(PLAIN), AMQP, str(port), str(level), SECRET], stderr=subprocess.DEVNULL
@@ -151,8 +155,9 @@ def measure_plain(
         time.sleep(1.0)
         quiet_broker()
         before = cpu_seconds(plain.pid)
+        connections = pace_connections(rate) if rate else args.connections
         result = run_wrk(f"http://127.0.0.1:{port}/webhooks/bench", requests_file, script,
-                         duration=args.duration, connections=args.connections, offset=offset)  # fmt: skip
+                         duration=args.duration, connections=connections, rate=rate, offset=offset)  # fmt: skip
         used = cpu_seconds(plain.pid) - before
     finally:
         plain.terminate()
@@ -298,6 +303,15 @@ def run_wrk(
         "max_ms": float(worst),
         "wrk_cpu_pct": 100 * cpu / seconds,
     }
+
+
+def pace_connections(rate: float) -> int:
+    """Connections for a paced run: each sends at most 50 a second (one every 20 ms).
+
+    A connection waits for each answer, and an answer waits up to a publish window plus its
+    confirm, so 16 could not offer more than ~1,800 a second.
+    """
+    return max(16, math.ceil(rate / 50))
 
 
 def presign(path: Path, n: int) -> bytes:
@@ -449,22 +463,24 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             used = 0
             quiet_broker()
             cpu_before = sum(cpu_seconds(server.pid) for server in servers)
+            first_for = 2 if args.pace else args.duration
             if args.pace:
-                saturated = run_wrk(url, requests_file, script, duration=2, connections=4, rate=args.pace)
+                saturated = run_wrk(url, requests_file, script, duration=first_for, connections=4, rate=args.pace)
             else:
-                saturated = run_wrk(url, requests_file, script, duration=args.duration, connections=args.connections)
+                saturated = run_wrk(url, requests_file, script, duration=first_for, connections=args.connections)
             cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
             saturated["cpu_us"] = 1e6 * cpu / max(1.0, saturated["requests"])
-            saturated["cpu_pct"] = 100 * cpu / args.duration
+            saturated["cpu_pct"] = 100 * cpu / first_for
             used += 2 * (int(saturated["requests"]) + args.connections)
             half = args.pace or saturated["rps"] / 2
-            # Enough connections that each sends at most 50 a second (one every 20 ms): a connection
-            # waits for each answer, and an answer waits up to a publish window plus its confirm, so
-            # 16 could not offer more than ~1,800 a second.
-            pace_connections = max(16, math.ceil(half / 50))
-            paced = run_wrk(url, requests_file, script, duration=args.duration, connections=pace_connections,
+            connections = pace_connections(half)
+            cpu_before = sum(cpu_seconds(server.pid) for server in servers)
+            paced = run_wrk(url, requests_file, script, duration=args.duration, connections=connections,
                             rate=half, offset=used)  # fmt: skip
-            used += 2 * (int(paced["requests"]) + pace_connections)
+            cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
+            paced["cpu_us"] = 1e6 * cpu / max(1.0, paced["requests"])
+            paced["cpu_pct"] = 100 * cpu / args.duration
+            used += 2 * (int(paced["requests"]) + connections)
             profile: list[str] = []
             if args.profile is not None:
                 args.profile.mkdir(parents=True, exist_ok=True)
@@ -551,6 +567,9 @@ def main() -> int:
         if args.tree:
             order = [(label, Path(src)) for label, _, src in (tree.partition("=") for tree in args.tree)]
         runs = [measure_serve(label, src, tmpdir, script, args) for label, src in order]
+        # The plain receiver paced as the first serve was: its p99 is what this machine and RabbitMQ
+        # give a receiver doing nothing else at that rate, the floor under the serve's.
+        plain_paced = measure_plain(0, requests_file, script, args, rate=runs[0].half) if runs else None
         again = asyncio.run(raw_publish(args.raw_messages, window=512))
     console.print(f"raw confirmed publish again: {again.rate:,.0f} msg/s")
     raw_mean = (first.rate + again.rate) / 2
@@ -577,7 +596,20 @@ def main() -> int:
             f"{sat['cpu_us']:.0f}",
             f"{run.rss_mb:.0f}",
         )
-        table.add_row(*_row(f"  paced at {run.half:,.0f}/s", run.paced, raw_mean), "", "", "")
+        paced = run.paced
+        table.add_row(
+            *_row(f"  paced at {run.half:,.0f}/s", paced, raw_mean),
+            f"{paced['cpu_pct']:.0f}",
+            f"{paced['cpu_us']:.0f}",
+            "",
+        )
+    if plain_paced is not None:
+        table.add_row(
+            *_row(f"plain, paced at {runs[0].half:,.0f}/s", plain_paced, raw_mean),
+            f"{plain_paced['cpu_pct']:.0f}",
+            f"{plain_paced['cpu_us']:.0f}",
+            "-",
+        )
     console.print(table)
     for run in runs:
         saturated, paced = run.saturated, run.paced
@@ -588,6 +620,11 @@ def main() -> int:
         )
         for line in run.profile:
             console.print(f"  py-spy {run.label}: {line}", soft_wrap=True)
+    if plain_paced is not None:
+        console.print(
+            f"plain receiver paced at {runs[0].half:,.0f}/s: p50 {plain_paced['p50_ms']:.1f} ms, p99"
+            f" {plain_paced['p99_ms']:.1f} ms (the confirm's wait and this machine's, under any receiver)"
+        )
     print_floor(
         console,
         first,
