@@ -24,6 +24,10 @@ does not move with this machine's speed (up to 2 x between hours). Runs of the s
 by 3-6 % (batches of different sizes), so a change of 5 % shows in two pairs of runs. The worker
 runs ~50 x slower: use a small backlog (1,500: about two and a half minutes).
 
+``--python PATH``: serve and worker run on another interpreter (a venv of its own with
+lmsbridge installed: ``python -m venv v && v/bin/pip install '.[fast]'``), the stand-in and the
+load on this one, so interpreters are compared on lmsbridge's processes alone.
+
 The StackOne stand-in answers at once and runs in this process. The latency and drain phases
 post from this process too (they need each webhook's send time, or few connections).
 The mix: every event a new LMS record, over 20 learning objects (so a content upsert and a
@@ -111,6 +115,7 @@ LOGS: Path | None = None  # --logs: keep each process's warnings and errors here
 PROFILE: Path | None = None  # --profile: py-spy the split phase's worker into this folder
 WORKERS = 1  # --workers: worker processes in the split phase (sharing the SQLite file)
 CALLGRIND = False  # --callgrind: run the draining worker under valgrind and count its instructions
+PYTHON = sys.executable  # --python: the interpreter running lmsbridge's processes (this one by default)
 
 
 def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
@@ -118,7 +123,7 @@ def start(cfg: Path, role: str) -> subprocess.Popen[bytes]:
     if LOGS is not None:
         LOGS.mkdir(parents=True, exist_ok=True)
         stderr = (LOGS / f"{cfg.stem}-{role}.log").open("ab")
-    command = [sys.executable, "-m", "lmsbridge.cli", "--log-level", LOG_LEVEL, "--log-format", "json", role]
+    command = [PYTHON, "-m", "lmsbridge.cli", "--log-level", LOG_LEVEL, "--log-format", "json", role]
     if CALLGRIND and role in ("serve", "worker"):  # instrumented only once switched on (instructions())
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", *command]
     return subprocess.Popen(
@@ -616,11 +621,17 @@ def main() -> int:
     parser.add_argument(
         "--callgrind", action="store_true", help="drain: serve's and worker's instructions an event (valgrind, slow)"
     )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of serve and worker (a venv's python with lmsbridge); the stand-in stays on this one",
+    )
     args = parser.parse_args()
     if args.callgrind and args.phases != "drain":  # elsewhere it would slow the processes and count nothing
         parser.error("--callgrind counts only in the drain phase: give --phases drain")
-    global LOGS, PROFILE, LOG_LEVEL, WORKERS, CALLGRIND
+    global LOGS, PROFILE, LOG_LEVEL, WORKERS, CALLGRIND, PYTHON
     CALLGRIND = args.callgrind
+    PYTHON = args.python
     LOGS = args.logs
     LOG_LEVEL = args.log_level
     PROFILE = args.profile
