@@ -152,7 +152,8 @@ class BrokerSettings(_Section):
         le=1.0,
         description="seconds an accepted event's publish waits for others to go to RabbitMQ with it when "
         "another is in flight, all of them in one write (a lone event goes at once; 0: always at once); a quorum "
-        "queue spends about half the CPU on a message that arrives in a group of four, the receiver ~a third less",
+        "queue spends about half the CPU on a message that arrives in a group of four, and the receiver about a "
+        "third less CPU a request",
     )
     ack_linger: float = Field(
         0.005,
