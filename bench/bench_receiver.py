@@ -162,9 +162,7 @@ def measure_plain(
     finally:
         plain.terminate()
         plain.wait()
-    result["cpu_us"] = 1e6 * used / max(1.0, result["requests"])
-    result["cpu_pct"] = 100 * used / args.duration
-    return result
+    return charge_cpu(result, used, args.duration)
 
 
 def ladder(console: Console, raw: float, requests_file: Path, script: Path, args: argparse.Namespace) -> None:
@@ -369,6 +367,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def charge_cpu(result: dict[str, float], cpu: float, seconds: float) -> dict[str, float]:
+    """``result`` (a wrk run's) with the server's ``cpu`` seconds added: a request's, and its share of a core."""
+    result["cpu_us"] = 1e6 * cpu / max(1.0, result["requests"])
+    result["cpu_pct"] = 100 * cpu / seconds
+    return result
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -462,24 +467,24 @@ def measure_serve(label: str, src: Path | None, tmpdir: Path, script: Path, args
             # so no later run repeats an id (the receiver would answer a repeat without publishing).
             used = 0
             quiet_broker()
-            cpu_before = sum(cpu_seconds(server.pid) for server in servers)
+
+            def serves_cpu() -> float:
+                return sum(cpu_seconds(server.pid) for server in servers)
+
+            cpu_before = serves_cpu()
             first_for = 2 if args.pace else args.duration
             if args.pace:
                 saturated = run_wrk(url, requests_file, script, duration=first_for, connections=4, rate=args.pace)
             else:
                 saturated = run_wrk(url, requests_file, script, duration=first_for, connections=args.connections)
-            cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
-            saturated["cpu_us"] = 1e6 * cpu / max(1.0, saturated["requests"])
-            saturated["cpu_pct"] = 100 * cpu / first_for
+            charge_cpu(saturated, serves_cpu() - cpu_before, first_for)
             used += 2 * (int(saturated["requests"]) + args.connections)
             half = args.pace or saturated["rps"] / 2
             connections = pace_connections(half)
-            cpu_before = sum(cpu_seconds(server.pid) for server in servers)
+            cpu_before = serves_cpu()
             paced = run_wrk(url, requests_file, script, duration=args.duration, connections=connections,
                             rate=half, offset=used)  # fmt: skip
-            cpu = sum(cpu_seconds(server.pid) for server in servers) - cpu_before
-            paced["cpu_us"] = 1e6 * cpu / max(1.0, paced["requests"])
-            paced["cpu_pct"] = 100 * cpu / args.duration
+            charge_cpu(paced, serves_cpu() - cpu_before, args.duration)
             used += 2 * (int(paced["requests"]) + connections)
             profile: list[str] = []
             if args.profile is not None:
