@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import aio_pika
+import asyncpg
 
 from lmsbridge.broker.codec import SyncTask
 from lmsbridge.broker.dead import DeadLetters
@@ -86,6 +88,58 @@ async def test_an_account_refusing_only_writes_cycles_without_reaching_the_deliv
     assert await dead_letters.list() == []
     assert len(stackone.assignments(ACCOUNT)) == 1
     assert not (await runtime.repo.accounts.account(ACCOUNT)).paused
+
+
+async def test_a_paused_account_is_not_probed_before_its_pause_is_written(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    pg_url: str,
+) -> None:
+    """An account answering 403 is paused while another session holds a lock on its row in
+    PostgreSQL, so the pause waits to be written. It is not probed (nor resumed) before that write:
+    no probe call reaches StackOne while the row is locked. Once it is free the account is resumed
+    and the database says so. (Before the fix the probe started at once: a quick probe could write
+    "resumed" before the pause wrote "paused", leaving the database saying paused while the
+    account's queue was consumed. Seen once in CI, as the 60-cycle test above failing.)"""
+    stackone.add_user(ACCOUNT, JANE)
+    settings = make_settings(
+        database_url=pg_url, worker={"pause_probe_seconds": 0.01}, broker={"probe_max_seconds": 0.01}
+    )
+    runtime = await start_runtime(settings)
+    assert runtime.repo is not None
+    sender = sender_for(runtime)
+    # A first assignment lands: the account's row exists and its directory is read.
+    await assign(sender, JANE, scenario="first")
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+
+    async def pausing() -> bool:
+        return runtime.metrics.registry.get_sample_value("lmsbridge_paused_accounts") == 1.0
+
+    def probes() -> list[object]:
+        return [r for r in stackone.requests if r.account == ACCOUNT and r.query.get("page_size") == "1"]
+
+    probed_before = len(probes())
+    other = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+    try:
+        locking = other.transaction()
+        await locking.start()
+        locked = await other.fetch("SELECT account FROM accounts WHERE account = $1 FOR NO KEY UPDATE", ACCOUNT)
+        assert len(locked) == 1  # the row the pause will update
+        stackone.fail_next(403, path_contains="/assignments")
+        await assign(sender, JANE, scenario="second")
+        await wait_for(pausing, what="the account to be paused")
+        await asyncio.sleep(0.5)  # fifty probe intervals
+        assert len(probes()) == probed_before
+        await locking.rollback()
+    finally:
+        await other.close()
+
+    assert await settled(runtime, timeout=20) == {ACCOUNT: {"synced": 2}}
+    assert len(probes()) > probed_before, "the account was resumed without a probe call"
+    assert not (await runtime.repo.accounts.account(ACCOUNT)).paused
+    assert len(stackone.assignments(ACCOUNT)) == 2
 
 
 async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_record_saying_so(

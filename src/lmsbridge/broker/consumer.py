@@ -320,22 +320,32 @@ class Consumer:
         ceiling = max(self._settings.probe_max_seconds, self._probe_interval)
         previous = self._probe_wait.get(account, self._probe_interval / 2)
         self._probe_wait[account] = min(previous * 2, ceiling) if again else self._probe_interval
-        self._start_probe(account)
-        entry = self._consumers.pop(self._names.sync(account), None)
-        if entry is not None:
-            queue, tag = entry
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-        with contextlib.suppress(InfrastructureFault):
-            await self._accounts.update_account(account, paused=True, reason=reason, status=status)
+        # The probe starts now (the account counts as paused from here on) but waits until the pause
+        # is written: a probe that resumed first would have its "resumed" overwritten by "paused".
+        recorded = asyncio.Event()
+        self._start_probe(account, after=recorded)
+        try:
+            entry = self._consumers.pop(self._names.sync(account), None)
+            if entry is not None:
+                queue, tag = entry
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
+            with contextlib.suppress(InfrastructureFault):
+                await self._accounts.update_account(account, paused=True, reason=reason, status=status)
+        finally:
+            recorded.set()
         log.error("account.paused", account=account, status=status, error=reason)
 
-    def _start_probe(self, account: str) -> None:
-        self._paused[account] = asyncio.create_task(self._probe_until_usable(account), name=f"probe-{account}")
+    def _start_probe(self, account: str, *, after: asyncio.Event | None = None) -> None:
+        """Probe ``account`` until it works again (first waiting for ``after``), then resume it."""
+        probe = self._probe_until_usable(account, after)
+        self._paused[account] = asyncio.create_task(probe, name=f"probe-{account}")
         self._metrics.paused_accounts.set(len(self._paused))
 
-    async def _probe_until_usable(self, account: str) -> None:
+    async def _probe_until_usable(self, account: str, after: asyncio.Event | None) -> None:
         me = self._paused.get(account)
+        if after is not None:
+            await after.wait()
         interval = self._probe_wait.get(account, self._probe_interval)
         while not self._stopping:
             await asyncio.sleep(interval)
