@@ -35,7 +35,7 @@ from lmsbridge.settings import Settings
 from lmsbridge.stackone import SharedRateLimiter, StackOneClient
 from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.ledger import LedgerStore
-from lmsbridge.storage.migrate import upgrade
+from lmsbridge.storage.migrate import schema_behind, upgrade
 from lmsbridge.vendors import LimeplateApi
 
 log = get_logger(__name__)
@@ -107,12 +107,12 @@ class Runtime:
         else:  # a receiver alone: an engine of its own, only for its counters
             engine = self._ledger_engine = create_engine(self.settings.database_url.get_secret_value())
         self._ledger = LedgerStore(engine)
-        self._background.append(asyncio.create_task(self._write_ledger(), name="ledger"))
+        self._background.append(asyncio.create_task(self._write_ledger(engine), name="ledger"))
 
     def _counts(self) -> dict[str, int]:
         return {stage: int(self.metrics.count(stage)) for stage in EVENT_STAGES}
 
-    async def _write_ledger(self) -> None:
+    async def _write_ledger(self, engine: AsyncEngine) -> None:
         """Never raises: a database that fails delays the counts, never the webhooks or the syncs."""
         assert self._ledger is not None
         failing = False
@@ -123,7 +123,7 @@ class Runtime:
                 failing = False
             except Exception as exc:
                 if not failing:
-                    log.warning("ledger.write_failed", error=type(exc).__name__)
+                    log.warning("ledger.write_failed", error=type(exc).__name__, **await _schema_hint(engine))
                 failing = True
 
     async def _stop_ledger(self) -> None:
@@ -420,3 +420,18 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log.debug("gc.frozen", objects=gc.get_freeze_count())
+
+
+async def _schema_hint(engine: AsyncEngine) -> dict[str, str]:
+    """Why counters cannot be written, when the reason is a schema never migrated (a receiver alone)."""
+    try:
+        behind = await asyncio.wait_for(schema_behind(engine), LEDGER_INTERVAL)
+    except Exception:  # the database itself is down: the error says enough
+        return {}
+    if behind is None:
+        return {}
+    return {
+        "schema": behind,
+        "hint": "the database is not migrated: run 'lmsbridge migrate' (or start a worker, which migrates); "
+        "until then this process's counts are missing from 'lmsbridge status'",
+    }

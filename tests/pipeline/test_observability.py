@@ -6,6 +6,7 @@ reached a log call at all would be found.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,9 @@ from structlog.testing import capture_logs
 
 from lmsbridge.logs import merge_bound
 from lmsbridge.runtime import Runtime
+from lmsbridge.storage import create_engine
+from lmsbridge.storage.ledger import LedgerStore
+from lmsbridge.storage.migrate import upgrade
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from tests.pipeline.conftest import ACCOUNT, PLATFORM_KEY, SECRET, STACKONE_KEY, SettingsFactory, settled
@@ -143,3 +147,38 @@ async def test_metrics_count_the_batch_exactly_and_the_ledger_balances(
     assert "lmsbridge_queue_depth" in text
     assert SECRET not in text
     assert STACKONE_KEY not in text
+
+
+async def test_a_receiver_on_a_database_never_migrated_says_to_migrate_and_counts_once_migrated(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender
+) -> None:
+    """A receiver alone on a database never migrated still accepts webhooks; its one warning that
+    its counters cannot be written names the schema and `lmsbridge migrate`; once the database is
+    migrated its counts are written without a restart."""
+    settings = make_settings()
+    with capture_logs() as logs:
+        runtime = await start_runtime(settings, worker=False)
+        event = exec_event("assignment.created", exec_assignment("o1", "jane@acme.example"), event_id="e1")
+        assert (await sender_for(runtime).post("acme-sales", event, message_id="m1"))[0] == 202
+        for _ in range(100):
+            failed = [entry for entry in logs if entry["event"] == "ledger.write_failed"]
+            if failed:
+                break
+            await asyncio.sleep(0.1)
+    assert len(failed) == 1
+    assert failed[0]["schema"] == "none"
+    assert "lmsbridge migrate" in failed[0]["hint"]
+
+    engine = create_engine(settings.database_url.get_secret_value())
+    try:
+        await upgrade(engine)
+        store = LedgerStore(engine)
+        for _ in range(100):
+            ledger = await store.system()
+            if ledger.totals.get("accepted") == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert ledger.totals.get("accepted") == 1
+        await store.close()
+    finally:
+        await engine.dispose()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,3 +43,18 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (idempotent; concurrent callers migrate once)."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def schema_behind(engine: AsyncEngine) -> str | None:
+    """None when the database's schema is at the newest revision; otherwise what it is at.
+
+    ``"none"`` for a database never migrated, else the revision it holds.
+    """
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current)
+    return None if current == head else (current or "none")
