@@ -17,7 +17,7 @@ from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.ledger import LedgerStore
-from lmsbridge.storage.migrate import upgrade
+from lmsbridge.storage.migrate import require_current_schema, upgrade
 
 
 async def migrate(settings: Settings) -> int:
@@ -82,6 +82,7 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         depths = {}
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
+        await require_current_schema(repo.engine)
         counts = await repo.stats.status_counts()
         parked = await repo.stats.top_reasons(PARKED)
         dead = await repo.stats.top_reasons(DEAD)

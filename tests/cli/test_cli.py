@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import aio_pika
 import pytest
+from alembic.script import ScriptDirectory
 
 from lmsbridge.broker import Broker, Names
 from lmsbridge.broker.codec import SyncTask
 from lmsbridge.settings import BrokerSettings
+from lmsbridge.storage.migrate import alembic_config
 from tests.conftest import remember_accounts
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -126,3 +129,24 @@ def test_status_json_reports_ledger_accounts_and_queues(tmp_path: Path, amqp_url
     assert set(data) >= {"ledger", "accounts", "queues", "parked_reasons", "dead_reasons", "rate_budget"}
     assert data["accounts"]["acc-1"]["paused"] is False
     assert data["rate_budget"]["per_minute"] == 1000
+
+
+def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path, amqp_url: str) -> None:
+    """`status` and `reconcile --lms` on a database never migrated exit 1 with one line naming the
+    schema and `lmsbridge migrate`, not a driver error; a schema newer than this version is named as such."""
+    config = str(write_config(tmp_path, amqp_url, "schemax"))
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    for command in (["status"], ["reconcile", "--lms", "--dry-run"]):
+        result = lmsbridge("--config", config, *command)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"lmsbridge: database: the schema is at revision none, this lmsbridge needs {head}: run 'lmsbridge migrate'"
+        )
+        assert "alembic" not in result.stderr
+    assert lmsbridge("--config", config, "migrate").returncode == 0
+    assert lmsbridge("--config", config, "status").returncode == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    result = lmsbridge("--config", config, "status")
+    assert result.returncode == 1
+    assert f"schema is at revision 0099, newer than this lmsbridge knows ({head})" in result.stderr

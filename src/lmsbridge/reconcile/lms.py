@@ -41,6 +41,7 @@ from lmsbridge.settings import Settings
 from lmsbridge.stackone import StackOneClient
 from lmsbridge.stackone.ratelimit import Budget, SubBudget
 from lmsbridge.storage import create_engine
+from lmsbridge.storage.migrate import require_current_schema
 from lmsbridge.storage.reconcile import ReconcileStore
 
 log = get_logger(__name__)
@@ -208,6 +209,7 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
         calls += 1
 
     try:
+        await require_current_schema(engine)
         if not dry_run:
             broker = Broker(
                 settings.amqp_url.get_secret_value(),

@@ -27,6 +27,7 @@ from lmsbridge.reconcile.report import observe, print_json, print_table, progres
 from lmsbridge.settings import Settings, SourceSettings
 from lmsbridge.stackone.ratelimit import RateLimiter
 from lmsbridge.storage import create_engine
+from lmsbridge.storage.migrate import require_current_schema
 from lmsbridge.storage.reconcile import ReconcileStore
 
 USER_AGENT = f"lmsbridge/{__version__} (reconcile)"
@@ -131,6 +132,7 @@ async def reconcile_command(
     store = ReconcileStore(engine)
     broker: Broker | None = None
     try:
+        await require_current_schema(engine)
         if not dry_run:
             broker = Broker(
                 settings.amqp_url.get_secret_value(),

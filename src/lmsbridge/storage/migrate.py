@@ -13,15 +13,19 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from alembic.util import CommandError
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lmsbridge.errors import InfrastructureFault
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The advisory lock's key: any fixed 64-bit number other applications on the database are unlikely to use.
 MIGRATION_LOCK_KEY = 0x6C6D7362_6D696772  # "lmsbmigr"
+VERSION_TABLE = "alembic_version"  # Alembic's default
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -46,15 +50,45 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The revision Alembic recorded (read directly: Alembic's own context logs at info)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
 
 
 async def schema_behind(engine: AsyncEngine) -> str | None:
-    """None when the database's schema is at the newest revision; otherwise what it is at.
-
-    ``"none"`` for a database never migrated, else the revision it holds.
-    """
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    """None when the database's schema is at the newest revision; otherwise what it is at:
+    ``"none"`` for a database never migrated, else the revision it holds."""
     async with engine.connect() as conn:
         current = await conn.run_sync(_current)
-    return None if current == head else (current or "none")
+    return None if current == _scripts().get_current_head() else (current or "none")
+
+
+async def require_current_schema(engine: AsyncEngine) -> None:
+    """For the commands that read the database (``status``, ``reconcile``): a schema not at the
+    newest revision is an :class:`InfrastructureFault` saying what to do, instead of the driver's
+    "no such table" inside the first query. A database that cannot be reached is left to that query."""
+    try:
+        behind = await schema_behind(engine)
+    except (SQLAlchemyError, OSError):
+        return
+    if behind is None:
+        return
+    scripts = _scripts()
+    head = scripts.get_current_head()
+    try:
+        known = behind == "none" or scripts.get_revision(behind) is not None
+    except CommandError:
+        known = False
+    if known:
+        raise InfrastructureFault(
+            f"database: the schema is at revision {behind}, this lmsbridge needs {head}: run 'lmsbridge migrate'"
+        )
+    raise InfrastructureFault(
+        f"database: the schema is at revision {behind}, newer than this lmsbridge knows ({head}): "
+        "run the lmsbridge version that migrated it"
+    )
