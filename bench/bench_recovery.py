@@ -110,7 +110,7 @@ async def run_mix(name: str, people: int, rate: float, workdir: Path) -> dict[st
     sent: dict[tuple[str, str], float] = {}
     started = time.perf_counter()
     try:
-        await runtime.start(broker_wait=10)
+        await runtime.start(wait=10)
         stackone.set_fault_rates(**MIXES[name])
         async with aiohttp.ClientSession() as session:
             sender = WebhookSender(f"http://127.0.0.1:{runtime.port}", SECRET, session=session)

@@ -139,7 +139,7 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
         )
         runtime = Runtime(settings, receiver=True, worker=True)
         try:
-            await runtime.start(broker_wait=15)
+            await runtime.start(wait=15)
         except Exception as exc:
             console.print(
                 f"[red]lmsbridge demo: cannot start: {exc}[/red] (is RabbitMQ running on {settings.amqp_url}?)"

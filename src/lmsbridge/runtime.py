@@ -35,7 +35,7 @@ from lmsbridge.settings import Settings
 from lmsbridge.stackone import SharedRateLimiter, StackOneClient
 from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.ledger import LedgerStore
-from lmsbridge.storage.migrate import schema_behind, upgrade
+from lmsbridge.storage.migrate import schema_behind, upgrade_when_reachable
 from lmsbridge.vendors import LimeplateApi
 
 log = get_logger(__name__)
@@ -87,13 +87,14 @@ class Runtime:
 
     # --- start --------------------------------------------------------------------------
 
-    async def start(self, *, broker_wait: float | None = None) -> None:
-        """Start the configured parts; the worker waits for the broker, the receiver does not."""
+    async def start(self, *, wait: float | None = None) -> None:
+        """Start the configured parts. The worker waits up to ``wait`` seconds (default a minute) for
+        the database, then as long again for the broker; the receiver waits for neither."""
         if self.with_worker:
             self.repo = Repository(create_engine(self.settings.database_url.get_secret_value()))
-            await upgrade(self.repo.engine)
+            await upgrade_when_reachable(self.repo.engine, wait=wait if wait is not None else 60.0)
             await self.repo.engine.dispose()  # on SQLite only migrations use it: the repository has its own thread
-        await self.broker.start(wait=broker_wait if broker_wait is not None else (60.0 if self.with_worker else None))
+        await self.broker.start(wait=wait if wait is not None else (60.0 if self.with_worker else None))
         if self.with_worker:
             await self._start_worker()
         if self.with_receiver:

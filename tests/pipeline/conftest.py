@@ -92,7 +92,7 @@ async def start_runtime() -> AsyncIterator[Callable[..., Awaitable[Runtime]]]:
 
     async def start(settings: Settings, *, receiver: bool = True, worker: bool = True) -> Runtime:
         runtime = Runtime(settings, receiver=receiver, worker=worker)
-        await runtime.start(broker_wait=10)
+        await runtime.start(wait=10)
         started.append(runtime)
         return runtime
 

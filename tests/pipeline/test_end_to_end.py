@@ -103,7 +103,7 @@ async def test_broker_down_gives_503_and_stores_nothing(
 ) -> None:
     """With RabbitMQ unreachable the receiver answers 503 with Retry-After; nothing is queued or stored."""
     down = Runtime(make_settings(amqp_url="amqp://guest:guest@127.0.0.1:1/"), receiver=True, worker=False)
-    await down.start(broker_wait=None)
+    await down.start(wait=None)
     try:
         envelope = exec_event("assignment.created", exec_assignment("a4", "x@y.example"))
         sender = sender_for(down)

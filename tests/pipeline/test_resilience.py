@@ -21,7 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
+from lmsbridge.errors import InfrastructureFault
 from lmsbridge.runtime import Runtime
 from lmsbridge.settings import Settings
 from lmsbridge.testing.stackone import StackOneStandIn
@@ -324,10 +326,49 @@ async def test_a_worker_stops_promptly_while_rabbitmq_is_unreachable(
     proxy = AmqpProxy(amqp_url, cut_at_consume=False)
     worker = Runtime(make_settings(amqp_url=await proxy.start()), receiver=False, worker=True)
     try:
-        await worker.start(broker_wait=10)
+        await worker.start(wait=10)
     finally:
         await proxy.close()
     await asyncio.sleep(0.5)  # the worker has seen its connection go
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(worker.stop(), 30)
     assert asyncio.get_running_loop().time() - started < 15
+
+
+async def test_a_worker_started_before_its_database_waits_for_it(
+    make_settings: SettingsFactory, tmp_path: Path, start_runtime: Callable[..., Awaitable[Runtime]]
+) -> None:
+    """A worker whose database cannot be opened yet (its directory not there) retries, logging
+    `database.unreachable`, and starts once the database can be opened: no traceback, no restart."""
+    folder = tmp_path / "later"
+    settings = make_settings(database_url=f"sqlite+aiosqlite:///{folder / 'lmsbridge.db'}")
+
+    async def make_folder_later() -> None:
+        await asyncio.sleep(1.5)
+        folder.mkdir()
+
+    with capture_logs() as logs:
+        later = asyncio.create_task(make_folder_later())
+        worker = await start_runtime(settings, receiver=False)
+        await later
+    assert worker.repo is not None
+    assert await worker.repo.ping()
+    waits = [entry for entry in logs if entry["event"] == "database.unreachable"]
+    assert waits
+    assert all(entry["error"].startswith("OperationalError") for entry in waits)
+
+
+async def test_a_worker_whose_database_stays_unreachable_stops_with_one_line_and_no_password(
+    make_settings: SettingsFactory,
+) -> None:
+    """Nothing listening at the database's address for the whole wait: the start fails with an
+    InfrastructureFault naming the fault's kind (what `lmsbridge worker` prints before exiting 1),
+    and neither it nor the logs carry the URL's password."""
+    url = "postgresql+asyncpg://lmsbridge:pg-secret-hunter2@127.0.0.1:1/lmsbridge"
+    worker = Runtime(make_settings(database_url=url), receiver=False, worker=True)
+    with capture_logs() as logs, pytest.raises(InfrastructureFault) as failed:
+        await worker.start(wait=2)
+    await worker.stop()
+    assert str(failed.value) == "database: unreachable (ConnectionRefusedError)"
+    assert [entry["event"] for entry in logs].count("database.unreachable") >= 2
+    assert "hunter2" not in repr(logs)

@@ -5,10 +5,15 @@ On PostgreSQL the migrating transaction first takes a transaction-scoped advisor
 (``pg_advisory_xact_lock``), so the others wait, then find the schema current; on SQLite the
 transaction begins with ``BEGIN IMMEDIATE`` (see :mod:`lmsbridge.storage.engine`), which holds
 the database's write lock from the start.
+
+A worker starting while the database cannot be reached waits for it, as it waits for RabbitMQ
+(:func:`upgrade_when_reachable`), then stops with one line naming the fault, not a traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from alembic import command
@@ -17,10 +22,14 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.errors import InfrastructureFault
+from lmsbridge.logs import get_logger
+from lmsbridge.storage.shared import fault_name
+
+log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The advisory lock's key: any fixed 64-bit number other applications on the database are unlikely to use.
@@ -47,6 +56,30 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (idempotent; concurrent callers migrate once)."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade, revision)
+
+
+async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
+    """:func:`upgrade`, retrying for up to ``wait`` seconds while the database cannot be reached
+    (refused, timed out, not yet accepting: ``database.unreachable`` logged each time).
+
+    Raises :class:`InfrastructureFault` naming the fault's kind (never the driver's text, which can
+    quote the URL) when the wait is over or the migration itself failed.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            await upgrade(engine)
+            return
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+            kind = fault_name(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+            if time.monotonic() + delay > deadline:
+                raise InfrastructureFault(f"database: unreachable ({kind})") from exc
+            log.warning("database.unreachable", error=kind, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except SQLAlchemyError as exc:
+            raise InfrastructureFault(f"database: the migration failed ({fault_name(exc)})") from exc
 
 
 def _current(connection: Connection) -> str | None:

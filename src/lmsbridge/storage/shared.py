@@ -35,7 +35,7 @@ from lmsbridge.storage.group_commit import GroupCommit
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["UNSTORABLE", "Sql", "clip_text", "dialect_insert", "guard", "record_state", "utc"]
+__all__ = ["UNSTORABLE", "Sql", "clip_text", "dialect_insert", "fault_name", "guard", "record_state", "utc"]
 
 UNSTORABLE = "unstorable"
 """Dead-letter reason: the database refused the message's own data (retrying cannot help)."""
@@ -86,14 +86,14 @@ def guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any,
         except SQLAlchemyError as exc:
             if is_data_error(exc):
                 raise DeadLetter(UNSTORABLE, f"the database refused the data: {_complaint(exc)}") from exc
-            raise InfrastructureFault(f"database: {_fault_name(exc)}") from exc
+            raise InfrastructureFault(f"database: {fault_name(exc)}") from exc
         except OSError as exc:
             raise InfrastructureFault(f"database: {exc.strerror or type(exc).__name__}") from exc
 
     return wrapper
 
 
-def _fault_name(exc: SQLAlchemyError) -> str:
+def fault_name(exc: SQLAlchemyError) -> str:
     """``DBAPIError (DeadlockDetectedError, SQLSTATE 40P01)``: the kind of fault, never the driver's text
     (which may quote the statement's values)."""
     orig = getattr(exc, "orig", None)
