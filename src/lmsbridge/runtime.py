@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lmsbridge import __version__
 from lmsbridge.broker import Broker, BrokerSyncQueue, Consumer
 from lmsbridge.budget import SharedBudget, holder_name, open_shared_budget
+from lmsbridge.errors import InfrastructureFault
 from lmsbridge.lanes import in_background
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import EVENT_STAGES, Metrics
@@ -213,7 +215,11 @@ class Runtime:
         site = web.TCPSite(
             self._runner, s.receiver.host, s.receiver.port, backlog=1024, reuse_port=s.receiver.reuse_port or None
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the port taken, the address not this host's, a port below 1024
+            why = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise InfrastructureFault(f"receiver: cannot listen on {s.receiver.host}:{s.receiver.port}: {why}") from exc
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.receiver.port
@@ -387,7 +393,15 @@ async def run_until_signal(runtime: Runtime) -> None:
         await runtime.stop()
         return
     signalled.cancel()
-    await starting  # a start that failed ends the process with its error
+    if starting.exception() is not None:
+        # A start that failed ends the process with its error, once what had started is stopped:
+        # left running, the broker's connection retries its connect when cancelled at exit, and
+        # the process hung there instead of exiting (seen with the receiver's port taken).
+        try:
+            await runtime.stop()
+        except Exception as exc:  # the start's error is the one to report
+            log.warning("lmsbridge.stop_failed", error=type(exc).__name__)
+    await starting
     _freeze_startup_objects()
     log.info("lmsbridge.started", receiver=runtime.with_receiver, worker=runtime.with_worker, version=__version__)
     await stop.wait()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aio_pika
@@ -150,3 +152,26 @@ def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path,
     result = lmsbridge("--config", config, "status")
     assert result.returncode == 1
     assert f"schema is at revision 0099, newer than this lmsbridge knows ({head})" in result.stderr
+
+
+def test_serve_on_a_port_already_taken_exits_at_once_with_one_line(tmp_path: Path, amqp_url: str) -> None:
+    """`serve` whose port another program holds exits 1 within seconds, saying which address and
+    why: no traceback, and no process left hanging on its broker connection at exit."""
+    config = str(write_config(tmp_path, amqp_url, "portx"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = lmsbridge(
+            "--config",
+            config,
+            "serve",
+            env={"LMSBRIDGE_RECEIVER__HOST": "127.0.0.1", "LMSBRIDGE_RECEIVER__PORT": str(port)},
+        )
+    assert result.returncode == 1
+    assert time.monotonic() - started < 30
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"lmsbridge: receiver: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in result.stderr
