@@ -17,6 +17,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from rich.console import Console
@@ -141,9 +142,10 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
         try:
             await runtime.start(wait=15)
         except Exception as exc:
-            console.print(
-                f"[red]lmsbridge demo: cannot start: {exc}[/red] (is RabbitMQ running on {settings.amqp_url}?)"
-            )
+            await runtime.stop()
+            broker = urlsplit(settings.amqp_url.get_secret_value())  # its host and port: never its password
+            where = f"{broker.hostname}:{broker.port or 5672}"
+            console.print(f"[red]lmsbridge demo: cannot start: {exc}[/red] (is RabbitMQ running on {where}?)")
             await stackone.close()
             await platform.close()
             return 1

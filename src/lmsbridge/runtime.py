@@ -218,7 +218,8 @@ class Runtime:
         try:
             await site.start()
         except OSError as exc:  # the port taken, the address not this host's, a port below 1024
-            why = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            # socket.gaierror's errno is the resolver's (negative): its own text says it
+            why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or type(exc).__name__
             raise InfrastructureFault(f"receiver: cannot listen on {s.receiver.host}:{s.receiver.port}: {why}") from exc
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

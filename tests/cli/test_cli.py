@@ -175,3 +175,14 @@ def test_serve_on_a_port_already_taken_exits_at_once_with_one_line(tmp_path: Pat
         f"lmsbridge: receiver: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_demo_without_rabbitmq_names_where_it_looked_and_not_the_password(tmp_path: Path) -> None:
+    """`lmsbridge demo` with nothing listening at the broker's address exits 1 naming that host and
+    port, without the URL's password and without a traceback."""
+    result = lmsbridge("demo", "--amqp-url", "amqp://guest:demo-hunter2@127.0.0.1:1/", cwd=tmp_path)
+    assert result.returncode == 1
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "lmsbridge demo: cannot start: RabbitMQ is unreachable (is RabbitMQ running on 127.0.0.1:1?)" in said
+    assert "hunter2" not in said
+    assert "Traceback" not in said
