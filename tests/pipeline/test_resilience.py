@@ -372,3 +372,87 @@ async def test_a_worker_whose_database_stays_unreachable_stops_with_one_line_and
     assert str(failed.value) == "database: unreachable (ConnectionRefusedError)"
     assert [entry["event"] for entry in logs].count("database.unreachable") >= 2
     assert "hunter2" not in repr(logs)
+
+
+class StartingPostgres:
+    """A TCP stand-in in front of the real PostgreSQL: while ``starting``, it answers every
+    connection as a PostgreSQL that is starting up does (SQLSTATE 57P03, "the database system is
+    starting up"); then it forwards each connection to the real server."""
+
+    def __init__(self, target_port: int = 5432) -> None:
+        self.starting = True
+        self._target_port = target_port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.starting:
+                await self._refuse(reader, writer)
+            else:
+                await self._forward(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length, code = struct.unpack("!II", await reader.readexactly(8))
+        if code == 80877103:  # SSLRequest: no SSL here; the startup message follows
+            writer.write(b"N")
+            length, code = struct.unpack("!II", await reader.readexactly(8))
+        await reader.readexactly(length - 8)
+        fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+        writer.write(b"E" + struct.pack("!I", len(fields) + 4) + fields)
+        await writer.drain()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        try:
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        finally:
+            upstream_writer.close()
+
+
+async def test_a_worker_waits_for_a_postgresql_still_starting_up(
+    make_settings: SettingsFactory, pg_url: str, start_runtime: Callable[..., Awaitable[Runtime]]
+) -> None:
+    """PostgreSQL answering "the database system is starting up" (57P03) when the worker starts:
+    the worker waits (`database.unreachable` naming the SQLSTATE), then migrates and starts once
+    the server takes connections, instead of exiting on a fault that mends itself."""
+    postgres = StartingPostgres()
+    port = await postgres.start()
+    parts = urlsplit(pg_url)
+    url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+
+    async def started_later() -> None:
+        await asyncio.sleep(1.5)
+        postgres.starting = False
+
+    try:
+        with capture_logs() as logs:
+            later = asyncio.create_task(started_later())
+            worker = await start_runtime(make_settings(database_url=url), receiver=False)
+            await later
+        assert worker.repo is not None
+        assert await worker.repo.ping()
+        waits = [entry["error"] for entry in logs if entry["event"] == "database.unreachable"]
+        assert waits
+        assert all("SQLSTATE 57P03" in error for error in waits)
+    finally:
+        await postgres.close()

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.logs import get_logger
-from lmsbridge.storage.shared import fault_name
+from lmsbridge.storage.shared import fault_name, sqlstate
 
 log = get_logger(__name__)
 
@@ -63,7 +63,8 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
     (refused, timed out, not yet accepting: ``database.unreachable`` logged each time).
 
     Raises :class:`InfrastructureFault` naming the fault's kind (never the driver's text, which can
-    quote the URL) when the wait is over or the migration itself failed.
+    quote the URL) when the wait is over, and at once for any other fault (a database or role that
+    does not exist, a migration that failed): waiting would not mend those.
     """
     deadline = time.monotonic() + wait
     delay = 0.5
@@ -71,15 +72,24 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
         try:
             await upgrade(engine)
             return
-        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             kind = fault_name(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+            if not _unreachable(exc):
+                raise InfrastructureFault(f"database: {kind}") from exc
             if time.monotonic() + delay > deadline:
                 raise InfrastructureFault(f"database: unreachable ({kind})") from exc
             log.warning("database.unreachable", error=kind, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-        except SQLAlchemyError as exc:
-            raise InfrastructureFault(f"database: the migration failed ({fault_name(exc)})") from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A fault that waiting can mend: no connection (refused, timed out, SQLite's file not there
+    yet), or PostgreSQL's connection faults (SQLSTATE class 08) and "starting up" (57P03)."""
+    if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    state = sqlstate(exc) if isinstance(exc, SQLAlchemyError) else None
+    return state is not None and (state.startswith("08") or state == "57P03")
 
 
 def _current(connection: Connection) -> str | None:

@@ -35,7 +35,7 @@ from lmsbridge.storage.group_commit import GroupCommit
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["UNSTORABLE", "Sql", "clip_text", "dialect_insert", "fault_name", "guard", "record_state", "utc"]
+__all__ = ["UNSTORABLE", "Sql", "clip_text", "dialect_insert", "fault_name", "guard", "record_state", "sqlstate", "utc"]
 
 UNSTORABLE = "unstorable"
 """Dead-letter reason: the database refused the message's own data (retrying cannot help)."""
@@ -100,9 +100,17 @@ def fault_name(exc: SQLAlchemyError) -> str:
     if orig is None:
         return type(exc).__name__
     cause = getattr(orig, "__cause__", None) or orig  # asyncpg's error under SQLAlchemy's adapter
-    state = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None)
-    detail = type(cause).__name__ + (f", SQLSTATE {state}" if isinstance(state, str) else "")
+    state = sqlstate(exc)
+    detail = type(cause).__name__ + (f", SQLSTATE {state}" if state is not None else "")
     return f"{type(exc).__name__} ({detail})"
+
+
+def sqlstate(exc: SQLAlchemyError) -> str | None:
+    """PostgreSQL's SQLSTATE for the fault (``40P01``), None when the driver gave none (SQLite)."""
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None) or orig
+    state = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def _complaint(exc: SQLAlchemyError) -> str:
