@@ -99,7 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     command("run", "receiver and worker in one process (the main job)")
     command("serve", "the webhook receiver only (scale it horizontally)")
     command("worker", "the consumers only (scale them horizontally)")
-    command("migrate", "bring the database schema up to date")
+    migrate = command("migrate", "bring the database schema up to date")
+    migrate.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the database to answer"
+    )
     check = command("check", "exit 0 when RabbitMQ and the database answer, else 1 (a probe)")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each service (default: 5)")
     status = command("status", "records per state and account, queue depths, parked and dead reasons, rate budget")
@@ -165,10 +168,10 @@ def _runtime(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge.ops import migrate
 
-    return _run(migrate(settings))
+    return _run(migrate(settings, wait=args.wait))
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,14 +17,15 @@ from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.ledger import LedgerStore
-from lmsbridge.storage.migrate import require_current_schema, upgrade
+from lmsbridge.storage.migrate import require_current_schema, upgrade_when_reachable
 
 
-async def migrate(settings: Settings) -> int:
-    """Bring the database schema to the newest revision."""
+async def migrate(settings: Settings, *, wait: float = 0.0) -> int:
+    """Bring the database schema to the newest revision, waiting up to ``wait`` seconds for the
+    database to be reachable (a migration job started beside its database)."""
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
-        await upgrade(repo.engine)
+        await upgrade_when_reachable(repo.engine, wait=wait)
     finally:
         await repo.close()
     print("lmsbridge: database schema is up to date")

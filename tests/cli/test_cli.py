@@ -186,3 +186,21 @@ def test_demo_without_rabbitmq_names_where_it_looked_and_not_the_password(tmp_pa
     assert "lmsbridge demo: cannot start: RabbitMQ is unreachable (is RabbitMQ running on 127.0.0.1:1?)" in said
     assert "hunter2" not in said
     assert "Traceback" not in said
+
+
+def test_migrate_and_lms_reconcile_with_the_database_down_say_so_in_one_line(tmp_path: Path, amqp_url: str) -> None:
+    """Nothing listening at the database's address: `migrate` exits 1 with one line naming the
+    fault (no traceback, no password) and `migrate --wait` tries again before giving up;
+    `reconcile --lms` prints each stopped account's whole reason under its table."""
+    config = str(write_config(tmp_path, amqp_url, "downx"))
+    down = {"LMSBRIDGE_DATABASE_URL": "postgresql+asyncpg://lmsbridge:pg-hunter2@127.0.0.1:1/lmsbridge"}
+    result = lmsbridge("--config", config, "migrate", env=down)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["lmsbridge: database: unreachable (ConnectionRefusedError)"]
+    waited = lmsbridge("--config", config, "migrate", "--wait", "2", env=down)
+    assert waited.returncode == 1
+    assert waited.stderr.count('"event":"database.unreachable"') >= 2
+    assert "hunter2" not in result.stderr + waited.stderr
+    lms = lmsbridge("--config", config, "--log-level", "error", "reconcile", "--lms", "--dry-run", env=down)
+    assert lms.returncode == 1
+    assert "acc-1: stopped: database: Connection refused" in lms.stderr

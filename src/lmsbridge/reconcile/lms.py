@@ -319,6 +319,8 @@ def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
         )
     Console().print(table)
     for r in reports:
+        if not r.finished:  # the table's cell is too narrow for the reason: in full, as the platform pass does
+            Console(stderr=True).print(f"{r.account}: stopped: {r.error}", markup=False)
         for w in r.unknown_writes:
             Console().print(
                 f"{r.account}: {w['kind']} of {w['learning_object']} for user {w['user_id']}: not lmsbridge's record",
