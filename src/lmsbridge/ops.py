@@ -77,10 +77,12 @@ async def queue_depths(settings: Settings) -> dict[str, int | None]:
 
 async def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
+    depths: dict[str, int | None] | None
     try:
-        depths: dict[str, int | None] = await queue_depths(settings)
-    except Exception:
-        depths = {}
+        depths = await queue_depths(settings)
+        broker = "reachable"
+    except Exception as exc:  # the database's half of the report is still worth showing
+        depths, broker = None, f"unreachable ({type(exc).__name__})"
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
         await require_current_schema(repo.engine)
@@ -108,7 +110,8 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
             }
             for a in settings.accounts()
         },
-        "queues": depths,
+        "broker": broker,
+        "queues": depths if depths is not None else {},
         "parked_reasons": dict(parked),
         "dead_reasons": dict(dead),
         "rate_budget": rate_budget,
@@ -116,14 +119,17 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def _system_ledger(settings: Settings, engine: AsyncEngine, depths: dict[str, int | None]) -> dict[str, Any]:
+async def _system_ledger(
+    settings: Settings, engine: AsyncEngine, depths: dict[str, int | None] | None
+) -> dict[str, Any]:
     """Every process's event counters added up (from the database) against what the broker holds.
 
     ``accepted = upserted + duplicate + dead_lettered + in_flight``: ``in_flight`` is what was accepted
     and not yet settled; the broker holds ``broker_ready`` of it in the intake and delay queues, the
     rest is in workers' hands. The identity holds when ``in_flight`` is at least ``broker_ready`` (and
     0 once the queues are empty and the workers idle); it cannot be checked exactly while a process that
-    stopped without a clean stop took its last counts with it (``processes_lost``).
+    stopped without a clean stop took its last counts with it (``processes_lost``), nor while
+    RabbitMQ cannot be asked (``depths`` None: ``broker_ready`` is None too).
     """
     store = LedgerStore(engine)
     try:
@@ -136,8 +142,10 @@ async def _system_ledger(settings: Settings, engine: AsyncEngine, depths: dict[s
     names = Names(settings.broker.prefix)
     event_queues = [names.events, *(names.intake(s) for s in settings.sources)]
     event_queues += [names.delay(level) for level in range(len(settings.broker.retry_delays))]
-    ready = sum(depths.get(q) or 0 for q in event_queues)
-    if system.lost:
+    ready = None if depths is None else sum(depths.get(q) or 0 for q in event_queues)
+    if ready is None:
+        verdict = "unchecked: RabbitMQ did not answer, so what it holds is unknown"
+    elif system.lost:
         verdict = "unchecked: a process stopped without writing its last counts"
     elif in_flight >= max(0, ready):
         verdict = "holds"
@@ -205,7 +213,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     keys = ("accepted", "upserted", "duplicate", "dead_lettered", "in_flight", "broker_ready")
     for column in keys:
         system.add_column(column.replace("_", " "), justify="right")
-    system.add_row(*(str(sl[k]) for k in keys))
+    system.add_row(*("?" if sl[k] is None else str(sl[k]) for k in keys))
     console.print(system)
     if sl["processes_lost"]:
         console.print(f"stopped without their last counts: {', '.join(sl['processes_lost'])}")
@@ -228,7 +236,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
             info["email_filter"],
         )
     console.print(accounts)
-    queues = Table(title="Queues")
+    queues = Table(title="Queues" if data["broker"] == "reachable" else f"Queues: RabbitMQ {data['broker']}")
     queues.add_column("queue")
     queues.add_column("ready", justify="right")
     for name, depth in data["queues"].items():

@@ -204,3 +204,22 @@ def test_migrate_and_lms_reconcile_with_the_database_down_say_so_in_one_line(tmp
     lms = lmsbridge("--config", config, "--log-level", "error", "reconcile", "--lms", "--dry-run", env=down)
     assert lms.returncode == 1
     assert "acc-1: stopped: database: Connection refused" in lms.stderr
+
+
+def test_status_with_rabbitmq_down_says_so_instead_of_claiming_the_ledger_holds(tmp_path: Path, amqp_url: str) -> None:
+    """`status --json` with nothing listening at the broker's address still reports the database's
+    half, but names the broker unreachable and leaves the identity unchecked (it said "holds",
+    counting the unreachable broker's queues as empty)."""
+    config = str(write_config(tmp_path, amqp_url, "brokerdownx"))
+    assert lmsbridge("--config", config, "migrate").returncode == 0
+    down = {"LMSBRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}
+    result = lmsbridge("--config", config, "status", "--json", env=down)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["broker"] == "unreachable (AMQPConnectionError)"
+    assert data["system_ledger"]["broker_ready"] is None
+    assert data["system_ledger"]["identity"].startswith("unchecked: RabbitMQ did not answer")
+    assert data["accounts"]["acc-1"]["paused"] is False
+    up = json.loads(lmsbridge("--config", config, "status", "--json").stdout)
+    assert up["broker"] == "reachable"
+    assert up["system_ledger"]["identity"] == "holds"
