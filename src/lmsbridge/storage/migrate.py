@@ -34,7 +34,6 @@ log = get_logger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The advisory lock's key: any fixed 64-bit number other applications on the database are unlikely to use.
 MIGRATION_LOCK_KEY = 0x6C6D7362_6D696772  # "lmsbmigr"
-VERSION_TABLE = "alembic_version"  # Alembic's default
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -93,8 +92,8 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def _current(connection: Connection) -> str | None:
-    """The revision Alembic recorded (read directly: Alembic's own context logs at info)."""
-    if not inspect(connection).has_table(VERSION_TABLE):
+    """The revision Alembic recorded in its table (read directly: Alembic's own context logs at info)."""
+    if not inspect(connection).has_table("alembic_version"):
         return None
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
