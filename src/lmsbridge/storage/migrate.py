@@ -98,16 +98,20 @@ def _current(connection: Connection) -> str | None:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+async def _recorded(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
 
 
 async def schema_behind(engine: AsyncEngine) -> str | None:
     """None when the database's schema is at the newest revision; otherwise what it is at:
     ``"none"`` for a database never migrated, else the revision it holds."""
-    async with engine.connect() as conn:
-        current = await conn.run_sync(_current)
+    current = await _recorded(engine)
     return None if current == _scripts().get_current_head() else (current or "none")
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
 
 
 async def require_current_schema(engine: AsyncEngine) -> None:
@@ -115,15 +119,16 @@ async def require_current_schema(engine: AsyncEngine) -> None:
     newest revision is an :class:`InfrastructureFault` saying what to do, instead of the driver's
     "no such table" inside the first query. A database that cannot be reached is left to that query."""
     try:
-        behind = await schema_behind(engine)
+        current = await _recorded(engine)
     except (SQLAlchemyError, OSError):
-        return
-    if behind is None:
         return
     scripts = _scripts()
     head = scripts.get_current_head()
+    if current == head:
+        return
+    behind = current or "none"
     try:
-        known = behind == "none" or scripts.get_revision(behind) is not None
+        known = current is None or scripts.get_revision(current) is not None
     except CommandError:
         known = False
     if known:
