@@ -39,7 +39,7 @@ from lmsbridge.broker.connection import BROKER_FAULTS, Broker
 from lmsbridge.broker.outcome import Action, Policy, decide
 from lmsbridge.broker.settle import Settler
 from lmsbridge.broker.sweeper import Sweeper
-from lmsbridge.broker.topology import DELIVERY_LIMIT, Names
+from lmsbridge.broker.topology import DELIVERY_LIMIT, Names, declare_work_queue, work_queues
 from lmsbridge.errors import BrokerUnavailable, DeadLetter, InfrastructureFault
 from lmsbridge.lanes import LiveFirst, lane
 from lmsbridge.logs import bound, get_logger
@@ -79,6 +79,7 @@ class Consumer:
         self._inline_limit = inline_limit
         self._admit = admit
         self._names = Names(settings.prefix)
+        self._keys = work_queues(self._names, broker.sources, broker.accounts)  # queue name -> routing key
         self._policy = Policy.of(settings)
         self._breaker = Breaker(
             window=settings.breaker_window,
@@ -154,7 +155,8 @@ class Consumer:
                 self._channels.remove(queue.channel)
             channel = await self._broker.channel(prefetch=self._settings.prefetch)
             try:
-                queue = await channel.get_queue(queue_name, ensure=True)
+                # Declared, not looked up: a queue deleted under its consumer is declared again.
+                queue = await declare_work_queue(channel, self._settings, queue_name, self._keys[queue_name])
             except BaseException:  # not kept: RabbitMQ would otherwise get it back, unused, on a reconnect
                 await _quietly(channel.close())
                 raise

@@ -133,15 +133,8 @@ async def declare(
     dead = await channel.declare_queue(names.dead, durable=True, arguments=quorum)
     await dead.bind(dead_exchange, routing_key="")
 
-    events = await channel.declare_queue(names.events, durable=True, arguments=_work_queue_args(settings, names.dead))
-    await events.bind(exchange, routing_key=EVENTS_KEY)
-    for source in sources:
-        queue = await channel.declare_queue(
-            names.intake(source), durable=True, arguments=_work_queue_args(settings, names.dead)
-        )
-        await queue.bind(exchange, routing_key=events_key(source))
-    for account in accounts:
-        await declare_sync_queue(channel, settings, exchange, account)
+    for name, key in work_queues(names, sources, accounts).items():
+        await declare_work_queue(channel, settings, name, key)
 
     for level, seconds in enumerate(settings.retry_delays):
         args: dict[str, Any] = {
@@ -161,15 +154,25 @@ async def declare(
     return Topology(names, exchange, delay_exchange, dead_exchange)
 
 
-async def declare_sync_queue(
-    channel: AbstractChannel, settings: BrokerSettings, exchange: AbstractExchange, account: str
-) -> AbstractQueue:
-    """Declare and bind one account's sync queue."""
+def work_queues(names: Names, sources: Sequence[str], accounts: Sequence[str]) -> dict[str, str]:
+    """Every work queue (intake, shared and per source, and sync per account) with its routing key."""
+    return {
+        names.events: EVENTS_KEY,
+        **{names.intake(source): events_key(source) for source in sources},
+        **{names.sync(account): sync_key(account) for account in accounts},
+    }
+
+
+async def declare_work_queue(channel: AbstractChannel, settings: BrokerSettings, name: str, key: str) -> AbstractQueue:
+    """Declare one work queue and bind it to the main exchange under ``key``.
+
+    The consumers declare their queues this way too, not passively: aio-pika then records the
+    queue's arguments and binding, and when RabbitMQ cancels a consumer because its queue was
+    deleted (by hand, or by a policy), its consumer recovery declares the queue again and consumes.
+    """
     names = Names(settings.prefix)
-    queue = await channel.declare_queue(
-        names.sync(account), durable=True, arguments=_work_queue_args(settings, names.dead)
-    )
-    await queue.bind(exchange, routing_key=sync_key(account))
+    queue = await channel.declare_queue(name, durable=True, arguments=_work_queue_args(settings, names.dead))
+    await queue.bind(names.exchange, routing_key=key)
     return queue
 
 
