@@ -64,7 +64,12 @@ async def deliver(
 
 
 def write_config(path: Path, settings: Settings, port: int) -> None:
-    """A TOML file equivalent to ``settings`` (for a subprocess), with a fixed receiver port."""
+    """A TOML file equivalent to ``settings`` (for a subprocess), with a fixed receiver port.
+
+    The sync lease is the test settings' short one: a create still in flight when the drain
+    timeout stops a process keeps its record leased (StackOne may yet write it), and a restart
+    then waits out that lease before it lists and writes; 120 s by default, longer than a test
+    waits."""
     src = settings.sources["acme-sales"]
     path.write_text(
         f"""
@@ -76,12 +81,14 @@ port = {port}
 [stackone]
 base_url = "{settings.stackone.base_url}"
 api_key = "{settings.stackone.api_key.get_secret_value()}"
+timeout = {settings.stackone.timeout}
 [broker]
 prefix = "{settings.broker.prefix}"
 retry_delays = [0.2, 0.4, 0.8]
 [worker]
 metrics_port = 0
 drain_timeout = 10
+sync_lease_seconds = {settings.worker.sync_lease_seconds}
 [sources.acme-sales]
 platform = "exec"
 secrets = ["{SECRET}"]
