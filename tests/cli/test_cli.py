@@ -25,12 +25,14 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def lmsbridge(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
+    """Run the command line; ``stdin`` is all it can read (by default nothing: end of file at once)."""
     return subprocess.run(
         [sys.executable, "-m", "lmsbridge.cli", *args],
         env={**os.environ, **(env or {})},
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -94,20 +96,25 @@ def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, 
     assert json.loads(down.stdout) == {"broker": False, "database": True}
 
 
-async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, broker_prefix: str) -> None:
-    """`dlq list --json` shows a dead letter's reason; `dlq replay ID` sends it back to its queue."""
-    remember_accounts(broker_prefix, ["acc-1"], sources=["acme"])
-    broker = Broker(amqp_url, BrokerSettings(prefix=broker_prefix), ["acc-1"], name="cli-test")
+async def dead_letter(amqp_url: str, prefix: str, record_id: int) -> None:
+    """Put a sync task for ``record_id`` in the dead-letter queue, as the worker would after a 422."""
+    remember_accounts(prefix, ["acc-1"], sources=["acme"])
+    broker = Broker(amqp_url, BrokerSettings(prefix=prefix), ["acc-1"], name="cli-test")
     await broker.start(wait=10)
-    await broker.publish_sync(SyncTask(5, "acc-1"), correlation_id="c", received_at=1.0)
+    await broker.publish_sync(SyncTask(record_id, "acc-1"), correlation_id="c", received_at=1.0)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.get_queue(Names(broker_prefix).sync("acc-1"))
+        queue = await channel.get_queue(Names(prefix).sync("acc-1"))
         held = await queue.get(no_ack=False, timeout=5)
         await broker.publish_dead(held, reason="stackone_422", error="provider rejected due_date")
         await held.ack()
     await broker.close()
+
+
+async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, broker_prefix: str) -> None:
+    """`dlq list --json` shows a dead letter's reason; `dlq replay ID` sends it back to its queue."""
+    await dead_letter(amqp_url, broker_prefix, 5)
     config = str(write_config(tmp_path, amqp_url, broker_prefix))
     listed = lmsbridge("--config", config, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -118,6 +125,32 @@ async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, 
     assert lmsbridge("--config", config, "dlq", "replay", "sync:5:acc-1").returncode == 0
     assert json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout) == []
     assert lmsbridge("--config", config, "dlq", "replay", "no-such-id").returncode == 1
+
+
+async def test_dlq_purge_asks_and_without_an_answer_purges_nothing(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """`dlq purge` asks first: "n" purges nothing (exit 1); no answer at all (stdin closed, as in a
+    script) is one line saying to pass --yes (exit 2), not a traceback; --yes purges."""
+    await dead_letter(amqp_url, broker_prefix, 7)
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+
+    def dead() -> list[str]:
+        listed = lmsbridge("--config", config, "dlq", "list", "--json")
+        return [row["message_id"] for row in json.loads(listed.stdout)]
+
+    declined = lmsbridge("--config", config, "dlq", "purge", stdin="n\n")
+    assert (declined.returncode, declined.stderr.strip()) == (1, "lmsbridge: dlq purge: nothing purged")
+    closed = lmsbridge("--config", config, "dlq", "purge")
+    assert closed.returncode == 2
+    assert closed.stderr.strip().splitlines() == [
+        "lmsbridge: dlq purge: no answer on stdin (not a terminal?): pass --yes to purge without asking"
+    ]
+    assert dead() == ["sync:7:acc-1"]
+    purged = lmsbridge("--config", config, "dlq", "purge", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert "purged 1 message(s)" in purged.stdout
+    assert dead() == []
 
 
 @pytest.mark.usefixtures("broker_prefix")
