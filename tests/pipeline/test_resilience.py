@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import aiohttp
 import orjson
 import pytest
@@ -463,3 +464,45 @@ async def test_a_worker_waits_for_a_postgresql_still_starting_up(
         assert all("SQLSTATE 57P03" in error for error in waits)
     finally:
         await postgres.close()
+
+
+def restart_postgresql() -> None:
+    """Restart the local PostgreSQL cluster (every connection to it is cut) and wait until it answers."""
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(["pg_isready", "-h", "127.0.0.1", "-t", "60"], check=True, capture_output=True, timeout=90)
+
+
+@pytest.mark.serial  # restarts PostgreSQL under every test running beside it
+async def test_a_postgresql_restart_under_a_running_pipeline_loses_nothing(
+    make_settings: SettingsFactory, stackone: StackOneStandIn, start_runtime: Start, pg_url: str, amqp_url: str
+) -> None:
+    """PostgreSQL restarted (a failover, a minor upgrade) while `lmsbridge run` stores and writes a
+    batch on it: lmsbridge needs no restart, every event it accepted reaches the LMS once, and
+    nothing is dead-lettered."""
+    people = [f"pg{i}@acme.example" for i in range(10)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    settings = make_settings(database_url=pg_url)
+    runtime = await start_runtime(settings)
+    events = batch(60, people)
+    statuses: Counter[int] = Counter()
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(f"http://127.0.0.1:{runtime.port}", SECRET, session=session)
+        await asyncio.gather(*(deliver(sender, "acme-sales", m, e, statuses) for m, e in events[:20]))
+        sending = asyncio.gather(*(deliver(sender, "acme-sales", m, e, statuses) for m, e in events[20:]))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(restart_postgresql)
+        await sending
+    assert await settled(runtime, timeout=90) == {ACCOUNT: {"synced": len(events)}}
+    assert_once(stackone, len(events))
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dead = await channel.declare_queue(f"{settings.broker.prefix}.dead", passive=True)
+        assert dead.declaration_result.message_count == 0
