@@ -204,7 +204,7 @@ class Runtime:
 
     async def _start_receiver(self) -> None:
         s = self.settings
-        checks: dict[str, Any] = {"broker": self._broker_ready}
+        checks: dict[str, Any] = {"broker": self._broker_ready, "publishing": self._publishing}
         if self.repo is not None:
             checks["database"] = self.repo.ping
         # Under `run` the worker shares this event loop: bound what a flood of webhooks can take of it.
@@ -237,6 +237,10 @@ class Runtime:
 
     async def _broker_ready(self) -> bool:
         return self.broker.connected
+
+    async def _publishing(self) -> bool:
+        """False while RabbitMQ blocks publishers (a memory or disk alarm): no webhook can be accepted."""
+        return not self.broker.blocked
 
     def _admit(self) -> AbstractAsyncContextManager[None]:
         """Hold a new job while this worker's StackOne requests would wait over a quarter of the sync lease."""

@@ -113,6 +113,20 @@ class Broker:
         conn = self.connection
         return self._ready.is_set() and conn is not None and not conn.is_closed and conn.connected.is_set()
 
+    @property
+    def blocked(self) -> bool:
+        """True while RabbitMQ blocks this connection's publishers (a memory or disk alarm).
+
+        RabbitMQ says so with ``connection.blocked`` and stops reading the connection until the
+        alarm clears. aiormq keeps that only in a private event (no public accessor in 7.x): read
+        here, and false if a later aiormq renames it (tests/pipeline/test_alarms.py would fail).
+        """
+        transport = self.connection.transport if self.connection is not None else None
+        if transport is None:
+            return False
+        unblocked = getattr(transport.connection, "_Connection__connection_unblocked", None)
+        return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
     async def start(self, *, wait: float | None = None) -> None:
         """Connect in the background, retrying until it works; wait up to ``wait`` seconds for it.
 
@@ -228,6 +242,10 @@ class Broker:
         ``background``: reconciliation's event, whose work waits behind live work (:mod:`lmsbridge.lanes`).
         """
         topology = self._require()
+        if self.blocked:
+            # Refused at once: written now, it would wait in the socket for the alarm to clear, and
+            # its caller out its whole timeout (then RabbitMQ would take it after all: a ghost copy).
+            raise BrokerUnavailable("RabbitMQ is blocking publishers (a memory or disk alarm)")
         encoder = self._encoders.get(event.source)
         if encoder is None:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
