@@ -297,7 +297,7 @@ class Runtime:
         if names is None or self.broker.connection is None:
             return {}
         depths: dict[str, int] = {}
-        channel = await self.broker.connection.channel()
+        channel = await self.broker.channel()  # not on the publishing connection, which an alarm blocks
         try:
             levels = len(self.settings.broker.retry_delays)
             for queue_name in names.queues(self.broker.sources, self.broker.accounts, levels):

@@ -18,8 +18,9 @@ import pytest
 
 from lmsbridge.broker import Names
 from lmsbridge.runtime import Runtime
+from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
-from tests.pipeline.conftest import SECRET, SettingsFactory
+from tests.pipeline.conftest import ACCOUNT, SECRET, SettingsFactory, settled
 from tests.pipeline.test_resilience import Start
 
 
@@ -85,17 +86,18 @@ async def test_a_memory_alarm_gets_prompt_503s_and_not_ready_then_events_are_acc
         sender = WebhookSender(f"http://127.0.0.1:{receiver.port}", SECRET, session=session)
         url = f"http://127.0.0.1:{receiver.port}"
         try:
-            set_memory_watermark(0.0001)
-            status, _ = await sender.post("acme-sales", envelope(1), message_id="msg-alarm-1")
-            assert status == 503  # by now RabbitMQ has told the connection it is blocked
-            for i in (2, 3, 4):
-                started = time.monotonic()
-                status, body = await sender.post("acme-sales", envelope(i), message_id=f"msg-alarm-{i}")
-                assert time.monotonic() - started < 1.0
-                assert (status, body["error"]["code"]) == (503, "broker_unavailable")
-            async with session.get(f"{url}/readyz") as ready:
-                assert ready.status == 503
-                assert (await ready.json())["checks"]["publishing"] is False
+            async with asyncio.timeout(60):  # a hang still puts the watermark back (finally)
+                set_memory_watermark(0.0001)
+                status, _ = await sender.post("acme-sales", envelope(1), message_id="msg-alarm-1")
+                assert status == 503  # by now RabbitMQ has told the connection it is blocked
+                for i in (2, 3, 4):
+                    started = time.monotonic()
+                    status, body = await sender.post("acme-sales", envelope(i), message_id=f"msg-alarm-{i}")
+                    assert time.monotonic() - started < 1.0
+                    assert (status, body["error"]["code"]) == (503, "broker_unavailable")
+                async with session.get(f"{url}/readyz") as ready:
+                    assert ready.status == 503
+                    assert (await ready.json())["checks"]["publishing"] is False
         finally:
             set_memory_watermark(before)
         await wait_until_ready(session, url)
@@ -103,3 +105,38 @@ async def test_a_memory_alarm_gets_prompt_503s_and_not_ready_then_events_are_acc
         assert status == 202
     # The first one's copy may be there (it was written before RabbitMQ blocked the connection).
     assert sorted(set(await queued_ids(amqp_url, intake)) - {"msg-alarm-1"}) == ["msg-alarm-2"]
+
+
+@pytest.mark.serial  # raises RabbitMQ's memory alarm for every test running beside it
+async def test_a_worker_keeps_draining_its_queues_through_a_memory_alarm(
+    make_settings: SettingsFactory, start_runtime: Start, stackone: StackOneStandIn
+) -> None:
+    """`lmsbridge run` with a backlog when RabbitMQ's memory alarm goes off, and a webhook then
+    blocking the connection it published on: the worker still writes and acks the whole backlog
+    during the alarm (its consumers are on a connection that never publishes), which is what lets
+    RabbitMQ's memory go down. Before, its acks stopped with the publishing connection and it
+    stalled at the prefetch limit until the alarm cleared."""
+    people = [f"drain{i:02d}@acme.example" for i in range(40)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    settings = make_settings(broker={"prefetch": 4}, receiver={"publish_timeout": 2.0})
+    runtime = await start_runtime(settings)
+    stackone.set_fault_rates(slow=1.0, slow_seconds=0.25)  # the backlog takes seconds to write
+    before = memory_watermark()
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(f"http://127.0.0.1:{runtime.port}", SECRET, session=session)
+        for i, email in enumerate(people):
+            assignment = exec_assignment(f"as-drain-{i}", email, scenario="s")
+            assert (await sender.post("acme-sales", exec_event("assignment.created", assignment)))[0] == 202
+        try:
+            async with asyncio.timeout(90):  # a hang still puts the watermark back (finally)
+                set_memory_watermark(0.0001)
+                late = exec_event("assignment.created", exec_assignment("as-drain-late", people[0], scenario="late"))
+                assert (await sender.post("acme-sales", late))[0] == 503  # the publishing connection is blocked
+                assert len(stackone.assignments(ACCOUNT)) < len(people)  # the alarm came with a backlog
+                counts = await settled(runtime, timeout=60)
+                during = len(stackone.assignments(ACCOUNT))
+        finally:
+            set_memory_watermark(before)
+    assert counts == {ACCOUNT: {"synced": len(people)}}
+    assert during == len(people)

@@ -96,6 +96,9 @@ class Broker:
         self.sources = list(sources)
         self._name = name
         self.connection: AbstractRobustConnection | None = None
+        # Consumers' channels, on a connection of their own (made at the first consumer's start).
+        self._consuming: AbstractRobustConnection | None = None
+        self._consuming_lock = asyncio.Lock()
         self._channel: AbstractChannel | None = None
         self.topology: Topology | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -109,8 +112,10 @@ class Broker:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is up and the topology declared."""
-        conn = self.connection
+        """True while the connection (and the consumers', once made) is up and the topology declared."""
+        conn, consuming = self.connection, self._consuming
+        if consuming is not None and not consuming.connected.is_set():
+            return False
         return self._ready.is_set() and conn is not None and not conn.is_closed and conn.connected.is_set()
 
     @property
@@ -169,13 +174,41 @@ class Broker:
     async def _on_reconnect(self, *_: object) -> None:
         log.info("broker.reconnected", connection=self._name)
 
-    async def channel(self, *, prefetch: int) -> AbstractChannel:
-        """A new channel for consuming, with ``prefetch`` unacknowledged messages at most."""
+    async def channel(self, *, prefetch: int | None = None) -> AbstractChannel:
+        """A new channel for consuming (with ``prefetch`` unacknowledged messages at most) or for
+        reading queue depths; never for publishing.
+
+        On a connection of its own, never published on, as RabbitMQ advises: a memory or disk
+        alarm blocks a connection that publishes (RabbitMQ stops reading it, acks included), and
+        with the consumers on the publishing one, a worker whose retry met an alarm (or, under
+        `run`, any webhook) stopped acking: its deliveries stalled at the prefetch limit, the
+        queues stopped draining and the memory they held stayed held (and reading a queue's depth
+        waited for the alarm to clear).
+        """
         if self.connection is None:
             raise BrokerUnavailable("RabbitMQ is not connected")
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.set_qos(prefetch_count=prefetch)
+        connection = await self._consuming_connection()
+        channel = await connection.channel(publisher_confirms=False)
+        if prefetch is not None:
+            await channel.set_qos(prefetch_count=prefetch)
         return channel
+
+    async def _consuming_connection(self) -> AbstractRobustConnection:
+        """The consumers' connection (robust: once made, it reconnects by itself)."""
+        async with self._consuming_lock:
+            if self._consuming is not None and not self._consuming.is_closed:
+                return self._consuming
+            connection = aio_pika.RobustConnection(
+                make_url(self._url), client_properties={"connection_name": f"{self._name} (consuming)"}
+            )
+            try:
+                await connection.connect(timeout=10)
+            except BaseException:  # closed here: left to the garbage collector it would close off the loop
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise
+            self._consuming = connection
+            return connection
 
     def _require(self) -> Topology:
         if not self.connected or self.topology is None:
@@ -402,9 +435,10 @@ class Broker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self.connection is not None:
-            with contextlib.suppress(Exception):
-                await self.connection.close()
+        for connection in (self._consuming, self.connection):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
         self._ready.clear()
 
 

@@ -16,7 +16,6 @@ import asyncio
 from aio_pika.abc import AbstractChannel
 
 from lmsbridge.broker import Broker, Names
-from lmsbridge.errors import BrokerUnavailable
 
 LIMIT = 8
 POLL = 0.05
@@ -47,9 +46,7 @@ class IntakeBackpressure:
 
     async def _depth(self, source: str) -> int:
         if self._channel is None or self._channel.is_closed:
-            if self._broker.connection is None:
-                raise BrokerUnavailable("RabbitMQ is not connected")
-            self._channel = await self._broker.connection.channel()
+            self._channel = await self._broker.channel()  # not on the publishing connection, which an alarm blocks
         queue = await self._channel.declare_queue(self._names.intake(source), passive=True)
         return int(queue.declaration_result.message_count or 0)
 
