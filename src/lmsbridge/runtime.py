@@ -215,12 +215,7 @@ class Runtime:
         site = web.TCPSite(
             self._runner, s.receiver.host, s.receiver.port, backlog=1024, reuse_port=s.receiver.reuse_port or None
         )
-        try:
-            await site.start()
-        except OSError as exc:  # the port taken, the address not this host's, a port below 1024
-            # socket.gaierror's errno is the resolver's (negative): its own text says it
-            why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or type(exc).__name__
-            raise InfrastructureFault(f"receiver: cannot listen on {s.receiver.host}:{s.receiver.port}: {why}") from exc
+        await _listen(site, "receiver", s.receiver.host, s.receiver.port)
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.receiver.port
@@ -375,8 +370,22 @@ async def _serve_metrics(
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await _listen(web.TCPSite(runner, host, port), "worker metrics", host, port)
+    except InfrastructureFault:
+        await runner.cleanup()
+        raise
     return runner
+
+
+async def _listen(site: web.TCPSite, what: str, host: str, port: int) -> None:
+    """Start ``site``; a socket it cannot have is one line naming ``what``, the address and why."""
+    try:
+        await site.start()
+    except OSError as exc:  # the port taken, the address not this host's, a port below 1024
+        # socket.gaierror's errno is the resolver's (negative): its own text says it
+        why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or type(exc).__name__
+        raise InfrastructureFault(f"{what}: cannot listen on {host}:{port}: {why}") from exc
 
 
 async def run_until_signal(runtime: Runtime) -> None:

@@ -187,9 +187,16 @@ def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path,
     assert f"schema is at revision 0099, newer than this lmsbridge knows ({head})" in result.stderr
 
 
-def test_serve_on_a_port_already_taken_exits_at_once_with_one_line(tmp_path: Path, amqp_url: str) -> None:
-    """`serve` whose port another program holds exits 1 within seconds, saying which address and
-    why: no traceback, and no process left hanging on its broker connection at exit."""
+@pytest.mark.parametrize(
+    ("command", "setting", "what"),
+    [("serve", "RECEIVER__PORT", "receiver"), ("worker", "WORKER__METRICS_PORT", "worker metrics")],
+)
+def test_a_port_already_taken_exits_at_once_with_one_line(
+    tmp_path: Path, amqp_url: str, command: str, setting: str, what: str
+) -> None:
+    """`serve` whose port, or `worker` whose metrics port, another program holds exits 1 within
+    seconds, saying which address and why: no traceback, and no process left hanging on its
+    broker connection at exit."""
     config = str(write_config(tmp_path, amqp_url, "portx"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -199,13 +206,13 @@ def test_serve_on_a_port_already_taken_exits_at_once_with_one_line(tmp_path: Pat
         result = lmsbridge(
             "--config",
             config,
-            "serve",
-            env={"LMSBRIDGE_RECEIVER__HOST": "127.0.0.1", "LMSBRIDGE_RECEIVER__PORT": str(port)},
+            command,
+            env={"LMSBRIDGE_RECEIVER__HOST": "127.0.0.1", f"LMSBRIDGE_{setting}": str(port)},
         )
     assert result.returncode == 1
     assert time.monotonic() - started < 30
     assert result.stderr.strip().splitlines()[-1] == (
-        f"lmsbridge: receiver: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"lmsbridge: {what}: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in result.stderr
 
