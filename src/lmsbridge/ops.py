@@ -55,10 +55,11 @@ async def check(settings: Settings, *, timeout: float = 5.0) -> int:
     return 0 if broker_ok and db_ok else 1
 
 
-async def queue_depths(settings: Settings) -> dict[str, int | None]:
-    """Messages ready in each of lmsbridge's queues (None when a queue does not exist)."""
+async def queue_depths(settings: Settings, *, queues: list[str] | None = None) -> dict[str, int | None]:
+    """Messages ready in each of lmsbridge's queues, or in ``queues`` (None when a queue does not exist)."""
     names = Names(settings.broker.prefix)
-    queues = names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays))
+    if queues is None:
+        queues = names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays))
     depths: dict[str, int | None] = {}
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
@@ -78,15 +79,18 @@ async def queue_depths(settings: Settings) -> dict[str, int | None]:
 async def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
     depths: dict[str, int | None] | None
-    try:
-        depths = await queue_depths(settings)
-        broker = "reachable"
-    except Exception as exc:  # the database's half of the report is still worth showing
-        depths, broker = None, f"unreachable ({type(exc).__name__})"
+    stranded: dict[str, int] = {}
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
         await require_current_schema(repo.engine)
         counts = await repo.stats.status_counts()
+        sources = await repo.stats.known_sources()
+        try:
+            depths = await queue_depths(settings)
+            stranded = await _stranded(settings, accounts=list(counts), sources=sources)
+            broker = "reachable"
+        except Exception as exc:  # the database's half of the report is still worth showing
+            depths, broker = None, f"unreachable ({type(exc).__name__})"
         parked = await repo.stats.top_reasons(PARKED)
         dead = await repo.stats.top_reasons(DEAD)
         inbox = await repo.stats.inbox_count()
@@ -112,11 +116,25 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         },
         "broker": broker,
         "queues": depths if depths is not None else {},
+        "stranded_queues": stranded,
         "parked_reasons": dict(parked),
         "dead_reasons": dict(dead),
         "rate_budget": rate_budget,
         "reconcile": reconcile,
     }
+
+
+async def _stranded(settings: Settings, *, accounts: list[str], sources: list[str]) -> dict[str, int]:
+    """Queues holding messages for an account or a source no longer in the settings: no worker
+    consumes them (a worker consumes the queues of what it is configured with), so their messages
+    wait there for good. Found from the accounts and sources the database has records for."""
+    names = Names(settings.broker.prefix)
+    gone = [names.sync(a) for a in accounts if a not in settings.accounts()]
+    gone += [names.intake(s) for s in sources if s not in settings.sources]
+    if not gone:
+        return {}
+    depths = await queue_depths(settings, queues=gone)
+    return {name: depth for name, depth in depths.items() if depth}
 
 
 async def _system_ledger(
@@ -242,6 +260,12 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     for name, depth in data["queues"].items():
         queues.add_row(name, "missing" if depth is None else str(depth))
     console.print(queues)
+    for name, depth in data["stranded_queues"].items():
+        console.print(
+            f"[bold]{name}[/bold] holds {depth} message(s) for an account or source no longer in the settings: "
+            "no worker consumes it. Put it back in the settings until the queue is empty, or delete the "
+            "queue if those writes should not happen."
+        )
     for title, key in (("Parked, by reason", "parked_reasons"), ("Dead, by reason", "dead_reasons")):
         table = Table(title=title)
         table.add_column("reason")

@@ -166,6 +166,45 @@ def test_status_json_reports_ledger_accounts_and_queues(tmp_path: Path, amqp_url
     assert data["rate_budget"]["per_minute"] == 1000
 
 
+async def test_status_names_queues_stranded_by_an_account_or_source_taken_out_of_the_settings(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """An account and a source taken out of the settings while their queues still hold messages:
+    no worker consumes those queues any more. `status` names each with its depth (JSON
+    ``stranded_queues``, and a line under the table); the configured ones are not listed there."""
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    assert lmsbridge("--config", config, "migrate").returncode == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:  # what the database has from before
+        for rid, source, account in ((1, "acme", "acc-gone"), (2, "old-source", "acc-1")):
+            db.execute(
+                "INSERT INTO records (id, source, assignment_id, person_key, platform, learning_object_ref, title,"
+                " rank, version, received_at, updated_at) VALUES (?, ?, 'a', 'p', 'exec', ?, 't', 0, 1,"
+                " '2026-12-01 00:00:00', '2026-12-01 00:00:00')",
+                (rid, source, f"lo-{rid}"),
+            )
+            db.execute(
+                "INSERT INTO sync_state (record_id, account, status, assignment_created, completion_created,"
+                " attempts, updated_at) VALUES (?, ?, 'pending', 0, 0, 0, '2026-12-01 00:00:00')",
+                (rid, account),
+            )
+    names = Names(broker_prefix)
+    remember_accounts(broker_prefix, ["acc-gone"], sources=["old-source"])
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue, count in ((names.sync("acc-gone"), 2), (names.intake("old-source"), 1)):
+            await channel.declare_queue(queue, durable=True)
+            for _ in range(count):
+                await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=queue)
+    result = lmsbridge("--config", config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stranded_queues"] == {names.sync("acc-gone"): 2, names.intake("old-source"): 1}
+    table = lmsbridge("--config", config, "status", env={"COLUMNS": "200"})
+    assert f"{names.sync('acc-gone')} holds 2 message(s) for an account or source no longer in the settings" in (
+        table.stdout
+    )
+
+
 def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path, amqp_url: str) -> None:
     """`status` and `reconcile --lms` on a database never migrated exit 1 with one line naming the
     schema and `lmsbridge migrate`, not a driver error; a schema newer than this version is named as such."""

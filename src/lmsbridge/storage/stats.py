@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from lmsbridge.storage.shared import Sql, guard
-from lmsbridge.storage.tables import inbox, sync_state
+from lmsbridge.storage.tables import inbox, records, sync_state
 
 __all__ = ["Stats"]
 
@@ -29,6 +29,12 @@ class Stats:
         for account, status, n in await self._sql.read(lambda conn: conn.execute(stmt).all()):
             out.setdefault(str(account), {})[str(status)] = int(n)
         return out
+
+    @guard
+    async def known_sources(self) -> list[str]:
+        """Every source a stored record came from (configured now or not)."""
+        stmt = select(records.c.source).distinct()
+        return await self._sql.read(lambda conn: sorted(str(r[0]) for r in conn.execute(stmt)))
 
     @guard
     async def top_reasons(self, status: str, limit: int = 5) -> list[tuple[str, int]]:
