@@ -34,6 +34,11 @@ async def _ask(settings: Settings, call: Awaitable[T], empty: T) -> T:
     except ChannelNotFoundEntity:
         print(f"lmsbridge: no dead-letter queue {Names(settings.broker.prefix).dead} yet", file=sys.stderr)
         return empty
+    except TimeoutError:  # connected, but no answer: a replay's confirm, say, under an alarm
+        raise BrokerUnavailable(
+            "RabbitMQ did not answer in time (a memory or disk alarm blocking publishers? "
+            "`rabbitmq-diagnostics alarms`); what was not confirmed stays in the dead-letter queue"
+        ) from None
     except (AMQPConnectionError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"RabbitMQ unreachable: {type(exc).__name__}") from None
 

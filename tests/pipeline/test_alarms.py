@@ -8,8 +8,10 @@ cleared, after its sender had been told 503 (a ghost copy, deduplicated later).
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -20,6 +22,7 @@ from lmsbridge.broker import Names
 from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from tests.cli.test_cli import dead_letter, lmsbridge, write_config
 from tests.pipeline.conftest import ACCOUNT, SECRET, SettingsFactory, settled
 from tests.pipeline.test_resilience import Start
 
@@ -140,3 +143,28 @@ async def test_a_worker_keeps_draining_its_queues_through_a_memory_alarm(
             set_memory_watermark(before)
     assert counts == {ACCOUNT: {"synced": len(people)}}
     assert during == len(people)
+
+
+@pytest.mark.serial  # raises RabbitMQ's memory alarm for every test running beside it
+async def test_dlq_replay_under_a_memory_alarm_says_so_and_keeps_the_dead_letter(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """`dlq replay --all` while RabbitMQ blocks publishers: it exits 1 with one line that points at
+    an alarm (not "unreachable": RabbitMQ answered the connect), and the dead letter is still there
+    to replay once the alarm clears."""
+    await dead_letter(amqp_url, broker_prefix, 9)
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    before = memory_watermark()
+    try:
+        set_memory_watermark(0.0001)
+        result = await asyncio.to_thread(lmsbridge, "--config", config, "dlq", "replay", "--all")
+    finally:
+        set_memory_watermark(before)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("lmsbridge: RabbitMQ did not answer in time (a memory or disk alarm blocking publishers?")
+    )
+    listed = await asyncio.to_thread(lmsbridge, "--config", config, "dlq", "list", "--json")
+    assert [row["message_id"] for row in json.loads(listed.stdout)] == ["sync:9:acc-1"]
