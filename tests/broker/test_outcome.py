@@ -9,6 +9,7 @@ from lmsbridge.broker.breaker import Breaker
 from lmsbridge.broker.outcome import Policy, decide, full_jitter
 from lmsbridge.broker.topology import delay_level, jittered_level
 from lmsbridge.errors import (
+    BrokerUnavailable,
     DeadLetter,
     InfrastructureFault,
     LeaseBusy,
@@ -22,6 +23,21 @@ from lmsbridge.settings import BrokerSettings
 
 POLICY = Policy(backoff_base=1.0, backoff_cap=300.0, max_retry_age=86400.0, max_attempts=3)
 NOW = 1_800_000_000.0
+
+
+def test_a_broker_fault_raised_through_an_event_is_an_infrastructure_retry_not_a_bug() -> None:
+    """An event whose inline sync could not be settled (RabbitMQ did not confirm its retry: a
+    restart, an alarm) raises BrokerUnavailable: retried as infrastructure, using no attempt, and
+    never dead-lettered as ``internal_error`` however often it happens."""
+    for attempt in (0, POLICY.max_attempts - 1, POLICY.max_attempts + 5):
+        action = decide(
+            BrokerUnavailable("RabbitMQ did not confirm in time"),
+            attempt=attempt,
+            failing_since=None,
+            now=NOW,
+            policy=POLICY,
+        )
+        assert (action.kind, action.reason, action.attempt) == ("retry", "infrastructure", attempt)
 
 
 def test_each_outcome_maps_to_its_action() -> None:

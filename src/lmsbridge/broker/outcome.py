@@ -9,6 +9,8 @@
 | RetryLater                  | retry  | yes          | exponential backoff with full jitter            |
 | LeaseBusy                   | retry  | no           | ``backoff_base``: another worker holds it       |
 | InfrastructureFault         | retry  | no           | full jitter: our database or broker failed      |
+| BrokerUnavailable           | retry  | no           | the same (a sync settled inline whose retry     |
+|                             |        |              | RabbitMQ did not confirm, raised by its event)  |
 | PauseAccount                | pause  | no           | the message waits in its paused account's queue |
 | DeadLetter                  | dead   |              | at once: a permanent refusal (400/422/404 ...)  |
 | DeadLetter("unstorable")    | dead   |              | the database refused the message's own data     |
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lmsbridge.errors import (
+    BrokerUnavailable,
     DeadLetter,
     InfrastructureFault,
     LeaseBusy,
@@ -123,7 +126,7 @@ def decide(
     if isinstance(exc, LeaseBusy):
         delay = policy.backoff_base
         return Action("retry", attempt=attempt, delay=delay, reason="lease_busy", failing_since=failing_since)
-    if isinstance(exc, InfrastructureFault):
+    if isinstance(exc, (InfrastructureFault, BrokerUnavailable)):
         delay = full_jitter(1, policy, rng)
         return Action(
             "retry", attempt=attempt, delay=delay, reason="infrastructure", error=str(exc), failing_since=failing_since
