@@ -17,6 +17,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from lmsbridge.broker import Names
 from lmsbridge.runtime import Runtime
@@ -168,3 +169,40 @@ async def test_dlq_replay_under_a_memory_alarm_says_so_and_keeps_the_dead_letter
     )
     listed = await asyncio.to_thread(lmsbridge, "--config", config, "dlq", "list", "--json")
     assert [row["message_id"] for row in json.loads(listed.stdout)] == ["sync:9:acc-1"]
+
+
+@pytest.mark.serial  # raises RabbitMQ's memory alarm for every test running beside it
+async def test_a_retry_during_a_memory_alarm_waits_in_the_worker_and_lands_after_it(
+    make_settings: SettingsFactory, start_runtime: Start, stackone: StackOneStandIn
+) -> None:
+    """A sync that fails (StackOne 500) while RabbitMQ blocks the worker's publishing connection:
+    its retry waits in the worker for the alarm to lift, the message unacked, instead of failing
+    after the publish timeout and going round its queue (RabbitMQ dead-letters a message delivered
+    50 times). Once the alarm clears, the record reaches the LMS once."""
+    user = stackone.add_user(ACCOUNT, "retry@acme.example")
+    stackone.add_user(ACCOUNT, "late@acme.example")  # its refused event may land yet: written before the block
+    runtime = await start_runtime(make_settings(receiver={"publish_timeout": 2.0}))
+    stackone.fail_next(500, delay=4.0, path_contains="assignments", method="POST")  # under its 5 s timeout
+    before = memory_watermark()
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as session:
+            sender = WebhookSender(f"http://127.0.0.1:{runtime.port}", SECRET, session=session)
+            first = exec_event("assignment.created", exec_assignment("as-retry-1", "retry@acme.example", scenario="s"))
+            assert (await sender.post("acme-sales", first))[0] == 202
+            try:
+                async with asyncio.timeout(90):  # a hang still puts the watermark back (finally)
+                    set_memory_watermark(0.0001)
+                    late = exec_event(
+                        "assignment.created", exec_assignment("as-retry-2", "late@acme.example", scenario="t")
+                    )
+                    assert (await sender.post("acme-sales", late))[0] == 503  # the connection is blocked now
+                    await asyncio.sleep(16)  # the 500 comes at ~4 s; a failing retry publish gives up 10 s later
+                    assert stackone.assignments(ACCOUNT) == []
+            finally:
+                set_memory_watermark(before)
+        assert set((await settled(runtime, timeout=60))[ACCOUNT]) == {"synced"}
+    assert [a["user_id"] for a in stackone.assignments(ACCOUNT)].count(user) == 1
+    # Failing after the publish timeout instead, the event went round its queue: "RabbitMQ did not confirm".
+    worker = [entry for entry in logs if not entry["event"].startswith("webhook.")]
+    assert [entry["event"] for entry in worker if "RabbitMQ" in str(entry.get("error", ""))] == []
+    assert any(entry["event"] == "broker.blocked_wait" for entry in logs)

@@ -71,6 +71,8 @@ BROKER_FAULTS = (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSErro
 REDECLARE_DELAY = 1.0
 # And at least this long between two declarations (a burst of returns, one).
 REDECLARE_INTERVAL = 2.0
+# While RabbitMQ blocks the connection, a worker's publish looks again this often for a new one.
+BLOCKED_POLL = 0.5
 
 
 def _refused(exc: BaseException) -> BrokerUnavailable:
@@ -126,11 +128,16 @@ class Broker:
         alarm clears. aiormq keeps that only in a private event (no public accessor in 7.x): read
         here, and false if a later aiormq renames it (tests/pipeline/test_alarms.py would fail).
         """
+        unblocked = self._unblocked_event()
+        return unblocked is not None and not unblocked.is_set()
+
+    def _unblocked_event(self) -> asyncio.Event | None:
+        """aiormq's event for the connection now, set while RabbitMQ does not block it."""
         transport = self.connection.transport if self.connection is not None else None
         if transport is None:
-            return False
+            return None
         unblocked = getattr(transport.connection, "_Connection__connection_unblocked", None)
-        return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+        return unblocked if isinstance(unblocked, asyncio.Event) else None
 
     async def start(self, *, wait: float | None = None) -> None:
         """Connect in the background, retrying until it works; wait up to ``wait`` seconds for it.
@@ -218,12 +225,30 @@ class Broker:
     async def _publish(
         self, exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, key: str, timeout: float
     ) -> None:
+        """A worker's publish (a retry, a sync task, a dead letter), confirmed.
+
+        While RabbitMQ blocks the connection (a memory or disk alarm) it first waits for the alarm
+        to lift, however long: the message it settles stays in the worker's hands, unacked. Failing
+        after ``timeout`` instead returned that message to its queue every ``timeout`` seconds, and
+        RabbitMQ dead-letters a message delivered 50 times (``delivery_limit``): an alarm of eight
+        minutes sent a worker's retries to the dead-letter queue.
+        """
+        await self._while_blocked()
         try:
             await exchange.publish(message, key, mandatory=True, timeout=timeout)
         except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
         except BROKER_FAULTS as exc:
             raise self._refusal(exc) from None
+
+    async def _while_blocked(self) -> None:
+        """Return once RabbitMQ does not block this connection."""
+        if not self.blocked:
+            return
+        log.warning("broker.blocked_wait", connection=self._name)
+        while (unblocked := self._unblocked_event()) is not None and not unblocked.is_set():
+            with contextlib.suppress(TimeoutError):  # looked up again: a reconnection replaces it
+                await asyncio.wait_for(unblocked.wait(), BLOCKED_POLL)
 
     def _refusal(self, exc: BaseException) -> BrokerUnavailable:
         """What a failed publish raises; a message returned as unroutable also has the topology declared again."""
