@@ -77,6 +77,11 @@ async def test_a_receiver_whose_intake_queue_was_deleted_declares_it_again(
         async with aiohttp.ClientSession() as session:
             sender = WebhookSender(f"http://127.0.0.1:{receiver.port}", SECRET, session=session)
             await deliver(sender, "acme-sales", "msg-gone-1", envelope, statuses)
+        # Logged once every declaration is done; the intake queue, among the first, may take an event before.
+        for _ in range(100):
+            if any(entry["event"] == "broker.topology_declared" for entry in logs):
+                break
+            await asyncio.sleep(0.05)
     assert set(statuses) == {503, 202}
     assert statuses[202] == 1
     assert await queue_state(amqp_url, intake) == (1, 0)
