@@ -197,16 +197,16 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         if not args.id and not args.all:
             raise ConfigError("dlq replay: give a message id or --all")
         return _run(dlq.replay(settings, None if args.all else args.id))
-    if not args.yes and not _confirmed("Purge every dead-lettered message? [y/N] "):
+    if not args.yes and not _purge_confirmed():
         print("lmsbridge: dlq purge: nothing purged", file=sys.stderr)
         return EXIT_FAILED
     return _run(dlq.purge(settings))
 
 
-def _confirmed(question: str) -> bool:
+def _purge_confirmed() -> bool:
     """Ask on stdin; True only for "y". No answer at all (stdin closed, as in a script) is a usage error."""
     try:
-        return input(question).strip().lower() == "y"
+        return input("Purge every dead-lettered message? [y/N] ").strip().lower() == "y"
     except EOFError:
         hint = "pass --yes to purge without asking"
         raise ConfigError(f"dlq purge: no answer on stdin (not a terminal?): {hint}") from None
