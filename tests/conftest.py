@@ -111,6 +111,18 @@ _accounts_seen: dict[str, set[str]] = {}
 _sources_seen: dict[str, set[str]] = {}
 
 
+async def take_messages(amqp_url: str, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Everything ``queue_name`` holds, taken off it (acknowledged), oldest first."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        taken = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            taken.append(message)
+        return taken
+
+
 def remember_accounts(prefix: str, accounts: list[str], *, sources: Iterable[str] = ()) -> None:
     """Note the sync (and intake) queues a test will create, so cleanup removes them."""
     _accounts_seen.setdefault(prefix, set()).update(accounts)

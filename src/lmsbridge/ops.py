@@ -55,11 +55,11 @@ async def check(settings: Settings, *, timeout: float = 5.0) -> int:
     return 0 if broker_ok and db_ok else 1
 
 
-async def queue_depths(settings: Settings, *, queues: list[str] | None = None) -> dict[str, int | None]:
-    """Messages ready in each of lmsbridge's queues, or in ``queues`` (None when a queue does not exist)."""
+async def queue_depths(settings: Settings, *, also: list[str] | None = None) -> dict[str, int | None]:
+    """Messages ready in each of lmsbridge's queues, and in ``also`` (None when a queue does not exist)."""
     names = Names(settings.broker.prefix)
-    if queues is None:
-        queues = names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays))
+    queues = names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays))
+    queues += also or []
     depths: dict[str, int | None] = {}
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
@@ -85,9 +85,10 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
         await require_current_schema(repo.engine)
         counts = await repo.stats.status_counts()
         sources = await repo.stats.known_sources()
+        gone = _unconfigured_queues(settings, accounts=list(counts), sources=sources)
         try:
-            depths = await queue_depths(settings)
-            stranded = await _stranded(settings, accounts=list(counts), sources=sources)
+            depths = await queue_depths(settings, also=gone)
+            stranded = {name: depth for name in gone if (depth := depths.pop(name))}
             broker = "reachable"
         except Exception as exc:  # the database's half of the report is still worth showing
             depths, broker = None, f"unreachable ({type(exc).__name__})"
@@ -124,17 +125,13 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def _stranded(settings: Settings, *, accounts: list[str], sources: list[str]) -> dict[str, int]:
-    """Queues holding messages for an account or a source no longer in the settings: no worker
-    consumes them (a worker consumes the queues of what it is configured with), so their messages
-    wait there for good. Found from the accounts and sources the database has records for."""
+def _unconfigured_queues(settings: Settings, *, accounts: list[str], sources: list[str]) -> list[str]:
+    """The queues of accounts and sources the database has records for and the settings no longer
+    name. No worker consumes them (a worker consumes the queues of what it is configured with):
+    what they hold waits there for good, and ``status`` names those that hold anything."""
     names = Names(settings.broker.prefix)
     gone = [names.sync(a) for a in accounts if a not in settings.accounts()]
-    gone += [names.intake(s) for s in sources if s not in settings.sources]
-    if not gone:
-        return {}
-    depths = await queue_depths(settings, queues=gone)
-    return {name: depth for name, depth in depths.items() if depth}
+    return gone + [names.intake(s) for s in sources if s not in settings.sources]
 
 
 async def _system_ledger(

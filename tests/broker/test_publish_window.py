@@ -15,7 +15,7 @@ from lmsbridge.domain import LearningObject
 from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import BrokerSettings
 from tests.broker.test_broker import _replace_events_queue, sample_event
-from tests.conftest import remember_accounts
+from tests.conftest import remember_accounts, take_messages
 
 pytestmark = pytest.mark.usefixtures("steady_gc")  # the windows are timed in this process
 
@@ -142,17 +142,6 @@ def _refusals(outcomes: list[BaseException | None]) -> list[str]:
     return [str(outcome) for outcome in outcomes]
 
 
-async def _messages(amqp_url: str, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(queue_name)
-        got = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            got.append(message)
-        return got
-
-
 async def test_a_group_is_queued_as_lone_publishes_are(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
     """The events of one group (one written larger than a frame) are queued persistent, in order,
     with their ids and bodies whole: they decode to the events published."""
@@ -160,7 +149,7 @@ async def test_a_group_is_queued_as_lone_publishes_are(make_broker: Make, amqp_u
     long_title = "t" * 200_000  # more than one body frame (131,072 bytes at most)
     names = ["first", "g-1", "g-2", "g-3"]
     assert await _publish_group(broker, names, title=long_title) == [None] * 4
-    queued = await _messages(amqp_url, Names(broker_prefix).events)
+    queued = await take_messages(amqp_url, Names(broker_prefix).events)
     assert [m.message_id for m in queued] == names
     assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in queued)
     decoded = [decode(m).event for m in queued]
@@ -178,9 +167,9 @@ async def test_each_event_of_a_group_gets_its_own_answer(make_broker: Make, amqp
     outcomes = await _publish_group(broker, ["first", "g-1", "g-2", "g-3"])
     assert outcomes[:2] == [None, None]
     assert _refusals(outcomes[2:]) == ["RabbitMQ refused or lost the message: DeliveryError"] * 2
-    assert [m.message_id for m in await _messages(amqp_url, names.events)] == ["first", "g-1"]
+    assert [m.message_id for m in await take_messages(amqp_url, names.events)] == ["first", "g-1"]
     assert await _publish_group(broker, ["again", "h-1"]) == [None, None]
-    assert [m.message_id for m in await _messages(amqp_url, names.events)] == ["again", "h-1"]
+    assert [m.message_id for m in await take_messages(amqp_url, names.events)] == ["again", "h-1"]
 
 
 async def test_an_unroutable_group_is_refused(make_broker: Make, amqp_url: str, broker_prefix: str) -> None:
@@ -193,7 +182,7 @@ async def test_an_unroutable_group_is_refused(make_broker: Make, amqp_url: str, 
     assert _refusals(outcomes) == ["RabbitMQ refused or lost the message: PublishError"] * 3
     await _replace_events_queue(amqp_url, names, {})
     assert await _publish_group(broker, ["back", "b-1", "b-2"]) == [None] * 3
-    assert [m.message_id for m in await _messages(amqp_url, names.events)] == ["back", "b-1", "b-2"]
+    assert [m.message_id for m in await take_messages(amqp_url, names.events)] == ["back", "b-1", "b-2"]
 
 
 async def test_a_group_whose_channel_closes_is_refused_at_once(
@@ -229,7 +218,7 @@ async def test_a_grouped_publish_past_its_deadline_is_refused_and_not_sent(
     outcomes = list(await asyncio.gather(first, kept, late, return_exceptions=True))
     assert outcomes[:2] == [None, None]
     assert _refusals(outcomes[2:]) == ["RabbitMQ did not confirm in time"]
-    assert [m.message_id for m in await _messages(amqp_url, Names(broker_prefix).events)] == ["first", "kept"]
+    assert [m.message_id for m in await take_messages(amqp_url, Names(broker_prefix).events)] == ["first", "kept"]
 
 
 async def test_a_group_whose_connection_closed_in_its_window_is_refused_when_the_window_closes(

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
@@ -24,6 +23,7 @@ from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from tests.cli.test_cli import dead_letter, lmsbridge, write_config
+from tests.conftest import take_messages
 from tests.pipeline.conftest import ACCOUNT, SECRET, SettingsFactory, settled
 from tests.pipeline.test_resilience import Start
 
@@ -57,18 +57,6 @@ async def wait_until_ready(session: aiohttp.ClientSession, url: str, timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"/readyz not 200 after {timeout} s")
         await asyncio.sleep(0.1)
-
-
-async def queued_ids(amqp_url: str, name: str) -> list[str]:
-    """The message ids of what ``name`` holds (taken off it)."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(name)
-        ids = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            ids.append(message.message_id or "")
-        return ids
 
 
 @pytest.mark.serial  # raises RabbitMQ's memory alarm for every test running beside it
@@ -108,7 +96,8 @@ async def test_a_memory_alarm_gets_prompt_503s_and_not_ready_then_events_are_acc
         status, _ = await sender.post("acme-sales", envelope(2), message_id="msg-alarm-2")
         assert status == 202
     # The first one's copy may be there (it was written before RabbitMQ blocked the connection).
-    assert sorted(set(await queued_ids(amqp_url, intake)) - {"msg-alarm-1"}) == ["msg-alarm-2"]
+    queued = {message.message_id or "" for message in await take_messages(amqp_url, intake)}
+    assert sorted(queued - {"msg-alarm-1"}) == ["msg-alarm-2"]
 
 
 @pytest.mark.serial  # raises RabbitMQ's memory alarm for every test running beside it

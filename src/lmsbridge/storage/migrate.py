@@ -71,7 +71,7 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
         try:
             await upgrade(engine)
             return
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (SQLAlchemyError, OSError) as exc:  # OSError takes TimeoutError in
             kind = fault_name(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
             if not _unreachable(exc):
                 raise InfrastructureFault(f"database: {kind}") from exc
@@ -85,7 +85,7 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
 def _unreachable(exc: BaseException) -> bool:
     """A fault that waiting can mend: no connection (refused, timed out, SQLite's file not there
     yet), or PostgreSQL's connection faults (SQLSTATE class 08) and "starting up" (57P03)."""
-    if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+    if isinstance(exc, OSError | OperationalError | InterfaceError):  # OSError takes TimeoutError in
         return True
     state = sqlstate(exc) if isinstance(exc, SQLAlchemyError) else None
     return state is not None and (state.startswith("08") or state == "57P03")
