@@ -102,6 +102,9 @@ class Metrics:
             registry=r,
         )
         self.paused_accounts = Gauge("lmsbridge_paused_accounts", "StackOne accounts paused", registry=r)
+        self.database_paused = Gauge(
+            "lmsbridge_database_paused", "1 while this worker consumes nothing because its database fails", registry=r
+        )
         self.reconcile_runs = Counter(
             "lmsbridge_reconcile_runs", "Reconcile passes by source and outcome", ["source", "outcome"], registry=r
         )

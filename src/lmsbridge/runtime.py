@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge import __version__
@@ -38,6 +39,7 @@ from lmsbridge.stackone import SharedRateLimiter, StackOneClient
 from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.ledger import LedgerStore
 from lmsbridge.storage.migrate import schema_behind, upgrade_when_reachable
+from lmsbridge.storage.shared import fault_name
 from lmsbridge.vendors import LimeplateApi
 
 log = get_logger(__name__)
@@ -126,7 +128,7 @@ class Runtime:
                 failing = False
             except Exception as exc:
                 if not failing:
-                    log.warning("ledger.write_failed", error=type(exc).__name__, **await _schema_hint(engine))
+                    log.warning("ledger.write_failed", error=_fault(exc), **await _schema_hint(engine))
                 failing = True
 
     async def _stop_ledger(self) -> None:
@@ -136,7 +138,7 @@ class Runtime:
         try:
             await self._ledger.save(self._process, self._counts(), final=True)
         except Exception as exc:
-            log.warning("ledger.write_failed", error=type(exc).__name__, final=True)
+            log.warning("ledger.write_failed", error=_fault(exc), final=True)
         await self._ledger.close()
         if self._ledger_engine is not None:
             await self._ledger_engine.dispose()
@@ -183,6 +185,7 @@ class Runtime:
             self.metrics,
             accounts=self.repo.accounts,
             probe=stackone.probe,
+            check_database=self.repo.check_writes,
             probe_interval=s.worker.pause_probe_seconds,
             inline_limit=s.worker.inline_sync_limit,
             admit=self._admit,
@@ -222,8 +225,10 @@ class Runtime:
         log.info("receiver.listening", host=s.receiver.host, port=self.port)
 
     async def _worker_ready(self) -> bool:
-        """The worker's readiness: broker connected, database answering, not stopping."""
+        """The worker's readiness: broker connected, database answering (and not paused for), not stopping."""
         if self._stopping or not self.broker.connected or self.repo is None:
+            return False
+        if self.consumer is not None and self.consumer.database_paused:
             return False
         try:
             return bool(await asyncio.wait_for(self.repo.ping(), 5.0))
@@ -449,6 +454,11 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log.debug("gc.frozen", objects=gc.get_freeze_count())
+
+
+def _fault(exc: Exception) -> str:
+    """What kind of database fault ``exc`` is (``SQLITE_FULL``, a SQLSTATE), never the driver's text."""
+    return fault_name(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
 
 
 async def _schema_hint(engine: AsyncEngine) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 
-from lmsbridge.broker.breaker import Breaker
+from lmsbridge.broker.breaker import Breaker, database_fault
 from lmsbridge.broker.outcome import Policy, decide, full_jitter
 from lmsbridge.broker.topology import delay_level, jittered_level
 from lmsbridge.errors import (
@@ -121,6 +121,20 @@ def test_the_breaker_opens_on_a_high_share_of_5xx_and_timeouts_only() -> None:
     assert breaker.record("a", WriteUncertain("timeout", delay=0.0))  # 4 of 5
     clock[0] = 100.0  # the window slid past everything: closed, and counting from zero
     assert not breaker.record("a", RetryLater("503"))
+
+
+def test_the_database_breaker_opens_on_a_high_share_of_database_faults_only() -> None:
+    """Judged by database_fault: jobs the database failed count as failures, jobs that succeeded as
+    successes; a StackOne outage, a 429 or a dead letter is not the database's and counts for neither."""
+    breaker = Breaker(window=10.0, min_calls=5, failure_rate=0.8, clock=lambda: 0.0, judge=database_fault)
+    for _ in range(20):
+        assert not breaker.record("database", RetryLater("503"))
+        assert not breaker.record("database", RetryAfter("429", delay=1.0))
+        assert not breaker.record("database", DeadLetter("stackone_400", "x"))
+    assert not breaker.record("database", None)
+    for _ in range(3):
+        assert not breaker.record("database", InfrastructureFault("database: SQLITE_FULL"))
+    assert breaker.record("database", InfrastructureFault("database: SQLITE_FULL"))  # 4 of 5
 
 
 def test_the_breaker_forgets_the_failures_that_left_its_window() -> None:

@@ -466,16 +466,23 @@ async def test_a_worker_waits_for_a_postgresql_still_starting_up(
         await postgres.close()
 
 
-def restart_postgresql() -> None:
-    """Restart the local PostgreSQL cluster (every connection to it is cut) and wait until it answers."""
+def postgresql(action: str) -> None:
+    """``restart``, ``stop`` or ``start`` the local PostgreSQL cluster (a stop cuts every connection to
+    it); after a restart or a start, wait until it answers."""
     version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    subprocess.run(["pg_isready", "-h", "127.0.0.1", "-t", "60"], check=True, capture_output=True, timeout=90)
+    if action != "stop":
+        subprocess.run(["pg_isready", "-h", "127.0.0.1", "-t", "60"], check=True, capture_output=True, timeout=90)
+
+
+def restart_postgresql() -> None:
+    """Restart the local PostgreSQL cluster and wait until it answers."""
+    postgresql("restart")
 
 
 @pytest.mark.serial  # restarts PostgreSQL under every test running beside it
@@ -501,6 +508,57 @@ async def test_a_postgresql_restart_under_a_running_pipeline_loses_nothing(
         await sending
     assert await settled(runtime, timeout=90) == {ACCOUNT: {"synced": len(events)}}
     assert_once(stackone, len(events))
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dead = await channel.declare_queue(f"{settings.broker.prefix}.dead", passive=True)
+        assert dead.declaration_result.message_count == 0
+
+
+@pytest.mark.serial  # stops PostgreSQL under every test running beside it
+async def test_a_worker_whose_postgresql_is_down_consumes_nothing_until_it_is_back(
+    make_settings: SettingsFactory, stackone: StackOneStandIn, start_runtime: Start, pg_url: str, amqp_url: str
+) -> None:
+    """PostgreSQL down for longer than a restart (a failover, an outage) while webhooks keep coming:
+    the receiver still accepts them, and the worker stops consuming (``database.paused``, the gauge
+    ``lmsbridge_database_paused`` at 1) instead of sending every event round its retry queue twice a
+    second. The events wait in RabbitMQ; once PostgreSQL is back each reaches the LMS once, and
+    nothing is dead-lettered."""
+    people = [f"down{i}@acme.example" for i in range(10)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    settings = make_settings(database_url=pg_url, worker={"pause_probe_seconds": 0.5})
+    runtime = await start_runtime(settings)
+    events = batch(80, people)
+    statuses: Counter[int] = Counter()
+
+    def paused() -> float:
+        return runtime.metrics.registry.get_sample_value("lmsbridge_database_paused") or 0.0
+
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(f"http://127.0.0.1:{runtime.port}", SECRET, session=session)
+        await asyncio.gather(*(deliver(sender, "acme-sales", m, e, statuses) for m, e in events[:20]))
+        assert await settled(runtime, timeout=30) == {ACCOUNT: {"synced": 20}}
+        with capture_logs() as logs:
+            await asyncio.to_thread(postgresql, "stop")
+            try:
+                await asyncio.gather(*(deliver(sender, "acme-sales", m, e, statuses) for m, e in events[20:]))
+                async with asyncio.timeout(30):
+                    while paused() != 1.0:
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # the messages in hand when it paused are settled (retried)
+                retried = runtime.metrics.count("retried")
+                await asyncio.sleep(3)
+                assert runtime.metrics.count("retried") == retried  # nothing consumed while paused
+            finally:
+                await asyncio.to_thread(postgresql, "start")
+            assert await settled(runtime, timeout=90) == {ACCOUNT: {"synced": len(events)}}
+    assert statuses[202] == len(events)
+    assert paused() == 0.0
+    assert_once(stackone, len(events))
+    events_logged = [e["event"] for e in logs]
+    assert "database.paused" in events_logged
+    assert "database.resumed" in events_logged
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()

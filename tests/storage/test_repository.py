@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from lmsbridge.storage import PENDING, Repository
+from lmsbridge.errors import InfrastructureFault
+from lmsbridge.storage import PENDING, Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.storage.tables import metadata
 from tests.storage.conftest import ACCOUNTS, event
@@ -48,3 +51,18 @@ async def test_migrations_match_the_tables(repo: Repository) -> None:
     async with repo.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
     await upgrade(repo.engine)  # a second upgrade is a no-op
+
+
+async def test_a_sqlite_fault_is_named_by_its_result_code_and_never_by_its_text(tmp_path: Path) -> None:
+    """A statement SQLite refuses (here: no tables yet) surfaces as an InfrastructureFault naming
+    SQLite's result code, which tells an operator a full disk (SQLITE_FULL) from a locked file
+    (SQLITE_BUSY); never the driver's text, which may quote values. The write probe of a paused
+    worker commits on the same database."""
+    repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bare.db'}"))
+    try:
+        await repo.check_writes()
+        with pytest.raises(InfrastructureFault) as caught:
+            await repo.accounts.account("acc-1")
+        assert str(caught.value) == "database: OperationalError (OperationalError, SQLITE_ERROR)"
+    finally:
+        await repo.close()

@@ -1,4 +1,4 @@
-"""A circuit breaker per StackOne account, over the outcomes of its syncs.
+"""Circuit breakers over outcomes: one per StackOne account, and one over the database.
 
 When most of an account's recent syncs failed with a 5xx, a timeout or no connection
 (``failure_rate`` of at least ``min_calls`` outcomes within ``window`` seconds), the
@@ -6,6 +6,11 @@ account is failing rather than its records: the consumer pauses the account's qu
 probes it, as for a 401/403/412, instead of letting every record burn its retries. A 429
 is the rate limiter's business and counts for neither side; a permanent refusal is the
 record's own trouble and does not count either.
+
+The same window over every job's outcome, judged by :func:`database_fault`, says when the
+database is failing rather than a statement: the consumer then stops consuming altogether and
+probes the database (a full disk, a read-only file system, PostgreSQL down for longer than a
+restart), instead of sending every message round its retry queue twice a second.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from lmsbridge.errors import RetryAfter, RetryLater, WriteUncertain
+from lmsbridge.errors import InfrastructureFault, RetryAfter, RetryLater, WriteUncertain
 
 
 def outage_like(exc: BaseException | None) -> bool | None:
@@ -28,8 +33,15 @@ def outage_like(exc: BaseException | None) -> bool | None:
     return None
 
 
+def database_fault(exc: BaseException | None) -> bool | None:
+    """True when the database failed a job, False for a job that succeeded, None otherwise."""
+    if exc is None:
+        return False
+    return True if isinstance(exc, InfrastructureFault) else None
+
+
 class Breaker:
-    """Sliding windows of sync outcomes, one per account."""
+    """Sliding windows of outcomes, one per key (an account), judged by ``judge``."""
 
     def __init__(
         self,
@@ -38,7 +50,9 @@ class Breaker:
         min_calls: int,
         failure_rate: float,
         clock: Callable[[], float] = time.monotonic,
+        judge: Callable[[BaseException | None], bool | None] = outage_like,
     ) -> None:
+        self._judge = judge
         self._window = window
         self._min_calls = min_calls
         self._rate = failure_rate
@@ -48,7 +62,7 @@ class Breaker:
 
     def record(self, account: str, exc: BaseException | None) -> bool:
         """Note one sync outcome; True when the account's breaker opens (pause it now)."""
-        failed = outage_like(exc)
+        failed = self._judge(exc)
         if failed is None:
             return False
         now = self._clock()

@@ -19,6 +19,11 @@ make that safe). A sync that fails there is settled as its own sync task would b
 
 A reconcile pass's jobs (the background lane, :mod:`lmsbridge.lanes`) start only in a gap
 between live ones (:class:`~lmsbridge.lanes.LiveFirst`, at most a second's wait).
+
+When most jobs fail on the database itself (:func:`~lmsbridge.broker.breaker.database_fault`:
+a full disk, PostgreSQL down), the consumer stops consuming every queue and probes the
+database (``database.paused``), resuming when a write transaction commits again; the
+messages wait in their queues meanwhile, instead of each going round its retry queue.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from lmsbridge.broker.acks import AckGroups
-from lmsbridge.broker.breaker import Breaker
+from lmsbridge.broker.breaker import Breaker, database_fault
 from lmsbridge.broker.codec import Job, SyncTask, decode
 from lmsbridge.broker.connection import BROKER_FAULTS, Broker
 from lmsbridge.broker.outcome import Action, Policy, decide
@@ -51,6 +56,7 @@ from lmsbridge.settings import BrokerSettings
 log = get_logger(__name__)
 
 Probe = Callable[[str], Awaitable[None]]
+DATABASE = "database"  # the database breaker's one key
 
 
 class Consumer:
@@ -65,6 +71,7 @@ class Consumer:
         *,
         accounts: AccountPort,
         probe: Probe,
+        check_database: Callable[[], Awaitable[None]] | None = None,
         probe_interval: float = 5.0,
         inline_limit: int = 0,
         admit: Callable[[], AbstractAsyncContextManager[None]] | None = None,
@@ -86,6 +93,16 @@ class Consumer:
             min_calls=settings.breaker_min_calls,
             failure_rate=settings.breaker_failure_rate,
         )
+        self._db_breaker = Breaker(
+            window=settings.breaker_window,
+            min_calls=settings.breaker_min_calls,
+            failure_rate=settings.breaker_failure_rate,
+            judge=database_fault,
+        )
+        self._check_database = check_database
+        self._db_pause: asyncio.Task[None] | None = None
+        self._db_wait = probe_interval  # the last pause's first wait (doubled when paused again soon)
+        self._db_resumed: float | None = None
         self._acks = AckGroups(settings.ack_linger)
         self._settler = Settler(broker, service.leases, settings, metrics, pause=self.pause, ack=self._acks.ack)
         self._sweeper = Sweeper(service.leases, broker, settings, accounts=self._active_accounts)
@@ -105,6 +122,11 @@ class Consumer:
     def paused_accounts(self) -> list[str]:
         """Accounts whose deliveries are paused."""
         return sorted(self._paused)
+
+    @property
+    def database_paused(self) -> bool:
+        """Whether consumption is stopped because the database fails (probed until it works)."""
+        return self._db_pause is not None
 
     def _active_accounts(self) -> list[str]:
         return [a for a in self._broker.accounts if a not in self._paused]
@@ -230,6 +252,8 @@ class Consumer:
                 self._acks.nacked(message)
 
     def _decide(self, job: Job, exc: BaseException | None) -> Action:
+        if self._db_breaker.record(DATABASE, exc):
+            self._pause_database(exc)  # this message is still retried (its action below)
         since = job.failing_since
         if job.sync is not None:
             account = job.sync.account
@@ -362,6 +386,9 @@ class Consumer:
             self._resumed[account] = time.time()
             self._breaker.reset(account)
             self._paused.pop(account, None)
+            if self._db_pause is not None:  # resumed with the rest once the database works
+                log.info("account.resumed", account=account)
+                break
             try:
                 await self._consume(self._names.sync(account))
             except Exception as exc:  # the broker is down: consumption resumes when probed again
@@ -374,6 +401,44 @@ class Consumer:
         self._paused.pop(account, None)
         self._metrics.paused_accounts.set(len(self._paused))
 
+    # --- pausing everything while the database fails ---------------------------------------
+
+    def _pause_database(self, exc: BaseException | None) -> None:
+        if self._db_pause is not None or self._check_database is None or self._stopping:
+            return
+        self._db_pause = asyncio.create_task(self._while_database_fails(str(exc)), name="database-probe")
+        self._metrics.database_paused.set(1)
+
+    async def _while_database_fails(self, error: str) -> None:
+        """Consume nothing; probe the database, doubling the wait, until it commits a write again."""
+        assert self._check_database is not None
+        started = time.monotonic()
+        ceiling = max(self._settings.probe_max_seconds, self._probe_interval)
+        # Paused again soon after a probe said it works (a full disk: the probe writes no row): wait longer.
+        again = self._db_resumed is not None and time.monotonic() - self._db_resumed < ceiling
+        wait = self._db_wait = min(self._db_wait * 2, ceiling) if again else self._probe_interval
+        try:
+            consuming = list(self._consumers.values())
+            self._consumers.clear()
+            await asyncio.gather(*(_quietly(queue.cancel(tag)) for queue, tag in consuming))
+            log.error("database.paused", error=error, queues=len(consuming), probe_in=wait)
+            while not self._stopping:
+                await asyncio.sleep(wait)
+                try:
+                    await self._check_database()
+                    self._db_breaker.reset(DATABASE)
+                    await self._start_consuming()  # reads each account's pause: the database again
+                except Exception as exc:  # still failing (or RabbitMQ is down): keep waiting
+                    wait = min(wait * 2, ceiling)
+                    log.warning("database.still_failing", **describe(exc), probe_in=wait)
+                    continue
+                self._db_resumed = time.monotonic()
+                log.info("database.resumed", paused_for=round(self._db_resumed - started, 3))
+                break
+        finally:
+            self._db_pause = None
+            self._metrics.database_paused.set(0)
+
     # --- shutdown -----------------------------------------------------------------------
 
     async def stop(self, *, drain_timeout: float) -> None:
@@ -384,7 +449,7 @@ class Consumer:
         self._stopping = True
         await asyncio.gather(*(_quietly(queue.cancel(tag)) for queue, tag in self._consumers.values()))
         self._consumers.clear()
-        for task in [*self._paused.values(), *self._background]:
+        for task in [*self._paused.values(), *self._background, *filter(None, [self._db_pause])]:
             task.cancel()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=drain_timeout)

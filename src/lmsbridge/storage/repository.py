@@ -27,7 +27,7 @@ from lmsbridge.storage.content import Content
 from lmsbridge.storage.directory import Directory
 from lmsbridge.storage.intake import Intake
 from lmsbridge.storage.leases import Leases
-from lmsbridge.storage.shared import Sql
+from lmsbridge.storage.shared import Sql, guard
 from lmsbridge.storage.stats import Stats
 from lmsbridge.storage.tables import metadata
 
@@ -64,6 +64,15 @@ class Repository:
             return True
         except (SQLAlchemyError, OSError):
             return False
+
+    @guard
+    async def check_writes(self) -> None:
+        """Raise :class:`~lmsbridge.errors.InfrastructureFault` unless a write transaction can begin
+        and commit now (the worker's probe of a database it stopped consuming for).
+
+        It writes no row, so a full disk is not seen here: the first writes after it say so again.
+        """
+        await self._sql.write(lambda conn: conn.execute(select(1)).scalar())
 
     async def close(self) -> None:
         """Stop the group-commit writer and release every connection."""

@@ -94,14 +94,16 @@ def guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any,
 
 
 def fault_name(exc: SQLAlchemyError) -> str:
-    """``DBAPIError (DeadlockDetectedError, SQLSTATE 40P01)``: the kind of fault, never the driver's text
-    (which may quote the statement's values)."""
+    """``DBAPIError (DeadlockDetectedError, SQLSTATE 40P01)``, ``OperationalError (OperationalError,
+    SQLITE_FULL)``: the kind of fault, never the driver's text (which may quote the statement's values)."""
     orig = getattr(exc, "orig", None)
     if orig is None:
         return type(exc).__name__
     cause = getattr(orig, "__cause__", None) or orig  # asyncpg's error under SQLAlchemy's adapter
     state = sqlstate(exc)
+    code = getattr(cause, "sqlite_errorname", None)  # SQLite's result code: SQLITE_FULL, SQLITE_BUSY
     detail = type(cause).__name__ + (f", SQLSTATE {state}" if state is not None else "")
+    detail += f", {code}" if isinstance(code, str) else ""
     return f"{type(exc).__name__} ({detail})"
 
 
