@@ -10,6 +10,7 @@ import aio_pika
 import orjson
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.broker.topology import Names
@@ -17,7 +18,7 @@ from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.ledger import LedgerStore
-from lmsbridge.storage.migrate import require_current_schema, upgrade_when_reachable
+from lmsbridge.storage.migrate import require_current_schema, schema_behind, upgrade_when_reachable
 
 
 async def migrate(settings: Settings, *, wait: float = 0.0) -> int:
@@ -42,17 +43,34 @@ async def _broker_ok(settings: Settings, timeout: float) -> bool:
 
 
 async def check(settings: Settings, *, timeout: float = 5.0) -> int:
-    """0 when RabbitMQ and the database both answer within ``timeout``, else 1."""
+    """0 when RabbitMQ and the database both answer within ``timeout``, else 1.
+
+    It also says where the schema is (``"schema"``: ``"current"``, or the revision it holds and
+    what to run), without failing for it: a worker migrates when it starts, and a receiver alone
+    needs no table to accept webhooks (``check`` is its container's health check).
+    """
     repo = Repository(create_engine(settings.database_url.get_secret_value()))
     try:
-        db_ok = await asyncio.wait_for(repo.ping(), timeout)
-    except TimeoutError:
-        db_ok = False
+        db_ok, schema = await _database_check(repo, timeout)
     finally:
         await repo.close()
     broker_ok = await _broker_ok(settings, timeout)
-    print(orjson.dumps({"broker": broker_ok, "database": db_ok}).decode())
+    print(orjson.dumps({"broker": broker_ok, "database": db_ok, "schema": schema}).decode())
     return 0 if broker_ok and db_ok else 1
+
+
+async def _database_check(repo: Repository, timeout: float) -> tuple[bool, str | None]:
+    """Whether the database answers, and where its schema is (None when that could not be read)."""
+    try:
+        if not await asyncio.wait_for(repo.ping(), timeout):
+            return False, None
+    except TimeoutError:
+        return False, None
+    try:
+        behind = await asyncio.wait_for(schema_behind(repo.engine), timeout)
+    except (SQLAlchemyError, OSError):  # it answered, then failed reading the revision (or timed out)
+        return True, None
+    return True, "current" if behind is None else f"at revision {behind}: run 'lmsbridge migrate'"
 
 
 async def queue_depths(settings: Settings, *, also: list[str] | None = None) -> dict[str, int | None]:

@@ -81,9 +81,20 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, amqp_url: str) -> None:
-    """`lmsbridge check` is 0 with RabbitMQ and the database up, 1 with the broker unreachable."""
+    """`lmsbridge check` is 0 with RabbitMQ and the database up, 1 with the broker unreachable. It says
+    where the schema is, without failing for it: a database never migrated, then current."""
     config = write_config(tmp_path, amqp_url, "x")
-    assert lmsbridge("--config", str(config), "check").returncode == 0
+    bare = lmsbridge("--config", str(config), "check")
+    assert bare.returncode == 0
+    assert json.loads(bare.stdout) == {
+        "broker": True,
+        "database": True,
+        "schema": "at revision none: run 'lmsbridge migrate'",
+    }
+    assert lmsbridge("--config", str(config), "migrate").returncode == 0
+    ready = lmsbridge("--config", str(config), "check")
+    assert ready.returncode == 0
+    assert json.loads(ready.stdout) == {"broker": True, "database": True, "schema": "current"}
     down = lmsbridge(
         "--config",
         str(config),
@@ -93,7 +104,7 @@ def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, 
         env={"LMSBRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"},
     )
     assert down.returncode == 1
-    assert json.loads(down.stdout) == {"broker": False, "database": True}
+    assert json.loads(down.stdout) == {"broker": False, "database": True, "schema": "current"}
 
 
 async def dead_letter(amqp_url: str, prefix: str, record_id: int) -> None:
