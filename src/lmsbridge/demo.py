@@ -249,12 +249,11 @@ def _report(
 
 async def _delete_topology(settings: Settings) -> None:
     """The demo's queues are throwaway: remove them so repeated demos leave nothing behind."""
-    import aio_pika
-
     from lmsbridge.broker import Names
+    from lmsbridge.broker.connection import connect_once
 
     names = Names(settings.broker.prefix)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await connect_once(settings.amqp_url.get_secret_value(), "lmsbridge-demo")
     async with connection:
         channel = await connection.channel()
         for queue in names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays)):

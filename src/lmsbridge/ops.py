@@ -13,7 +13,9 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lmsbridge.broker.connection import connect_once
 from lmsbridge.broker.topology import Names
+from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
@@ -79,7 +81,7 @@ async def queue_depths(settings: Settings, *, also: list[str] | None = None) -> 
     queues = names.queues(list(settings.sources), settings.accounts(), len(settings.broker.retry_delays))
     queues += also or []
     depths: dict[str, int | None] = {}
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await connect_once(settings.amqp_url.get_secret_value(), "lmsbridge-status")
     async with connection:
         for name in queues:
             channel = await connection.channel()
@@ -109,7 +111,8 @@ async def gather_status(settings: Settings) -> dict[str, Any]:
             stranded = {name: depth for name in gone if (depth := depths.pop(name))}
             broker = "reachable"
         except Exception as exc:  # the database's half of the report is still worth showing
-            depths, broker = None, f"unreachable ({type(exc).__name__})"
+            why = str(exc) if isinstance(exc, BrokerUnavailable) else type(exc).__name__
+            depths, broker = None, f"unreachable ({why})"
         parked = await repo.stats.top_reasons(PARKED)
         dead = await repo.stats.top_reasons(DEAD)
         inbox = await repo.stats.inbox_count()

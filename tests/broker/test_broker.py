@@ -10,8 +10,10 @@ from typing import Any
 
 import aio_pika
 import pytest
+from structlog.testing import capture_logs
 
 from lmsbridge.broker import Broker, Names
+from lmsbridge.broker import connection as connection_module
 from lmsbridge.broker.codec import SyncTask, decode
 from lmsbridge.broker.dead import DeadLetters
 from lmsbridge.broker.topology import EVENTS_KEY
@@ -216,3 +218,39 @@ async def test_retrying_an_unreachable_broker_leaves_no_connection_open_behind(b
         assert open_connections() - before == set()
     finally:
         gc.enable()
+
+
+@pytest.fixture
+async def silent_broker() -> AsyncIterator[str]:
+    """The URL of a server that opens the socket and never answers, as a RabbitMQ out of file
+    descriptors does (it stops reading new connections for every client, silently)."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"amqp://guest:guest@127.0.0.1:{port}/"
+    server.close()
+
+
+async def test_a_broker_that_never_answers_the_handshake_is_named_for_what_it_may_be(
+    silent_broker: str, broker_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No AMQP handshake within the connect timeout (lowered to 0.5 s here): the worker's log and the
+    dlq tool say so, and what it may be (an unreachable host, a RabbitMQ out of file descriptors),
+    instead of a bare TimeoutError; the dlq tool gives up instead of waiting for ever."""
+    monkeypatch.setattr(connection_module, "CONNECT_TIMEOUT", 0.5)
+    expected = "no AMQP handshake within 0.5 s: the host unreachable, or RabbitMQ out of file descriptors"
+    broker = Broker(silent_broker, BrokerSettings(prefix=broker_prefix), ["acc-1"], name="silent")
+    with capture_logs() as logs:
+        with pytest.raises(BrokerUnavailable):
+            await broker.start(wait=1.5)
+        await broker.close()
+    [first, *_] = [entry for entry in logs if entry["event"] == "broker.unreachable"]
+    assert first["detail"].startswith(expected)
+    async with asyncio.timeout(5):
+        with pytest.raises(BrokerUnavailable) as caught:
+            await DeadLetters(silent_broker, broker_prefix).list()
+    assert str(caught.value).startswith(expected)

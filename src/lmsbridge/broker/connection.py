@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError
 
@@ -73,6 +73,49 @@ REDECLARE_DELAY = 1.0
 REDECLARE_INTERVAL = 2.0
 # While RabbitMQ blocks the connection, a worker's publish looks again this often for a new one.
 BLOCKED_POLL = 0.5
+# Seconds to open a connection, the TCP connect and the AMQP handshake together.
+CONNECT_TIMEOUT = 10.0
+
+
+async def connect_once(url: str, name: str) -> AbstractConnection:
+    """A plain connection (not robust) for a command's one job, named ``name`` in RabbitMQ;
+    BrokerUnavailable when RabbitMQ does not answer within :data:`CONNECT_TIMEOUT`.
+
+    Without a timeout, ``dlq`` and ``status`` waited for ever on a RabbitMQ that opens the socket
+    and never answers (out of file descriptors).
+    """
+    connection = aio_pika.Connection(make_url(url), client_properties={"connection_name": name})
+    try:
+        await _open(connection)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
+    return connection
+
+
+async def _open(connection: AbstractConnection) -> None:
+    """Connect, or raise BrokerUnavailable saying what no answer may mean.
+
+    A RabbitMQ out of file handles (about 3 a quorum queue; 927 with the default limit of 1,024
+    descriptors) still lets the kernel open the socket, then never answers the handshake, for
+    every client, with nothing in its log: a bare ``TimeoutError`` told an operator nothing.
+    """
+    try:
+        await connection.connect(timeout=CONNECT_TIMEOUT)
+    except TimeoutError:
+        raise BrokerUnavailable(
+            f"no AMQP handshake within {CONNECT_TIMEOUT:g} s: the host unreachable, or RabbitMQ out of "
+            "file descriptors (`rabbitmq-diagnostics status`)"
+        ) from None
+
+
+def fault_fields(exc: BaseException) -> dict[str, str]:
+    """Log fields of a broker fault: its kind, and what lmsbridge knows of it (never a URL)."""
+    fields = {"error": type(exc).__name__}
+    if isinstance(exc, BrokerUnavailable):
+        fields["detail"] = str(exc)
+    return fields
 
 
 def _refused(exc: BaseException) -> BrokerUnavailable:
@@ -162,15 +205,15 @@ class Broker:
                 self.connection = aio_pika.RobustConnection(
                     make_url(self._url), client_properties={"connection_name": self._name}
                 )
-                await self.connection.connect(timeout=10)
+                await _open(self.connection)
                 self.connection.reconnect_callbacks.add(self._on_reconnect)
                 self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
                 self.topology = await declare(self._channel, self.settings, self.accounts, self.sources)
                 self._ready.set()
                 log.info("broker.connected", connection=self._name)
                 return
-            except (*BROKER_FAULTS, TimeoutError) as exc:
-                log.warning("broker.unreachable", error=type(exc).__name__, retry_in=delay)
+            except (*BROKER_FAULTS, BrokerUnavailable, TimeoutError) as exc:
+                log.warning("broker.unreachable", **fault_fields(exc), retry_in=delay)
                 if self.connection is not None:
                     with contextlib.suppress(Exception):
                         await self.connection.close()
@@ -209,7 +252,7 @@ class Broker:
                 make_url(self._url), client_properties={"connection_name": f"{self._name} (consuming)"}
             )
             try:
-                await connection.connect(timeout=10)
+                await _open(connection)
             except BaseException:  # closed here: left to the garbage collector it would close off the loop
                 with contextlib.suppress(Exception):
                     await connection.close()

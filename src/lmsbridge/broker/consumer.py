@@ -40,7 +40,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from lmsbridge.broker.acks import AckGroups
 from lmsbridge.broker.breaker import Breaker, database_fault
 from lmsbridge.broker.codec import Job, SyncTask, decode
-from lmsbridge.broker.connection import BROKER_FAULTS, Broker
+from lmsbridge.broker.connection import BROKER_FAULTS, Broker, fault_fields
 from lmsbridge.broker.outcome import Action, Policy, decide
 from lmsbridge.broker.settle import Settler
 from lmsbridge.broker.sweeper import Sweeper
@@ -146,7 +146,7 @@ class Consumer:
             except (*BROKER_FAULTS, BrokerUnavailable, InfrastructureFault, TimeoutError) as exc:
                 if self._stopping:
                     raise
-                log.warning("consumer.start_failed", error=type(exc).__name__, retry_in=delay)
+                log.warning("consumer.start_failed", **fault_fields(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self._background.append(asyncio.create_task(self._sweeper.run(), name="sweeper"))

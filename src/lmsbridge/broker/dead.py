@@ -28,6 +28,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from lmsbridge.broker import codec
+from lmsbridge.broker.connection import connect_once
 from lmsbridge.broker.topology import Names
 from lmsbridge.errors import BrokerUnavailable
 
@@ -104,7 +105,9 @@ class DeadLetters:
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[AbstractChannel]:
         try:
-            connection = await aio_pika.connect(self._url, client_properties={"connection_name": "lmsbridge-dlq"})
+            connection = await connect_once(self._url, "lmsbridge-dlq")
+        except BrokerUnavailable:
+            raise
         except Exception as exc:
             raise BrokerUnavailable(f"RabbitMQ is unreachable: {type(exc).__name__}") from None
         async with connection:
