@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from lmsbridge.broker import Names
+from lmsbridge.broker import connection as connection_module
 from lmsbridge.runtime import Runtime
 from lmsbridge.testing.limeplate import LimeplateStandIn
 from lmsbridge.testing.stackone import StackOneStandIn
@@ -155,3 +156,44 @@ async def test_team_assignment_expands_through_the_platform_api(
         f"limeplate:{detail['targetType']}:{detail['targetId']}"
     }
     assert stackone.violations == []
+
+
+async def test_consumers_past_a_connections_channel_cap_go_on_more_connections_and_all_deliver(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker consumes each queue on a channel of its own, one per account; RabbitMQ allows 2,047
+    channels a connection and closed it past that (2,100 accounts: it reconnected and was closed
+    again, for ever). Past the cap a connection carries (lowered here to 3) the consumers go on
+    another connection: with 4 accounts and two sources the worker holds three consuming
+    connections, and an event reaches every account's LMS."""
+    monkeypatch.setattr(connection_module, "CHANNELS_PER_CONNECTION", 3)
+    accounts = ["acc-a", "acc-b", "acc-c", "acc-d"]
+    people = {account: stackone.add_user(account, "jane.smith@acme.example") for account in accounts}
+    runtime = await start_runtime(make_settings(accounts))
+    assert _consuming_connections(runtime.settings.broker.prefix) == 3
+    created = exec_event("assignment.created", exec_assignment("a1", "jane.smith@acme.example"))
+    assert (await sender_for(runtime).post("acme-sales", created))[0] == 202
+    assert await settled(runtime) == {account: {"synced": 1} for account in accounts}
+    for account in accounts:
+        assert [a["user_id"] for a in stackone.assignments(account)] == [people[account]]
+
+
+def _consuming_connections(prefix: str) -> int:
+    """How many connections hold a consumer of a queue under ``prefix``, as RabbitMQ sees them."""
+    import subprocess
+
+    def listed(*args: str) -> list[dict[str, str]]:
+        out = subprocess.run(["rabbitmqctl", *args, "-q"], capture_output=True, text=True, timeout=60, check=True)
+        header, *rows = [line.split("\t") for line in out.stdout.splitlines()]
+        return [dict(zip(header, row, strict=True)) for row in rows]
+
+    ours = {
+        c["channel_pid"]
+        for c in listed("list_consumers", "queue_name", "channel_pid")
+        if c["queue_name"].startswith(prefix)
+    }
+    return len({c["connection"] for c in listed("list_channels", "pid", "connection") if c["pid"] in ours})

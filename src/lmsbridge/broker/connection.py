@@ -75,6 +75,21 @@ REDECLARE_INTERVAL = 2.0
 BLOCKED_POLL = 0.5
 # Seconds to open a connection, the TCP connect and the AMQP handshake together.
 CONNECT_TIMEOUT = 10.0
+# Channels a consumers' connection carries at most. A worker consumes each queue on a channel of
+# its own, one per account; RabbitMQ allows 2,047 a connection by default (channel_max), and past
+# that it closed the connection, which came back and was closed again, for ever (2,100 accounts).
+CHANNELS_PER_CONNECTION = 1000
+
+
+def _has_room(connection: AbstractRobustConnection) -> bool:
+    """Whether ``connection`` may open another channel: fewer than :data:`CHANNELS_PER_CONNECTION`
+    open and fewer than RabbitMQ's channel_max allows. Not while it is reconnecting: it will open
+    its channels again."""
+    transport = connection.transport
+    if transport is None:
+        return False
+    channel_max = transport.connection.connection_tune.channel_max or CHANNELS_PER_CONNECTION + 1
+    return len(transport.connection.channels) < min(CHANNELS_PER_CONNECTION, channel_max - 1)
 
 
 async def connect_once(url: str, name: str) -> AbstractConnection:
@@ -142,7 +157,7 @@ class Broker:
         self._name = name
         self.connection: AbstractRobustConnection | None = None
         # Consumers' channels, on a connection of their own (made at the first consumer's start).
-        self._consuming: AbstractRobustConnection | None = None
+        self._consuming: list[AbstractRobustConnection] = []  # a new one past CHANNELS_PER_CONNECTION
         self._consuming_lock = asyncio.Lock()
         self._channel: AbstractChannel | None = None
         self.topology: Topology | None = None
@@ -158,8 +173,8 @@ class Broker:
     @property
     def connected(self) -> bool:
         """True while the connection (and the consumers', once made) is up and the topology declared."""
-        conn, consuming = self.connection, self._consuming
-        if consuming is not None and not consuming.connected.is_set():
+        conn = self.connection
+        if any(not consuming.connected.is_set() for consuming in self._consuming):
             return False
         return self._ready.is_set() and conn is not None and not conn.is_closed and conn.connected.is_set()
 
@@ -244,12 +259,16 @@ class Broker:
         return channel
 
     async def _consuming_connection(self) -> AbstractRobustConnection:
-        """The consumers' connection (robust: once made, it reconnects by itself)."""
+        """A consumers' connection with room for another channel (robust: once made, it reconnects
+        by itself); a new one when every one has :data:`CHANNELS_PER_CONNECTION` open."""
         async with self._consuming_lock:
-            if self._consuming is not None and not self._consuming.is_closed:
-                return self._consuming
+            self._consuming = [c for c in self._consuming if not c.is_closed]
+            for connection in self._consuming:
+                if _has_room(connection):
+                    return connection
+            more = f" {len(self._consuming) + 1}" if self._consuming else ""
             connection = aio_pika.RobustConnection(
-                make_url(self._url), client_properties={"connection_name": f"{self._name} (consuming)"}
+                make_url(self._url), client_properties={"connection_name": f"{self._name} (consuming{more})"}
             )
             try:
                 await _open(connection)
@@ -257,7 +276,7 @@ class Broker:
                 with contextlib.suppress(Exception):
                     await connection.close()
                 raise
-            self._consuming = connection
+            self._consuming.append(connection)
             return connection
 
     def _require(self) -> Topology:
@@ -503,7 +522,7 @@ class Broker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        for connection in (self._consuming, self.connection):
+        for connection in (*self._consuming, self.connection):
             if connection is not None:
                 with contextlib.suppress(Exception):
                     await connection.close()
