@@ -145,6 +145,36 @@ async def test_a_malformed_page_stops_the_source_naming_the_field_and_merges_not
     assert once_each(stackone)[0] == 100  # page 1 only
 
 
+async def test_a_platform_that_says_there_are_more_pages_than_it_has_stops_the_source_at_the_first_empty_one(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    stackone: StackOneStandIn,
+    exec_api: ExecStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exec holds 2 pages but says 1,000,000 on every page: the pass merges pages 1-2, asks for
+    page 3, finds it empty and stops the source there (exit 1, the error names the inconsistent
+    paging), instead of asking for every page the platform claims."""
+    assignments = tenant(200, seed=8)
+    add_people(stackone, exec_api, assignments)
+
+    def endless(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["pagination"] = {**doc["pagination"], "total_pages": 1_000_000}
+        return doc
+
+    for page in range(1, 60):
+        exec_api.corrupt_page(page, endless)
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    assert await reconcile_command(settings, sources=["acme-sales"], as_json=True) == 1
+    report = json_out(capsys.readouterr().out)["sources"]["acme-sales"]
+    assert not report["finished"]
+    assert "page 3: empty, though total_pages says 1000000" in report["error"]
+    assert [q["page"] for q in exec_api.requests] == ["1", "2", "3"]
+    await settled(runtime)
+    assert once_each(stackone)[0] == 200
+
+
 async def test_a_platform_down_mid_pass_keeps_what_was_queued_and_says_where_it_stopped(
     reconcile_settings: Callable[..., Any],
     start_runtime: Start,

@@ -9,7 +9,10 @@ time, so a completion first seen by a pass is dated when the pass saw it; the ev
 dated when the assignment was created (a title read by a pass is not a newer title).
 
 A page is validated whole before any of it is used: a status outside 001's list, a missing
-user e-mail or pagination object stops the source with the field named.
+user e-mail or pagination object stops the source with the field named. So does a page with no
+assignment before the last one ``total_pages`` names: page-numbered lists have no empty page
+before their end, and a platform that kept saying there were more would keep a pass (and its
+lease) going, a call a page, for as long as it said so.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ async def exec_batches(
             PATH, {"page": str(page), "page_size": str(PAGE_SIZE)}, what=f"{source}: {where}"
         )
         parsed = parse(Page, document, where)
+        if not parsed.data and page < parsed.pagination.total_pages:
+            raise MalformedPage(
+                f"{where}: empty, though total_pages says {parsed.pagination.total_pages}: the paging is inconsistent",
+                field="pagination.total_pages",
+            )
         seen = now()
         events = [_event(raw, f"data[{i}]", source, correlation_id, seen, where) for i, raw in enumerate(parsed.data)]
         total_pages = parsed.pagination.total_pages
