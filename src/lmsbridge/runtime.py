@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge import __version__
@@ -128,7 +127,7 @@ class Runtime:
                 failing = False
             except Exception as exc:
                 if not failing:
-                    log.warning("ledger.write_failed", error=_fault(exc), **await _schema_hint(engine))
+                    log.warning("ledger.write_failed", error=fault_name(exc), **await _schema_hint(engine))
                 failing = True
 
     async def _stop_ledger(self) -> None:
@@ -138,7 +137,7 @@ class Runtime:
         try:
             await self._ledger.save(self._process, self._counts(), final=True)
         except Exception as exc:
-            log.warning("ledger.write_failed", error=_fault(exc), final=True)
+            log.warning("ledger.write_failed", error=fault_name(exc), final=True)
         await self._ledger.close()
         if self._ledger_engine is not None:
             await self._ledger_engine.dispose()
@@ -454,11 +453,6 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log.debug("gc.frozen", objects=gc.get_freeze_count())
-
-
-def _fault(exc: Exception) -> str:
-    """What kind of database fault ``exc`` is (``SQLITE_FULL``, a SQLSTATE), never the driver's text."""
-    return fault_name(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
 
 
 async def _schema_hint(engine: AsyncEngine) -> dict[str, str]:

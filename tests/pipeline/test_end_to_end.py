@@ -189,7 +189,8 @@ def _consuming_connections(prefix: str) -> int:
     def listed(*args: str) -> list[dict[str, str]]:
         out = subprocess.run(["rabbitmqctl", *args, "-q"], capture_output=True, text=True, timeout=60, check=True)
         header, *rows = [line.split("\t") for line in out.stdout.splitlines()]
-        return [dict(zip(header, row, strict=True)) for row in rows]
+        # Other tests' channels come and go meanwhile: a row caught half-made lacks fields.
+        return [dict(zip(header, row, strict=True)) for row in rows if len(row) == len(header)]
 
     ours = {
         c["channel_pid"]

@@ -100,17 +100,13 @@ async def connect_once(url: str, name: str) -> AbstractConnection:
     and never answers (out of file descriptors).
     """
     connection = aio_pika.Connection(make_url(url), client_properties={"connection_name": name})
-    try:
-        await _open(connection)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await connection.close()
-        raise
+    await _open(connection)
     return connection
 
 
 async def _open(connection: AbstractConnection) -> None:
-    """Connect, or raise BrokerUnavailable saying what no answer may mean.
+    """Connect, or close ``connection`` (left to the garbage collector, it would schedule its close
+    from whatever thread collects it) and raise; BrokerUnavailable saying what no answer may mean.
 
     A RabbitMQ out of file handles (about 3 a quorum queue; 927 with the default limit of 1,024
     descriptors) still lets the kernel open the socket, then never answers the handshake, for
@@ -118,11 +114,15 @@ async def _open(connection: AbstractConnection) -> None:
     """
     try:
         await connection.connect(timeout=CONNECT_TIMEOUT)
-    except TimeoutError:
-        raise BrokerUnavailable(
-            f"no AMQP handshake within {CONNECT_TIMEOUT:g} s: the host unreachable, or RabbitMQ out of "
-            "file descriptors (`rabbitmq-diagnostics status`)"
-        ) from None
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        if isinstance(exc, TimeoutError):
+            raise BrokerUnavailable(
+                f"no AMQP handshake within {CONNECT_TIMEOUT:g} s: the host unreachable, or RabbitMQ out of "
+                "file descriptors (`rabbitmq-diagnostics status`)"
+            ) from None
+        raise
 
 
 def fault_fields(exc: BaseException) -> dict[str, str]:
@@ -270,12 +270,7 @@ class Broker:
             connection = aio_pika.RobustConnection(
                 make_url(self._url), client_properties={"connection_name": f"{self._name} (consuming{more})"}
             )
-            try:
-                await _open(connection)
-            except BaseException:  # closed here: left to the garbage collector it would close off the loop
-                with contextlib.suppress(Exception):
-                    await connection.close()
-                raise
+            await _open(connection)
             self._consuming.append(connection)
             return connection
 

@@ -72,7 +72,7 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
             await upgrade(engine)
             return
         except (SQLAlchemyError, OSError) as exc:  # OSError takes TimeoutError in
-            kind = fault_name(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+            kind = fault_name(exc)
             if not _unreachable(exc):
                 raise InfrastructureFault(f"database: {kind}") from exc
             if time.monotonic() + delay > deadline:

@@ -93,9 +93,12 @@ def guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any,
     return wrapper
 
 
-def fault_name(exc: SQLAlchemyError) -> str:
+def fault_name(exc: BaseException) -> str:
     """``DBAPIError (DeadlockDetectedError, SQLSTATE 40P01)``, ``OperationalError (OperationalError,
-    SQLITE_FULL)``: the kind of fault, never the driver's text (which may quote the statement's values)."""
+    SQLITE_FULL)``: the kind of fault, never the driver's text (which may quote the statement's
+    values). Anything but a SQLAlchemy error is named by its type (``ConnectionRefusedError``)."""
+    if not isinstance(exc, SQLAlchemyError):
+        return type(exc).__name__
     orig = getattr(exc, "orig", None)
     if orig is None:
         return type(exc).__name__
