@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from lmsbridge.domain.records import Rank, RecordState
 from lmsbridge.domain.sync import assignment_body, completion_body, content_body
 from lmsbridge.errors import RetryLater
 from lmsbridge.lanes import in_background, lane
 from lmsbridge.stackone import LmsUser, RateLimiter, StackOneClient
+from lmsbridge.stackone.client import EMPTY_PAGES_IN_A_ROW
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.stackone.conftest import ACCOUNT, KEY, USER_AGENT, ClientFactory
 
@@ -247,3 +249,63 @@ async def test_the_budget_observer_sees_each_requests_wait_in_its_lane(
     assert (first_background, second_background) == (False, True)
     assert first < 0.02
     assert 0.05 < second < 0.5
+
+
+async def test_a_listing_whose_cursor_comes_back_stops_with_a_retry(
+    make_client: ClientFactory, standin: StackOneStandIn
+) -> None:
+    """A provider naming the same ``next`` cursor again ends the listing with a retryable error, not a loop."""
+    client = make_client()
+    uid = standin.add_user(ACCOUNT, "jane@acme.example")
+    standin.fail_next(200, times=50, path_contains="/assignments", body={"data": [], "next": "page-2"})
+    with pytest.raises(RetryLater, match="cursor repeated"):
+        await client.list_user_assignments(ACCOUNT, uid)
+    assert sum(r.method == "GET" for r in standin.requests) == 2
+
+
+async def test_a_listing_of_endless_empty_pages_stops_with_a_retry(make_client: ClientFactory) -> None:
+    """Empty pages each naming a new ``next`` cursor end the listing after a bounded run, not never."""
+    calls = 0
+
+    async def endless(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response({"data": [], "next": f"cursor-{calls}"})
+
+    app = web.Application()
+    app.router.add_get("/unified/lms/users/{id}/assignments", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        client = make_client(base_url=f"http://127.0.0.1:{port}")
+        with pytest.raises(RetryLater, match=f"{EMPTY_PAGES_IN_A_ROW} empty pages in a row"):
+            await client.list_user_assignments(ACCOUNT, "user-1")
+    finally:
+        await runner.cleanup()
+    assert calls == EMPTY_PAGES_IN_A_ROW
+
+
+async def test_a_few_empty_pages_before_rows_are_followed(make_client: ClientFactory) -> None:
+    """Short (even empty) pages that name a next page are followed: the rows after them are read."""
+    pages = [{"data": [], "next": "b"}, {"data": [], "next": "c"}, {"data": [{"id": "a-1"}], "next": None}]
+    served: list[str | None] = []
+
+    async def paged(request: web.Request) -> web.Response:
+        served.append(request.query.get("next"))
+        return web.json_response(pages[len(served) - 1])
+
+    app = web.Application()
+    app.router.add_get("/unified/lms/users/{id}/assignments", paged)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        client = make_client(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}")
+        rows = await client.list_user_assignments(ACCOUNT, "user-1")
+    finally:
+        await runner.cleanup()
+    assert rows == [{"id": "a-1"}]
+    assert served == [None, "b", "c"]

@@ -58,6 +58,7 @@ DEFAULT_RETRY_AFTER = 60.0  # StackOne's documented default
 DEFAULT_MAX_PAUSE = 300.0  # stackone.max_pause_seconds: the longest a Retry-After may stop the key
 TIMEOUT_RECHECK_DELAY = 5.0  # after a create timed out, wait at least this long before listing to check
 STACKONE_GIVES_UP = 60.0  # StackOne works on a request for up to 60 s before answering 408
+EMPTY_PAGES_IN_A_ROW = 50  # a listing naming a next page after this many empty ones would never end
 _MESSAGE_LIMIT = 300
 
 _Page = TypeVar("_Page", bound=BaseModel)
@@ -315,8 +316,14 @@ class StackOneClient:
     async def _pages(
         self, operation: str, account: str, path: str, params: dict[str, str], *, user_scoped: bool = False
     ) -> AsyncIterator[Any]:
-        """Each page's JSON, following the cursor ``next`` until it is null or empty."""
+        """Each page's JSON, following the cursor ``next`` until it is null or empty.
+
+        A short or even empty page may still name a next one, but a cursor seen before, or
+        :data:`EMPTY_PAGES_IN_A_ROW` empty pages in a row, mean the listing would never end: it
+        stops with :class:`RetryLater` rather than holding its job (and the rate budget) forever.
+        """
         seen: set[str] = set()
+        empty = 0
         while True:
             data = await self._call(operation, account, "GET", path, params=params, user_scoped=user_scoped)
             yield data
@@ -325,6 +332,12 @@ class StackOneClient:
                 return
             if cursor in seen:
                 raise RetryLater(f"StackOne {operation}: the cursor repeated; the listing would never end")
+            empty = empty + 1 if isinstance(data, dict) and not data.get("data") else 0
+            if empty >= EMPTY_PAGES_IN_A_ROW:
+                raise RetryLater(
+                    f"StackOne {operation}: {empty} empty pages in a row, each naming a next one;"
+                    " the listing would never end"
+                )
             seen.add(cursor)
             params = {**params, "next": str(cursor)}
 
