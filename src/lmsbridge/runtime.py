@@ -392,21 +392,33 @@ async def _listen(site: web.TCPSite, what: str, host: str, port: int) -> None:
         raise InfrastructureFault(f"{what}: cannot listen on {host}:{port}: {why}") from exc
 
 
-async def run_until_signal(runtime: Runtime) -> None:
-    """Start ``runtime``, wait for SIGTERM or SIGINT, then stop it gracefully.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""The signals that stop a running process gracefully."""
 
-    A signal while it is still starting (the worker waiting for RabbitMQ, up to a minute) ends the
-    start and stops what had started, rather than waiting for the start to finish first.
+
+async def run_until_signal(runtime: Runtime) -> None:
+    """Start ``runtime``, wait for SIGTERM, SIGINT or SIGHUP, then stop it gracefully.
+
+    SIGHUP (the terminal that started it closed, or ``kill -HUP`` expecting a reload there is
+    not) stops it like SIGTERM: by default it killed the process on the spot, cutting requests and
+    syncs off. A signal while it is still starting (the worker waiting for RabbitMQ, up to a minute)
+    ends the start and stops what had started, rather than waiting for the start to finish first.
     """
     stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     starting = asyncio.create_task(runtime.start(), name="start")
     signalled = asyncio.create_task(stop.wait(), name="signal")
     await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
-        log.info("lmsbridge.stopping", starting=True)
+        log.info("lmsbridge.stopping", starting=True, signal=received[0])
         await cancel_all([starting])
         await runtime.stop()
         return
@@ -423,7 +435,7 @@ async def run_until_signal(runtime: Runtime) -> None:
     _freeze_startup_objects()
     log.info("lmsbridge.started", receiver=runtime.with_receiver, worker=runtime.with_worker, version=__version__)
     await stop.wait()
-    log.info("lmsbridge.stopping")
+    log.info("lmsbridge.stopping", signal=received[0])
     await runtime.stop()
 
 
