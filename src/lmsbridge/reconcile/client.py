@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from lmsbridge.bodies import PLATFORM_ANSWER_LIMIT, MiB, read_at_most
 from lmsbridge.errors import MalformedPage, PlatformUnavailable
 from lmsbridge.retry_after import bounded, parse_retry_after
 from lmsbridge.settings import ReconcileSettings
@@ -73,12 +74,16 @@ class PlatformClient:
                 ) as response:
                     status = response.status
                     wait = response.headers.get("Retry-After")
-                    body = await response.read()
+                    read = await read_at_most(response, PLATFORM_ANSWER_LIMIT)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 last = type(exc).__name__
                 await self._pause(attempt, None)
                 continue
+            body = read if read is not None else b""
             if status == 200:
+                if read is None:
+                    limit = PLATFORM_ANSWER_LIMIT // MiB
+                    raise MalformedPage(f"{what}: an answer larger than {limit} MiB; not read", field="(body)")
                 try:
                     return orjson.loads(body)
                 except orjson.JSONDecodeError:

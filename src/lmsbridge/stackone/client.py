@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from lmsbridge.bodies import STACKONE_ANSWER_LIMIT, MiB, read_at_most
 from lmsbridge.domain.sync import iso
 from lmsbridge.errors import (
     AlreadyExists,
@@ -385,7 +386,7 @@ class StackOneClient:
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                body = await response.read()
+                read = await read_at_most(response, STACKONE_ANSWER_LIMIT)
                 response_headers = response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:  # asyncio.TimeoutError is TimeoutError
             self._observe(operation, 0, started)
@@ -401,6 +402,12 @@ class StackOneClient:
                 recheck_after=self._recheck_after,
             ) from None
         self._observe(operation, status, started)
+        body = read if read is not None else b""
+        if read is None and 200 <= status < 300:
+            text = f"StackOne {operation}: HTTP {status}, an answer larger than {STACKONE_ANSWER_LIMIT // MiB} MiB"
+            if is_create:
+                raise WriteUncertain(text + "; the write may have happened", delay=0.0)
+            raise RetryLater(text + "; not read")
         if 200 <= status < 300:
             try:
                 return orjson.loads(body) if body else None

@@ -15,7 +15,8 @@ connection error
 404                     ``DeadLetter("assignment_not_found")``
 anything else, or a     ``DeadLetter("platform_bad_response")``
 body that does not
-parse
+parse or is over
+64 MiB
 ======================  ==============================================================
 
 The key never appears in a message.
@@ -29,6 +30,7 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from lmsbridge.bodies import PLATFORM_ANSWER_LIMIT, MiB, read_at_most
 from lmsbridge.domain import PersonProgress
 from lmsbridge.errors import DeadLetter, RejectRequest, RetryAfter, RetryLater
 from lmsbridge.retry_after import retry_after_seconds
@@ -81,13 +83,16 @@ class LimeplateApi:
             async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
                 status = response.status
                 wait = response.headers.get("Retry-After")
-                payload = await response.read()
+                payload = await read_at_most(response, PLATFORM_ANSWER_LIMIT)
         except TimeoutError:
             raise RetryLater("platform API: timed out reading the assignment") from None
         except aiohttp.ClientError as exc:
             raise RetryLater(f"platform API: {type(exc).__name__} reading the assignment") from None
         if status != 200:
             raise _failure(status, wait, assignment_id)
+        if payload is None:
+            limit = PLATFORM_ANSWER_LIMIT // MiB
+            raise DeadLetter("platform_bad_response", f"platform API: an answer larger than {limit} MiB; not read")
         try:
             detail = validate(AssignmentDetail, orjson.loads(payload))
         except orjson.JSONDecodeError:
