@@ -5,16 +5,18 @@ When an account is seen to ignore the filter, lmsbridge stops asking it and reli
 local directory of the account's users, filled by paging ``GET /unified/lms/users`` and
 refreshed with ``filter[updated_after]``. A person still unknown is parked, not dropped.
 
-Ids found are kept in memory for at most ``refresh_after`` (``stackone.directory_refresh_seconds``)
-and dropped for an account whenever its directory is refreshed, so a user deleted and created
-again in the LMS is not written to under the old id until a restart. A write answered 404 for
-a user id we knew asks :meth:`People.look_again`: the old id is forgotten (memory and
-directory) and the person is looked up afresh, once.
+Ids found are kept in memory for at most ``refresh_after`` (``stackone.directory_refresh_seconds``),
+50,000 at most (the oldest go first; ~440 bytes each, 22 MB), and dropped for an account whenever
+its directory is refreshed, so a user deleted and created again in the LMS is not written to under
+the old id until a restart. A write answered 404 for a user id we knew asks
+:meth:`People.look_again`: the old id is forgotten (memory and directory) and the person is looked
+up afresh, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +37,7 @@ class People:
         *,
         refresh_after: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_remembered: int = 50_000,
     ) -> None:
         self._directory = directory
         self._accounts = accounts
@@ -42,8 +45,14 @@ class People:
         self._refresh_after = timedelta(seconds=refresh_after)
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
-        self._cache: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> (user id, when found)
+        # -> (user id, when found), oldest first: expired ids go from the front as new ones come in
+        self._cache: OrderedDict[tuple[str, str], tuple[str, datetime]] = OrderedDict()
+        self._max_remembered = max_remembered
         self._lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
+
+    def __len__(self) -> int:
+        """How many people's ids are held in memory."""
+        return len(self._cache)
 
     async def resolve(self, account: str, email: str) -> str:
         """The StackOne user id of ``email`` on ``account``; raises ParkRecord(user_not_found).
@@ -90,7 +99,14 @@ class People:
         return user_id
 
     def _remember(self, key: tuple[str, str], user_id: str) -> None:
-        self._cache[key] = (user_id, self._clock())
+        """Hold ``key``'s id, then let go of those older than the refresh interval, and of the
+        oldest past ``max_remembered``: ids of people never asked for again are not kept for ever."""
+        now = self._clock()
+        cache = self._cache
+        cache[key] = (user_id, now)
+        cache.move_to_end(key)
+        while len(cache) > self._max_remembered or now - next(iter(cache.values()))[1] >= self._refresh_after:
+            cache.popitem(last=False)
 
     def _forget(self, key: tuple[str, str], done: asyncio.Future[str]) -> None:
         self._lookups.pop(key, None)

@@ -97,3 +97,38 @@ async def test_a_404_for_a_known_user_id_looks_the_person_up_again_once(
         f"/unified/lms/users/{new}/assignments",
     ]
     assert stackone.violations == []
+
+
+async def test_ids_held_in_memory_are_let_go_once_they_expire_or_past_a_bound(
+    repo: Repository, stackone_spec: Path
+) -> None:
+    """A long-running worker meets ever new people: the ids it holds in memory are dropped once older
+    than ``directory_refresh_seconds`` even if those people never come back (before, they were
+    dropped only when looked up again: a worker meeting a million people held a million ids), and
+    never more than ``max_remembered`` at once, the oldest going first."""
+    lms = StackOneStandIn(api_key=STACKONE_KEY, spec_path=stackone_spec)
+    await lms.start()
+    now = [datetime(2026, 6, 1, 12, tzinfo=UTC)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = StackOneClient(session, StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY), user_agent="t")
+            people = People(repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0])
+            emails = [f"person{i}@acme.example" for i in range(6)]
+            ids = [lms.add_user(ACCOUNT, email) for email in emails]
+            for email in emails[:4]:
+                await people.resolve(ACCOUNT, email)
+                now[0] += timedelta(seconds=100)
+            assert len(people) == 4
+            now[0] += timedelta(seconds=600)  # the first is 1,000 s old, the second 900, the others younger
+            assert await people.resolve(ACCOUNT, emails[4]) == ids[4]
+            assert len(people) == 3  # persons 2, 3 and 4: 0 and 1 expired though never asked for again
+
+            bounded = People(
+                repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0], max_remembered=2
+            )
+            for email, user_id in zip(emails, ids, strict=True):
+                assert await bounded.resolve(ACCOUNT, email) == user_id
+            assert len(bounded) == 2
+            assert await bounded.resolve(ACCOUNT, emails[0]) == ids[0]  # from the directory again
+    finally:
+        await lms.close()
