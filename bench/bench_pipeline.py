@@ -104,6 +104,7 @@ def config(tmp: Path, port: int, prefix: str, stackone_url: str, name: str) -> P
             platform = "exec"
             secrets = ["{SECRET}"]
             accounts = ["{ACCOUNT}"]
+            tolerance_seconds = 3600  # the requests are signed before the load: a soak outlasts 300 s
             """
         )
     )
