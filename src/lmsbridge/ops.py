@@ -26,7 +26,7 @@ from lmsbridge.storage.migrate import require_current_schema, schema_behind, upg
 async def migrate(settings: Settings, *, wait: float = 0.0) -> int:
     """Bring the database schema to the newest revision, waiting up to ``wait`` seconds for the
     database to be reachable (a migration job started beside its database)."""
-    repo = Repository(create_engine(settings.database_url.get_secret_value()))
+    repo = Repository(create_engine(settings.database_url.get_secret_value(), bounded=False))
     try:
         await upgrade_when_reachable(repo.engine, wait=wait)
     finally:

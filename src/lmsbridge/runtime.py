@@ -94,9 +94,13 @@ class Runtime:
         """Start the configured parts. The worker waits up to ``wait`` seconds (default a minute) for
         the database, then as long again for the broker; the receiver waits for neither."""
         if self.with_worker:
-            self.repo = Repository(create_engine(self.settings.database_url.get_secret_value()))
-            await upgrade_when_reachable(self.repo.engine, wait=wait if wait is not None else 60.0)
-            await self.repo.engine.dispose()  # on SQLite only migrations use it: the repository has its own thread
+            url = self.settings.database_url.get_secret_value()
+            self.repo = Repository(create_engine(url))
+            migrating = create_engine(url, bounded=False)  # a migration may take longer than a statement may
+            try:
+                await upgrade_when_reachable(migrating, wait=wait if wait is not None else 60.0)
+            finally:
+                await migrating.dispose()
         await self.broker.start(wait=wait if wait is not None else (60.0 if self.with_worker else None))
         if self.with_worker:
             await self._start_worker()

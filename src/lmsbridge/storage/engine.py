@@ -17,6 +17,10 @@ READ_ONLY = "lmsbridge_read_only"
 LOCK_WAIT = 30.0
 """Seconds a write waits for SQLite's lock before it fails (``database is locked``)."""
 _WAIT_FOR_LOCK = f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}"
+STATEMENT_WAIT = LOCK_WAIT
+"""Seconds a PostgreSQL statement may take before it fails (asyncpg cancels it), as long as a SQLite
+write waits for its lock. Unbounded, a lock held by another session (an operator's transaction left
+open) or a server out of reach stopped every write, without a line in the log, for as long as it lasted."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -24,8 +28,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, echo: bool = False, bounded: bool = True) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``.
+
+    On PostgreSQL a statement fails after :data:`STATEMENT_WAIT` seconds (``bounded=False``: never,
+    for migrations, which may rightly take longer).
 
     ``synchronous=FULL`` because a message is acked after the commit: a commit lost to a power
     cut would be a lost event. ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start of a write
@@ -33,7 +40,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     deadlocking; a connection marked :data:`READ_ONLY` begins deferred and takes no lock.
     """
     if not is_sqlite(url):
-        return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        connect_args = {"command_timeout": STATEMENT_WAIT} if bounded else {}
+        return create_async_engine(
+            url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+        )
     # One connection: SQLite has one writer at a time anyway, and waiting for the pool (in
     # asyncio) is far cheaper than waiting in SQLite's busy handler, which sleeps.
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lmsbridge.domain import Rank, RecordState
 from lmsbridge.errors import DeadLetter, InfrastructureFault
 from lmsbridge.storage.database import is_data_error, open_database
+from lmsbridge.storage.engine import STATEMENT_WAIT
 from lmsbridge.storage.group_commit import GroupCommit
 
 P = ParamSpec("P")
@@ -87,6 +88,11 @@ def guard(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any,
             if is_data_error(exc):
                 raise DeadLetter(UNSTORABLE, f"the database refused the data: {_complaint(exc)}") from exc
             raise InfrastructureFault(f"database: {fault_name(exc)}") from exc
+        except TimeoutError as exc:  # asyncpg's command_timeout
+            raise InfrastructureFault(
+                f"database: no answer within {STATEMENT_WAIT:g} s"
+                " (a lock another session holds, or the server out of reach)"
+            ) from exc
         except OSError as exc:
             raise InfrastructureFault(f"database: {exc.strerror or type(exc).__name__}") from exc
 

@@ -1,0 +1,58 @@
+"""A lock another session holds on PostgreSQL: the worker's writes wait a bounded time, say so, and retry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from structlog.testing import capture_logs
+
+from lmsbridge.storage.engine import STATEMENT_WAIT
+from lmsbridge.testing.stackone import StackOneStandIn
+from tests.delivery.conftest import Sender, Start, assign
+from tests.pipeline.conftest import ACCOUNT, SettingsFactory, settled
+
+PEOPLE = [f"locked{i}@acme.example" for i in range(5)]
+
+
+async def test_a_table_locked_by_another_session_fails_writes_after_a_bound_then_they_land(
+    make_settings: SettingsFactory, stackone: StackOneStandIn, start_runtime: Start, sender_for: Sender, pg_url: str
+) -> None:
+    """An operator's session holds a lock on ``records`` (a transaction left open in psql). The
+    worker's write waits ``STATEMENT_WAIT`` (30 s), then fails as a database fault, logged as
+    ``event.retried`` naming the wait (before: it waited for as long as the lock was held, without
+    a line in the log). Once the lock is released every assignment reaches the LMS once."""
+    for email in PEOPLE:
+        stackone.add_user(ACCOUNT, email)
+    runtime = await start_runtime(make_settings(database_url=pg_url))
+    sender = sender_for(runtime)
+    parts = urlsplit(pg_url)
+    holder = await asyncpg.connect(f"postgresql://{parts.netloc}{parts.path}")
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute("LOCK TABLE records IN SHARE ROW EXCLUSIVE MODE")  # blocks writes, not reads
+        with capture_logs() as logs:
+            started = time.monotonic()
+            for i, email in enumerate(PEOPLE):
+                await assign(sender, email, scenario=f"locked-{i}")
+            retried: list[MutableMapping[str, Any]] = []
+            while not retried and time.monotonic() - started < STATEMENT_WAIT + 15:
+                await asyncio.sleep(0.5)
+                retried = [e for e in logs if e["event"] == "event.retried"]
+            waited = time.monotonic() - started
+            await locked.rollback()
+    finally:
+        await holder.close()
+    assert retried, "the worker waited on the lock without failing or logging anything"
+    assert f"no answer within {STATEMENT_WAIT:g} s" in str(retried[0]["error"])
+    assert STATEMENT_WAIT - 1 <= waited <= STATEMENT_WAIT + 15
+    assert stackone.assignments(ACCOUNT) == []  # nothing was written while the lock was held
+    counts = await settled(runtime, timeout=30)
+    written = [(a["user_id"], a["body"]["learning_object_external_reference"]) for a in stackone.assignments(ACCOUNT)]
+    assert len(written) == len(set(written)) == len(PEOPLE)
+    assert counts == {ACCOUNT: {"synced": len(PEOPLE)}}
