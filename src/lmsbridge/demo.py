@@ -47,6 +47,8 @@ TEAM = [f"{first}.{last}@acme.example" for first, last in [
     ("jane", "smith"), ("omar", "haddad"), ("li", "wei"), ("ana", "souza"), ("tom", "berg"), ("eva", "novak"),
     ("raj", "patel"), ("mia", "rossi"), ("ken", "sato"), ("zoe", "martin"), ("ivan", "petrov"), ("ada", "okafor"),
 ]]  # fmt: skip
+REFUSED_FOR = 30.0
+"""Seconds the demo posts a webhook again while the receiver answers 429 or 503, before giving up."""
 SCENARIOS = [("discovery-call", "Discovery Call"), ("pricing-objection", "Pricing Objection"), ("renewal", "Renewal")]
 
 
@@ -150,11 +152,13 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
             await platform.close()
             return 1
         started = time.perf_counter()
+        refused: str | None = None
         try:
-            statuses = await _send(console, runtime, batch)
-            settled = await _wait_for_sync(console, runtime)
-            assert runtime.repo is not None
-            counts = await runtime.repo.stats.status_counts()
+            statuses, refused = await _send(console, runtime, batch)
+            if refused is None:
+                settled = await _wait_for_sync(console, runtime)
+                assert runtime.repo is not None
+                counts = await runtime.repo.stats.status_counts()
         finally:
             await runtime.stop()
             await _delete_topology(settings)
@@ -162,6 +166,12 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
     _report(console, stackone, people, statuses, elapsed)
     await stackone.close()
     await platform.close()
+    if refused is not None:
+        console.print(
+            f"[red]lmsbridge demo: the receiver kept refusing webhooks for {REFUSED_FOR:g} s, the last"
+            f" answer {refused}[/red]"
+        )
+        return 1
     records = sum(sum(per.values()) for per in counts.values())
     synced = sum(per.get(SYNCED, 0) for per in counts.values())
     in_lms = len(stackone.assignments())
@@ -175,9 +185,17 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
     return 1
 
 
-async def _send(console: Console, runtime: Runtime, batch: list[tuple[str, dict[str, Any]]]) -> dict[int, int]:
+async def _send(
+    console: Console, runtime: Runtime, batch: list[tuple[str, dict[str, Any]]]
+) -> tuple[dict[int, int], str | None]:
+    """Post the batch, each webhook again while it is answered 429 or 503, as a platform would.
+
+    Returns each final status's count, and what the receiver said when it kept refusing for
+    :data:`REFUSED_FOR` seconds (a RabbitMQ alarm), the rest then left unsent; else None.
+    """
     statuses: dict[int, int] = {}
     url = f"http://127.0.0.1:{runtime.port}"
+    refused_since: float | None = None
     async with aiohttp.ClientSession() as session:
         sender = WebhookSender(url, SECRET, session=session)
         with Progress(
@@ -185,10 +203,23 @@ async def _send(console: Console, runtime: Runtime, batch: list[tuple[str, dict[
         ) as progress:
             task = progress.add_task("send", total=len(batch))
             for source, envelope in batch:
-                status, _ = await sender.post(source, envelope)
+                status, body = await sender.post(source, envelope)
+                while status in (429, 503):
+                    refused_since = refused_since or time.monotonic()
+                    if time.monotonic() - refused_since >= REFUSED_FOR:
+                        statuses[status] = statuses.get(status, 0) + 1
+                        error = body.get("error") if isinstance(body, dict) else None
+                        message = error.get("message") if isinstance(error, dict) else None
+                        said = f"{status} ({message})" if message else str(status)
+                        if runtime.broker.blocked:
+                            said += ": RabbitMQ is blocking publishers (a memory or disk alarm: `rabbitmqctl status`)"
+                        return statuses, said
+                    await asyncio.sleep(1.0)
+                    status, body = await sender.post(source, envelope)
+                refused_since = None
                 statuses[status] = statuses.get(status, 0) + 1
                 progress.advance(task)
-    return statuses
+    return statuses, None
 
 
 async def _wait_for_sync(console: Console, runtime: Runtime, timeout: float = 120.0) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,34 @@ async def test_a_retry_during_a_memory_alarm_waits_in_the_worker_and_lands_after
     worker = [entry for entry in logs if not entry["event"].startswith("webhook.")]
     assert [entry["event"] for entry in worker if "RabbitMQ" in str(entry.get("error", ""))] == []
     assert any(entry["event"] == "broker.blocked_wait" for entry in logs)
+
+
+@pytest.mark.serial  # raises RabbitMQ's memory alarm for every test running beside it
+def test_the_demo_posts_again_through_a_short_alarm_and_names_a_long_one(tmp_path: Path, amqp_url: str) -> None:
+    """`lmsbridge demo` under a RabbitMQ alarm posts each refused webhook again, as a platform would:
+    an alarm that clears within seconds costs only time (exit 0, every record in the LMS); one that
+    lasts stops it after 30 s of 503s with exit 1, naming the receiver's reason (before: each webhook
+    got one 503, then it waited two minutes for the sync of nothing and said "0 of 0 records")."""
+    command = [sys.executable, "-m", "lmsbridge.cli", "demo", "--events", "8", "--amqp-url", amqp_url]
+    before = memory_watermark()
+    try:
+        set_memory_watermark(0.0001)
+        demo = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(10)
+        set_memory_watermark(before)
+        out, _ = demo.communicate(timeout=150)
+        set_memory_watermark(0.0001)
+        started = time.monotonic()
+        result = lmsbridge("demo", "--events", "8", "--amqp-url", amqp_url, cwd=tmp_path)
+        took = time.monotonic() - started
+    finally:
+        set_memory_watermark(before)
+    assert demo.returncode == 0, out[-3000:]
+    assert "every record reached the LMS" in " ".join(out.split())
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 1, said[-3000:]
+    assert (
+        "lmsbridge demo: the receiver kept refusing webhooks for 30 s, the last answer 503 (the event"
+        " could not be queued; retry later): RabbitMQ is blocking publishers (a memory or disk alarm"
+    ) in said
+    assert took < 55
