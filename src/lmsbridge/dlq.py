@@ -15,7 +15,7 @@ from aio_pika.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 from rich.console import Console
 from rich.table import Table
 
-from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.broker.dead import DeadLetters, Replayed
 from lmsbridge.broker.topology import Names
 from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import Settings
@@ -69,10 +69,17 @@ async def show(settings: Settings, message_id: str) -> int:
 
 
 async def replay(settings: Settings, message_id: str | None) -> int:
-    """Send dead letters back to their queues."""
-    n = await _ask(settings, _dlq(settings).replay(message_id), 0)
-    print(f"lmsbridge: replayed {n} message(s)")
-    return 0 if n or message_id is None else 1
+    """Send dead letters back to their queues; 1 when one was asked for and not sent, or some stayed
+    dead because no queue takes them."""
+    done = await _ask(settings, _dlq(settings).replay(message_id), Replayed())
+    print(f"lmsbridge: replayed {done.sent} message(s)")
+    for key, n in sorted(done.unroutable.items()):
+        print(
+            f"lmsbridge: {n} message(s) for {key} left in the dead-letter queue: no queue takes them"
+            " (an account or source no longer in the settings, or its queue deleted: a worker declares it)",
+            file=sys.stderr,
+        )
+    return 0 if (done.sent or message_id is None) and not done.unroutable else 1
 
 
 async def purge(settings: Settings) -> int:

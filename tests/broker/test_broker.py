@@ -192,7 +192,7 @@ async def test_dead_letters_can_be_listed_shown_and_replayed(broker: Broker, amq
     shown = await dlq.show("sync:9:acc-1")
     assert shown is not None
     assert "bad due_date" in shown.error
-    assert await dlq.replay("sync:9:acc-1") == 1
+    assert (await dlq.replay("sync:9:acc-1")).sent == 1
     assert await dlq.list() == []
     back = decode(await _get(amqp_url, names.sync("acc-1")))
     assert back.sync == SyncTask(9, "acc-1")

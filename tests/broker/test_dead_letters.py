@@ -27,10 +27,10 @@ async def broker(amqp_url: str, broker_prefix: str, request: pytest.FixtureReque
     await b.close()
 
 
-async def kill(broker: Broker, record_ids: range) -> None:
+async def kill(broker: Broker, record_ids: range, account: str = "acc-1") -> None:
     """Dead-letter a sync task for each record, in order, as the worker does after a 422."""
     for rid in record_ids:
-        task = SyncTask(rid, "acc-1")
+        task = SyncTask(rid, account)
         await broker.publish_dead_sync(
             task, correlation_id="c", received_at=1.0, attempt=3, reason="stackone_422", error="bad due_date"
         )
@@ -64,7 +64,7 @@ async def test_replay_all_sends_each_dead_letter_of_its_start_back_once_in_order
     replaying = asyncio.create_task(dlq.replay(None))
     await sending_back(amqp_url, Names(broker_prefix).sync("acc-1"))  # it has counted what it replays
     await kill(broker, range(1001, 1031))
-    assert await replaying == 450
+    assert (await replaying).sent == 450
     assert await synced(amqp_url, broker_prefix) == list(range(1, 451))
     assert [m.message_id for m in await dlq.list(limit=1000)] == [f"sync:{i}:acc-1" for i in range(1001, 1031)]
 
@@ -87,6 +87,26 @@ async def test_walks_find_the_last_dead_letter_and_leave_every_one_in_order(
     assert shown is not None
     assert (shown.reason, shown.error, shown.attempt) == ("stackone_422", "bad due_date", 3)
     assert sorted(m.message_id for m in await dlq.list(limit=100)) == sorted(every)
-    assert await dlq.replay("sync:20:acc-1") == 1
+    assert (await dlq.replay("sync:20:acc-1")).sent == 1
     assert await synced(amqp_url, broker_prefix) == [20]
     assert sorted(m.message_id for m in await dlq.list(limit=100)) == sorted(set(every) - {"sync:20:acc-1"})
+
+
+async def test_dead_letters_whose_queue_is_gone_stay_dead_and_the_rest_go_back(
+    broker: Broker, amqp_url: str, broker_prefix: str
+) -> None:
+    """Replaying sync tasks of an account no longer in the settings (its queue gone): RabbitMQ
+    cannot route them, so they stay in the dead-letter queue, counted by queue, while the others go
+    back; more of them than a replay window does not stop the replay (before: the first one ended
+    it with a PublishError, a traceback from `dlq replay`)."""
+    await kill(broker, range(1, 251), account="acc-gone")
+    await kill(broker, range(251, 281))
+    dlq = DeadLetters(amqp_url, broker_prefix)
+    one = await dlq.replay("sync:7:acc-gone")
+    assert (one.sent, one.unroutable) == (0, {"sync.acc-gone": 1})
+    every = await dlq.replay(None)
+    assert (every.sent, every.unroutable) == (30, {"sync.acc-gone": 250})
+    assert await synced(amqp_url, broker_prefix) == list(range(251, 281))
+    left = await dlq.list(limit=1000)
+    assert sorted(m.message_id for m in left) == sorted(f"sync:{i}:acc-gone" for i in range(1, 251))
+    assert {(m.reason, m.error, m.attempt) for m in left} == {("stackone_422", "bad due_date", 3)}

@@ -138,6 +138,27 @@ async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, 
     assert lmsbridge("--config", config, "dlq", "replay", "no-such-id").returncode == 1
 
 
+async def test_dlq_replay_of_a_dead_letter_no_queue_takes_keeps_it_and_says_why(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """`dlq replay --all` of a sync task whose queue is gone (its account taken out of the settings):
+    exit 1 and one line naming the queue and why, no traceback; the dead letter is still listed."""
+    await dead_letter(amqp_url, broker_prefix, 5)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        await (await connection.channel()).queue_delete(Names(broker_prefix).sync("acc-1"))
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    result = lmsbridge("--config", config, "dlq", "replay", "--all")
+    assert result.returncode == 1
+    assert result.stdout.strip() == "lmsbridge: replayed 0 message(s)"
+    assert result.stderr.startswith(
+        "lmsbridge: 1 message(s) for sync.acc-1 left in the dead-letter queue: no queue takes them"
+    )
+    assert "Traceback" not in result.stderr
+    listed = json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout)
+    assert [(row["message_id"], row["reason"]) for row in listed] == [("sync:5:acc-1", "stackone_422")]
+
+
 async def test_dlq_purge_asks_and_without_an_answer_purges_nothing(
     tmp_path: Path, amqp_url: str, broker_prefix: str
 ) -> None:

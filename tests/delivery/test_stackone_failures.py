@@ -226,14 +226,14 @@ async def test_422_dead_letters_with_the_provider_message_and_replay_lands_it(
     assert record_count(runtime, "dead_lettered") == 1
 
     # The provider's data is fixed (the stand-in no longer fails): the operator replays.
-    assert await dead_letters.replay(None) == 1
+    assert (await dead_letters.replay(None)).sent == 1
     assert await dead_letters.list() == []
 
     async def landed() -> bool:
         return len(stackone.assignments(ACCOUNT)) == 1 and await sync_status(runtime, ACCOUNT) == {"synced": 1}
 
     await wait_for(landed, timeout=5, what="the replayed record to land")
-    assert await dead_letters.replay(None) == 0  # nothing left: a second replay is a no-op
+    assert (await dead_letters.replay(None)).sent == 0  # nothing left: a second replay is a no-op
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     _one_assignment(stackone, ACCOUNT, jane)
     assert stackone.conflicts == 0

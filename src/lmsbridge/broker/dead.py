@@ -21,16 +21,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import PublishError
 
 from lmsbridge.broker import codec
 from lmsbridge.broker.connection import connect_once
 from lmsbridge.broker.topology import Names
 from lmsbridge.errors import BrokerUnavailable
+
+
+@dataclass(slots=True)
+class Replayed:
+    """What a replay did: how many dead letters went back to their queues, and how many stayed dead
+    because no queue takes them any more, by the routing key they came with."""
+
+    sent: int = 0
+    unroutable: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Replayed) -> None:
+        """Count ``other``'s too."""
+        self.sent += other.sent
+        for key, n in other.unroutable.items():
+            self.unroutable[key] = self.unroutable.get(key, 0) + n
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchanges:
+    work: AbstractExchange  # where replayed messages go: their queue's routing key
+    dead: AbstractExchange  # the dead-letter queue's fanout, for what no queue takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,31 +192,36 @@ class DeadLetters:
                     return _describe(message)
         return None
 
-    async def replay(self, message_id: str | None) -> int:
+    async def replay(self, message_id: str | None) -> Replayed:
         """Send one message (every dead copy with that id), or all when ``message_id`` is None, back to
-        its queue; returns how many. Each dead copy is acked only once its replay is confirmed."""
+        its queue. Each dead copy is acked only once its replay is confirmed; one no queue takes (an
+        account or source no longer in the settings) is put back at the dead-letter queue's tail."""
         async with self._channel() as channel:
-            exchange = await channel.get_exchange(self._names.exchange)
+            exchanges = _Exchanges(
+                await channel.get_exchange(self._names.exchange),
+                await channel.get_exchange(self._names.dead_exchange),
+            )
             if message_id is None:
-                return await self._replay_all(channel, exchange)
+                return await self._replay_all(channel, exchanges)
             consumers: list[Consumer] = []
             matching = [m async for m in self._walk(channel, consumers=consumers) if m.message_id == message_id]
-            sent = await _send_back(exchange, matching)
+            replayed = await _send_back(exchanges, matching)
             for queue, tag in consumers:
                 await _acks_applied(queue, tag)
-            return sent
+            return replayed
 
-    async def _replay_all(self, channel: AbstractChannel, exchange: AbstractExchange) -> int:
+    async def _replay_all(self, channel: AbstractChannel, exchanges: _Exchanges) -> Replayed:
         """Consume the messages the queue held at the start, a window at a time, and send each back."""
+        replayed = Replayed()
         queue, ready = await self._queue(channel)
         if not ready:
-            return 0
+            return replayed
         await channel.set_qos(prefetch_count=REPLAY_WINDOW)
         arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         # Never cancelled: the channel's close ends it, and under a memory alarm RabbitMQ reads
         # nothing more from the connection, so a basic.cancel would wait for ever.
         tag = await queue.consume(arrived.put)
-        taken = replayed = 0
+        taken = 0
         while taken < ready:
             try:
                 batch = [await asyncio.wait_for(arrived.get(), IDLE_SECONDS)]
@@ -203,7 +230,7 @@ class DeadLetters:
             while len(batch) < REPLAY_WINDOW and taken + len(batch) < ready and not arrived.empty():
                 batch.append(arrived.get_nowait())
             taken += len(batch)
-            replayed += await _send_back(exchange, batch)
+            replayed.add(await _send_back(exchanges, batch))
         await _acks_applied(queue, tag)
         return replayed
 
@@ -226,19 +253,45 @@ async def _acks_applied(queue: AbstractQueue, tag: str) -> None:
     await asyncio.wait_for(queue.cancel(tag), ACKS_APPLIED_SECONDS)
 
 
-async def _send_back(exchange: AbstractExchange, batch: list[AbstractIncomingMessage]) -> int:
+async def _send_back(exchanges: _Exchanges, batch: list[AbstractIncomingMessage]) -> Replayed:
     """Publish each message of ``batch`` to its queue, attempts reset, all at once; ack each dead copy
-    whose publish was confirmed; then raise the first failure, if any. Returns how many were acked."""
-    results = await asyncio.gather(*(_republish(exchange, m) for m in batch), return_exceptions=True)
-    sent = 0
+    whose publish was confirmed. One RabbitMQ could not route is published again, unchanged, to the
+    dead-letter queue (its tail), and acked once that is confirmed: held unacked instead, a replay
+    window of them stopped the queue from delivering the rest. Then raise the first other failure."""
+    results = await asyncio.gather(*(_republish(exchanges.work, m) for m in batch), return_exceptions=True)
+    unroutable = [m for m, r in zip(batch, results, strict=True) if isinstance(r, PublishError)]
+    kept = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in unroutable), return_exceptions=True)
+    replayed = Replayed()
     for message, result in zip(batch, results, strict=True):
         if result is None:
             await message.ack()
-            sent += 1
-    failed = next((r for r in results if isinstance(r, BaseException)), None)
+            replayed.sent += 1
+    for message, result in zip(unroutable, kept, strict=True):
+        if result is None:
+            await message.ack()
+            key = _death(message)[1]
+            replayed.unroutable[key] = replayed.unroutable.get(key, 0) + 1
+    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, PublishError)]
+    failed = next(iter([*failures, *(r for r in kept if isinstance(r, BaseException))]), None)
     if failed is not None:
         raise failed
-    return sent
+    return replayed
+
+
+async def _keep_dead(dead_exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
+    """Publish ``message`` to the dead-letter queue again as it is (reason, error, attempts)."""
+    await dead_exchange.publish(
+        aio_pika.Message(
+            message.body,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=dict(message.headers or {}),
+        ),
+        "",
+        timeout=10,
+    )
 
 
 async def _republish(exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
