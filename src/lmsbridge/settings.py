@@ -201,7 +201,7 @@ class BrokerSettings(_Section):
         900.0,
         gt=0,
         description="a record pending this many seconds without a change or a live lease is queued again "
-        "(its message was lost); repeats are harmless",
+        "(its message was lost), unless its account's sync queue holds messages; repeats are harmless",
     )
     sweep_interval: float = Field(60.0, gt=0, description="seconds between two sweeps for lost records")
     queue_type: Literal["quorum", "classic"] = "quorum"

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
+from structlog.testing import capture_logs
 
 from lmsbridge.broker.codec import SyncTask
 from lmsbridge.broker.dead import DeadLetters
@@ -183,3 +184,38 @@ async def test_a_task_delivered_49_times_is_dead_lettered_by_lmsbridge_with_the_
     [letter] = await dead_letters.list()
     assert letter.reason == "delivery_limit"
     assert stackone.assignments() == []
+
+
+async def test_records_waiting_in_their_accounts_queue_are_not_swept_as_lost(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """An account paused while 20 assignments arrive holds 20 sync tasks in its queue; resumed, it
+    drains at the rate limit (4 requests a second here) for five times ``sweep_after``. Its pending
+    records are not lost, only queued: the sweeper leaves them while the account's queue holds
+    messages (before: each ``sweep_after`` it queued every one still waiting again, dozens of
+    copies, each logged as a lost message). Every assignment lands once."""
+    people = [f"queued{i}@acme.example" for i in range(20)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    settings = make_settings(
+        broker={"sweep_after": 3.0, "sweep_interval": 0.3, "prefetch": 1},  # in hand: under a second
+        stackone={"rate_limit_per_minute": 240},
+        worker={"pause_probe_seconds": 1.0},
+    )
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    with capture_logs() as logs:
+        stackone.disable_account(ACCOUNT)
+        for i, email in enumerate(people):
+            await assign(sender, email, scenario=f"queued-{i}")
+
+        async def all_queued() -> bool:
+            depths = await runtime.update_queue_depths()
+            return depths[Names(settings.broker.prefix).sync(ACCOUNT)] == len(people)
+
+        await wait_for(all_queued, timeout=15, what="20 sync tasks in the paused account's queue")
+        stackone.enable_account(ACCOUNT)
+        assert await settled(runtime, timeout=120) == {ACCOUNT: {"synced": len(people)}}
+    assert [e for e in logs if e["event"] == "sync.swept"] == []
+    written = [(a["user_id"], a["body"]["learning_object_external_reference"]) for a in stackone.assignments(ACCOUNT)]
+    assert len(written) == len(set(written)) == len(people)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import aio_pika
 import aiormq
@@ -257,6 +257,25 @@ class Broker:
         if prefetch is not None:
             await channel.set_qos(prefetch_count=prefetch)
         return channel
+
+    async def queued_syncs(self, accounts: Iterable[str]) -> set[str]:
+        """Those of ``accounts`` whose sync queue holds messages ready for a consumer;
+        BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
+        names = self._require().names
+        try:
+            channel = await self.channel()
+            try:
+                queued = set()
+                for account in sorted(accounts):
+                    queue = await channel.declare_queue(names.sync(account), passive=True)
+                    if queue.declaration_result.message_count:
+                        queued.add(account)
+                return queued
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable(f"RabbitMQ: reading the sync queues' depths: {type(exc).__name__}") from exc
 
     async def _consuming_connection(self) -> AbstractRobustConnection:
         """A consumers' connection with room for another channel (robust: once made, it reconnects

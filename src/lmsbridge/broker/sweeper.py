@@ -7,6 +7,11 @@ dead letter whose bookkeeping failed), nothing would ever sync the record again.
 paused, unchanged for ``sweep_after`` seconds and without a live lease, and publishes a
 sync task for each. A record that did have a message is then synced twice, which the leases
 and the "what is still missing" rule make harmless.
+
+An account whose sync queue holds messages is left alone: its pending records are most likely
+queued, not lost (a backlog draining at the rate limit after a long pause). Swept anyway, each
+``sweep_after`` queued every record still waiting once more, and logged each as a lost message;
+a record truly lost there is swept once the queue has drained.
 """
 
 from __future__ import annotations
@@ -48,21 +53,27 @@ class Sweeper:
     ) -> None:
         self._leases = leases
         self._broker = broker
+        self._queued = broker.queued_syncs
         self._after = settings.sweep_after
         self._interval = settings.sweep_interval
         self._accounts = accounts
 
     async def sweep(self) -> int:
-        """One pass; returns how many records were queued again."""
+        """One pass; returns how many stale records it looked at (those of accounts with messages
+        queued left for the next pass, once ``sweep_after`` has passed again)."""
         now = time.time()
         unchanged_since = datetime.now(UTC) - timedelta(seconds=self._after)
         found = await self._leases.stale_pending(self._accounts(), unchanged_since=unchanged_since, now=now)
-        for record_id, account in found:
+        if not found:
+            return 0
+        queued = await self._queued({account for _, account in found})
+        lost = [(record_id, account) for record_id, account in found if account not in queued]
+        for record_id, account in lost:
             await self._broker.publish_sync(
                 SyncTask(record_id, account), correlation_id=f"sweep-{record_id}", received_at=now
             )
-        if found:
-            log.warning("sync.swept", records=len(found))
+        if lost:
+            log.warning("sync.swept", records=len(lost))
         return len(found)
 
     async def run(self) -> None:
