@@ -90,3 +90,21 @@ async def test_passes_seen_aggregates_and_the_lease(stores: tuple[Repository, Re
     assert await store.take_lease("periodic", "a", 100.0, 10.0)
     assert not await store.take_lease("periodic", "b", 101.0, 10.0)
     assert await store.take_lease("periodic", "b", 111.0, 10.0)
+
+
+async def test_reads_for_a_whole_organisation_fit_the_databases_parameter_limits(
+    stores: tuple[Repository, ReconcileStore],
+) -> None:
+    """A platform listing 40,000 assignments, and an organisation-wide assignment of 20,000 people
+    (40,000 values as (object, person) pairs), are read in one call each: asyncpg refuses a
+    statement with more than 32,767 values (SQLite builds may stop at 32,766), which failed the
+    whole reconcile pass of such a source, every time."""
+    repo, store = stores
+    event = team({"a@x.example": 100, "b@x.example": 10})
+    await repo.intake.ingest([(event, event.people)], {"sec": ["acc"]})
+    ids = [f"asg-{i}" for i in range(40_000)] + ["asg-team"]
+    assert await store.held("sec", ids) == {"asg-team": (2, 1)}
+    keys = [(REF, f"p{i}@x.example") for i in range(20_000)] + [(REF, "b@x.example")]
+    states = await store.states("sec", keys)
+    assert list(states) == [(REF, "b@x.example")]
+    assert states[(REF, "b@x.example")].progress == 10

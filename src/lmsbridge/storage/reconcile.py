@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,13 +81,13 @@ class ReconcileStore:
         """The local state of each (learning object, person) of ``source`` that has a record."""
         if not keys:
             return {}
-        stmt = select(records).where(
-            records.c.source == source,
-            tuple_(records.c.learning_object_ref, records.c.person_key).in_(list(set(keys))),
-        )
+        pair = tuple_(records.c.learning_object_ref, records.c.person_key)
+        statements = [
+            select(records).where(records.c.source == source, pair.in_(chunk)) for chunk in _chunks(sorted(set(keys)))
+        ]
 
         def work(conn: Connection) -> dict[tuple[str, str], RecordState]:
-            rows = conn.execute(stmt).mappings().all()
+            rows = [row for stmt in statements for row in conn.execute(stmt).mappings()]
             return {(r["learning_object_ref"], r["person_key"]): record_state(r) for r in rows}
 
         return await self._db.read(work)
@@ -98,13 +98,16 @@ class ReconcileStore:
         if not assignment_ids:
             return {}
         done = func.sum(case((records.c.rank == int(Rank.COMPLETED), 1), else_=0))
-        stmt = (
+        statements = [
             select(records.c.assignment_id, func.count(), done)
-            .where(records.c.source == source, records.c.assignment_id.in_(list(assignment_ids)))
+            .where(records.c.source == source, records.c.assignment_id.in_(chunk))
             .group_by(records.c.assignment_id)
-        )
+            for chunk in _chunks(sorted(set(assignment_ids)))
+        ]
         return await self._db.read(
-            lambda conn: {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in conn.execute(stmt).all()}
+            lambda conn: {
+                str(r[0]): (int(r[1]), int(r[2] or 0)) for stmt in statements for r in conn.execute(stmt).all()
+            }
         )
 
     @guard
@@ -269,3 +272,15 @@ class ReconcileStore:
         """Give ``name`` back if ``owner`` holds it."""
         stmt = reconcile_lease.delete().where(and_(reconcile_lease.c.name == name, reconcile_lease.c.owner == owner))
         await self._db.write([lambda conn: conn.execute(stmt)])
+
+
+T = TypeVar("T")
+IN_CHUNK = 5_000
+"""Values in one ``IN (...)`` list at most: asyncpg refuses a statement with more than 32,767
+arguments (a pair is two), and SQLite builds may stop at 32,766. A platform listing 40,000
+assignments, or an organisation-wide assignment's 20,000 people, failed the whole pass."""
+
+
+def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
+    """``values`` in slices of :data:`IN_CHUNK`."""
+    return [values[i : i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK)]
