@@ -41,7 +41,7 @@ test: lint typecheck unit  ## what CI runs
 FAULT_EVENTS ?= 100000
 WORKERS ?= 1
 DATABASE ?= sqlite
-fault: install-test  ## the full-size fault-injection ledger (long); e.g. make fault WORKERS=3 DATABASE=postgres
+fault: install-test  ## the full-size fault-injection ledger (long); e.g. make fault WORKERS=3 DATABASE=postgres (or pgbouncer)
 	LMSBRIDGE_FAULT_EVENTS=$(FAULT_EVENTS) LMSBRIDGE_FAULT_WORKERS=$(WORKERS) LMSBRIDGE_FAULT_DATABASE=$(DATABASE) \
 		$(BIN)/pytest -m slow tests/faults -x -s
 

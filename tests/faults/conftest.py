@@ -38,10 +38,10 @@ import aiohttp
 import orjson
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from lmsbridge.broker.dead import DeadLetters, DeadMessage
 from lmsbridge.broker.topology import Names
+from lmsbridge.storage import create_engine
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import T0, WebhookSender, exec_assignment, exec_event
 from tests.conftest import remember_accounts
@@ -508,7 +508,7 @@ async def inject(
 
 async def _query(database_url: str, sql: str) -> list[Any]:
     """Rows of ``sql`` on the workers' database (SQLite in WAL mode or PostgreSQL: reading never blocks them)."""
-    engine = create_async_engine(database_url)
+    engine = create_engine(database_url)  # lmsbridge's: through PgBouncer, its statements as the workers'
     try:
         async with engine.connect() as conn:
             return list(await conn.execute(sa.text(sql)))

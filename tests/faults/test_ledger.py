@@ -11,12 +11,14 @@ request was on StackOne's spec.
 
 ``LMSBRIDGE_FAULT_EVENTS`` sets the number of events (300 for the CI run, 100000 for ``make fault``);
 ``LMSBRIDGE_FAULT_WORKERS`` the number of workers, and ``LMSBRIDGE_FAULT_DATABASE=postgres`` runs them
-on a fresh PostgreSQL database (``make fault WORKERS=3 DATABASE=postgres``). The CI run includes a
+on a fresh PostgreSQL database (``make fault WORKERS=3 DATABASE=postgres``; ``DATABASE=pgbouncer``
+through a PgBouncer in transaction mode, which must be installed). The CI run includes a
 small ledger with three workers on PostgreSQL, a kill hitting any of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import IO, Any
@@ -25,16 +27,21 @@ import pytest
 
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.faults.conftest import Run, run_ledger
+from tests.faults.pgbouncer import pgbouncer
 
 pytestmark = pytest.mark.serial  # stops RabbitMQ mid-run
 
 
-def database_from_env(request: pytest.FixtureRequest) -> str | None:
-    """A fresh PostgreSQL database when ``LMSBRIDGE_FAULT_DATABASE=postgres``, else None (a SQLite file)."""
+def database_from_env(request: pytest.FixtureRequest, stack: contextlib.ExitStack) -> str | None:
+    """A fresh PostgreSQL database when ``LMSBRIDGE_FAULT_DATABASE=postgres`` (through a PgBouncer in
+    transaction mode, held open by ``stack``, with ``pgbouncer``), else None (a SQLite file)."""
     kind = os.environ.get("LMSBRIDGE_FAULT_DATABASE", "sqlite")
-    if kind not in ("sqlite", "postgres"):
-        pytest.fail(f"LMSBRIDGE_FAULT_DATABASE={kind}: sqlite or postgres")
-    return str(request.getfixturevalue("pg_url")) if kind == "postgres" else None
+    if kind not in ("sqlite", "postgres", "pgbouncer"):
+        pytest.fail(f"LMSBRIDGE_FAULT_DATABASE={kind}: sqlite, postgres or pgbouncer")
+    if kind == "sqlite":
+        return None
+    url = str(request.getfixturevalue("pg_url"))
+    return stack.enter_context(pgbouncer(url)) if kind == "pgbouncer" else url
 
 
 def check(run: Run) -> None:
@@ -146,22 +153,23 @@ async def test_fault_ledger_full(
     """
     n = int(os.environ.get("LMSBRIDGE_FAULT_EVENTS", "100000"))
     workers = int(os.environ.get("LMSBRIDGE_FAULT_WORKERS", "1"))
-    run = await run_ledger(
-        n,
-        amqp_url=amqp_url,
-        prefix=broker_prefix,
-        stackone=faulty_stackone,
-        workdir=tmp_path,
-        log=run_log,
-        seed=2,
-        rate=max(20.0, n / 60.0),
-        concurrency=64,
-        kill_window=(0.05, 0.9),
-        log_level="warning",
-        timeout=600.0 + n * 0.2,
-        database_url=database_from_env(request),
-        workers=workers,
-    )
+    with contextlib.ExitStack() as stack:
+        run = await run_ledger(
+            n,
+            amqp_url=amqp_url,
+            prefix=broker_prefix,
+            stackone=faulty_stackone,
+            workdir=tmp_path,
+            log=run_log,
+            seed=2,
+            rate=max(20.0, n / 60.0),
+            concurrency=64,
+            kill_window=(0.05, 0.9),
+            log_level="warning",
+            timeout=600.0 + n * 0.2,
+            database_url=database_from_env(request, stack),
+            workers=workers,
+        )
     print(run.show(f"full, N={n}, {workers} worker(s), {os.environ.get('LMSBRIDGE_FAULT_DATABASE', 'sqlite')}"))
     check(run)
     assert faulty_stackone.violations == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -40,7 +41,9 @@ def create_engine(url: str, *, echo: bool = False, bounded: bool = True) -> Asyn
     deadlocking; a connection marked :data:`READ_ONLY` begins deferred and takes no lock.
     """
     if not is_sqlite(url):
-        connect_args = {"command_timeout": STATEMENT_WAIT} if bounded else {}
+        connect_args = _postgres_args(url)
+        if bounded:
+            connect_args["command_timeout"] = STATEMENT_WAIT
         return create_async_engine(
             url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
         )
@@ -49,6 +52,26 @@ def create_engine(url: str, *, echo: bool = False, bounded: bool = True) -> Asyn
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
     configure_sqlite(engine.sync_engine)
     return engine
+
+
+def _postgres_args(url: str) -> dict[str, Any]:
+    """asyncpg's arguments: each prepared statement named uniquely (never ``__asyncpg_stmt_1__``
+    twice on a server connection a pooler shares between clients), and with
+    ``?prepared_statement_cache_size=0`` in the URL, asyncpg's own statement cache off too.
+
+    The URL parameter is for PgBouncer in transaction mode (before 1.21, or without
+    ``max_prepared_statements``): a statement prepared in one transaction may be gone in the next,
+    on another server connection, and every write failed with ``prepared statement
+    "__asyncpg_stmt_..." does not exist``; so each statement is prepared where it runs.
+    """
+    args: dict[str, Any] = {"prepared_statement_name_func": _statement_name}
+    if make_url(url).query.get("prepared_statement_cache_size") == "0":
+        args["statement_cache_size"] = 0
+    return args
+
+
+def _statement_name() -> str:
+    return f"__lmsbridge_{uuid.uuid4().hex}__"
 
 
 def configure_sqlite(engine: Engine, *, durable: bool = True, poll_lock: bool = False) -> None:
