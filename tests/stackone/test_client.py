@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -309,3 +311,50 @@ async def test_a_few_empty_pages_before_rows_are_followed(make_client: ClientFac
         await runner.cleanup()
     assert rows == [{"id": "a-1"}]
     assert served == [None, "b", "c"]
+
+
+async def serve_pages(page: Callable[[int, str | None], dict[str, Any]]) -> tuple[web.AppRunner, list[str | None]]:
+    """A real server answering users' assignment listings with ``page(call number, next asked)``."""
+    asked: list[str | None] = []
+
+    async def listing(request: web.Request) -> web.Response:
+        asked.append(request.query.get("next"))
+        return web.json_response(page(len(asked), asked[-1]))
+
+    app = web.Application()
+    app.router.add_get("/unified/lms/users/{id}/assignments", listing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, asked
+
+
+async def test_a_listing_that_cycles_through_the_same_rows_stops_with_a_retry(make_client: ClientFactory) -> None:
+    """Pages of rows all read before, each with a new cursor (a provider going round in circles), end
+    the listing at the first such page, instead of reading the same rows for ever."""
+    runner, asked = await serve_pages(lambda n, _: {"data": [{"id": "a-1"}, {"id": "a-2"}], "next": f"c{n}"})
+    try:
+        client = make_client(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}")
+        with pytest.raises(RetryLater, match="every row of a page came on an earlier one"):
+            await client.list_user_assignments(ACCOUNT, "user-1")
+    finally:
+        await runner.cleanup()
+    assert asked == [None, "c1"]
+
+
+async def test_pages_sharing_a_row_are_all_read(make_client: ClientFactory) -> None:
+    """A page repeating one row of the page before (offsets shifting under a provider) among new
+    ones is read on: only a page of nothing but repeats stops a listing."""
+    pages: list[dict[str, Any]] = [
+        {"data": [{"id": "a-1"}, {"id": "a-2"}], "next": "b"},
+        {"data": [{"id": "a-2"}, {"id": "a-3"}], "next": "c"},
+        {"data": [{"id": "a-4"}], "next": None},
+    ]
+    runner, asked = await serve_pages(lambda n, _: pages[n - 1])
+    try:
+        client = make_client(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}")
+        rows = await client.list_user_assignments(ACCOUNT, "user-1")
+    finally:
+        await runner.cleanup()
+    assert [r["id"] for r in rows] == ["a-1", "a-2", "a-2", "a-3", "a-4"]
+    assert asked == [None, "b", "c"]

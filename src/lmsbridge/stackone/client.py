@@ -319,14 +319,22 @@ class StackOneClient:
     ) -> AsyncIterator[Any]:
         """Each page's JSON, following the cursor ``next`` until it is null or empty.
 
-        A short or even empty page may still name a next one, but a cursor seen before, or
-        :data:`EMPTY_PAGES_IN_A_ROW` empty pages in a row, mean the listing would never end: it
+        A short or even empty page may still name a next one, but a cursor seen before,
+        :data:`EMPTY_PAGES_IN_A_ROW` empty pages in a row, or a page whose every row came on an
+        earlier page (a provider going round in circles) mean the listing would never end: it
         stops with :class:`RetryLater` rather than holding its job (and the rate budget) forever.
         """
         seen: set[str] = set()
+        rows_seen: set[str] = set()
         empty = 0
         while True:
             data = await self._call(operation, account, "GET", path, params=params, user_scoped=user_scoped)
+            ids = _row_ids(data)
+            if ids and ids <= rows_seen:
+                raise RetryLater(
+                    f"StackOne {operation}: every row of a page came on an earlier one; the listing would never end"
+                )
+            rows_seen |= ids
             yield data
             cursor = data.get("next") if isinstance(data, dict) else None
             if not cursor:
@@ -434,6 +442,13 @@ class StackOneClient:
     def _observe(self, operation: str, status: int, started: float) -> None:
         if self._on_response is not None:
             self._on_response(operation, status, time.perf_counter() - started)
+
+
+def _row_ids(data: Any) -> set[str]:
+    """The ids of a page's rows; empty when it has no rows, or a row without a string id."""
+    rows = data.get("data") if isinstance(data, dict) else None
+    ids = [row.get("id") if isinstance(row, dict) else None for row in rows] if isinstance(rows, list) else []
+    return {i for i in ids if isinstance(i, str)} if ids and all(isinstance(i, str) for i in ids) else set()
 
 
 def _user_path(user_id: str, kind: str) -> str:
