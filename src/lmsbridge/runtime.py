@@ -287,9 +287,15 @@ class Runtime:
         """Forget old message ids and publish queue depths."""
         assert self.repo is not None
         retention = timedelta(days=self.settings.worker.inbox_retention_days)
+        failing = False
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.repo.intake.prune_inbox(datetime.now(UTC) - retention)
+                failing = False
+            except Exception as exc:  # tried again in 15 s; said once, not every 15 s
+                if not failing:
+                    log.warning("inbox.prune_failed", error=fault_name(exc.__cause__ or exc))
+                failing = True
             with contextlib.suppress(Exception):
                 await self.update_queue_depths()
             await asyncio.sleep(15.0)

@@ -64,6 +64,18 @@ async def test_prune_forgets_only_message_ids_processed_before_the_cutoff(repo: 
     assert await repo.stats.inbox_count() == 0
 
 
+async def test_prune_forgets_a_long_backlog_a_batch_at_a_time(repo: Repository) -> None:
+    """Twelve ids to forget at five a transaction: all twelve go (three batches), and none of the
+    ids processed after the cutoff."""
+    for i in range(12):
+        await repo.intake.ingest([(event(f"old-{i}"), event(f"old-{i}").people)], ACCOUNTS)
+    cutoff = datetime.now(UTC) + timedelta(milliseconds=1)
+    await asyncio.sleep(0.01)
+    await repo.intake.ingest([(event("new"), event("new").people)], ACCOUNTS)
+    assert await repo.intake.prune_inbox(cutoff, batch=5) == 12
+    assert await repo.stats.inbox_count() == 1
+
+
 async def test_a_lease_given_to_ingest_leases_only_the_rows_of_records_it_creates(repo: Repository) -> None:
     """With a lease, a new record's sync rows are stored leased to it and returned as the claim would read
     them; a later event on the same record, and a duplicate, lease nothing (their syncs claim as before)."""

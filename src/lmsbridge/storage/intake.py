@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, tuple_, update
 
 from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, RecordKey, RecordState
 from lmsbridge.domain.records import merge, state_from_event
@@ -30,6 +30,8 @@ from lmsbridge.storage.tables import content, inbox, records, sync_state
 
 __all__ = ["Intake"]
 
+PRUNE_BATCH = 5_000
+"""Message ids the inbox forgets in one transaction."""
 _RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "title_at", "assigned_at", "due_date")
 _RECORD_STATE += ("progress",)
 _RECORD_STATE += ("completed_at", "passed", "score")
@@ -221,10 +223,22 @@ class Intake:
         return SyncView(rid, account, key, state, synced, PENDING, 0, None, leased=True, version=1)
 
     @guard
-    async def prune_inbox(self, before: datetime) -> int:
-        """Forget message ids processed before ``before``; returns how many were removed."""
-        stmt = inbox.delete().where(inbox.c.processed_at < before)
-        return await self._sql.write(lambda conn: int(conn.execute(stmt).rowcount or 0))
+    async def prune_inbox(self, before: datetime, *, batch: int = PRUNE_BATCH) -> int:
+        """Forget message ids processed before ``before``, ``batch`` at a time, each batch a
+        transaction of its own; returns how many were removed.
+
+        One statement for them all held SQLite's write lock, every write of the workers waiting,
+        for as long as it ran, and on PostgreSQL met the statement bound (30 s) after a long stop or
+        a shorter retention, failing every time: the inbox then grew for good.
+        """
+        oldest = select(inbox.c.source, inbox.c.message_id).where(inbox.c.processed_at < before).limit(batch)
+        stmt = inbox.delete().where(tuple_(inbox.c.source, inbox.c.message_id).in_(oldest))
+        removed = 0
+        while True:
+            n = await self._sql.write(lambda conn: int(conn.execute(stmt).rowcount or 0))
+            removed += n
+            if n < batch:
+                return removed
 
 
 def _columns(state: RecordState) -> dict[str, Any]:
