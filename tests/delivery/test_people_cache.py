@@ -7,6 +7,7 @@ parked as ``user_not_found``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,18 @@ async def repo(sqlite_url: str) -> AsyncIterator[Repository]:
     await repository.close()
 
 
+@contextlib.asynccontextmanager
+async def lms_and_client(spec: Path, **standin: bool) -> AsyncIterator[tuple[StackOneStandIn, StackOneClient]]:
+    """A running StackOne stand-in and a client for it."""
+    lms = StackOneStandIn(api_key=STACKONE_KEY, spec_path=spec, **standin)
+    await lms.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield lms, StackOneClient(session, StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY), user_agent="t")
+    finally:
+        await lms.close()
+
+
 @pytest.mark.parametrize("filter_honoured", [True, False])
 async def test_a_directory_refresh_drops_the_ids_held_in_memory(
     repo: Repository, stackone_spec: Path, filter_honoured: bool
@@ -42,30 +55,24 @@ async def test_a_directory_refresh_drops_the_ids_held_in_memory(
     """Jane resolved, then deleted and created again in the LMS: after the account's directory refresh
     (and, without one, once ``directory_refresh_seconds`` has passed) she resolves to her new id.
     Runs against an LMS that honours ``filter[email]`` and one that ignores it."""
-    lms = StackOneStandIn(api_key=STACKONE_KEY, spec_path=stackone_spec, honour_email_filter=filter_honoured)
-    await lms.start()
     now = [datetime(2026, 6, 1, 12, tzinfo=UTC)]
-    try:
-        async with aiohttp.ClientSession() as session:
-            client = StackOneClient(session, StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY), user_agent="t")
-            people = People(repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0])
-            old = lms.add_user(ACCOUNT, JANE)
-            assert await people.resolve(ACCOUNT, JANE) == old
+    async with lms_and_client(stackone_spec, honour_email_filter=filter_honoured) as (lms, client):
+        people = People(repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0])
+        old = lms.add_user(ACCOUNT, JANE)
+        assert await people.resolve(ACCOUNT, JANE) == old
 
-            lms.delete_user(ACCOUNT, old)
-            new = lms.add_user(ACCOUNT, JANE)
-            now[0] += timedelta(seconds=1)
-            await people.refresh(ACCOUNT)
-            assert await people.resolve(ACCOUNT, JANE) == new
+        lms.delete_user(ACCOUNT, old)
+        new = lms.add_user(ACCOUNT, JANE)
+        now[0] += timedelta(seconds=1)
+        await people.refresh(ACCOUNT)
+        assert await people.resolve(ACCOUNT, JANE) == new
 
-            # Without a refresh: the id in memory expires after refresh_after, and the directory answers.
-            await repo.directory.save_users(ACCOUNT, [(JANE, "usr-newest")])
-            now[0] += timedelta(seconds=899)
-            assert await people.resolve(ACCOUNT, JANE) == new
-            now[0] += timedelta(seconds=2)
-            assert await people.resolve(ACCOUNT, JANE) == "usr-newest"
-    finally:
-        await lms.close()
+        # Without a refresh: the id in memory expires after refresh_after, and the directory answers.
+        await repo.directory.save_users(ACCOUNT, [(JANE, "usr-newest")])
+        now[0] += timedelta(seconds=899)
+        assert await people.resolve(ACCOUNT, JANE) == new
+        now[0] += timedelta(seconds=2)
+        assert await people.resolve(ACCOUNT, JANE) == "usr-newest"
 
 
 async def test_a_404_for_a_known_user_id_looks_the_person_up_again_once(
@@ -106,29 +113,23 @@ async def test_ids_held_in_memory_are_let_go_once_they_expire_or_past_a_bound(
     than ``directory_refresh_seconds`` even if those people never come back (before, they were
     dropped only when looked up again: a worker meeting a million people held a million ids), and
     never more than ``max_remembered`` at once, the oldest going first."""
-    lms = StackOneStandIn(api_key=STACKONE_KEY, spec_path=stackone_spec)
-    await lms.start()
     now = [datetime(2026, 6, 1, 12, tzinfo=UTC)]
-    try:
-        async with aiohttp.ClientSession() as session:
-            client = StackOneClient(session, StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY), user_agent="t")
-            people = People(repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0])
-            emails = [f"person{i}@acme.example" for i in range(6)]
-            ids = [lms.add_user(ACCOUNT, email) for email in emails]
-            for email in emails[:4]:
-                await people.resolve(ACCOUNT, email)
-                now[0] += timedelta(seconds=100)
-            assert len(people) == 4
-            now[0] += timedelta(seconds=600)  # the first is 1,000 s old, the second 900, the others younger
-            assert await people.resolve(ACCOUNT, emails[4]) == ids[4]
-            assert len(people) == 3  # persons 2, 3 and 4: 0 and 1 expired though never asked for again
+    async with lms_and_client(stackone_spec) as (lms, client):
+        people = People(repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0])
+        emails = [f"person{i}@acme.example" for i in range(6)]
+        ids = [lms.add_user(ACCOUNT, email) for email in emails]
+        for email in emails[:4]:
+            await people.resolve(ACCOUNT, email)
+            now[0] += timedelta(seconds=100)
+        assert len(people) == 4
+        now[0] += timedelta(seconds=600)  # the first is 1,000 s old, the second 900, the others younger
+        assert await people.resolve(ACCOUNT, emails[4]) == ids[4]
+        assert len(people) == 3  # persons 2, 3 and 4: 0 and 1 expired though never asked for again
 
-            bounded = People(
-                repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0], max_remembered=2
-            )
-            for email, user_id in zip(emails, ids, strict=True):
-                assert await bounded.resolve(ACCOUNT, email) == user_id
-            assert len(bounded) == 2
-            assert await bounded.resolve(ACCOUNT, emails[0]) == ids[0]  # from the directory again
-    finally:
-        await lms.close()
+        bounded = People(
+            repo.directory, repo.accounts, client, refresh_after=900.0, clock=lambda: now[0], max_remembered=2
+        )
+        for email, user_id in zip(emails, ids, strict=True):
+            assert await bounded.resolve(ACCOUNT, email) == user_id
+        assert len(bounded) == 2
+        assert await bounded.resolve(ACCOUNT, emails[0]) == ids[0]  # from the directory again

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from lmsbridge.testing.stackone import StackOneStandIn
-from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from tests.pipeline.conftest import ACCOUNT, SECRET, SettingsFactory
-from tests.pipeline.test_resilience import free_port, wait_ready, write_config
+from tests.pipeline.processes import one_webhook_then
 
 
 async def test_json_run_writes_one_json_object_per_line_including_library_lines(
@@ -22,26 +18,8 @@ async def test_json_run_writes_one_json_object_per_line_including_library_lines(
     object, the standard library's loggers (Alembic's migration lines) included, and no secret shows."""
     stackone.add_user(ACCOUNT, "json.logs@acme.example")
     settings = make_settings()
-    port = free_port()
-    config = tmp_path / "run.toml"
-    write_config(config, settings, port)
-    command = [sys.executable, "-m", "lmsbridge", "run", "--config", str(config), "--log-format", "json"]
-    log_path = tmp_path / "stderr.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            await wait_ready(f"http://127.0.0.1:{port}")
-            sender = WebhookSender(f"http://127.0.0.1:{port}", SECRET)
-            assignment = exec_assignment("json-1", "json.logs@acme.example", scenario="discovery-call")
-            status, body = await sender.post("acme-sales", exec_event("assignment.created", assignment))
-            assert status == 202, body
-            for _ in range(200):
-                if stackone.assignments(ACCOUNT):
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(process.wait, 60) == 0
+    code, log_path = await one_webhook_then(settings, stackone, tmp_path, "json.logs@acme.example", signal.SIGTERM)
+    assert code == 0
     text = log_path.read_text()
     lines = [line for line in text.splitlines() if line.strip()]
     parsed = [json.loads(line) for line in lines]  # raises on the first line that is not JSON

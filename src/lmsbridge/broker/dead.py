@@ -280,17 +280,18 @@ async def _send_back(exchanges: _Exchanges, batch: list[AbstractIncomingMessage]
 
 async def _keep_dead(dead_exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
     """Publish ``message`` to the dead-letter queue again as it is (reason, error, attempts)."""
-    await dead_exchange.publish(
-        aio_pika.Message(
-            message.body,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=dict(message.headers or {}),
-        ),
-        "",
-        timeout=10,
+    await dead_exchange.publish(_copy(message, dict(message.headers or {})), "", timeout=10)
+
+
+def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of ``message`` (body, ids, content type) with ``headers``."""
+    return aio_pika.Message(
+        message.body,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,
     )
 
 
@@ -299,14 +300,7 @@ async def _republish(exchange: AbstractExchange, message: AbstractIncomingMessag
     headers[codec.ATTEMPT] = 0
     headers[codec.REPLAYED] = 1
     await exchange.publish(
-        aio_pika.Message(
-            message.body,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=headers,
-        ),
+        _copy(message, headers),
         _death(message)[1],
         mandatory=True,
         timeout=10,
