@@ -195,7 +195,6 @@ async def _send(
     """
     statuses: dict[int, int] = {}
     url = f"http://127.0.0.1:{runtime.port}"
-    refused_since: float | None = None
     async with aiohttp.ClientSession() as session:
         sender = WebhookSender(url, SECRET, session=session)
         with Progress(
@@ -203,23 +202,29 @@ async def _send(
         ) as progress:
             task = progress.add_task("send", total=len(batch))
             for source, envelope in batch:
-                status, body = await sender.post(source, envelope)
-                while status in (429, 503):
-                    refused_since = refused_since or time.monotonic()
-                    if time.monotonic() - refused_since >= REFUSED_FOR:
-                        statuses[status] = statuses.get(status, 0) + 1
-                        error = body.get("error") if isinstance(body, dict) else None
-                        message = error.get("message") if isinstance(error, dict) else None
-                        said = f"{status} ({message})" if message else str(status)
-                        if runtime.broker.blocked:
-                            said += ": RabbitMQ is blocking publishers (a memory or disk alarm: `rabbitmqctl status`)"
-                        return statuses, said
-                    await asyncio.sleep(1.0)
-                    status, body = await sender.post(source, envelope)
-                refused_since = None
+                status, refused = await _post(sender, source, envelope)
                 statuses[status] = statuses.get(status, 0) + 1
+                if refused is not None:
+                    if runtime.broker.blocked:
+                        refused += ": RabbitMQ is blocking publishers (a memory or disk alarm: `rabbitmqctl status`)"
+                    return statuses, refused
                 progress.advance(task)
     return statuses, None
+
+
+async def _post(sender: WebhookSender, source: str, envelope: dict[str, Any]) -> tuple[int, str | None]:
+    """Post ``envelope``, again each second while it is answered 429 or 503, for up to
+    :data:`REFUSED_FOR` seconds; the last status, and the receiver's answer if still refused."""
+    status, body = await sender.post(source, envelope)
+    refused_since = time.monotonic()
+    while status in (429, 503):
+        if time.monotonic() - refused_since >= REFUSED_FOR:
+            error = body.get("error") if isinstance(body, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
+            return status, f"{status} ({message})" if message else str(status)
+        await asyncio.sleep(1.0)
+        status, body = await sender.post(source, envelope)
+    return status, None
 
 
 async def _wait_for_sync(console: Console, runtime: Runtime, timeout: float = 120.0) -> bool:

@@ -6,7 +6,6 @@ import asyncio
 import sys
 from typing import Any
 
-import aio_pika
 import orjson
 from rich.console import Console
 from rich.table import Table
@@ -37,7 +36,9 @@ async def migrate(settings: Settings, *, wait: float = 0.0) -> int:
 
 async def _broker_ok(settings: Settings, timeout: float) -> bool:
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(settings.amqp_url.get_secret_value()), timeout)
+        connection = await asyncio.wait_for(
+            connect_once(settings.amqp_url.get_secret_value(), "lmsbridge-check"), timeout
+        )
     except Exception:
         return False
     await connection.close()

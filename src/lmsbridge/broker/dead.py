@@ -271,8 +271,8 @@ async def _send_back(exchanges: _Exchanges, batch: list[AbstractIncomingMessage]
             await message.ack()
             key = _death(message)[1]
             replayed.unroutable[key] = replayed.unroutable.get(key, 0) + 1
-    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, PublishError)]
-    failed = next(iter([*failures, *(r for r in kept if isinstance(r, BaseException))]), None)
+    others = [*(r for r in results if not isinstance(r, PublishError)), *kept]
+    failed = next((r for r in others if isinstance(r, BaseException)), None)
     if failed is not None:
         raise failed
     return replayed

@@ -53,7 +53,6 @@ class Sweeper:
     ) -> None:
         self._leases = leases
         self._broker = broker
-        self._queued = broker.queued_syncs
         self._after = settings.sweep_after
         self._interval = settings.sweep_interval
         self._accounts = accounts
@@ -66,7 +65,7 @@ class Sweeper:
         found = await self._leases.stale_pending(self._accounts(), unchanged_since=unchanged_since, now=now)
         if not found:
             return 0
-        queued = await self._queued({account for _, account in found})
+        queued = await self._broker.queued_syncs({account for _, account in found})
         lost = [(record_id, account) for record_id, account in found if account not in queued]
         for record_id, account in lost:
             await self._broker.publish_sync(
