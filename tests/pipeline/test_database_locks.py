@@ -1,4 +1,5 @@
-"""A lock another session holds on PostgreSQL: the worker's writes wait a bounded time, say so, and retry."""
+"""A lock another session holds on PostgreSQL: the worker's writes wait a bounded time, say so, and
+retry; the worker pauses and stays paused until the lock goes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncpg
 from structlog.testing import capture_logs
 
 from lmsbridge.storage.engine import STATEMENT_WAIT
+from lmsbridge.storage.repository import PROBE_LOCK_WAIT
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign
 from tests.pipeline.conftest import ACCOUNT, SettingsFactory, settled
@@ -25,10 +27,15 @@ async def test_a_table_locked_by_another_session_fails_writes_after_a_bound_then
     """An operator's session holds a lock on ``records`` (a transaction left open in psql). The
     worker's write waits ``STATEMENT_WAIT`` (30 s), then fails as a database fault, logged as
     ``event.retried`` naming the wait (before: it waited for as long as the lock was held, without
-    a line in the log). Once the lock is released every assignment reaches the LMS once."""
+    a line in the log). The worker then pauses on the database, and its probe, which takes the
+    lock a write to each live table takes, keeps failing while the lock is held (before: the probe
+    wrote nothing and succeeded, so the worker resumed only to wait 30 s again, and the
+    ``database_paused`` gauge kept falling to 0). Once the lock is released the worker resumes and
+    every assignment reaches the LMS once."""
     for email in PEOPLE:
         stackone.add_user(ACCOUNT, email)
-    runtime = await start_runtime(make_settings(database_url=pg_url))
+    settings = make_settings(database_url=pg_url, broker={"breaker_min_calls": 1}, worker={"pause_probe_seconds": 1.0})
+    runtime = await start_runtime(settings)
     sender = sender_for(runtime)
     parts = urlsplit(pg_url)
     holder = await asyncpg.connect(f"postgresql://{parts.netloc}{parts.path}")
@@ -45,13 +52,26 @@ async def test_a_table_locked_by_another_session_fails_writes_after_a_bound_then
                 await asyncio.sleep(0.5)
                 retried = [e for e in logs if e["event"] == "event.retried"]
             waited = time.monotonic() - started
+            probes: list[MutableMapping[str, Any]] = []
+            while len(probes) < 2 and time.monotonic() - started < waited + 4 * (PROBE_LOCK_WAIT + 4):
+                await asyncio.sleep(0.5)
+                probes = [e for e in logs if e["event"] in ("database.still_failing", "database.resumed")]
+            paused_while_locked = runtime.consumer is not None and runtime.consumer.database_paused
+            written_while_locked = stackone.assignments(ACCOUNT)
             await locked.rollback()
+            resumed_at = time.monotonic()
+            while not any(e["event"] == "database.resumed" for e in logs) and time.monotonic() - resumed_at < 30:
+                await asyncio.sleep(0.2)
     finally:
         await holder.close()
     assert retried, "the worker waited on the lock without failing or logging anything"
     assert f"no answer within {STATEMENT_WAIT:g} s" in str(retried[0]["error"])
     assert STATEMENT_WAIT - 1 <= waited <= STATEMENT_WAIT + 15
-    assert stackone.assignments(ACCOUNT) == []  # nothing was written while the lock was held
+    assert [e["event"] for e in probes] == ["database.still_failing"] * 2, probes
+    assert "55P03" in str(probes[0]["error"])  # lock_not_available: the probe's lock wait ran out
+    assert paused_while_locked
+    assert any(e["event"] == "database.resumed" for e in logs)
+    assert written_while_locked == []
     counts = await settled(runtime, timeout=30)
     written = [(a["user_id"], a["body"]["learning_object_external_reference"]) for a in stackone.assignments(ACCOUNT)]
     assert len(written) == len(set(written)) == len(PEOPLE)

@@ -18,7 +18,7 @@ a transaction. Callers take the part they need, behind its port in :mod:`lmsbrid
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,9 +29,13 @@ from lmsbridge.storage.intake import Intake
 from lmsbridge.storage.leases import Leases
 from lmsbridge.storage.shared import Sql, guard
 from lmsbridge.storage.stats import Stats
-from lmsbridge.storage.tables import metadata
+from lmsbridge.storage.tables import accounts, content, directory, inbox, metadata, records, sync_state
 
-__all__ = ["Repository"]
+__all__ = ["PROBE_LOCK_WAIT", "Repository"]
+
+PROBE_LOCK_WAIT = 5.0
+"""Seconds the database probe waits, on PostgreSQL, for the locks a write to the live tables takes."""
+_LIVE_TABLES = (inbox, records, sync_state, content, directory, accounts)  # what an event's intake and sync write
 
 
 class Repository:
@@ -70,11 +74,25 @@ class Repository:
         """Raise :class:`~lmsbridge.errors.InfrastructureFault` unless a write transaction can begin
         and commit now (the worker's probe of a database it stopped consuming for).
 
+        On PostgreSQL it also takes the lock an ``INSERT``/``UPDATE`` takes on each live table
+        (``ROW EXCLUSIVE``), waiting at most :data:`PROBE_LOCK_WAIT`: a table another session has
+        locked (``LOCK TABLE``, an ``ALTER TABLE``) fails the probe, as it fails every write. SQLite's
+        ``BEGIN IMMEDIATE`` already takes the one lock there is.
+
         It writes no row, so a full disk is not seen here: the first writes after it say so again.
         """
-        await self._sql.write(lambda conn: conn.execute(select(1)).scalar())
+        await self._sql.write_alone(_probe_writes)
 
     async def close(self) -> None:
         """Stop the group-commit writer and release every connection."""
         await self._sql.close()
         await self.engine.dispose()
+
+
+def _probe_writes(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(PROBE_LOCK_WAIT * 1000)}")
+        names = ", ".join(table.name for table in _LIVE_TABLES)
+        conn.exec_driver_sql(f"LOCK TABLE {names} IN ROW EXCLUSIVE MODE")
+    else:
+        conn.execute(select(1)).scalar()

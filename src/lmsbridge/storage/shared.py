@@ -70,6 +70,12 @@ class Sql:
         """Run ``work(conn)`` in the next shared write transaction; its result once committed."""
         return await self._group.run(work)
 
+    async def write_alone(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in a write transaction of its own (a probe, whose session settings and
+        failure must not reach other writes)."""
+        (result,) = await self._db.write([work])
+        return result  # type: ignore[no-any-return]
+
     async def close(self) -> None:
         """Stop the group-commit writer and release the database's connections (not the engine)."""
         await self._group.close()
