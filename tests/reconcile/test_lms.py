@@ -102,3 +102,47 @@ async def test_three_completions_deleted_in_the_lms_are_found_and_written_again_
     await settled(runtime)
     assert stackone.writes() == writes + 3
     assert stackone.violations == []
+
+
+async def test_a_listing_failing_on_a_later_page_is_read_again_and_finds_what_is_missing(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Thirty assignments listed ten to a page, two deleted in the LMS, and the LMS failing the
+    assignments' second page once (503): the listing is read again from the start, the pass finishes
+    and finds exactly the two (the rows of the failed reading counted once), and each is written
+    again once."""
+    people = [f"pager{i:02d}@acme.example" for i in range(30)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    settings = reconcile_settings(stackone={"page_size": 10})
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for i, email in enumerate(people):
+        event = exec_event("assignment.created", exec_assignment(f"p{i}", email, status="not_started"))
+        assert (await sender.post("acme-sales", event))[0] == 202
+    await settled(runtime)
+    written = stackone.assignments(ACCOUNT)
+    assert len(written) == 30
+    lost = [written[4], written[23]]
+    for a in lost:
+        stackone.remove("assignment", a["id"])
+    stackone.fail_next(503, path_contains="/unified/lms/assignments", query_has="next")
+    requests = len(stackone.requests)
+
+    assert await reconcile_command(settings, lms=True, as_json=True) == 0
+    report = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
+    listed = [r for r in stackone.requests[requests:] if r.path == "/unified/lms/assignments"]
+    assert [r.status for r in listed] == [200, 503, 200, 200, 200]  # read again from its first page
+    assert report["finished"]
+    assert (report["written_checked"], report["lms_assignments"]) == (30, 28)
+    assert report["drift"] == {"lms_assignment_missing": 2, "lms_completion_missing": 0, "lms_unknown_write": 0}
+    assert report["queued"] == 2
+    await settled(runtime)
+    now = stackone.assignments(ACCOUNT)
+    assert len(now) == 30
+    assert Counter(a["user_id"] for a in now) == Counter(a["user_id"] for a in written)
+    assert stackone.violations == []

@@ -12,6 +12,7 @@ from lmsbridge.domain.sync import SyncStep
 from lmsbridge.storage import PENDING, SYNCED, Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.storage.reconcile import ReconcileStore
+from lmsbridge.storage.tables import records, sync_state
 
 T0 = datetime(2026, 5, 29, 8, tzinfo=UTC)
 REF = "limeplate:topic:xss"
@@ -48,7 +49,8 @@ def team(people: dict[str, float]) -> AssignmentEvent:
 
 async def test_states_counts_written_rows_and_reopening(stores: tuple[Repository, ReconcileStore]) -> None:
     """A pass reads the records of the people it was given, per-assignment (total, completed) counts,
-    the rows marked written, and reopens a written step only on a row at rest."""
+    every sync row of an account in record order with the writes recorded as done (streamed), when
+    the first write was recorded, and reopens a written step only on a row at rest."""
     repo, store = stores
     event = team({"a@x.example": 100, "b@x.example": 10, "c@x.example": 0})
     [stored] = await repo.intake.ingest([(event, event.people)], {"sec": ["acc"]})
@@ -60,14 +62,16 @@ async def test_states_counts_written_rows_and_reopening(stores: tuple[Repository
     first = stored.record_ids[0]
     await repo.leases.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-1", last=False)
     await repo.leases.set_status(first, "acc", SYNCED)
-    [row] = await store.written("acc")
-    assert (row.record_id, row.email, row.assignment_created, row.completion_created) == (
-        first,
-        "a@x.example",
-        True,
-        False,
-    )
-    assert await store.known_pairs("acc") == {(e, REF) for e in ("a@x.example", "b@x.example", "c@x.example")}
+    held: list[tuple[int, str, str, bool, bool]] = []
+    await store.each_sync_row("acc", lambda *row: held.append(row))
+    assert held == [
+        (record_id, email, REF, record_id == first, False)
+        for record_id, email in zip(stored.record_ids, ("a@x.example", "b@x.example", "c@x.example"), strict=True)
+    ]
+    first_written = await store.first_written_at("acc")
+    assert first_written is not None
+    assert first_written.tzinfo is not None
+    assert await store.first_written_at("elsewhere") is None
 
     assert await store.reopen(first, "acc", assignment=True, completion=False, now=0.0)
     view = await repo.leases.load_sync(first, "acc")
@@ -108,3 +112,48 @@ async def test_reads_for_a_whole_organisation_fit_the_databases_parameter_limits
     states = await store.states("sec", keys)
     assert list(states) == [(REF, "b@x.example")]
     assert states[(REF, "b@x.example")].progress == 10
+
+
+async def test_an_accounts_sync_rows_stream_past_one_fetch(stores: tuple[Repository, ReconcileStore]) -> None:
+    """12,345 sync rows on one account (more than two of PostgreSQL's cursor fetches) are each handed
+    over once, in record order, with their writes; another account's rows are not."""
+    repo, store = stores
+    n = 12_345
+    async with repo.engine.begin() as conn:
+        await conn.execute(
+            records.insert(),
+            [
+                {
+                    "id": i,
+                    "source": "sec",
+                    "assignment_id": f"a{i}",
+                    "person_key": f"p{i}@x.example",
+                    "platform": "limeplate",
+                    "learning_object_ref": REF,
+                    "title": "XSS",
+                    "rank": int(Rank.ASSIGNED),
+                    "version": 1,
+                    "received_at": T0,
+                    "updated_at": T0,
+                }
+                for i in range(1, n + 1)
+            ],
+        )
+        await conn.execute(
+            sync_state.insert(),
+            [
+                {
+                    "record_id": i,
+                    "account": "acc" if i % 5 else "other",
+                    "status": SYNCED,
+                    "assignment_created": True,
+                    "completion_created": i % 2 == 0,
+                    "attempts": 0,
+                    "updated_at": T0,
+                }
+                for i in range(1, n + 1)
+            ],
+        )
+    held: list[tuple[int, str, str, bool, bool]] = []
+    await store.each_sync_row("acc", lambda *row: held.append(row))
+    assert held == [(i, f"p{i}@x.example", REF, True, i % 2 == 0) for i in range(1, n + 1) if i % 5]

@@ -2,11 +2,13 @@
 
 Reads down in this order, per account:
 
-1. the (record, account) rows lmsbridge marked written, and the account's known people;
+1. the account's known people, and the (record, account) rows lmsbridge holds there, streamed
+   into a compact :class:`~lmsbridge.reconcile.lms_index.AccountIndex`;
 2. the account's assignments and completions through StackOne's cross-user lists
-   (``GET /unified/lms/assignments``, ``/completions``, paged with ``next``), narrowed with
-   ``filter[updated_after]`` to a day before lmsbridge's first write there, through a
-   :class:`~lmsbridge.stackone.ratelimit.SubBudget` of ``reconcile.budget_share``;
+   (``GET /unified/lms/assignments``, ``/completions``, paged with ``next``), each row noted in
+   the index as it is read, never kept; narrowed with ``filter[updated_after]`` to a day before
+   lmsbridge's first write there, through a :class:`~lmsbridge.stackone.ratelimit.SubBudget` of
+   ``reconcile.budget_share``;
 3. a row marked written whose (person, learning object) is absent from the LMS goes back to
    pending, only that step (``reopen``), and one sync task is queued for it: the workers
    write it again under the usual lease, rate limit and write-ahead intent;
@@ -35,6 +37,7 @@ from lmsbridge.lanes import lane
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.reconcile.findings import LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_MISSING, LMS_UNKNOWN_WRITE
+from lmsbridge.reconcile.lms_index import AccountIndex
 from lmsbridge.reconcile.platform import Progress
 from lmsbridge.reconcile.report import print_json, progress_bar
 from lmsbridge.settings import Settings
@@ -90,24 +93,27 @@ async def _listing(
     account: str,
     kind: str,
     since: Any,
+    index: AccountIndex,
     attempts: int,
     sleep: Callable[[float], Any],
     progress: Progress | None = None,
-) -> set[tuple[str, str]]:
-    """(user id, learning object) of every ``kind`` row on the account; the listing is redone on a transient failure."""
+) -> int:
+    """Note every ``kind`` row on the account in ``index``; the rows read. Redone from the start on
+    a transient failure."""
+    one = kind.removesuffix("s")
     for attempt in range(attempts):
+        index.forget_listed(one)
         try:
-            found: set[tuple[str, str]] = set()
             read = 0
             async for rows in stackone.iter_account_rows(account, kind, updated_after=since):
-                read += len(rows)
                 for row in rows:
                     ref = row.get("learning_object_external_reference")
                     if row.get("user_id") and ref:
-                        found.add((str(row["user_id"]), str(ref)))
+                        read += 1
+                        index.listed(one, str(row["user_id"]), str(ref))
                 if progress is not None:
                     progress(f"{account}: LMS {kind}", read, None)
-            return found
+            return read
         except RetryLater as exc:
             if attempt + 1 == attempts:
                 raise
@@ -129,51 +135,45 @@ async def lms_pass(
 
     ``progress(label, rows read, None)`` is called after each page of the LMS's lists (the progress bar).
     The syncs it queues are background work (:mod:`lmsbridge.lanes`), as are its reads (through the
-    reconcile sub-budget): both wait behind live ones.
+    reconcile sub-budget): both wait behind live ones. What lmsbridge holds on the account is kept
+    compact (:class:`~lmsbridge.reconcile.lms_index.AccountIndex`, about 100 bytes a record) and
+    the LMS's lists are read through, never kept.
     """
     report = LmsReport(account)
     started = time.monotonic()
     try:
-        written = await store.written(account)
-        people = await store.directory(account)
-        email_of = {uid: email for email, uid in people.items()}
-        report.written_checked = len(written)
-        firsts = [w.synced_at for w in written if w.synced_at is not None]
-        since = min(firsts) - MARGIN if firsts else None
-        assignments = await _listing(stackone, account, "assignments", since, attempts, sleep, progress)
-        completions = await _listing(stackone, account, "completions", since, attempts, sleep, progress)
-        report.lms_assignments, report.lms_completions = len(assignments), len(completions)
+        index = AccountIndex(await store.directory(account))
+        await store.each_sync_row(
+            account, lambda rid, email, ref, a, c: index.hold(rid, email, ref, assignment=a, completion=c)
+        )
+        report.written_checked, report.unknown_people = index.written, index.unknown_people
+        first = await store.first_written_at(account)
+        since = first - MARGIN if first is not None else None
+        listed = [
+            await _listing(stackone, account, kind, since, index, attempts, sleep, progress)
+            for kind in ("assignments", "completions")
+        ]
+        report.lms_assignments, report.lms_completions = listed
         now = time.time()
-        for row in written:
-            uid = people.get(row.email)
-            if uid is None:
-                report.unknown_people += 1
-                continue
-            lost_assignment = row.assignment_created and (uid, row.learning_object_ref) not in assignments
-            lost_completion = row.completion_created and (uid, row.learning_object_ref) not in completions
-            if not (lost_assignment or lost_completion):
-                continue
-            report.drift[LMS_ASSIGNMENT_MISSING] += int(lost_assignment)
-            report.drift[LMS_COMPLETION_MISSING] += int(lost_completion)
+        for lost in index.missing():
+            report.drift[LMS_ASSIGNMENT_MISSING] += int(lost.assignment)
+            report.drift[LMS_COMPLETION_MISSING] += int(lost.completion)
             if queue is None:
                 continue
             if await store.reopen(
-                row.record_id, account, assignment=lost_assignment, completion=lost_completion, now=now
+                lost.record_id, account, assignment=lost.assignment, completion=lost.completion, now=now
             ):
                 report.reopened += 1
                 with lane(background=True):
                     await queue.queue_sync(
-                        row.record_id, account, correlation_id=f"reconcile-lms-{account}", received_at=now
+                        lost.record_id, account, correlation_id=f"reconcile-lms-{account}", received_at=now
                     )
                 report.queued += 1
-        known = await store.known_pairs(account)
-        ours = {ref for _, ref in known}
-        for kind, rows in (("assignment", assignments), ("completion", completions)):
-            for uid, ref in sorted(rows):
-                if ref in ours and (email_of.get(uid, ""), ref) not in known:
-                    report.drift[LMS_UNKNOWN_WRITE] += 1
-                    if len(report.unknown_writes) < SAMPLE:
-                        report.unknown_writes.append({"kind": kind, "user_id": uid, "learning_object": ref})
+        unknown = index.unknown_writes
+        report.drift[LMS_UNKNOWN_WRITE] = len(unknown)
+        report.unknown_writes = [
+            {"kind": kind, "user_id": uid, "learning_object": ref} for kind, uid, ref in unknown[:SAMPLE]
+        ]
         report.finished = True
     except (LmsbridgeError, InfrastructureFault) as exc:
         report.error = str(exc)

@@ -325,7 +325,7 @@ class StackOneClient:
         stops with :class:`RetryLater` rather than holding its job (and the rate budget) forever.
         """
         seen: set[str] = set()
-        rows_seen: set[str] = set()
+        rows_seen: set[int] = set()  # the rows' ids, hashed: a fraction of the strings' memory over millions
         empty = 0
         while True:
             data = await self._call(operation, account, "GET", path, params=params, user_scoped=user_scoped)
@@ -444,11 +444,11 @@ class StackOneClient:
             self._on_response(operation, status, time.perf_counter() - started)
 
 
-def _row_ids(data: Any) -> set[str]:
-    """The ids of a page's rows; empty when it has no rows, or a row without a string id."""
+def _row_ids(data: Any) -> set[int]:
+    """The ids of a page's rows, hashed; empty when it has no rows, or a row without a string id."""
     rows = data.get("data") if isinstance(data, dict) else None
     ids = [row.get("id") if isinstance(row, dict) else None for row in rows] if isinstance(rows, list) else []
-    return {i for i in ids if isinstance(i, str)} if ids and all(isinstance(i, str) for i in ids) else set()
+    return {hash(i) for i in ids if isinstance(i, str)} if ids and all(isinstance(i, str) for i in ids) else set()
 
 
 def _user_path(user_id: str, kind: str) -> str:

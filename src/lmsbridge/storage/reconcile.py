@@ -9,7 +9,7 @@ lease so one worker at a time runs the periodic pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,24 +30,18 @@ from lmsbridge.storage.tables import (
     sync_state,
 )
 
-__all__ = ["PassRecord", "ReconcileStore", "WrittenRow"]
+__all__ = ["Hold", "PassRecord", "ReconcileStore"]
+
+
+_STREAMED = 5_000  # rows fetched at a time from PostgreSQL's cursor
 
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-@dataclass(frozen=True, slots=True)
-class WrittenRow:
-    """A (record, account) pair with at least one write lmsbridge recorded as done."""
-
-    record_id: int
-    email: str
-    learning_object_ref: str
-    assignment_created: bool
-    completion_created: bool
-    status: str
-    synced_at: datetime | None
+Hold = Callable[[int, str, str, bool, bool], None]
+"""Takes one sync row of an account: record id, e-mail, learning object, assignment and completion written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +127,22 @@ class ReconcileStore:
     # --- the LMS side -------------------------------------------------------------------
 
     @guard
-    async def written(self, account: str) -> list[WrittenRow]:
-        """Every (record, account) row on ``account`` with an assignment or completion recorded as written."""
+    async def first_written_at(self, account: str) -> datetime | None:
+        """When lmsbridge first recorded a write to ``account`` as done (None: never)."""
+        stmt = select(func.min(sync_state.c.synced_at)).where(
+            sync_state.c.account == account,
+            or_(sync_state.c.assignment_created.is_(True), sync_state.c.completion_created.is_(True)),
+        )
+        return _utc(await self._db.read(lambda conn: conn.execute(stmt).scalar()))
+
+    @guard
+    async def each_sync_row(self, account: str, hold: Hold) -> None:
+        """Call ``hold`` with each (record, account) row on ``account``, written or not.
+
+        The rows stream from one query (a server-side cursor on PostgreSQL), each handed over as it
+        is read, so an account's millions of rows are never in memory at once. ``hold`` runs where
+        the query does (SQLite: the store's thread): it must only record what it is given.
+        """
         stmt = (
             select(
                 records.c.id,
@@ -142,31 +150,17 @@ class ReconcileStore:
                 records.c.learning_object_ref,
                 sync_state.c.assignment_created,
                 sync_state.c.completion_created,
-                sync_state.c.status,
-                sync_state.c.synced_at,
             )
-            .join(sync_state, sync_state.c.record_id == records.c.id)
-            .where(
-                sync_state.c.account == account,
-                or_(sync_state.c.assignment_created.is_(True), sync_state.c.completion_created.is_(True)),
-            )
-        )
-        return await self._db.read(
-            lambda conn: [
-                WrittenRow(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]), str(r[5]), _utc(r[6]))
-                for r in conn.execute(stmt)
-            ]
-        )
-
-    @guard
-    async def known_pairs(self, account: str) -> set[tuple[str, str]]:
-        """(person, learning object) of every record with a sync row on ``account``, written or not."""
-        stmt = (
-            select(records.c.person_key, records.c.learning_object_ref)
             .join(sync_state, sync_state.c.record_id == records.c.id)
             .where(sync_state.c.account == account)
+            .order_by(records.c.id)
         )
-        return await self._db.read(lambda conn: {(str(r[0]), str(r[1])) for r in conn.execute(stmt)})
+
+        def work(conn: Connection) -> None:
+            for r in conn.execution_options(stream_results=True, yield_per=_STREAMED).execute(stmt):
+                hold(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]))
+
+        await self._db.read(work)
 
     @guard
     async def directory(self, account: str) -> dict[str, str]:

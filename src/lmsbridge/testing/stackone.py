@@ -21,7 +21,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -89,12 +89,14 @@ class _Fault:
     body: dict[str, Any] | None
     method: str | None = None
     raw: bytes | None = None
+    query_has: str | None = None
 
-    def matches(self, path: str, account: str, method: str = "") -> bool:
+    def matches(self, path: str, account: str, method: str = "", query: Mapping[str, str] | None = None) -> bool:
         return (
             (self.path_contains is None or self.path_contains in path)
             and (self.account is None or self.account == account)
             and (self.method is None or self.method == method)
+            and (self.query_has is None or self.query_has in (query or {}))
         )
 
 
@@ -340,6 +342,7 @@ class StackOneStandIn:
         body: dict[str, Any] | None = None,
         method: str | None = None,
         raw: bytes | None = None,
+        query_has: str | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``.
 
@@ -347,10 +350,23 @@ class StackOneStandIn:
         provider wrote). ``status`` 0 with ``delay`` hangs for ``delay`` seconds and then
         answers normally, for client timeouts. ``body`` replaces the error body, ``raw``
         sends these bytes as the body instead (not JSON, whatever the status). ``method``
-        matches only requests with that method.
+        matches only requests with that method, ``query_has`` only those with that query parameter
+        (``"next"``: a listing's later pages).
         """
         self._faults.append(
-            _Fault(status, times, retry_after, path_contains, account, write_before_failing, delay, body, method, raw)
+            _Fault(
+                status,
+                times,
+                retry_after,
+                path_contains,
+                account,
+                write_before_failing,
+                delay,
+                body,
+                method,
+                raw,
+                query_has,
+            )
         )
 
     def set_fault_rates(
@@ -437,7 +453,7 @@ class StackOneStandIn:
             return _error(status, "The linked account is disabled" if status == 412 else _phrase(status))
 
         route = self._route(record.method, request.rel_url.raw_path)
-        fault = self._take_fault(record.path, account, record.method)
+        fault = self._take_fault(record.path, account, record.method, record.query)
         if fault is not None:
             if fault.delay > 0:
                 await asyncio.sleep(fault.delay)
@@ -495,9 +511,11 @@ class StackOneStandIn:
         self._admitted.append(now)
         return None
 
-    def _take_fault(self, path: str, account: str, method: str = "") -> _Fault | None:
+    def _take_fault(
+        self, path: str, account: str, method: str = "", query: Mapping[str, str] | None = None
+    ) -> _Fault | None:
         for fault in self._faults:
-            if fault.matches(path, account, method):
+            if fault.matches(path, account, method, query):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)

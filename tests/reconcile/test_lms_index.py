@@ -1,0 +1,77 @@
+"""The LMS pass's compact index of an account: what is missing in the LMS, and what the LMS holds
+that lmsbridge has no record of."""
+
+from __future__ import annotations
+
+from lmsbridge.reconcile.lms_index import ASSIGNMENT, COMPLETION, AccountIndex, Missing
+
+PEOPLE = {"ann@x.example": "usr_ann", "bob@x.example": "usr_bob"}
+XSS, SQLI, OTHER = "limeplate:topic:xss", "limeplate:topic:sqli", "someone-elses:course"
+
+
+def test_a_written_step_the_lms_does_not_list_is_missing_and_nothing_else_is() -> None:
+    """A record whose assignment and completion are written but only the assignment is listed lacks
+    its completion; one fully listed lacks nothing; a record with nothing written is never missing."""
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "ann@x.example", XSS, assignment=True, completion=True)
+    index.hold(2, "bob@x.example", XSS, assignment=True, completion=True)
+    index.hold(3, "bob@x.example", SQLI, assignment=False, completion=False)
+    for kind, user in ((ASSIGNMENT, "usr_ann"), (ASSIGNMENT, "usr_bob"), (COMPLETION, "usr_bob")):
+        index.listed(kind, user, XSS)
+    assert list(index.missing()) == [Missing(1, assignment=False, completion=True)]
+    assert (index.written, index.unknown_people, index.unknown_writes) == (2, 0, [])
+
+
+def test_lms_rows_for_our_learning_objects_without_a_record_are_unknown_writes_once_each() -> None:
+    """An LMS row for one of lmsbridge's learning objects is an unknown write when its person is not
+    in the directory or holds no record of it; a row for anyone else's learning object is ignored; a
+    row listed twice counts once; assignments come first, then by user."""
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "ann@x.example", XSS, assignment=True, completion=False)
+    index.hold(2, "ann@x.example", SQLI, assignment=True, completion=False)
+    index.listed(COMPLETION, "usr_bob", XSS)
+    index.listed(ASSIGNMENT, "usr_stranger", SQLI)
+    index.listed(ASSIGNMENT, "usr_stranger", SQLI)
+    index.listed(ASSIGNMENT, "usr_bob", XSS)
+    index.listed(ASSIGNMENT, "usr_ann", OTHER)
+    index.listed(ASSIGNMENT, "usr_ann", XSS)
+    assert index.unknown_writes == [
+        (ASSIGNMENT, "usr_bob", XSS),
+        (ASSIGNMENT, "usr_stranger", SQLI),
+        (COMPLETION, "usr_bob", XSS),
+    ]
+    assert list(index.missing()) == [Missing(2, assignment=True, completion=False)]
+
+
+def test_two_records_of_one_pair_are_both_checked() -> None:
+    """Two sources' records of one person and learning object on one account (one LMS assignment)
+    are both missing when the LMS lacks it, and neither is when it lists it."""
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "ann@x.example", XSS, assignment=True, completion=False)
+    index.hold(7, "ann@x.example", XSS, assignment=True, completion=False)
+    assert [m.record_id for m in index.missing()] == [1, 7]
+    index.listed(ASSIGNMENT, "usr_ann", XSS)
+    assert list(index.missing()) == []
+
+
+def test_people_missing_from_the_directory_are_counted_when_written() -> None:
+    """A written record whose person the directory does not know cannot be looked for in the LMS: it
+    is counted as an unknown person, never reported missing; an unwritten one is not counted."""
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "carol@x.example", XSS, assignment=True, completion=False)
+    index.hold(2, "dave@x.example", XSS, assignment=False, completion=False)
+    assert (index.written, index.unknown_people, list(index.missing())) == (1, 1, [])
+
+
+def test_a_listing_read_again_forgets_what_it_listed_before() -> None:
+    """A listing redone from the start after a transient failure forgets its earlier rows (an
+    assignment deleted meanwhile is missing) and its unknown writes, and keeps the other kind's."""
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "ann@x.example", XSS, assignment=True, completion=True)
+    index.listed(ASSIGNMENT, "usr_ann", XSS)
+    index.listed(ASSIGNMENT, "usr_bob", XSS)
+    index.listed(COMPLETION, "usr_ann", XSS)
+    index.listed(COMPLETION, "usr_bob", XSS)
+    index.forget_listed(ASSIGNMENT)
+    assert list(index.missing()) == [Missing(1, assignment=True, completion=False)]
+    assert index.unknown_writes == [(COMPLETION, "usr_bob", XSS)]
