@@ -102,7 +102,8 @@ async def _listing(
     a transient failure."""
     one = kind.removesuffix("s")
     for attempt in range(attempts):
-        index.forget_listed(one)
+        if attempt:
+            index.forget_listed(one)
         try:
             read = 0
             async for rows in stackone.iter_account_rows(account, kind, updated_after=since):
