@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -146,3 +148,46 @@ async def test_a_listing_failing_on_a_later_page_is_read_again_and_finds_what_is
     assert len(now) == 30
     assert Counter(a["user_id"] for a in now) == Counter(a["user_id"] for a in written)
     assert stackone.violations == []
+
+
+async def test_an_assignment_written_live_while_the_lms_is_listed_is_no_unknown_write(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A webhook for a new person arrives while ``reconcile --lms`` is listing the LMS (the listing
+    takes minutes on a large account) and the worker writes it meanwhile: the listing shows it, and
+    the pass knows it for lmsbridge's own (before: reported as a write lmsbridge has no record of,
+    because what lmsbridge holds was read before the listing began)."""
+    people = [f"early{i}@acme.example" for i in range(3)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    late = stackone.add_user(ACCOUNT, "late@acme.example")
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for i, email in enumerate(people):
+        event = exec_event("assignment.created", exec_assignment(f"e{i}", email, status="not_started"))
+        assert (await sender.post("acme-sales", event))[0] == 202
+    await settled(runtime)
+    assert len(stackone.assignments(ACCOUNT)) == 3
+    stackone.fail_next(0, delay=3.0, path_contains="/unified/lms/assignments")  # the listing's answer waits
+    requests = len(stackone.requests)
+
+    check = asyncio.create_task(reconcile_command(settings, lms=True, as_json=True))
+    while not any(r.path == "/unified/lms/assignments" for r in stackone.requests[requests:]):
+        await asyncio.sleep(0.05)
+    asked = time.monotonic()
+    event = exec_event("assignment.created", exec_assignment("late", "late@acme.example", status="not_started"))
+    assert (await sender.post("acme-sales", event))[0] == 202
+    while late not in {a["user_id"] for a in stackone.assignments(ACCOUNT)}:
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - asked < 2.5  # written while the listing's answer was still waiting
+    assert await check == 0
+    report = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
+    assert report["finished"]
+    assert report["lms_assignments"] == 4  # the late assignment was listed
+    assert report["drift"] == {"lms_assignment_missing": 0, "lms_completion_missing": 0, "lms_unknown_write": 0}
+    assert report["unknown_writes"] == []

@@ -114,9 +114,12 @@ async def test_reads_for_a_whole_organisation_fit_the_databases_parameter_limits
     assert states[(REF, "b@x.example")].progress == 10
 
 
-async def test_an_accounts_sync_rows_stream_past_one_fetch(stores: tuple[Repository, ReconcileStore]) -> None:
+async def test_an_accounts_sync_rows_stream_past_one_fetch_and_are_found_by_pair(
+    stores: tuple[Repository, ReconcileStore],
+) -> None:
     """12,345 sync rows on one account (more than two of PostgreSQL's cursor fetches) are each handed
-    over once, in record order, with their writes; another account's rows are not."""
+    over once, in record order, with their writes; another account's rows are not. Asked which of
+    12,444 pairs (three ``IN`` lists) it holds, the store names exactly the account's."""
     repo, store = stores
     n = 12_345
     async with repo.engine.begin() as conn:
@@ -157,3 +160,5 @@ async def test_an_accounts_sync_rows_stream_past_one_fetch(stores: tuple[Reposit
     held: list[tuple[int, str, str, bool, bool]] = []
     await store.each_sync_row("acc", lambda *row: held.append(row))
     assert held == [(i, f"p{i}@x.example", REF, True, i % 2 == 0) for i in range(1, n + 1) if i % 5]
+    asked = [(f"p{i}@x.example", REF) for i in range(1, n + 100)] + [("p1@x.example", "limeplate:topic:other")]
+    assert await store.held_pairs("acc", asked) == {(f"p{i}@x.example", REF) for i in range(1, n + 1) if i % 5}

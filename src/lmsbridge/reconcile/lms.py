@@ -170,7 +170,7 @@ async def lms_pass(
                         lost.record_id, account, correlation_id=f"reconcile-lms-{account}", received_at=now
                     )
                 report.queued += 1
-        unknown = index.unknown_writes
+        unknown = await _still_unknown(store, account, index.unknown_writes)
         report.drift[LMS_UNKNOWN_WRITE] = len(unknown)
         report.unknown_writes = [
             {"kind": kind, "user_id": uid, "learning_object": ref} for kind, uid, ref in unknown[:SAMPLE]
@@ -180,6 +180,19 @@ async def lms_pass(
         report.error = str(exc)
     report.duration = time.monotonic() - started
     return report
+
+
+async def _still_unknown(
+    store: ReconcileStore, account: str, unknown: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """Those of ``unknown`` (kind, user id, learning object) lmsbridge still has no record of: the
+    live workers go on writing while the LMS is listed (minutes, for a large account), and a record
+    stored after the index was read is no stranger's write."""
+    if not unknown:
+        return unknown
+    email_of = {uid: email for email, uid in (await store.directory(account)).items()}
+    held = await store.held_pairs(account, [(email_of[uid], ref) for _, uid, ref in unknown if uid in email_of])
+    return [(kind, uid, ref) for kind, uid, ref in unknown if (email_of.get(uid), ref) not in held]
 
 
 def lms_budget(settings: Settings, parent: Budget) -> SubBudget:

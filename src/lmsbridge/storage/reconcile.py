@@ -163,6 +163,22 @@ class ReconcileStore:
         await self._db.read(work)
 
     @guard
+    async def held_pairs(self, account: str, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of ``pairs`` (e-mail, learning object) with a sync row on ``account`` now."""
+        if not pairs:
+            return set()
+        pair = tuple_(records.c.person_key, records.c.learning_object_ref)
+        statements = [
+            select(records.c.person_key, records.c.learning_object_ref)
+            .join(sync_state, sync_state.c.record_id == records.c.id)
+            .where(sync_state.c.account == account, pair.in_(chunk))
+            for chunk in _chunks(sorted(set(pairs)))
+        ]
+        return await self._db.read(
+            lambda conn: {(str(r[0]), str(r[1])) for stmt in statements for r in conn.execute(stmt)}
+        )
+
+    @guard
     async def directory(self, account: str) -> dict[str, str]:
         """The account's known people: e-mail -> StackOne user id."""
         stmt = select(directory.c.email, directory.c.user_id).where(directory.c.account == account)
