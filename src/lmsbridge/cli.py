@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -37,7 +38,8 @@ _EXIT_CODES = """exit codes:
   0    done; for `check`, RabbitMQ and the database answer
   1    the command could not do its job (a service unreachable, a check failed)
   2    bad settings or bad usage (one line on stderr names the key or the option)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); 143 stopped by SIGTERM, 129 by SIGHUP (a one-shot command closes its
+       connections first)
 
 Global options may come before or after the command: `lmsbridge run --config F` works too.
 Every setting can also come from the environment: LMSBRIDGE_<SECTION>__<KEY>."""
@@ -171,36 +173,36 @@ def _runtime(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge.ops import migrate
 
-    return _run(migrate(settings, wait=args.wait))
+    return _run(migrate(settings, wait=args.wait), stoppable=True)
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge.ops import check
 
-    return _run(check(settings, timeout=args.timeout))
+    return _run(check(settings, timeout=args.timeout), stoppable=True)
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge.ops import status
 
-    return _run(status(settings, as_json=args.json))
+    return _run(status(settings, as_json=args.json), stoppable=True)
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge import dlq
 
     if args.dlq_command == "list":
-        return _run(dlq.list_dead(settings, limit=args.limit, as_json=args.json))
+        return _run(dlq.list_dead(settings, limit=args.limit, as_json=args.json), stoppable=True)
     if args.dlq_command == "show":
-        return _run(dlq.show(settings, args.id))
+        return _run(dlq.show(settings, args.id), stoppable=True)
     if args.dlq_command == "replay":
         if not args.id and not args.all:
             raise ConfigError("dlq replay: give a message id or --all")
-        return _run(dlq.replay(settings, None if args.all else args.id))
+        return _run(dlq.replay(settings, None if args.all else args.id), stoppable=True)
     if not args.yes and not _purge_confirmed():
         print("lmsbridge: dlq purge: nothing purged", file=sys.stderr)
         return EXIT_FAILED
-    return _run(dlq.purge(settings))
+    return _run(dlq.purge(settings), stoppable=True)
 
 
 def _purge_confirmed() -> bool:
@@ -218,7 +220,8 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return _run(
         reconcile_command(
             settings, sources=args.source, dry_run=args.dry_run, as_json=args.json, lms=args.lms, account=args.account
-        )
+        ),
+        stoppable=True,
     )
 
 
@@ -241,13 +244,51 @@ def _require_runtime_settings(settings: Settings, *, worker: bool) -> None:
         raise ConfigError("config: stackone.api_key: required to push to StackOne")
 
 
-def _run(coro: Coroutine[Any, Any, int | None]) -> int:
-    """Run ``coro`` on uvloop when it is installed (the "fast" extra), else on asyncio."""
+def _run(coro: Coroutine[Any, Any, int | None], *, stoppable: bool = False) -> int:
+    """Run ``coro`` on uvloop when it is installed (the "fast" extra), else on asyncio.
+
+    ``stoppable``: a one-shot command, which SIGTERM and SIGHUP stop as Ctrl-C does (see
+    :func:`_until_stopped`); ``run``/``serve``/``worker`` handle those signals themselves.
+    """
+    work = _until_stopped(coro) if stoppable else coro
     try:
         import uvloop
     except ImportError:
-        return int(asyncio.run(coro) or 0)
-    return int(uvloop.run(coro) or 0)
+        return int(asyncio.run(work) or 0)
+    return int(uvloop.run(work) or 0)
+
+
+async def _until_stopped(coro: Coroutine[Any, Any, int | None]) -> int | None:
+    """Await ``coro``; on SIGTERM or SIGHUP cancel it, so its cleanup runs (connections closed, a
+    progress bar taken down), then say so and return ``128 + the signal`` (before: the process died
+    where it stood, its RabbitMQ connection cut rather than closed)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in _ONE_SHOT_STOPS:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        code = await coro
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        code = None
+    finally:
+        for sig in _ONE_SHOT_STOPS:
+            loop.remove_signal_handler(sig)
+    if received:
+        print(f"lmsbridge: stopped by {received[0].name}", file=sys.stderr)
+        return 128 + int(received[0])
+    return code
+
+
+_ONE_SHOT_STOPS = (signal.SIGTERM, signal.SIGHUP)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,32 @@ def test_every_command_and_option_has_help_text() -> None:
                 assert all(choice.help for choice in action._choices_actions), name
             else:
                 assert action.help, f"{name}: {action.dest}"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_one_shot_command_stopped_by_a_signal_closes_up_and_says_so(
+    tmp_path: Path, amqp_url: str, sig: signal.Signals, code: int
+) -> None:
+    """``migrate --wait`` waiting for a database that is down, sent SIGTERM (``timeout`` in a cron
+    job, a pod deleted) or SIGHUP (its terminal closed): it stops as Ctrl-C stops it, its cleanup
+    run, with one line naming the signal and exit 128 + the signal (before: killed where it stood,
+    exit -15 / -1, not a word), and the password never shown."""
+    config = write_config(tmp_path, amqp_url, "sigcli")
+    down = {"LMSBRIDGE_DATABASE_URL": "postgresql+asyncpg://lmsbridge:pg-hunter2@127.0.0.1:1/lmsbridge"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "lmsbridge", "--config", str(config), "migrate", "--wait", "60"],
+        env={**os.environ, **down},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        waiting = proc.stderr.readline()  # the first "database.unreachable" line: it is waiting now
+        proc.send_signal(sig)
+        started = time.monotonic()
+        _, rest = proc.communicate(timeout=15)
+    assert "database.unreachable" in waiting
+    assert proc.returncode == code, rest
+    assert time.monotonic() - started < 5
+    assert rest.strip().splitlines()[-1] == f"lmsbridge: stopped by {sig.name}"
+    assert "hunter2" not in waiting + rest
