@@ -62,16 +62,23 @@ async def postgres_size(repo: Repository) -> int:
 
 
 @asynccontextmanager
+async def migrated(url: str) -> AsyncIterator[Repository]:
+    """The repository on the database at ``url``, migrated to the current schema; closed after."""
+    engine = create_engine(url)
+    await upgrade(engine)
+    repo = Repository(engine)
+    try:
+        yield repo
+    finally:
+        await repo.close()
+        await engine.dispose()
+
+
+@asynccontextmanager
 async def sqlite_repo() -> AsyncIterator[Repository]:
     with tempfile.TemporaryDirectory() as folder:
-        engine = create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'disk.db'}")
-        await upgrade(engine)
-        repo = Repository(engine)
-        try:
+        async with migrated(f"sqlite+aiosqlite:///{Path(folder) / 'disk.db'}") as repo:
             yield repo
-        finally:
-            await repo.close()
-            await engine.dispose()
 
 
 @asynccontextmanager
@@ -80,14 +87,8 @@ async def postgres_repo(admin_url: str) -> AsyncIterator[Repository]:
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        engine = create_engine(f"postgresql+asyncpg://{urlsplit(admin_url).netloc}/{name}")
-        await upgrade(engine)
-        repo = Repository(engine)
-        try:
+        async with migrated(f"postgresql+asyncpg://{urlsplit(admin_url).netloc}/{name}") as repo:
             yield repo
-        finally:
-            await repo.close()
-            await engine.dispose()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

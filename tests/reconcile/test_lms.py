@@ -38,6 +38,14 @@ async def write_behind_our_back(stackone: StackOneStandIn, user_id: str, ref: st
         assert response.status == 201
 
 
+async def assigned(sender: WebhookSender, runtime: Runtime, people: list[str], prefix: str) -> None:
+    """Each of ``people`` assigned a scenario of their own through a signed webhook, written to the LMS."""
+    for i, email in enumerate(people):
+        event = exec_event("assignment.created", exec_assignment(f"{prefix}{i}", email, status="not_started"))
+        assert (await sender.post("acme-sales", event))[0] == 202
+    await settled(runtime)
+
+
 async def test_three_completions_deleted_in_the_lms_are_found_and_written_again_once(
     reconcile_settings: Callable[..., Any],
     start_runtime: Start,
@@ -122,11 +130,7 @@ async def test_a_listing_failing_on_a_later_page_is_read_again_and_finds_what_is
         stackone.add_user(ACCOUNT, email)
     settings = reconcile_settings(stackone={"page_size": 10})
     runtime = await start_runtime(settings)
-    sender = sender_for(runtime)
-    for i, email in enumerate(people):
-        event = exec_event("assignment.created", exec_assignment(f"p{i}", email, status="not_started"))
-        assert (await sender.post("acme-sales", event))[0] == 202
-    await settled(runtime)
+    await assigned(sender_for(runtime), runtime, people, "p")
     written = stackone.assignments(ACCOUNT)
     assert len(written) == 30
     lost = [written[4], written[23]]
@@ -168,10 +172,7 @@ async def test_an_assignment_written_live_while_the_lms_is_listed_is_no_unknown_
     settings = reconcile_settings()
     runtime = await start_runtime(settings)
     sender = sender_for(runtime)
-    for i, email in enumerate(people):
-        event = exec_event("assignment.created", exec_assignment(f"e{i}", email, status="not_started"))
-        assert (await sender.post("acme-sales", event))[0] == 202
-    await settled(runtime)
+    await assigned(sender, runtime, people, "e")
     assert len(stackone.assignments(ACCOUNT)) == 3
     stackone.fail_next(0, delay=3.0, path_contains="/unified/lms/assignments")  # the listing's answer waits
     requests = len(stackone.requests)
