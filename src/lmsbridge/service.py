@@ -127,6 +127,10 @@ class Service:
     _holders: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
     # Kept only while held or awaited: a dict of locks grew by one per learning object ever seen.
     _content_locks: KeyedLocks[tuple[str, str]] = field(default_factory=KeyedLocks, init=False, repr=False)
+    # Leases this process may still hold, left by a sync a database fault cut before it could give
+    # its lease back (a PostgreSQL restart): (record, account) -> (holder, until). The next sync of
+    # the row here takes the lease again under the same holder instead of waiting it out.
+    _orphans: dict[tuple[int, str], tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
 
     # --- step 1: events -----------------------------------------------------------------
 
@@ -193,10 +197,14 @@ class Service:
             attempt = _Attempt(claimed.holder)
             view = claimed.view
         else:
-            attempt = _Attempt(self._holder())
-            view = await self.leases.claim(
-                record_id, account, attempt.holder, self.clock(), self.lease_seconds, revive=revive
-            )
+            attempt = _Attempt(self._orphaned(record_id, account) or self._holder())
+            try:
+                view = await self.leases.claim(
+                    record_id, account, attempt.holder, self.clock(), self.lease_seconds, revive=revive
+                )
+            except InfrastructureFault:
+                self._orphan(record_id, account, attempt.holder)  # the claim may have committed unanswered
+                raise
         holder = attempt.holder
         if view is None or (view.status == DEAD and not revive):
             return Synced(record_id, account)  # gone, or dead: nothing to write
@@ -224,10 +232,24 @@ class Service:
             # lease, renewed when its intent was written: StackOne may still be working on it, and
             # nobody may list the LMS before the lease runs out. Otherwise the retry may start at once.
             if not attempt.in_doubt:
-                with contextlib.suppress(InfrastructureFault):
+                try:
                     await self.leases.release(record_id, account, holder)
+                except InfrastructureFault:
+                    self._orphan(record_id, account, holder)
             raise
         return result
+
+    def _orphan(self, record_id: int, account: str, holder: str) -> None:
+        """Remember a lease a database fault kept us from giving back (forgetting those run out)."""
+        now = self.clock()
+        for key in [k for k, (_, until) in self._orphans.items() if until < now]:
+            del self._orphans[key]
+        self._orphans[(record_id, account)] = (holder, now + self.lease_seconds)
+
+    def _orphaned(self, record_id: int, account: str) -> str | None:
+        """The holder of a lease on the row this process may still hold, taken (once) for a new sync."""
+        holder, until = self._orphans.pop((record_id, account), ("", 0.0))
+        return holder if holder and until >= self.clock() else None
 
     async def _sync_claimed(self, view: SyncView, attempt: _Attempt) -> Synced:
         """Write the missing steps; the last write also marks the record synced and frees the lease."""

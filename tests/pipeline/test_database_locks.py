@@ -76,3 +76,47 @@ async def test_a_table_locked_by_another_session_fails_writes_after_a_bound_then
     written = [(a["user_id"], a["body"]["learning_object_external_reference"]) for a in stackone.assignments(ACCOUNT)]
     assert len(written) == len(set(written)) == len(PEOPLE)
     assert counts == {ACCOUNT: {"synced": len(PEOPLE)}}
+
+
+async def test_a_sync_cut_by_the_database_going_away_takes_its_own_lease_again(
+    make_settings: SettingsFactory,
+    stackone: StackOneStandIn,
+    start_runtime: Start,
+    sender_for: Sender,
+    pg_url: str,
+    pg_admin_url: str,
+) -> None:
+    """The database goes away (a restart, a failover) while a sync waits for StackOne, which then
+    refuses the create (500): the worker cannot give its lease back. Once the database is back, its
+    next attempt takes that lease again and writes the assignment within seconds (before: it waited
+    out ``worker.sync_lease_seconds``, 120 s here, its own lease held against it)."""
+    stackone.add_user(ACCOUNT, "cut@acme.example")
+    settings = make_settings(database_url=pg_url, worker={"sync_lease_seconds": 120.0})
+    runtime = await start_runtime(settings)
+    name = urlsplit(pg_url).path.lstrip("/")
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        stackone.fail_next(500, delay=1.0, path_contains="/assignments", method="POST")
+        requests = len(stackone.requests)
+        await assign(sender_for(runtime), "cut@acme.example", scenario="cut")
+        while not any(r.method == "POST" for r in stackone.requests[requests:]):
+            await asyncio.sleep(0.02)
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await asyncio.sleep(3.0)  # the 500 came back meanwhile; the lease could not be given back
+        assert stackone.assignments(ACCOUNT) == []
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        back = time.monotonic()
+        while not stackone.assignments(ACCOUNT) and time.monotonic() - back < 30:
+            await asyncio.sleep(0.1)
+        waited = time.monotonic() - back
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert stackone.assignments(ACCOUNT), "not written within 30 s of the database coming back"
+    assert waited < 15
+    assert await settled(runtime, timeout=30) == {ACCOUNT: {"synced": 1}}
+    assert len(stackone.assignments(ACCOUNT)) == 1
