@@ -78,6 +78,13 @@ class UnsupportedMediaType(RejectRequest):
     code = "unsupported_media_type"
 
 
+class ExpectationFailed(RejectRequest):
+    """417: an ``Expect`` other than ``100-continue``, which is all the receiver understands."""
+
+    status = 417
+    code = "unsupported_expectation"
+
+
 class UnusableBody(RejectRequest):
     """422: valid JSON, but lacking what lmsbridge needs (``path`` names the problem)."""
 

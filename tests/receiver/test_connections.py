@@ -325,3 +325,97 @@ def test_the_document_says_encoded_bodies_are_refused() -> None:
     assert "body_timeout" in operation["responses"]["408"]["description"]
     assert "busy" in operation["responses"]["503"]["description"]
     assert "malformed_http" in operation["responses"]["400"]["description"]
+
+
+def signed_head(body: bytes, message_id: str, extra: str = "") -> bytes:
+    """A request line and headers for ``body``, signed for ``acme-sales``, plus ``extra`` headers."""
+    headers = build_signer("standard-webhooks", SECRET).sign(body, message_id=message_id, timestamp=int(NOW))
+    return head(len(body), "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + extra)
+
+
+@pytest.mark.parametrize(
+    ("declared", "extra", "path", "status", "code"),
+    [
+        (BODY_LIMIT + 1, "", "/webhooks/acme-sales", 413, "body_too_large"),
+        (100, "", "/webhooks/nobody", 404, "unknown_source"),
+        (100, "Content-Encoding: gzip\r\n", "/webhooks/acme-sales", 415, "unsupported_content_encoding"),
+        (100, "Content-Type: text/plain\r\n", "/webhooks/acme-sales", 415, "unsupported_media_type"),
+    ],
+    ids=["too-large", "unknown-source", "encoded", "not-json"],
+)
+async def test_expect_100_continue_is_refused_before_the_body_is_sent(
+    serve: Start, declared: int, extra: str, path: str, status: int, code: str
+) -> None:
+    """A sender that asks ``Expect: 100-continue`` and whose headers alone are refused gets the
+    final refusal at once, with no ``100 Continue`` before it, and the connection closed, without
+    having sent a byte of its body (before: aiohttp said 100 Continue to everything, so a sender
+    uploaded a body the receiver then refused unread; curl sent 1.4 MB of a 3 MB body)."""
+    served = await serve()
+    request = head(declared, f"Expect: 100-continue\r\n{extra}", path=path)
+    if "Content-Type: text/plain" in extra:
+        request = request.replace(b"Content-Type: application/json\r\n", b"")
+    reader, writer = await served.connect()
+    writer.write(request)  # the headers only: a sender waits for 100 Continue before its body
+    raw = await asyncio.wait_for(reader.read(), 3.0)  # returns at EOF: the server closed
+    writer.close()
+    assert not raw.startswith(b"HTTP/1.1 100"), raw
+    top, _, body = raw.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    assert int(lines[0].split()[1]) == status, raw
+    assert "connection: close" in [line.lower() for line in lines[1:]]
+    assert orjson.loads(body)["error"]["code"] == code
+
+
+async def test_expect_100_continue_asks_for_the_body_of_an_acceptable_request(serve: Start) -> None:
+    """A signed webhook sent with ``Expect: 100-continue`` gets ``100 Continue``, sends its body on
+    that, and is accepted (202) on a connection that stays open for the next request."""
+    served = await serve()
+    body = orjson.dumps(exec_event("assignment.created", exec_assignment("a-3", "jane@acme.example")))
+    reader, writer = await served.connect()
+    writer.write(signed_head(body, "msg-expect", "Expect: 100-continue\r\n"))
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    top = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).decode("latin-1")
+    length = next(int(line.split(":")[1]) for line in top.split("\r\n") if line.lower().startswith("content-length"))
+    answer = await asyncio.wait_for(reader.readexactly(length), 5.0)
+    assert top.startswith("HTTP/1.1 202"), top
+    assert orjson.loads(answer)["status"] == "accepted"
+    # The connection is kept: a second request on it is answered too.
+    writer.write(head(2, "Connection: close\r\n") + b"{}")
+    status, _, _ = await response_of(reader, timeout=5.0)
+    writer.close()
+    assert status == 401  # unsigned: refused, but answered on the kept connection
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/webhooks/acme-sales"), ("GET", "/healthz"), ("POST", "/nowhere")]
+)
+async def test_an_expectation_other_than_100_continue_is_a_json_417(serve: Start, method: str, path: str) -> None:
+    """``Expect: something-else`` is 417 ``unsupported_expectation`` in the JSON error shape, on a
+    webhook route, another route and no route at all (before: aiohttp's ``text/plain`` "Unknown
+    Expect", raised before the app's error handling ran)."""
+    served = await serve()
+    reader, writer = await served.connect()
+    writer.write(
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\nExpect: something-else\r\nConnection: close\r\n\r\n{}".encode()
+    )
+    status, headers, answer = await response_of(reader, timeout=3.0)
+    writer.close()
+    assert status == 417, answer
+    assert headers["content-type"].startswith("application/json")
+    assert orjson.loads(answer)["error"]["code"] == "unsupported_expectation"
+
+
+async def test_expect_is_ignored_in_http_1_0(serve: Start) -> None:
+    """An HTTP/1.0 request has no interim answers: its ``Expect`` is ignored (RFC 9110 10.1.1), and a
+    signed webhook sent with its body is accepted."""
+    served = await serve()
+    body = orjson.dumps(exec_event("assignment.created", exec_assignment("a-4", "jane@acme.example")))
+    request = signed_head(body, "msg-http10", "Expect: 100-continue\r\n").replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    reader, writer = await served.connect()
+    writer.write(request + body)
+    status, _, answer = await response_of(reader, timeout=5.0)
+    writer.close()
+    assert status == 202, answer

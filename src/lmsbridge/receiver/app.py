@@ -1,12 +1,16 @@
 """The webhook receiver: verify, validate, publish with confirms, and only then answer 202.
 
-Order of checks for ``POST /webhooks/{source}``: known source (404), a ``Content-Encoding``
-(415: the signature covers the bytes as sent, so bodies are never decompressed), declared
-body size (413), a free reading slot (503 + ``Retry-After`` when ``receiver.max_reading``
-bodies are being read already), the body within ``receiver.body_timeout`` (408, connection
-closed) and the size limit (413), media type (415), signature and timestamp over the raw
-bytes (401/400), JSON (400), body contents (422, including what the database cannot hold).
-Then the event is published; ``202`` means RabbitMQ confirmed it.
+Order of checks for ``POST /webhooks/{source}``: first what the headers show: known source
+(404), a ``Content-Encoding`` (415: the signature covers the bytes as sent, so bodies are never
+decompressed), declared body size (413), media type (415). Then a free reading slot (503 +
+``Retry-After`` when ``receiver.max_reading`` bodies are being read already), the body within
+``receiver.body_timeout`` (408, connection closed) and the size limit (413), signature and
+timestamp over the raw bytes (401/400), JSON (400), body contents (422, including what the
+database cannot hold). Then the event is published; ``202`` means RabbitMQ confirmed it.
+
+A request sent with ``Expect: 100-continue`` gets the headers' checks before its body is asked
+for: a refusal answers at once and closes the connection, so a sender never uploads a body that
+would be refused unread. An ``Expect`` of anything else is refused with 417.
 
 Connections: one idle (or still sending its request line and headers) for
 ``receiver.keepalive_timeout`` seconds is closed, so slow senders hold neither memory nor
@@ -32,10 +36,18 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from lmsbridge.domain import AssignmentEvent
-from lmsbridge.errors import BodyTimeout, BodyTooLarge, ReceiverBusy, UnknownSource, UnsupportedMediaType
+from lmsbridge.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    ExpectationFailed,
+    ReceiverBusy,
+    RejectRequest,
+    UnknownSource,
+    UnsupportedMediaType,
+)
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
 from lmsbridge.receiver.errors import from_exception
@@ -54,6 +66,8 @@ _LINGER_SECONDS = 1.0
 """After an early refusal, how long the rest of an unread body is drained before closing."""
 
 Check = Callable[[], Awaitable[bool]]
+Receive = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Expect = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
 
 class EventPublisher(Protocol):
@@ -156,27 +170,39 @@ def create_app(
             with in_flight.take():
                 return await _receive(request, name, fields)
         except Exception as exc:
-            code = getattr(exc, "code", "internal_error")
-            metrics.stage("rejected")
-            metrics.rejections.labels(source=name if name in sources else "(unknown)", code=code).inc()
-            log.info("webhook.rejected", code=code, error=str(exc), status=getattr(exc, "status", 503), **fields)
+            rejected(exc, name, fields)
             raise
         finally:
             metrics.receive_seconds.observe(time.perf_counter() - started)
 
-    def receiver_of(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def receive_source(request: web.Request) -> web.StreamResponse:
-            return await receive(request, name)
+    def rejected(exc: Exception, name: str, fields: dict[str, str]) -> None:
+        code = getattr(exc, "code", "internal_error")
+        metrics.stage("rejected")
+        metrics.rejections.labels(source=name if name in sources else "(unknown)", code=code).inc()
+        log.info("webhook.rejected", code=code, error=str(exc), status=getattr(exc, "status", 503), **fields)
 
-        return receive_source
+    async def expect(request: web.Request, name: str) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: refuse what the headers already show (unknown source, a
+        ``Content-Encoding``, a declared size over the limit, not JSON) before the sender sends
+        the body, else ask for it. (aiohttp's own handler says 100 Continue to everything.)"""
+        if request.version < HttpVersion11:
+            return None  # HTTP/1.0 has no interim answers: the expectation is ignored (RFC 9110 10.1.1)
+        try:
+            if request.headers.get("Expect", "").strip().lower() != "100-continue":
+                raise ExpectationFailed("the receiver understands only Expect: 100-continue")
+            _refused_by_headers(request, name)
+        except RejectRequest as exc:
+            fields = {"correlation_id": _correlation_id(request), "source": name}
+            rejected(exc, name, fields)
+            response = from_exception(exc, retry_after=settings.retry_after)
+            response.force_close()  # the sender may or may not send the body now: this connection is done
+            return response
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's handler: the response proper starts after this
+        return None
 
-    async def receive_any(request: web.Request) -> web.StreamResponse:
-        return await receive(request, request.match_info["source"])
-
-    async def _receive(request: web.Request, name: str, fields: dict[str, str]) -> web.StreamResponse:
-        correlation_id = fields["correlation_id"]
-        metrics.stage("received")
-        log.debug("webhook.received", remote=request.remote, **fields)
+    def _refused_by_headers(request: web.Request, name: str) -> SourceSettings:
+        """The configured source, unless the request's headers alone are reason to refuse it."""
         source = sources.get(name)
         if source is None:
             raise UnknownSource(f"no source named {name!r} is configured")
@@ -187,6 +213,30 @@ def create_app(
             )
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             raise BodyTooLarge(f"the body is larger than {settings.max_body_bytes} bytes")
+        if request.content_type not in _JSON_TYPES and not request.content_type.endswith("+json"):
+            raise UnsupportedMediaType("the body must be application/json")
+        return source
+
+    def receiver_of(name: str) -> tuple[Receive, Expect]:
+        async def receive_source(request: web.Request) -> web.StreamResponse:
+            return await receive(request, name)
+
+        async def expect_source(request: web.Request) -> web.StreamResponse | None:
+            return await expect(request, name)
+
+        return receive_source, expect_source
+
+    async def receive_any(request: web.Request) -> web.StreamResponse:
+        return await receive(request, request.match_info["source"])
+
+    async def expect_any(request: web.Request) -> web.StreamResponse | None:
+        return await expect(request, request.match_info["source"])
+
+    async def _receive(request: web.Request, name: str, fields: dict[str, str]) -> web.StreamResponse:
+        correlation_id = fields["correlation_id"]
+        metrics.stage("received")
+        log.debug("webhook.received", remote=request.remote, **fields)
+        source = _refused_by_headers(request, name)
         body = _arrived(request, settings.max_body_bytes)
         if body is None:
             with reading.take():
@@ -195,8 +245,6 @@ def create_app(
                         body = await _read_body(request, settings.max_body_bytes)
                 except TimeoutError:
                     raise BodyTimeout(f"the body did not arrive within {settings.body_timeout:g} seconds") from None
-        if request.content_type not in _JSON_TYPES and not request.content_type.endswith("+json"):
-            raise UnsupportedMediaType("the body must be application/json")
         verified = verifiers[name].verify(request.headers, body, clock())
         key = source.key_name(verified.key_index)
         parsed = parse_event(
@@ -258,8 +306,9 @@ def create_app(
     # request); the pattern route answers the rest (404 unknown_source).
     for name in sources:
         if _PLAIN_NAME.match(name):
-            app.router.add_post(f"/webhooks/{name}", receiver_of(name))
-    app.router.add_post("/webhooks/{source}", receive_any)
+            handler, expect_handler = receiver_of(name)
+            app.router.add_post(f"/webhooks/{name}", handler, expect_handler=expect_handler)
+    app.router.add_post("/webhooks/{source}", receive_any, expect_handler=expect_any)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -49,7 +49,13 @@ def from_exception(exc: BaseException, *, retry_after: int) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         )
     if isinstance(exc, web.HTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "malformed_request"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+            400: "malformed_request",
+            417: "unsupported_expectation",
+        }
         code = codes.get(exc.status, f"http_{exc.status}")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, "invalid_request", code, exc.reason, headers=headers)

@@ -36,6 +36,9 @@ _REFUSALS = {
     "408": "The body did not arrive within `receiver.body_timeout` seconds (code `body_timeout`; "
     "the connection is closed).",
     "413": "The body is larger than the limit (code `body_too_large`).",
+    "417": "An `Expect` header other than `100-continue` (code `unsupported_expectation`). With `Expect: "
+    "100-continue`, a request its headers already refuse (404, 413, 415) is answered before its body is "
+    "asked for, and the connection is closed.",
     "415": "The body is not `application/json` (code `unsupported_media_type`), or is sent with a "
     "`Content-Encoding` other than `identity` (code `unsupported_content_encoding`): signatures cover the "
     "bytes as sent, so bodies are never decompressed; send them uncompressed.",

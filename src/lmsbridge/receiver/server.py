@@ -6,11 +6,14 @@ offending bytes. :class:`ReceiverRunner` serves the app with a protocol whose
 ``handle_error`` answers the receiver's JSON error shape instead and echoes nothing. aiohttp
 offers no public hook for this: the protocol is made by ``web.Server.__call__``, and the
 runner's ``_make_server`` builds that server, so both are overridden here (a test sends such
-requests over a raw socket, so an aiohttp upgrade that moves them fails loudly).
+requests over a raw socket, so an aiohttp upgrade that moves them fails loudly). The same goes
+for the refusal aiohttp raises before the app's middlewares run (an ``Expect`` it does not
+understand): the server's handler answers it in our shape too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,11 +21,12 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from lmsbridge.logs import get_logger
-from lmsbridge.receiver.errors import malformed_http
+from lmsbridge.receiver.errors import from_exception, malformed_http
 
 log = get_logger(__name__)
 
 RETRY_AFTER_KEY = web.AppKey("retry_after", int)
+Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class _JsonErrorsProtocol(RequestHandler):
@@ -55,14 +59,29 @@ class _JsonErrorsServer(web.Server):
         return _JsonErrorsProtocol(self, loop=self._loop, retry_after=self._retry_after, **self._kwargs)
 
 
+def _json_refusals(handler: Handler, retry_after: int) -> Handler:
+    """``handler``, with the refusals aiohttp raises before the app's middlewares run (an ``Expect``
+    it does not understand, on a route without the receiver's own expect handler) in our shape."""
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            log.info("http.refused", status=exc.status, path=request.path)
+            return from_exception(exc, retry_after=retry_after)
+
+    return handle
+
+
 class ReceiverRunner(web.AppRunner):
     """``web.AppRunner`` for the receiver app: the same, with JSON errors from the HTTP parser."""
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
+        retry_after = self.app.get(RETRY_AFTER_KEY, 5)
         return _JsonErrorsServer(
-            made.request_handler,
-            retry_after=self.app.get(RETRY_AFTER_KEY, 5),
+            _json_refusals(made.request_handler, retry_after),
+            retry_after=retry_after,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
