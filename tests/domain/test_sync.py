@@ -34,12 +34,14 @@ def test_new_assignment_needs_content_then_assignment() -> None:
 
 
 def test_completed_first_pushes_assignment_and_completion() -> None:
-    """A completion arriving first writes the assignment (status completed) and the completion."""
+    """A completion arriving first writes the assignment and the completion; the assignment goes
+    ``in_progress`` (100 %): StackOne creates assignments pending or in progress, never completed."""
     assert plan_sync(DONE, AccountSync(content_known=True)).steps == (
         SyncStep.CREATE_ASSIGNMENT,
         SyncStep.CREATE_COMPLETION,
     )
-    assert assignment_body(DONE)["status"] == {"value": "completed"}
+    assert assignment_body(DONE)["status"] == {"value": "in_progress"}
+    assert assignment_body(DONE)["progress"] == 100
 
 
 def test_nothing_left_means_done() -> None:

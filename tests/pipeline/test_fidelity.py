@@ -93,6 +93,26 @@ async def test_a_retake_ends_as_one_pass_with_its_own_time_and_score(
     assert stackone.violations == []
 
 
+async def test_a_completion_that_comes_first_creates_its_assignment_in_progress_then_the_completion(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A completion whose assignment lmsbridge never saw (it came first, or the assignment predates
+    lmsbridge) writes the assignment as ``in_progress`` at 100 %, then the Pass: StackOne's Create User
+    Assignment page says an assignment "can be pending or in progress", and the stand-in refuses any
+    other status with 422 (before: it was created ``completed``, refused, and the record, its
+    completion with it, dead-lettered)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    assert (await sender.post("acme-sales", _pass()))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    [assignment] = stackone.assignments(ACCOUNT)
+    assert assignment["body"]["status"] == {"value": "in_progress"}
+    assert assignment["body"]["progress"] == 100
+    assert _completions(stackone) == [PASS_ROW]
+    assert stackone.violations == []
+
+
 async def test_a_superseded_fail_is_deleted_when_configured(
     make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
 ) -> None:

@@ -127,8 +127,15 @@ def iso(value: datetime) -> str:
 
 
 def assignment_status(state: RecordState) -> str:
-    """StackOne's assignment ``status.value`` for a record."""
-    return {Rank.ASSIGNED: "pending", Rank.IN_PROGRESS: "in_progress", Rank.COMPLETED: "completed"}[state.rank]
+    """StackOne's assignment ``status.value`` for a record's create.
+
+    An assignment "can be pending or in progress" (StackOne's Create User Assignment page), so a
+    record already completed when its assignment is first written (its completion came first, or
+    a team member was at 100 % when the assignment was expanded) is created ``in_progress`` with
+    its progress (100): the completion written next is what says it is done, as it is for an
+    assignment written ``pending`` before its completion came (assignments are never updated).
+    """
+    return "pending" if state.rank is Rank.ASSIGNED else "in_progress"
 
 
 def assignment_body(state: RecordState) -> dict[str, Any]:

@@ -40,6 +40,9 @@ if TYPE_CHECKING:  # the spec validator needs jsonschema, a test-only dependency
 
 DEFAULT_PAGE_SIZE = 25
 _WINDOW = 60.0
+CREATABLE_STATUSES = ("pending", "in_progress")
+"""What an assignment may be created as: "It can be pending or in progress" (StackOne's Create User
+Assignment page); the status enum's ``completed`` is for assignments as listed."""
 _WRITES = frozenset({"create_assignment", "create_completion", "upsert_content", "upsert_content_batch"})
 _ASSIGNMENT_FIELDS = (
     "learning_object_external_reference",
@@ -581,6 +584,10 @@ class StackOneStandIn:
             return _error(400, "learning_object_external_reference must be a string")
         ref = body["learning_object_external_reference"]
         if kind == "assignment":
+            status = body.get("status")
+            value = status.get("value") if isinstance(status, dict) else None
+            if value is not None and value not in CREATABLE_STATUSES:
+                return _error(422, f"an assignment can be created pending or in_progress, not {value!r}")
             if (account, user_id, ref) in self._assigned:
                 self.conflicts += 1
                 return _error(409, "Record already exists")
