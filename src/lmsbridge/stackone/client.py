@@ -432,10 +432,10 @@ class StackOneClient:
             secrets=self._secrets,
             max_pause=self._max_pause,
         )
-        # A 429 pauses the whole key; a 408 only when StackOne says how long (a timed-out request
-        # is that request's trouble, not a rate limit).
-        asked = status == 429 or "Retry-After" in response_headers
-        if status in (408, 429) and asked and self._limiter is not None and isinstance(error, RetryAfter):
+        # A 429 is the key's rate limit: the whole key pauses. A 408 is one account's provider too
+        # slow for StackOne's 60 s (it always carries a Retry-After): only that call's record waits,
+        # as its error's delay; pausing the key would stall every other customer's LMS on it.
+        if status == 429 and self._limiter is not None and isinstance(error, RetryAfter):
             self._limiter.pause(error.delay)
         raise error
 
