@@ -122,8 +122,16 @@ class RetryLater(LmsbridgeError):
     """
 
 
+class RetryListingFirst(RetryLater):
+    """A create answered 5xx: StackOne or the LMS behind it failed, maybe after the LMS wrote it.
+
+    Retried as any :class:`RetryLater`, but its write-ahead intent stays: the next attempt lists
+    the person's assignments or completions before it creates again.
+    """
+
+
 class RetryAfter(RetryLater):
-    """The far side asked us to wait (429/408 ``Retry-After``); the whole API key slows down."""
+    """The far side asked us to wait (``Retry-After``): a 429 pauses the whole API key, a 408 only its record."""
 
     def __init__(self, message: str, *, delay: float) -> None:
         super().__init__(message)

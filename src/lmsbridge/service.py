@@ -47,6 +47,7 @@ from lmsbridge.errors import (
     LmsbridgeError,
     ParkRecord,
     RetryLater,
+    RetryListingFirst,
     WriteUncertain,
 )
 from lmsbridge.locks import KeyedLocks
@@ -338,11 +339,13 @@ class Service:
                 rid, account, step, found or None, last=last, completion=completion_of(state), version=view.version
             )
             return calls + 2
-        except LmsbridgeError:
-            if attempt.in_doubt:  # sent, and StackOne refused it: nothing written, the next attempt need not list
-                attempt.in_doubt = False
-                with contextlib.suppress(InfrastructureFault):
-                    await self.leases.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
+        except LmsbridgeError as exc:
+            if attempt.in_doubt:
+                attempt.in_doubt = False  # answered: the lease goes back and the retry may come at once
+                if not isinstance(exc, RetryListingFirst):  # a 5xx keeps the intent: the retry lists first
+                    # StackOne refused it: nothing written, the next attempt need not list.
+                    with contextlib.suppress(InfrastructureFault):
+                        await self.leases.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
             raise
         attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
         attempt.changed = not await self.leases.mark_written(

@@ -204,3 +204,44 @@ async def test_an_outage_pauses_the_account_burns_no_attempts_and_everything_lan
 
 async def _after(moment: float) -> bool:
     return time.time() >= moment
+
+
+async def test_a_502_on_a_completion_the_lms_wrote_anyway_is_listed_before_writing_again(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A completion create answered 502 (the provider failed) after the LMS wrote it: the retry lists
+    the person's completions first, finds it and writes nothing more, so the LMS holds one completion
+    (before: a 5xx cleared the write-ahead intent, the retry created again, and the LMS held two)."""
+    jane = stackone.add_user(ACCOUNT, JANE)
+    runtime = await start_runtime(make_settings(broker=FAST))
+    stackone.fail_next(502, method="POST", path_contains="/completions", write_before_failing=True)
+
+    await complete(sender_for(runtime), JANE)
+
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert [r.status for r in calls(stackone, "POST", "/completions")] == [502]
+    [create] = calls(stackone, "POST", "/completions")
+    listings = calls(stackone, "GET", f"/users/{jane}/completions")
+    assert listings, "the retry did not list"
+    assert listings[0].time > create.time, "lmsbridge created again without listing first"
+    assert stackone.violations == []
+
+
+async def test_a_502_on_a_completion_the_lms_did_not_write_is_written_once_after_the_listing(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A completion create answered 502 without writing: the retry lists, finds nothing, and creates it
+    once; the 5xx costs one listing, not a wait for the lease."""
+    stackone.add_user(ACCOUNT, JANE)
+    runtime = await start_runtime(make_settings(broker=FAST, worker={"sync_lease_seconds": 120}))
+    stackone.fail_next(502, method="POST", path_contains="/completions")
+    started = time.monotonic()
+
+    await complete(sender_for(runtime), JANE)
+
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert time.monotonic() - started < 30
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert [r.status for r in calls(stackone, "POST", "/completions")] == [502, 201]
+    assert stackone.violations == []

@@ -38,6 +38,7 @@ from lmsbridge.errors import (
     PauseAccount,
     RetryAfter,
     RetryLater,
+    RetryListingFirst,
     WriteUncertain,
 )
 from lmsbridge.logs import get_logger
@@ -155,6 +156,8 @@ def stackone_error(
             return WriteUncertain(text + "; the write may have happened", delay=recheck_after)
         return DeadLetter(f"stackone_{status}", text, detail={"message": message or None})
     if status >= 500 and status != 501:
+        if is_create:  # a 502 or 504 may come after the LMS wrote it: list before creating again
+            return RetryListingFirst(text + " (the write may have happened; listed before writing again)")
         return RetryLater(text)
     if status == 409:
         return AlreadyExists(text)
