@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from lmsbridge.reconcile.run import reconcile_command
 from lmsbridge.runtime import Runtime
@@ -109,4 +110,57 @@ async def test_a_malformed_list_stops_the_source_naming_the_field(
     assert "[1].completedAssignees" in report["error"]
     assert (report["detail_calls"], report["events_queued"]) == (0, 0)
     assert platform.detail_calls() == []
+    assert stackone.assignments() == []
+
+
+async def test_an_unusable_member_row_is_skipped_and_the_rest_reconciled(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    stackone: StackOneStandIn,
+    platform: LimeplateStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A team of 4 never webhooked whose 2nd row has no e-mail: the pass succeeds, the 3 usable
+    members get their assignment, and one warning names the assignment, 1 skipped row and
+    ``userProgress[1].email``. Before the fix the detail failed validation as a whole: exit 1
+    naming ``userProgress[1].email``, the source's pass stopped and nobody was assigned."""
+    team = make_team_assignment(4, assignment_id="asg-one-bad", target_id="phishing", title="Phishing")
+    rows = team["userProgress"]
+    rows[1] = {k: v for k, v in rows[1].items() if k != "email"}
+    platform.add_assignment(team)
+    users = {r["email"]: stackone.add_user(ACCOUNT, r["email"]) for r in rows if "email" in r}
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings, receiver=False)
+    with capture_logs() as logs:
+        assert await reconcile_command(settings, sources=["acme-security"], as_json=True) == 0
+    report = json_out(capsys.readouterr().out)["sources"]["acme-security"]
+    assert report["drift"] == {"record_missing": 3, "completion_missing": 0, "updated": 0}
+    [warning] = [e for e in logs if e["event"] == "limeplate.members_skipped"]
+    assert (warning["assignment_id"], warning["skipped"], warning["first_problem"]) == (
+        "asg-one-bad",
+        1,
+        "userProgress[1].email",
+    )
+    await settled(runtime)
+    assert sorted(a["user_id"] for a in stackone.assignments(ACCOUNT)) == sorted(users.values())
+
+
+async def test_an_assignment_with_no_usable_member_row_still_stops_the_source(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    stackone: StackOneStandIn,
+    platform: LimeplateStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every row of a team lacks an e-mail: exit 1, the error names ``userProgress[0].email`` and
+    nothing is queued, as before the fix (which only spares assignments with a usable row)."""
+    team = make_team_assignment(2, assignment_id="asg-all-bad")
+    team["userProgress"] = [{k: v for k, v in r.items() if k != "email"} for r in team["userProgress"]]
+    platform.add_assignment(team)
+    settings = reconcile_settings()
+    await start_runtime(settings, receiver=False)
+    assert await reconcile_command(settings, sources=["acme-security"], as_json=True) == 1
+    report = json_out(capsys.readouterr().out)["sources"]["acme-security"]
+    assert "userProgress[0].email" in report["error"]
+    assert report["events_queued"] == 0
     assert stackone.assignments() == []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from lmsbridge.errors import DeadLetter, RetryAfter, RetryLater
 from lmsbridge.testing.limeplate import LimeplateStandIn, make_team_assignment
@@ -130,3 +132,98 @@ async def test_connection_refused_retries(session: aiohttp.ClientSession) -> Non
     with pytest.raises(RetryLater) as info:
         await api(session, f"http://127.0.0.1:{port}").members(ASSIGNMENT)
     assert KEY not in str(info.value)
+
+
+def _drop_email(row: dict[str, Any]) -> Any:
+    return {k: v for k, v in row.items() if k != "email"}
+
+
+UNUSABLE_ROWS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "no e-mail": (_drop_email, "userProgress[3].email"),
+    "null e-mail": (lambda row: {**row, "email": None}, "userProgress[3].email"),
+    "e-mail a number": (lambda row: {**row, "email": 42}, "userProgress[3].email"),
+    "e-mail without @": (lambda row: {**row, "email": "member003.acme.example"}, "userProgress[3].email"),
+    "progress over 100": (lambda row: {**row, "progressPercent": 150}, "userProgress[3].progressPercent"),
+    "row not an object": (lambda row: "member003@acme.example", "userProgress[3]"),
+}
+
+
+@pytest.mark.parametrize("breakage", UNUSABLE_ROWS.values(), ids=UNUSABLE_ROWS.keys())
+async def test_one_unusable_member_row_is_skipped_and_the_rest_expand(
+    standin: LimeplateStandIn,
+    session: aiohttp.ClientSession,
+    breakage: tuple[Callable[[dict[str, Any]], Any], str],
+) -> None:
+    """A 12-member team whose 4th row cannot be used gives the other 11 people, in order, and one
+    warning naming the assignment, the count skipped and the first problem's field path, but no
+    e-mail and no key. Before the fix the whole detail failed validation: ``DeadLetter
+    ("platform_bad_response")`` and none of the 12 members was assigned."""
+    spoil, path = breakage
+    document = make_team_assignment(12, assignment_id="asg-one-bad")
+    document["userProgress"][3] = spoil(document["userProgress"][3])
+    standin.add_assignment(document)
+    with capture_logs() as logs:
+        people = await api(session, standin.url).members("asg-one-bad")
+    assert [p.email for p in people] == [f"member{i:03d}@acme.example" for i in range(12) if i != 3]
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert warnings == [  # exactly these fields: no e-mail, no row values, no key
+        {
+            "event": "limeplate.members_skipped",
+            "log_level": "warning",
+            "assignment_id": "asg-one-bad",
+            "skipped": 1,
+            "usable": 11,
+            "first_problem": path,
+        }
+    ]
+
+
+async def test_several_unusable_rows_are_counted_and_the_first_is_named(
+    standin: LimeplateStandIn, session: aiohttp.ClientSession
+) -> None:
+    """Rows 2, 5 and 9 of 12 unusable (no e-mail, e-mail a list, null row): 9 people and ONE warning
+    with ``skipped=3`` naming ``userProgress[2].email``. Before the fix: ``DeadLetter`` and nobody."""
+    document = make_team_assignment(12, assignment_id="asg-three-bad")
+    rows = document["userProgress"]
+    rows[2] = _drop_email(rows[2])
+    rows[5] = {**rows[5], "email": ["member005@acme.example"]}
+    rows[9] = None
+    standin.add_assignment(document)
+    with capture_logs() as logs:
+        people = await api(session, standin.url).members("asg-three-bad")
+    assert len(people) == 9
+    [warning] = [e for e in logs if e["log_level"] == "warning"]
+    assert (warning["skipped"], warning["usable"], warning["first_problem"]) == (3, 9, "userProgress[2].email")
+
+
+async def test_all_member_rows_unusable_is_still_dead_lettered(
+    standin: LimeplateStandIn, session: aiohttp.ClientSession
+) -> None:
+    """Rows present but none usable: ``DeadLetter("platform_bad_response")`` naming the first
+    problem's path (``userProgress[0].email``), no warning; the same consequence as before the fix."""
+    document = make_team_assignment(3, assignment_id="asg-all-bad")
+    document["userProgress"] = [_drop_email(row) for row in document["userProgress"]]
+    standin.add_assignment(document)
+    with capture_logs() as logs, pytest.raises(DeadLetter) as info:
+        await api(session, standin.url).members("asg-all-bad")
+    assert info.value.reason == "platform_bad_response"
+    assert info.value.detail == "userProgress[0].email"
+    assert [e for e in logs if e["log_level"] == "warning"] == []
+
+
+async def test_an_assignment_without_members_expands_to_nobody(
+    standin: LimeplateStandIn, session: aiohttp.ClientSession
+) -> None:
+    """``userProgress: []`` gives no people and no warning, while a missing ``userProgress`` is
+    ``DeadLetter("platform_bad_response")``: both as before the fix, which changed neither."""
+    standin.add_assignment(make_team_assignment(0, assignment_id="asg-empty"))
+    without = make_team_assignment(0, assignment_id="asg-no-rows")
+    del without["userProgress"]
+    standin.add_assignment(without)
+    client = api(session, standin.url)
+    with capture_logs() as logs:
+        assert await client.members("asg-empty") == []
+    assert logs == []
+    with pytest.raises(DeadLetter) as info:
+        await client.members("asg-no-rows")
+    assert (info.value.reason, info.value.detail) == ("platform_bad_response", "userProgress")

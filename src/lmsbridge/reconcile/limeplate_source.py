@@ -4,23 +4,28 @@
 ``totalAssignees`` and ``completedAssignees`` but no people. An assignment's members are read
 (``GET /assignments/{id}``) only when those aggregates differ from what lmsbridge holds for
 it (its records, or what the last pass saw), or it is unknown: a quiet day costs one call.
-An inactive assignment lmsbridge never saw is not pushed. The list is validated whole first.
+An inactive assignment lmsbridge never saw is not pushed. The list is validated whole first;
+an assignment's member rows one by one (:mod:`lmsbridge.vendors.limeplate_members`), so an
+unusable row is skipped with a warning and only an assignment whose rows are all unusable
+stops the pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import Field
 
 from lmsbridge.domain import AssignmentEvent
-from lmsbridge.errors import MalformedPage
+from lmsbridge.errors import MalformedPage, RejectRequest
 from lmsbridge.reconcile.batches import Batch, parse
 from lmsbridge.reconcile.client import PlatformClient
 from lmsbridge.storage.reconcile import ReconcileStore
 from lmsbridge.vendors.limeplate import Assignment, Member, learning_object
+from lmsbridge.vendors.limeplate_members import usable_members
 
 PATH = "/api/public/v1/assignments"
 
@@ -34,9 +39,17 @@ class Listed(Assignment):
 
 
 class Detail(Listed):
-    """``GET /assignments/{id}``: the entry plus one row per member."""
+    """``GET /assignments/{id}``: the entry plus one row per member (raw: see :func:`_members`)."""
 
-    user_progress: list[Member]
+    user_progress: list[Any]
+
+
+def _members(detail: Detail, where: str) -> list[Member]:
+    """The usable member rows; ``MalformedPage`` naming the first problem's field if rows were present but none is."""
+    try:
+        return usable_members(detail.user_progress, assignment_id=detail.id)
+    except RejectRequest as exc:
+        raise MalformedPage(f"{where}: malformed ({exc.message})", field=exc.path or "(body)") from None
 
 
 async def limeplate_batches(
@@ -79,6 +92,7 @@ async def limeplate_batches(
         if raw is None:
             continue  # deleted since it was listed
         detail = parse(Detail, raw, where)
+        people = _members(detail, where)
         at = now()
         event = AssignmentEvent(
             message_id="reconcile:pending",
@@ -92,9 +106,7 @@ async def limeplate_batches(
             learning_object=learning_object(detail),
             assigned_at=detail.created_at,
             due_date=detail.deadline,
-            people=tuple(
-                m.person(passed=True if (m.progress_percent or 0) >= 100 else None) for m in detail.user_progress
-            ),
+            people=tuple(m.person(passed=True if (m.progress_percent or 0) >= 100 else None) for m in people),
         )
         yield Batch(
             where=where,

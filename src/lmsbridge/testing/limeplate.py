@@ -86,11 +86,14 @@ class LimeplateStandIn(PlatformStandIn):
 
 
 def _aggregates(assignment: dict[str, Any]) -> dict[str, Any]:
-    """``totalAssignees``, ``completedAssignees`` and ``avgProgress`` from the members (as stored if none)."""
+    """``totalAssignees``, ``completedAssignees`` and ``avgProgress`` from the members (as stored if none).
+
+    A row that is not an object (a broken row a test serves) counts as a member with no progress.
+    """
     members = assignment.get("userProgress")
     if members is None:
         return {}
-    progress = [float(m.get("progressPercent") or 0) for m in members]
+    progress = [float((m.get("progressPercent") if isinstance(m, dict) else 0) or 0) for m in members]
     return {
         "totalAssignees": len(members),
         "completedAssignees": sum(1 for p in progress if p >= 100),

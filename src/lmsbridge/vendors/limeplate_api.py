@@ -2,8 +2,9 @@
 
 ``GET /api/public/v1/assignments/{id}`` (Bearer ``scs_live_...``) returns the assignment with
 a ``userProgress`` row per member; team and org assignments list every member (spec 003
-materialises the rows at creation, and the endpoint is not paginated). Failures map to the
-consumer's outcomes here:
+materialises the rows at creation, and the endpoint is not paginated). The rows are read one
+by one (:mod:`.limeplate_members`): an unusable row is skipped with a warning, and only an
+assignment whose rows are all unusable fails. Failures map to the consumer's outcomes here:
 
 ======================  ==============================================================
 answer                  raises
@@ -15,8 +16,9 @@ connection error
 404                     ``DeadLetter("assignment_not_found")``
 anything else, or a     ``DeadLetter("platform_bad_response")``
 body that does not
-parse or is over
-64 MiB
+parse, is over 64 MiB
+or whose member rows
+are all unusable
 ======================  ==============================================================
 
 The key never appears in a message.
@@ -24,6 +26,7 @@ The key never appears in a message.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -35,17 +38,21 @@ from lmsbridge.domain import PersonProgress
 from lmsbridge.errors import DeadLetter, RejectRequest, RetryAfter, RetryLater
 from lmsbridge.retry_after import retry_after_seconds
 from lmsbridge.vendors.envelope import validate
-from lmsbridge.vendors.limeplate import Camel, Member
+from lmsbridge.vendors.limeplate import Camel
+from lmsbridge.vendors.limeplate_members import usable_members
 
 PATH = "/api/public/v1/assignments/{id}"
 DEFAULT_RETRY_AFTER = 30.0
 
 
 class AssignmentDetail(Camel):
-    """The part of ``GET /assignments/{id}`` that expansion needs (``userProgress`` is required)."""
+    """The part of ``GET /assignments/{id}`` that expansion needs (``userProgress`` is required).
+
+    The rows stay raw here so that :func:`usable_members` can validate them one by one.
+    """
 
     id: str
-    user_progress: list[Member]
+    user_progress: list[Any]
 
 
 def retry_after(value: str | None, *, now: float | None = None) -> float:
@@ -72,7 +79,7 @@ class LimeplateApi:
         self._user_agent = user_agent
 
     async def members(self, assignment_id: str) -> list[PersonProgress]:
-        """One :class:`PersonProgress` per ``userProgress`` row of the assignment."""
+        """One :class:`PersonProgress` per usable ``userProgress`` row of the assignment."""
         url = self._base + PATH.format(id=quote(assignment_id, safe=""))
         headers = {
             "Authorization": f"Bearer {self._key.get_secret_value()}",
@@ -95,13 +102,14 @@ class LimeplateApi:
             raise DeadLetter("platform_bad_response", f"platform API: an answer larger than {limit} MiB; not read")
         try:
             detail = validate(AssignmentDetail, orjson.loads(payload))
+            members = usable_members(detail.user_progress, assignment_id=assignment_id)
         except orjson.JSONDecodeError:
             raise DeadLetter("platform_bad_response", "platform API: the assignment is not JSON") from None
         except RejectRequest as exc:
             raise DeadLetter(
                 "platform_bad_response", f"platform API: unusable assignment: {exc.message}", detail=exc.path
             ) from None
-        return [row.person() for row in detail.user_progress]
+        return [row.person() for row in members]
 
 
 def _failure(status: int, wait: str | None, assignment_id: str) -> Exception:
