@@ -11,17 +11,24 @@ its directory is refreshed, so a user deleted and created again in the LMS is no
 the old id until a restart. A write answered 404 for a user id we knew asks
 :meth:`People.look_again`: the old id is forgotten (memory and directory) and the person is looked
 up afresh, once.
+
+An e-mail may name several LMS users: a leaver's deactivated account and the new, active one.
+An active user is preferred (``active`` true, ``"true"`` or absent); an inactive one is used only
+when no active user has the e-mail, as before. The directory does not keep whether the user it
+names is active (that would need a column, so a migration), so the choice is made among the rows
+of one listing, and an inactive user is written to the directory only where it names nobody yet:
+a refresh re-listing a user just deactivated never displaces the mapping it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from lmsbridge.errors import ParkRecord
-from lmsbridge.ports import AccountPort, DirectoryPort, StackOnePort
+from lmsbridge.ports import AccountPort, DirectoryPort, StackOnePort, UserRow
 
 USER_NOT_FOUND = "user_not_found"
 
@@ -139,12 +146,14 @@ class People:
 
     async def _by_filter(self, account: str, email: str, *, known: str) -> str | None:
         rows = await self._stackone.find_users_by_email(account, email)
-        match = next((r.id for r in rows if r.id and (r.email or "").strip().lower() == email), None)
-        others = [r for r in rows if (r.email or "").strip().lower() != email]
+        # Reversed: among users in the same state the first listed wins, as before.
+        matches = [r for r in rows if _email_of(r) == email]
+        match = _best_by_email(reversed(matches)).get(email, (None, False))[0]
+        others = [r for r in rows if _email_of(r) != email]
         if others:
             # The LMS ignored the filter: never ask it again, use the directory instead.
             await self._accounts.update_account(account, email_filter="ignored")
-            await self._directory.save_users(account, [(r.email, r.id) for r in others if r.email and r.id])
+            await self._save(account, others)
         elif match and known != "honoured":
             await self._accounts.update_account(account, email_filter="honoured")
         if match:
@@ -160,8 +169,46 @@ class People:
         started = self._clock()
         count = 0
         async for page in self._stackone.iter_users(account, updated_after=state.directory_refreshed_at):
-            count += await self._directory.save_users(account, [(r.email, r.id) for r in page if r.email and r.id])
+            count += await self._save(account, page)
         await self._accounts.update_account(account, directory_refreshed_at=started)
         for key in [key for key in self._cache if key[0] == account]:
             del self._cache[key]
         return count
+
+    async def _save(self, account: str, rows: Iterable[UserRow]) -> int:
+        """Write listed users to the directory, one per e-mail; returns how many were written.
+
+        An inactive user is written only where the directory names nobody for the e-mail, so it
+        never displaces a user written before: from an earlier page, refresh or lookup.
+        """
+        pairs = []
+        for email, (user_id, active) in _best_by_email(rows).items():
+            if active or await self._directory.user_id(account, email) is None:
+                pairs.append((email, user_id))
+        return await self._directory.save_users(account, pairs)
+
+
+def _email_of(row: UserRow) -> str:
+    return (row.email or "").strip().lower()
+
+
+def _is_active(row: UserRow) -> bool:
+    """Only ``active: false`` (or ``"false"``) marks a deactivated user; absent or null counts as active."""
+    active = row.active
+    return active is not False and not (isinstance(active, str) and active.strip().lower() == "false")
+
+
+def _best_by_email(rows: Iterable[UserRow]) -> dict[str, tuple[str, bool]]:
+    """E-mail -> (user id, active) of the user to use among ``rows``: the last active one listed,
+    else the last inactive one (before, the last listed whatever its state). Rows without an id or
+    an e-mail are skipped.
+    """
+    best: dict[str, tuple[str, bool]] = {}
+    for row in rows:
+        email = _email_of(row)
+        if not email or not row.id:
+            continue
+        active = _is_active(row)
+        if email not in best or active or not best[email][1]:
+            best[email] = (row.id, active)
+    return best

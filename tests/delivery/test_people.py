@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
@@ -100,3 +102,32 @@ async def test_records_of_one_new_person_synced_side_by_side_share_one_user_look
     assert len(calls(stackone, "GET", "/unified/lms/users", query="filter[email]")) == 1
     assert {a["user_id"] for a in stackone.assignments(ACCOUNT)} == {user_id}
     assert len(stackone.assignments(ACCOUNT)) == 12
+
+
+@pytest.mark.parametrize("inactive", [False, "false"])
+async def test_an_email_shared_with_a_deactivated_user_resolves_to_the_active_one(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    inactive: bool | str,
+) -> None:
+    """Jane's e-mail names a leaver's deactivated account (listed first) and her active one: her
+    assignment lands on the active one (before, ``filter[email]``'s first match: the deactivated one).
+    Sam has only a deactivated account: his lands there, as before. ``active`` as a boolean and as
+    the spec's string form."""
+    jane, sam = "jane.smith@acme.example", "sam.jones@acme.example"
+    stackone.add_user(ACCOUNT, jane, active=inactive)
+    active = stackone.add_user(ACCOUNT, jane)
+    sams = stackone.add_user(ACCOUNT, sam, active=inactive)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+
+    await assign(sender, jane, scenario="jane")
+    await assign(sender, sam, scenario="sam")
+
+    assert await settled(runtime) == {ACCOUNT: {"synced": 2}}
+    owners = {a["body"]["learning_object_external_reference"]: a["user_id"] for a in stackone.assignments(ACCOUNT)}
+    assert owners == {"exec:scenario:jane": active, "exec:scenario:sam": sams}
+    assert len(calls(stackone, "GET", "/unified/lms/users", query="filter[email]")) == 2
+    assert stackone.violations == []

@@ -37,13 +37,16 @@ async def repo(sqlite_url: str) -> AsyncIterator[Repository]:
 
 
 @contextlib.asynccontextmanager
-async def lms_and_client(spec: Path, **standin: bool) -> AsyncIterator[tuple[StackOneStandIn, StackOneClient]]:
-    """A running StackOne stand-in and a client for it."""
+async def lms_and_client(
+    spec: Path, *, page_size: int = 100, **standin: bool
+) -> AsyncIterator[tuple[StackOneStandIn, StackOneClient]]:
+    """A running StackOne stand-in and a client for it, asking for ``page_size`` rows a page."""
     lms = StackOneStandIn(api_key=STACKONE_KEY, spec_path=spec, **standin)
     await lms.start()
     try:
         async with aiohttp.ClientSession() as session:
-            yield lms, StackOneClient(session, StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY), user_agent="t")
+            settings = StackOneSettings(base_url=lms.url, api_key=STACKONE_KEY, page_size=page_size)
+            yield lms, StackOneClient(session, settings, user_agent="t")
     finally:
         await lms.close()
 

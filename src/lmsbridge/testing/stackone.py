@@ -240,8 +240,13 @@ class StackOneStandIn:
         user_id: str | None = None,
         *,
         updated_at: datetime | None = None,
+        active: bool | str | None = True,
     ) -> str:
-        """Add (or, with a known ``user_id``, update) an LMS user; returns its StackOne id."""
+        """Add (or, with a known ``user_id``, update) an LMS user; returns its StackOne id.
+
+        ``active`` is served as given: ``False`` or ``"false"`` for a deactivated account (a leaver
+        whose e-mail may also name a new, active one), ``None`` for an LMS that leaves it null.
+        """
         users = self._users.setdefault(account, {})
         index = self._by_email.setdefault(account, {})
         uid = user_id or self._new_id("usr")
@@ -254,7 +259,7 @@ class StackOneStandIn:
             "remote_id": f"remote-{uid}",
             "name": name if name is not None else email.split("@")[0],
             "email": email,
-            "active": True,
+            "active": active,
             "created_at": old["created_at"] if old else now,
             "updated_at": now,
         }
