@@ -7,6 +7,7 @@ import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,8 @@ from tests.stackone.conftest import ACCOUNT, KEY, ClientFactory
 
 REF = "exec:scenario:renewal"
 BODY = {"learning_object_external_reference": REF}
+COMPLETION = {"learning_object_external_reference": REF, "result": {"value": "Pass"}}
+NOW = "2026-06-01T09:00:00.000Z"
 Call = Callable[[StackOneClient, str], Awaitable[object]]
 
 
@@ -139,6 +142,33 @@ async def test_408_on_a_create_is_an_uncertain_write_that_pauses_no_other_accoun
     assert caught.value.delay == 12
     assert limiter.snapshot()["paused_for"] == 0
     await asyncio.wait_for(client.probe("acc-other"), 2.0)
+
+
+@pytest.mark.parametrize("data", [{"id": None, "remote_id": None}, {}], ids=["null-id", "no-id"])
+async def test_a_201_whose_created_id_is_null_is_a_write(
+    make_client: ClientFactory, standin: StackOneStandIn, data: dict[str, Any]
+) -> None:
+    """A create answered 201 with a ``CreateResult`` whose ``data.id`` is null (the spec makes it
+    nullable: the LMS behind gave no id) is a success with no id, as a 409 is: nothing more is
+    asked of StackOne (before: WriteUncertain, so every such create was listed again, and with a
+    provider slow to list it, written a second time after the lease)."""
+    uid = standin.add_user(ACCOUNT, "jane@acme.example")
+    answer = {"statusCode": 201, "message": "Record created successfully.", "timestamp": NOW, "data": data}
+    standin.fail_next(201, method="POST", path_contains="/completions", write_before_failing=True, body=answer)
+    client = make_client()
+    assert await client.create_completion(ACCOUNT, uid, COMPLETION) is None
+    assert len(standin.completions(ACCOUNT)) == 1
+
+
+@pytest.mark.parametrize("body", [{"statusCode": 201, "message": "created"}, {"data": "x"}, []])
+async def test_a_2xx_without_a_result_object_is_an_uncertain_write(
+    make_client: ClientFactory, standin: StackOneStandIn, body: Any
+) -> None:
+    """A 2xx create answer without a ``data`` object proves nothing: WriteUncertain, listed before writing again."""
+    uid = standin.add_user(ACCOUNT, "jane@acme.example")
+    standin.fail_next(201, method="POST", path_contains="/completions", body=body)
+    with pytest.raises(WriteUncertain):
+        await make_client().create_completion(ACCOUNT, uid, COMPLETION)
 
 
 async def test_a_create_that_times_out_is_an_uncertain_write(

@@ -297,18 +297,20 @@ class StackOneClient:
             user_scoped=True,
             before_send=before_send,
         )
-        # A 2xx we cannot read (not JSON, no created id) proves nothing either way: StackOne may
-        # have written it. The caller checks by listing, as after a 408, before writing again.
+        # A 2xx we cannot read (not JSON, no ``data`` object) proves nothing either way: StackOne
+        # may have written it. The caller checks by listing, as after a 408, before writing again.
+        # A readable ``CreateResult`` is a success even when its ``data.id`` is null (the spec
+        # allows it: the LMS behind gave no id), like a 409: written, its id unknown.
         try:
             created = CreateResult.model_validate(data if isinstance(data, dict) else {})
         except ValidationError:
             created = CreateResult()
-        if created.data is None or not created.data.id:
+        if created.data is None:
             raise WriteUncertain(
-                f"StackOne {operation}: a 2xx answer without a readable created id; the write may have happened",
+                f"StackOne {operation}: a 2xx answer without a readable result; the write may have happened",
                 delay=0.0,
             )
-        return created.data.id
+        return created.data.id or None
 
     async def _all_rows(self, operation: str, account: str, path: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
