@@ -323,8 +323,14 @@ class Service:
             else:
                 body = completion_body(state)
                 lms_id = await self.stackone.create_completion(account, user_id, body, before_send=intend)
-        except AlreadyExists:
+        except AlreadyExists as exists:
             lms_id = None
+            if step is SyncStep.CREATE_COMPLETION:
+                # Answered: a failed listing below releases the lease; the intent stays, so the
+                # retry lists before it creates again.
+                attempt.in_doubt = False
+                lms_id = await self._completion_that_exists(view, user_id, attempt, exists)
+                calls += 1
         except WriteUncertain as uncertain:
             # Check at once (the listing waits for the rate limiter like any call): in the common
             # case the write landed and is recorded now. A failed or empty check proves nothing
@@ -352,6 +358,31 @@ class Service:
             rid, account, step, lms_id, last=last, completion=completion_of(state), version=view.version
         )
         return calls + 1
+
+    async def _completion_that_exists(
+        self, view: SyncView, user_id: str, attempt: _Attempt, exists: AlreadyExists
+    ) -> str | None:
+        """The LMS id of the completion a 409 says exists, found by listing; ``None`` if it has none.
+
+        An LMS that keeps one completion per person and object answers a retake's create 409 too:
+        then the completion it holds is the earlier one, not this. Recording the retake as written
+        would leave the LMS on the old result for good (and ``delete_superseded`` would delete
+        the only completion it has), so that is a dead letter, ``completion_conflict``. A 409 on
+        a first completion still counts as written: the LMS holds one for the object.
+        """
+        found = await self._existing(view.account, user_id, SyncStep.CREATE_COMPLETION, view.state)
+        if found is not None or view.synced.completion is None:
+            return found or None
+        with contextlib.suppress(InfrastructureFault):  # refused: nothing of ours written, the intent goes
+            await self.leases.intend(
+                view.record_id, view.account, attempt.holder, None, self.clock(), self.lease_seconds
+            )
+        raise DeadLetter(
+            "completion_conflict",
+            f"{exists}: the LMS holds another completion of this learning object and refused the"
+            " better one (a retake); it keeps one completion per person and object. Delete the old"
+            " one in the LMS, then replay",
+        )
 
     async def _existing(self, account: str, user_id: str, step: SyncStep, state: RecordState) -> str | None:
         """The LMS id ('' when it has none) of the write ``step`` means for ``state`` if it is there, else None.

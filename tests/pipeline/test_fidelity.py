@@ -130,6 +130,56 @@ async def test_a_superseded_fail_is_deleted_when_configured(
     assert stackone.violations == []
 
 
+@pytest.mark.parametrize("delete_superseded", [False, True], ids=["keep-history", "delete-superseded"])
+async def test_a_retake_an_lms_refuses_with_409_is_a_dead_letter_and_the_fail_stays(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    delete_superseded: bool,
+) -> None:
+    """An LMS that keeps one completion per person and object answers the retake's Pass 409. lmsbridge
+    lists, sees its Pass is not there, and dead-letters the record as ``completion_conflict``; the
+    LMS keeps the Fail, and nothing is deleted (before: the 409 counted as the Pass written, so the
+    LMS kept the Fail for good, and with ``delete_superseded`` the Fail was deleted too, leaving the
+    person with no completion at all)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    stackone.one_completion_per_object = True
+    settings = make_settings(stackone={"delete_superseded_completions": delete_superseded})
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    assert (await sender.post("acme-sales", _fail()))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert (await sender.post("acme-sales", _pass()))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"dead": 1}}
+    assert runtime.repo is not None
+    assert await runtime.repo.stats.top_reasons("dead") == [("completion_conflict", 1)]
+    assert _completions(stackone) == [FAIL_ROW]
+    assert stackone.deleted_completions == []
+    assert stackone.violations == []
+
+
+async def test_a_first_completion_answered_409_counts_as_written(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A first completion the LMS answers 409 (it holds one for the object already, entered there)
+    is still recorded as written: the LMS has a completion, and nothing is written twice."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    stackone.one_completion_per_object = True
+    runtime = await start_runtime(make_settings())
+    assert (await sender_for(runtime).post("acme-sales", _pass()))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert _completions(stackone) == [PASS_ROW]
+    # The LMS's own completion, entered before lmsbridge's arrives for another training's record:
+    stackone.fail_next(409, method="POST", path_contains="/completions")
+    other = exec_assignment("a2", EMAIL, scenario="renewal", status="completed", best_score=70.0)
+    envelope = exec_event("assignment.completed", other, at=PASS_AT, event_id="evt_other")
+    assert (await sender_for(runtime).post("acme-sales", envelope))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 2}}
+    assert [r.status for r in stackone.requests if r.method == "POST" and "/completions" in r.path][-1] == 409
+    assert stackone.violations == []
+
+
 async def test_a_renamed_training_ends_with_its_newest_title(
     make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
 ) -> None:

@@ -139,6 +139,8 @@ class StackOneStandIn:
         self.api_key = api_key
         self.honour_email_filter = honour_email_filter
         self.rate_limit_per_minute = rate_limit_per_minute
+        # An LMS that keeps one completion per person and learning object: a second create is 409.
+        self.one_completion_per_object = False
         self._auth = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode("ascii")
         self._validator = _validator(str(Path(spec_path).resolve())) if spec_path is not None else None
         self._ids = random.Random(seed)
@@ -597,6 +599,12 @@ class StackOneStandIn:
                 self.conflicts += 1
                 return _error(409, "Record already exists")
             self._assigned.add((account, user_id, ref))
+        elif self.one_completion_per_object and any(
+            (c["account"], c["user_id"], c["body"]["learning_object_external_reference"]) == (account, user_id, ref)
+            for c in self._completions
+        ):
+            self.conflicts += 1
+            return _error(409, "Record already exists")
         new_id = self._new_id("asg" if kind == "assignment" else "cmp")
         now = iso(datetime.now(UTC))
         fields = _ASSIGNMENT_FIELDS if kind == "assignment" else _COMPLETION_FIELDS
