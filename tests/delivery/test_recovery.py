@@ -245,3 +245,24 @@ async def test_a_502_on_a_completion_the_lms_did_not_write_is_written_once_after
     assert len(stackone.completions(ACCOUNT)) == 1
     assert [r.status for r in calls(stackone, "POST", "/completions")] == [502, 201]
     assert stackone.violations == []
+
+
+async def test_an_uncertain_completion_is_found_on_an_lms_that_keeps_only_the_day_and_whole_percents(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A completion (85.4 %, 08:00) answered 408 after the write, on an LMS that lists completions with
+    only their day and whole percents (midnight, 85): the check recognises it as the one sent, and the
+    LMS keeps one completion (before: only an exact time and score matched, so the check found nothing,
+    and after the lease the completion was written a second time)."""
+    jane = stackone.add_user(ACCOUNT, JANE)
+    stackone.completions_keep_day_and_whole_percent = True
+    settings = make_settings(broker=FAST, stackone={"timeout": 1.0}, worker={"sync_lease_seconds": 2})
+    runtime = await start_runtime(settings)
+    stackone.fail_next(408, retry_after=1, method="POST", path_contains="/completions", write_before_failing=True)
+
+    await complete(sender_for(runtime), JANE, score=85.4)
+
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert [r.status for r in calls(stackone, "POST", "/completions")] == [408]
+    assert calls(stackone, "GET", f"/users/{jane}/completions"), "the uncertain create was not checked"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from lmsbridge.domain import AccountSync, Completion, Rank, RecordState, SyncStep, plan_sync
-from lmsbridge.domain.sync import assignment_body, completion_body
+from lmsbridge.domain.sync import assignment_body, completion_body, same_completion
 
 ASSIGNED = RecordState(
     rank=Rank.ASSIGNED,
@@ -66,3 +68,52 @@ def test_bodies_use_spec_fields_and_formats() -> None:
         "completed_at": "2026-06-04T10:18:42.000Z",
         "score": {"percentage": 41.5},
     }
+
+
+SENT = {
+    "learning_object_external_reference": "exec:scenario:discovery-call",
+    "result": {"value": "Pass"},
+    "completed_at": "2026-06-06T09:00:00.250Z",
+    "score": {"percentage": 85.4},
+}
+
+
+def _listed(**changes: object) -> dict[str, object]:
+    return {**SENT, **changes}
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        _listed(),
+        _listed(completed_at="2026-06-06T09:00:00Z", score={"percentage": 85}),  # whole seconds and percents
+        _listed(completed_at="2026-06-06"),  # the day only
+        _listed(completed_at="2026-06-06T00:00:00.000Z"),  # the day only, as midnight
+        _listed(completed_at="2026-06-06T11:00:00.250+02:00"),  # another offset, the same instant
+        _listed(result={"value": "pass"}),
+    ],
+    ids=["exact", "whole-seconds-and-percents", "day", "midnight", "offset", "lower-case-result"],
+)
+def test_a_listed_completion_as_an_lms_keeps_it_is_the_one_sent(row: dict[str, object]) -> None:
+    """The check after an uncertain create recognises its completion however the LMS rounds it (whole
+    seconds, whole percents, the day only): were it missed, the completion would be written again."""
+    assert same_completion(row, SENT)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        _listed(completed_at="2026-06-05T09:00:00.250Z"),  # an earlier retake's day
+        _listed(completed_at="2026-06-05"),
+        _listed(completed_at="2026-06-06T09:00:02Z"),
+        _listed(score={"percentage": 84}),
+        _listed(score=None),
+        _listed(result={"value": "Fail"}),
+        _listed(learning_object_external_reference="exec:scenario:renewal"),
+        _listed(completed_at=None),
+    ],
+    ids=["other-day", "other-date", "seconds-apart", "lower-score", "no-score", "fail", "other-object", "no-time"],
+)
+def test_a_listed_completion_that_differs_is_not_the_one_sent(row: dict[str, object]) -> None:
+    """An earlier completion (another day, another score or result) is never taken for the one sent."""
+    assert not same_completion(row, SENT)

@@ -12,7 +12,7 @@ title than the one written (:func:`~lmsbridge.domain.records.title_key`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from enum import Enum
 from typing import Any
 
@@ -94,18 +94,49 @@ def newer_title(state: RecordState, synced: AccountSync) -> bool:
 
 
 def same_completion(row: dict[str, Any], body: dict[str, Any]) -> bool:
-    """True when a listed completion ``row`` is the one ``body`` creates: same object, result, score, time."""
+    """True when a listed completion ``row`` is the one ``body`` creates: the same object and result,
+    and the same score and time as an LMS may keep them (:data:`SCORE_ROUNDING`,
+    :data:`TIME_ROUNDING`, or only the date). Too strict a match would write a completion again
+    whenever an uncertain create is checked on such an LMS."""
     if row.get("learning_object_external_reference") != body["learning_object_external_reference"]:
         return False
     result = row.get("result")
-    if not isinstance(result, dict) or result.get("value") != body["result"]["value"]:
+    listed_result = result.get("value") if isinstance(result, dict) else None
+    if not isinstance(listed_result, str) or listed_result.lower() != body["result"]["value"].lower():
         return False
     score = row.get("score")
     listed_score = score.get("percentage") if isinstance(score, dict) else None
     wanted_score = body["score"]["percentage"] if "score" in body else None
-    if listed_score != wanted_score:
+    if not _same_score(listed_score, wanted_score):
         return False
-    return _instant(row.get("completed_at")) == _instant(body.get("completed_at"))
+    return _same_time(_instant(row.get("completed_at")), _instant(body.get("completed_at")))
+
+
+SCORE_ROUNDING = 0.5
+"""A listed score this close to the one sent is that one (an LMS keeping whole percents)."""
+TIME_ROUNDING = timedelta(seconds=1)
+"""A listed time this close to the one sent is that one (an LMS keeping whole seconds)."""
+
+
+def _same_score(listed: Any, wanted: float | None) -> bool:
+    if listed is None or wanted is None:
+        return listed is None and wanted is None
+    if isinstance(listed, bool) or not isinstance(listed, int | float | str):
+        return False
+    try:
+        return abs(float(listed) - wanted) <= SCORE_ROUNDING
+    except ValueError:
+        return False
+
+
+def _same_time(listed: datetime | None, wanted: datetime | None) -> bool:
+    if listed is None or wanted is None:
+        return listed is None and wanted is None
+    if abs(listed - wanted) < TIME_ROUNDING:
+        return True
+    # An LMS keeping only the date lists midnight (UTC) of the day it was completed.
+    listed = listed.astimezone(UTC)
+    return listed.time() == time(0) and listed.date() == wanted.astimezone(UTC).date()
 
 
 def _instant(value: Any) -> datetime | None:

@@ -141,6 +141,8 @@ class StackOneStandIn:
         self.rate_limit_per_minute = rate_limit_per_minute
         # An LMS that keeps one completion per person and learning object: a second create is 409.
         self.one_completion_per_object = False
+        # An LMS that keeps a completion's day and whole percents only, and lists them so.
+        self.completions_keep_day_and_whole_percent = False
         self._auth = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode("ascii")
         self._validator = _validator(str(Path(spec_path).resolve())) if spec_path is not None else None
         self._ids = random.Random(seed)
@@ -609,6 +611,8 @@ class StackOneStandIn:
         now = iso(datetime.now(UTC))
         fields = _ASSIGNMENT_FIELDS if kind == "assignment" else _COMPLETION_FIELDS
         row = {k: body[k] for k in fields if k in body}
+        if kind == "completion" and self.completions_keep_day_and_whole_percent:
+            _coarsen(row)
         row.update(
             id=new_id,
             remote_id=f"remote-{new_id}",
@@ -755,6 +759,15 @@ def _validator(spec_path: str) -> SpecValidator:
     from lmsbridge.testing.openapi import SpecValidator
 
     return SpecValidator(spec_path)
+
+
+def _coarsen(row: dict[str, Any]) -> None:
+    """A completion row as an LMS keeping only the day and whole percents lists it."""
+    if isinstance(row.get("completed_at"), str):
+        row["completed_at"] = row["completed_at"][:10] + "T00:00:00.000Z"
+    score = row.get("score")
+    if isinstance(score, dict) and isinstance(score.get("percentage"), int | float):
+        row["score"] = {**score, "percentage": round(score["percentage"])}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> _Answer:
