@@ -54,7 +54,7 @@ async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
         table.add_column(column)
     for m in items:
         table.add_row(m.message_id, m.kind, m.reason, str(m.attempt), m.error[:80])
-    Console().print(table)
+    Console(markup=False).print(table)  # ids and errors are printed as they are, never as markup
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -241,7 +242,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     if as_json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    console = Console()
+    console = Console(markup=False)  # reasons, errors and names are printed as they are, never as markup
     sl = data["system_ledger"]
     system = Table(
         title=f"Delivery ledger, every process ({sl['processes_running']} running, {sl['processes']} seen): "
@@ -281,9 +282,10 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     console.print(queues)
     for name, depth in data["stranded_queues"].items():
         console.print(
-            f"[bold]{name}[/bold] holds {depth} message(s) for an account or source no longer in the settings: "
-            "no worker consumes it. Put it back in the settings until the queue is empty, or delete the "
-            "queue if those writes should not happen."
+            f"[bold]{escape(name)}[/bold] holds {depth} message(s) for an account or source no longer in the "
+            "settings: no worker consumes it. Put it back in the settings until the queue is empty, or delete "
+            "the queue if those writes should not happen.",
+            markup=True,
         )
     for title, key in (("Parked, by reason", "parked_reasons"), ("Dead, by reason", "dead_reasons")):
         table = Table(title=title)

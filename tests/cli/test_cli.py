@@ -107,7 +107,7 @@ def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, 
     assert json.loads(down.stdout) == {"broker": False, "database": True, "schema": "current"}
 
 
-async def dead_letter(amqp_url: str, prefix: str, record_id: int) -> None:
+async def dead_letter(amqp_url: str, prefix: str, record_id: int, error: str = "provider rejected due_date") -> None:
     """Put a sync task for ``record_id`` in the dead-letter queue, as the worker would after a 422."""
     remember_accounts(prefix, ["acc-1"], sources=["acme"])
     broker = Broker(amqp_url, BrokerSettings(prefix=prefix), ["acc-1"], name="cli-test")
@@ -118,7 +118,7 @@ async def dead_letter(amqp_url: str, prefix: str, record_id: int) -> None:
         channel = await connection.channel()
         queue = await channel.get_queue(Names(prefix).sync("acc-1"))
         held = await queue.get(no_ack=False, timeout=5)
-        await broker.publish_dead(held, reason="stackone_422", error="provider rejected due_date")
+        await broker.publish_dead(held, reason="stackone_422", error=error)
         await held.ack()
     await broker.close()
 
@@ -136,6 +136,21 @@ async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, 
     assert lmsbridge("--config", config, "dlq", "replay", "sync:5:acc-1").returncode == 0
     assert json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout) == []
     assert lmsbridge("--config", config, "dlq", "replay", "no-such-id").returncode == 1
+
+
+async def test_dlq_list_prints_errors_with_brackets_as_they_are(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """A dead letter whose error holds brackets (a provider's "field [due_date] invalid", or
+    "[/x]") is listed in the table as it is, and the command exits 0 (before: rich read them as
+    markup: "[due_date]" vanished from the table, and "[/x]" ended `dlq list` with a MarkupError
+    traceback)."""
+    error = "field [due_date] invalid; closing [/x] tag"
+    await dead_letter(amqp_url, broker_prefix, 6, error=error)
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    listed = lmsbridge("--config", config, "dlq", "list", env={"COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    assert error in listed.stdout
 
 
 async def test_dlq_replay_of_a_dead_letter_no_queue_takes_keeps_it_and_says_why(
@@ -196,6 +211,20 @@ def test_status_json_reports_ledger_accounts_and_queues(tmp_path: Path, amqp_url
     assert set(data) >= {"ledger", "accounts", "queues", "parked_reasons", "dead_reasons", "rate_budget"}
     assert data["accounts"]["acc-1"]["paused"] is False
     assert data["rate_budget"]["per_minute"] == 1000
+
+
+def test_status_prints_a_pause_reason_with_brackets_as_it_is(tmp_path: Path, amqp_url: str) -> None:
+    """An account paused with StackOne's message quoting brackets ("[/x]", "[due_date]") is shown in
+    the `status` table as it is (before: rich read it as markup, and `status` ended in a MarkupError
+    traceback)."""
+    config = str(write_config(tmp_path, amqp_url, "statusmarkup"))
+    assert lmsbridge("--config", config, "migrate").returncode == 0
+    reason = "StackOne probe: HTTP 403: key [/x] lacks [due_date] scope"
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute("INSERT INTO accounts (account, paused, reason, status) VALUES ('acc-1', 1, ?, 403)", (reason,))
+    result = lmsbridge("--config", config, "status", env={"COLUMNS": "300"})
+    assert result.returncode == 0, result.stderr
+    assert f"yes: {reason}" in result.stdout
 
 
 async def test_status_names_queues_stranded_by_an_account_or_source_taken_out_of_the_settings(

@@ -331,7 +331,7 @@ def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
             f"{r.duration:.1f} s",
             "finished" if r.finished else f"stopped: {r.error}",
         )
-    Console().print(table)
+    Console(markup=False).print(table)  # errors are printed as they are, never as markup
     for r in reports:
         if not r.finished:  # the table's cell is too narrow for the reason: in full, as the platform pass does
             Console(stderr=True).print(f"{r.account}: stopped: {r.error}", markup=False)

@@ -61,7 +61,7 @@ def print_json(data: dict[str, Any]) -> None:
 
 def print_table(reports: Sequence[SourceReport], *, dry_run: bool) -> None:
     """The summary table, then where each stopped source stopped."""
-    console = Console()
+    console = Console(markup=False)
     title = "Reconciliation (dry run: nothing queued)" if dry_run else "Reconciliation"
     table = Table(title=title)
     columns = (
