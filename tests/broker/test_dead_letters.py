@@ -4,12 +4,13 @@ the queue held as it began, in order, and ``replay --all`` sends each back once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
 
-from lmsbridge.broker import Broker, Names
+from lmsbridge.broker import Broker, Names, codec
 from lmsbridge.broker import dead as dead_module
 from lmsbridge.broker.codec import SyncTask, decode
 from lmsbridge.broker.dead import DeadLetters
@@ -110,3 +111,51 @@ async def test_dead_letters_whose_queue_is_gone_stay_dead_and_the_rest_go_back(
     left = await dlq.list(limit=1000)
     assert sorted(m.message_id for m in left) == sorted(f"sync:{i}:acc-gone" for i in range(1, 251))
     assert {(m.reason, m.error, m.attempt) for m in left} == {("stackone_422", "bad due_date", 3)}
+
+
+async def dead_by_hand(amqp_url: str, prefix: str, message: aio_pika.Message) -> None:
+    """Publish ``message`` straight to the dead-letter exchange (as a worker or RabbitMQ would)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(Names(prefix).dead_exchange)
+        await exchange.publish(message, routing_key="sync.acc-1")
+
+
+async def test_a_replayed_dead_letter_starts_its_retries_afresh(
+    broker: Broker, amqp_url: str, broker_prefix: str
+) -> None:
+    """A sync dead-lettered as ``retry_age_exceeded`` carries its first failure's time (3 days ago).
+    Replayed, it goes back without it, so its next transient failure is retried, not dead-lettered
+    at once for an age it had before the replay (before: the header went back with it, and one 503
+    after the replay dead-lettered it again)."""
+    old = time.time() - 3 * 86_400
+    extra = {codec.REASON: "retry_age_exceeded", codec.ERROR: "HTTP 503", codec.ROUTING_KEY: "sync.acc-1"}
+    message = codec.encode_sync(
+        SyncTask(9, "acc-1"), correlation_id="c", received_at=old, attempt=7, failing_since=old, extra=extra
+    )
+    await dead_by_hand(amqp_url, broker_prefix, message)
+    replayed = await DeadLetters(amqp_url, broker_prefix).replay("sync:9:acc-1")
+    assert replayed.sent == 1
+    [back] = await take_messages(amqp_url, Names(broker_prefix).sync("acc-1"))
+    job = decode(back)
+    assert job.failing_since is None
+    assert (job.attempt, job.replayed) == (0, True)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400"])
+async def test_a_dead_letter_with_a_non_finite_attempt_is_listed_shown_and_replayed(
+    broker: Broker, amqp_url: str, broker_prefix: str, value: str
+) -> None:
+    """A dead letter whose ``x-lmsbridge-attempt`` is not a finite number (a message published by
+    hand, another tool) is listed with attempt 0 and replayed (before: OverflowError or ValueError,
+    a traceback from `dlq list`, `show` and `replay`)."""
+    message = codec.encode_sync(SyncTask(4, "acc-1"), correlation_id="c", received_at=1.0)
+    assert message.headers is not None
+    message.headers[codec.ATTEMPT] = value
+    await dead_by_hand(amqp_url, broker_prefix, message)
+    dlq = DeadLetters(amqp_url, broker_prefix)
+    [listed] = await dlq.list(limit=10)
+    assert (listed.message_id, listed.attempt) == ("sync:4:acc-1", 0)
+    assert (await dlq.replay("sync:4:acc-1")).sent == 1
+    assert await synced(amqp_url, broker_prefix) == [4]

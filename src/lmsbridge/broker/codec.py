@@ -5,6 +5,7 @@ Handlers never see aio-pika types: :func:`decode` turns a delivery into a :class
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,11 +88,13 @@ def header_str(headers: Mapping[str, Any], key: str) -> str:
 
 
 def header_num(headers: Mapping[str, Any], key: str, default: float = 0.0) -> float:
-    """A numeric header (``default`` when absent or unreadable)."""
+    """A numeric header (``default`` when absent, unreadable or not finite: ``inf`` and ``nan``
+    would break every count and time made of it)."""
     try:
-        return float(header_str(headers, key) or default)
+        value = float(header_str(headers, key) or default)
     except ValueError:
         return default
+    return value if math.isfinite(value) else default
 
 
 def instant(seconds: float) -> str:

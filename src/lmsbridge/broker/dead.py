@@ -312,6 +312,8 @@ _DEAD_HEADERS = frozenset(
         codec.REASON,
         codec.ERROR,
         codec.ROUTING_KEY,
+        codec.FAILING_SINCE,  # a replay starts its retries afresh: the old failure's age would dead-letter it at once
+        codec.DELIVERY_COUNT,
         "x-death",
         "x-first-death-exchange",
         "x-first-death-queue",
