@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmsbridge.broker.dead import DeadLetters, Replayed
-from lmsbridge.broker.topology import Names
+from lmsbridge.broker.topology import EVENTS_KEY, Names, events_key, sync_key
 from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import Settings
 
@@ -24,7 +24,9 @@ T = TypeVar("T")
 
 
 def _dlq(settings: Settings) -> DeadLetters:
-    return DeadLetters(settings.amqp_url.get_secret_value(), settings.broker.prefix)
+    """The dead-letter queue; a replay sends back only what a worker of these settings consumes."""
+    routes = {EVENTS_KEY, *(events_key(s) for s in settings.sources), *(sync_key(a) for a in settings.accounts())}
+    return DeadLetters(settings.amqp_url.get_secret_value(), settings.broker.prefix, routes=routes)
 
 
 async def _ask(settings: Settings, call: Awaitable[T], empty: T) -> T:
@@ -76,7 +78,8 @@ async def replay(settings: Settings, message_id: str | None) -> int:
     for key, n in sorted(done.unroutable.items()):
         print(
             f"lmsbridge: {n} message(s) for {key} left in the dead-letter queue: no queue takes them"
-            " (an account or source no longer in the settings, or its queue deleted: a worker declares it)",
+            " (an account or source no longer in the settings, which no worker consumes, or its queue"
+            " deleted: a worker declares it)",
             file=sys.stderr,
         )
     return 0 if (done.sent or message_id is None) and not done.unroutable else 1

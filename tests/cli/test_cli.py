@@ -174,6 +174,27 @@ async def test_dlq_replay_of_a_dead_letter_no_queue_takes_keeps_it_and_says_why(
     assert [(row["message_id"], row["reason"]) for row in listed] == [("sync:5:acc-1", "stackone_422")]
 
 
+async def test_dlq_replay_keeps_dead_what_an_account_no_longer_in_the_settings_would_strand(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """`dlq replay --all` of a sync task for an account taken out of the settings whose queue still
+    exists: the task stays dead (exit 1, the line naming its queue), not sent to a queue no worker
+    consumes (before: "replayed 1", exit 0, and the task sat in that queue for good)."""
+    await dead_letter(amqp_url, broker_prefix, 5)
+    path = write_config(tmp_path, amqp_url, broker_prefix)
+    path.write_text(path.read_text().replace('accounts = ["acc-1"]', 'accounts = ["acc-2"]'))
+    result = lmsbridge("--config", str(path), "dlq", "replay", "--all")
+    assert result.returncode == 1
+    assert result.stdout.strip() == "lmsbridge: replayed 0 message(s)"
+    assert "1 message(s) for sync.acc-1 left in the dead-letter queue" in result.stderr
+    listed = json.loads(lmsbridge("--config", str(path), "dlq", "list", "--json").stdout)
+    assert [row["message_id"] for row in listed] == ["sync:5:acc-1"]
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(Names(broker_prefix).sync("acc-1"), passive=True)
+        assert queue.declaration_result.message_count == 0
+
+
 async def test_dlq_purge_asks_and_without_an_answer_purges_nothing(
     tmp_path: Path, amqp_url: str, broker_prefix: str
 ) -> None:

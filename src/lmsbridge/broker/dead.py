@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,9 +124,12 @@ def _describe(message: AbstractIncomingMessage) -> DeadMessage:
 class DeadLetters:
     """Operator access to ``{prefix}.dead``."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, routes: Collection[str] | None = None) -> None:
+        """``routes``: the routing keys some worker consumes (the settings' accounts and sources);
+        a dead letter for any other stays dead on replay. ``None``: every key RabbitMQ routes."""
         self._url = url
         self._names = Names(prefix)
+        self._routes = None if routes is None else frozenset(routes)
 
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[AbstractChannel]:
@@ -205,7 +208,7 @@ class DeadLetters:
                 return await self._replay_all(channel, exchanges)
             consumers: list[Consumer] = []
             matching = [m async for m in self._walk(channel, consumers=consumers) if m.message_id == message_id]
-            replayed = await _send_back(exchanges, matching)
+            replayed = await _send_back(exchanges, matching, self._routes)
             for queue, tag in consumers:
                 await _acks_applied(queue, tag)
             return replayed
@@ -230,7 +233,7 @@ class DeadLetters:
             while len(batch) < REPLAY_WINDOW and taken + len(batch) < ready and not arrived.empty():
                 batch.append(arrived.get_nowait())
             taken += len(batch)
-            replayed.add(await _send_back(exchanges, batch))
+            replayed.add(await _send_back(exchanges, batch, self._routes))
         await _acks_applied(queue, tag)
         return replayed
 
@@ -253,16 +256,22 @@ async def _acks_applied(queue: AbstractQueue, tag: str) -> None:
     await asyncio.wait_for(queue.cancel(tag), ACKS_APPLIED_SECONDS)
 
 
-async def _send_back(exchanges: _Exchanges, batch: list[AbstractIncomingMessage]) -> Replayed:
+async def _send_back(
+    exchanges: _Exchanges, batch: list[AbstractIncomingMessage], routes: frozenset[str] | None = None
+) -> Replayed:
     """Publish each message of ``batch`` to its queue, attempts reset, all at once; ack each dead copy
-    whose publish was confirmed. One RabbitMQ could not route is published again, unchanged, to the
-    dead-letter queue (its tail), and acked once that is confirmed: held unacked instead, a replay
-    window of them stopped the queue from delivering the rest. Then raise the first other failure."""
-    results = await asyncio.gather(*(_republish(exchanges.work, m) for m in batch), return_exceptions=True)
-    unroutable = [m for m, r in zip(batch, results, strict=True) if isinstance(r, PublishError)]
+    whose publish was confirmed. One RabbitMQ could not route, or whose routing key is not in
+    ``routes`` (a queue that still exists but that no worker consumes: its account or source left
+    the settings), is published again, unchanged, to the dead-letter queue (its tail), and acked once
+    that is confirmed: held unacked instead, a replay window of them stopped the queue from
+    delivering the rest. Then raise the first other failure."""
+    consumed = [m for m in batch if routes is None or _death(m)[1] in routes]
+    strangers = [m for m in batch if routes is not None and _death(m)[1] not in routes]
+    results = await asyncio.gather(*(_republish(exchanges.work, m) for m in consumed), return_exceptions=True)
+    unroutable = [*strangers, *(m for m, r in zip(consumed, results, strict=True) if isinstance(r, PublishError))]
     kept = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in unroutable), return_exceptions=True)
     replayed = Replayed()
-    for message, result in zip(batch, results, strict=True):
+    for message, result in zip(consumed, results, strict=True):
         if result is None:
             await message.ack()
             replayed.sent += 1
