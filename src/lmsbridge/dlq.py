@@ -45,9 +45,23 @@ async def _ask(settings: Settings, call: Awaitable[T], empty: T) -> T:
         raise BrokerUnavailable(f"RabbitMQ unreachable: {type(exc).__name__}") from None
 
 
+def _held_elsewhere(settings: Settings, dlq: DeadLetters, what: str) -> bool:
+    """Say so (stderr) when another client consumes the dead-letter queue; True if one does."""
+    if not dlq.held_elsewhere:
+        return False
+    print(
+        f"lmsbridge: {dlq.held_elsewhere} other consumer(s) of {Names(settings.broker.prefix).dead} (another"
+        f" `lmsbridge dlq` still running?): the dead letters they hold are not {what} until they let them go",
+        file=sys.stderr,
+    )
+    return True
+
+
 async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
     """Print the dead-lettered messages."""
-    items = await _ask(settings, _dlq(settings).list(limit), [])
+    dlq = _dlq(settings)
+    items = await _ask(settings, dlq.list(limit), [])
+    _held_elsewhere(settings, dlq, "listed")
     if as_json:
         sys.stdout.write(orjson.dumps([m.summary() for m in items]).decode() + "\n")
         return 0
@@ -62,7 +76,9 @@ async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
 
 async def show(settings: Settings, message_id: str) -> int:
     """Print one dead-lettered message with its body."""
-    found = await _ask(settings, _dlq(settings).show(message_id), None)
+    dlq = _dlq(settings)
+    found = await _ask(settings, dlq.show(message_id), None)
+    _held_elsewhere(settings, dlq, "searched")
     if found is None:
         print(f"lmsbridge: no dead letter with id {message_id}", file=sys.stderr)
         return 1
@@ -72,9 +88,11 @@ async def show(settings: Settings, message_id: str) -> int:
 
 async def replay(settings: Settings, message_id: str | None) -> int:
     """Send dead letters back to their queues; 1 when one was asked for and not sent, or some stayed
-    dead because no queue takes them."""
-    done = await _ask(settings, _dlq(settings).replay(message_id), Replayed())
+    dead because no queue takes them, or another client held some out of reach."""
+    dlq = _dlq(settings)
+    done = await _ask(settings, dlq.replay(message_id), Replayed())
     print(f"lmsbridge: replayed {done.sent} message(s)")
+    held = _held_elsewhere(settings, dlq, "replayed")
     for key, n in sorted(done.unroutable.items()):
         print(
             f"lmsbridge: {n} message(s) for {key} left in the dead-letter queue: no queue takes them"
@@ -82,11 +100,12 @@ async def replay(settings: Settings, message_id: str | None) -> int:
             " deleted: a worker declares it)",
             file=sys.stderr,
         )
-    return 0 if (done.sent or message_id is None) and not done.unroutable else 1
+    return 0 if (done.sent or message_id is None) and not done.unroutable and not held else 1
 
 
 async def purge(settings: Settings) -> int:
-    """Drop every dead letter."""
-    n = await _ask(settings, _dlq(settings).purge(), 0)
+    """Drop every dead letter (1 when another client held some out of reach)."""
+    dlq = _dlq(settings)
+    n = await _ask(settings, dlq.purge(), 0)
     print(f"lmsbridge: purged {n} message(s)")
-    return 0
+    return 1 if _held_elsewhere(settings, dlq, "purged") else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -193,6 +194,38 @@ async def test_dlq_replay_keeps_dead_what_an_account_no_longer_in_the_settings_w
     async with connection:
         queue = await (await connection.channel()).declare_queue(Names(broker_prefix).sync("acc-1"), passive=True)
         assert queue.declaration_result.message_count == 0
+
+
+async def test_dlq_commands_say_when_another_client_holds_dead_letters(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """While another client consumes the dead-letter queue and holds its messages unacknowledged (a
+    `dlq` command still running elsewhere), `list`, `replay --all` and `purge` say so on stderr, and
+    `replay --all` and `purge` exit 1 (before: "replayed 0" or "purged 0" and exit 0, an empty list:
+    as if there were nothing dead). Once it lets them go, they are all there."""
+    for record_id in (1, 2, 3):
+        await dead_letter(amqp_url, broker_prefix, record_id)
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    holder = await aio_pika.connect(amqp_url)
+    try:
+        channel = await holder.channel()
+        await channel.set_qos(prefetch_count=10)
+        held: asyncio.Queue[object] = asyncio.Queue()
+        await (await channel.get_queue(Names(broker_prefix).dead)).consume(held.put)
+        for _ in range(3):
+            await asyncio.wait_for(held.get(), 5)
+        listed = lmsbridge("--config", config, "dlq", "list", "--json")
+        replayed = lmsbridge("--config", config, "dlq", "replay", "--all")
+        purged = lmsbridge("--config", config, "dlq", "purge", "--yes")
+    finally:
+        await holder.close()
+    assert listed.returncode == 0
+    assert json.loads(listed.stdout) == []
+    for result in (listed, replayed, purged):
+        assert "1 other consumer(s) of" in result.stderr, result.stderr
+    assert (replayed.returncode, purged.returncode) == (1, 1)
+    after = json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout)
+    assert sorted(row["message_id"] for row in after) == ["sync:1:acc-1", "sync:2:acc-1", "sync:3:acc-1"]
 
 
 async def test_dlq_purge_asks_and_without_an_answer_purges_nothing(

@@ -130,6 +130,9 @@ class DeadLetters:
         self._url = url
         self._names = Names(prefix)
         self._routes = None if routes is None else frozenset(routes)
+        self.held_elsewhere = 0
+        """Consumers of the dead-letter queue other than this tool's, as its last command began: the
+        dead letters they hold unacknowledged (another ``dlq`` command still running) are out of reach."""
 
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[AbstractChannel]:
@@ -146,6 +149,7 @@ class DeadLetters:
     async def _queue(self, channel: AbstractChannel) -> tuple[AbstractQueue, int]:
         """The dead-letter queue (ChannelNotFoundEntity when it was never declared) and its ready messages."""
         queue = await channel.declare_queue(self._names.dead, passive=True)
+        self.held_elsewhere = int(queue.declaration_result.consumer_count or 0)
         return queue, int(queue.declaration_result.message_count or 0)
 
     async def _walk(
@@ -240,7 +244,7 @@ class DeadLetters:
     async def purge(self) -> int:
         """Delete every dead message; returns how many."""
         async with self._channel() as channel:
-            queue = await channel.get_queue(self._names.dead, ensure=True)
+            queue, _ = await self._queue(channel)
             result = await queue.purge()
             return int(result.message_count or 0)
 
