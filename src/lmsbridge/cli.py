@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -76,6 +77,22 @@ def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
     return parent
 
 
+def _count(text: str) -> int:
+    """A whole number, 1 or more (argparse's ``type``: a bad one is a usage error, exit 2)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds, finite and 0 or more (argparse's ``type``)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds, 0 or more")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _global_options(suppress=True)
     parser = argparse.ArgumentParser(
@@ -103,16 +120,16 @@ def _parser() -> argparse.ArgumentParser:
     command("worker", "the consumers only (scale them horizontally)")
     migrate = command("migrate", "bring the database schema up to date")
     migrate.add_argument(
-        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the database to answer"
+        "--wait", type=_seconds, default=0.0, metavar="SECONDS", help="wait this long for the database to answer"
     )
     check = command("check", "exit 0 when RabbitMQ and the database answer, else 1 (a probe)")
-    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each service (default: 5)")
+    check.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for each service (default: 5)")
     status = command("status", "records per state and account, queue depths, parked and dead reasons, rate budget")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     dlq = command("dlq", "inspect, replay and purge the dead-letter queue")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_list = command("list", "list dead-lettered messages with their reason and error", dlq_sub)
-    dlq_list.add_argument("--limit", type=int, default=100, help="show at most this many (default: 100)")
+    dlq_list.add_argument("--limit", type=_count, default=100, help="show at most this many (default: 100)")
     dlq_list.add_argument("--json", action="store_true", help="machine-readable output")
     dlq_show = command("show", "print one dead-lettered message's headers and body", dlq_sub)
     dlq_show.add_argument("id", help="the message id, as `dlq list` shows it")
@@ -130,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--lms", action="store_true", help="check that what lmsbridge wrote is in the LMS")
     reconcile.add_argument("--account", default=None, metavar="ID", help="with --lms: only this StackOne account")
     demo = command("demo", "the whole pipeline against built-in stand-ins; needs only RabbitMQ")
-    demo.add_argument("--events", type=int, default=60, help="how many webhooks to send (default: 60)")
+    demo.add_argument("--events", type=_count, default=60, help="how many webhooks to send (default: 60)")
     demo.add_argument("--amqp-url", default=None, help="RabbitMQ URL (default: the settings' amqp_url)")
     return parser
 

@@ -73,6 +73,29 @@ def test_invalid_setting_stops_with_one_line_naming_the_key(tmp_path: Path) -> N
     assert SECRET not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dlq", "list", "--limit", "-5"),
+        ("check", "--timeout", "-1"),
+        ("check", "--timeout", "nan"),
+        ("migrate", "--wait", "inf"),
+        ("demo", "--events", "0"),
+    ],
+    ids=["negative-limit", "negative-timeout", "nan-timeout", "infinite-wait", "no-events"],
+)
+def test_a_number_out_of_range_is_a_usage_error_naming_the_option(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A count below 1 or a number of seconds that is negative or not finite is refused as a usage
+    error (exit 2, the option named, no traceback) before anything runs (before: `check --timeout nan`
+    ended in a ValueError traceback, `--timeout -1` reported both services down, and `dlq list
+    --limit -5` printed an empty table while dead letters waited)."""
+    config = str(write_config(tmp_path, "amqp://guest:guest@127.0.0.1:1/", "cli-range"))
+    result = lmsbridge("--config", config, *args)
+    assert result.returncode == 2
+    assert f"argument {args[-2]}: {args[-1]}: must be" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     """LMSBRIDGE_RECEIVER__PORT overrides the file, and a bad one is named by its key."""
     config = write_config(tmp_path, "amqp://guest:guest@127.0.0.1:5672/", "x")
