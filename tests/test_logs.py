@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from lmsbridge import logs
-from lmsbridge.logs import bound, merge_bound, redact, stamp
+from lmsbridge.logs import bound, mask_values, merge_bound, redact, stamp
+from lmsbridge.scrub import secret_values
+from lmsbridge.settings import Settings
 
 log = structlog.get_logger("tests.logs")
 
@@ -137,3 +140,52 @@ def test_a_configured_logger_keeps_its_methods_and_still_writes_every_line(capsy
         logging.captureWarnings(False)
     lines = [line for line in capsys.readouterr().err.splitlines() if "line" in line]
     assert [orjson.loads(line)["event"] for line in lines] == ["first.line", "second.line"]
+
+
+def test_the_settings_secrets_are_masked_wherever_a_line_holds_them() -> None:
+    """Every secret the settings hold (a key with no known prefix, a password in a URL, the StackOne
+    key's Basic token) is masked in any value of a line, nested ones too, once registered from the
+    settings (before: only secret-shaped text was, a platform key without a known prefix quoted in
+    a remote error went to the log whole, and nested values were never looked at)."""
+    settings = Settings.model_validate(
+        {
+            "amqp_url": "amqp://bob:Amqp%40Pass9@rabbit:5672/",
+            "database_url": "postgresql+asyncpg://app:DbPass77@db/lms",
+            "stackone": {"api_key": "PlainStackOneKey1"},
+            "sources": {
+                "acme": {
+                    "platform": "limeplate",
+                    "secrets": ["hook-secret-42"],
+                    "accounts": ["a"],
+                    "api_base_url": "https://lime.example",
+                    "api_key": "PlatformKeyNoPrefix",
+                }
+            },
+        }
+    )
+    token = base64.b64encode(b"PlainStackOneKey1:").decode()
+    assert set(secret_values(settings)) == {
+        "Amqp%40Pass9", "Amqp@Pass9", "DbPass77", "PlainStackOneKey1", token, "hook-secret-42", "PlatformKeyNoPrefix"
+    }  # fmt: skip
+    mask_values(secret_values(settings))
+    try:
+        line = redact(
+            None,
+            "info",
+            {
+                "event": "reconcile.pass",
+                "error": "400: Invalid API key provided: PlatformKeyNoPrefix",
+                "detail": {"raw": ["DbPass77 in a list", {"auth": f"sent {token}"}]},
+                "url": "amqp://bob:Amqp@Pass9@rabbit",
+                "records": 3,
+            },
+        )
+    finally:
+        mask_values(())
+    assert line == {
+        "event": "reconcile.pass",
+        "error": "400: Invalid API key provided: ***",
+        "detail": {"raw": ["*** in a list", {"auth": "sent ***"}]},
+        "url": "amqp://bob:***@rabbit",
+        "records": 3,
+    }

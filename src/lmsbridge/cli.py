@@ -27,7 +27,8 @@ from typing import Any
 
 from lmsbridge import __version__
 from lmsbridge.errors import ConfigError, LmsbridgeError
-from lmsbridge.logs import configure
+from lmsbridge.logs import configure, mask_values
+from lmsbridge.scrub import secret_values
 from lmsbridge.settings import Settings, load_settings
 
 EXIT_OK = 0
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         settings = load_settings(args.config)
+        mask_values(secret_values(settings))
         return _COMMANDS[args.command](args, settings)
     except ConfigError as exc:
         print(f"lmsbridge: {exc}", file=sys.stderr)

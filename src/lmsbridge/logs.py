@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -27,6 +27,8 @@ from typing import Any, Literal
 import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+from lmsbridge.scrub import SHORTEST, scrub
 
 LogFormat = Literal["json", "console", "auto"]
 
@@ -60,9 +62,24 @@ def merge_bound(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+_KNOWN: list[tuple[str, ...]] = [()]  # the settings' secrets (mask_values), longest first
+
+
+def mask_values(values: Iterable[str]) -> None:
+    """Mask these exact values (the settings' secrets, :func:`lmsbridge.scrub.secret_values`) wherever
+    a line holds them, at any depth, besides the secret-shaped ones (a known prefix or auth scheme):
+    a key with no recognisable shape, quoted back in a remote error, is caught here too."""
+    _KNOWN[0] = tuple(sorted({v for v in values if len(v) >= SHORTEST}, key=len, reverse=True))
+
+
 def _mask(value: Any) -> Any:
+    """``value`` with secret-shaped text and the settings' secrets masked, in strings at any depth."""
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(lambda m: m.group(1) + "***", value)
+        return scrub(_SECRET_VALUE.sub(lambda m: m.group(1) + "***", value), _KNOWN[0])
+    if isinstance(value, list | tuple):
+        return type(value)(_mask(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _mask(item) for key, item in value.items()}
     return value
 
 
@@ -83,17 +100,29 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Drop secret-named fields and mask secret-shaped values.
 
     Every line passes here, so the usual line (no secret) costs one look-up of its keys and a
-    substring search of its text values joined for the secrets' markers (a prefix, an auth
-    scheme): only a line holding one has each value masked by the pattern.
+    substring search of its text values joined (lists and dicts as JSON) for the secrets' markers
+    (a prefix, an auth scheme) and for the settings' secrets: only a line holding one has each
+    value masked.
     """
     for key in _secret_keys(tuple(event_dict)):
         event_dict[key] = "***"
-    texts = [value for value in event_dict.values() if isinstance(value, str)]
+    values = event_dict.values()
+    texts = [value if type(value) is str else _text(value) for value in values]
     joined = "\n".join(texts)
-    if any(marker in joined for marker in _SECRET_MARKERS):
+    known = _KNOWN[0]
+    if any(marker in joined for marker in _SECRET_MARKERS) or (known and any(s in joined for s in known)):
         for key, value in event_dict.items():
             event_dict[key] = _mask(value)
     return event_dict
+
+
+def _text(value: Any) -> str:
+    """What :func:`redact` searches of a value that is not a plain string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple | dict):
+        return orjson.dumps(value, default=str).decode()
+    return ""
 
 
 _STAMPED: list[tuple[int, str]] = [(-1, "")]  # the second last stamped and its text (one tuple: threads log too)

@@ -60,3 +60,22 @@ async def test_a_refused_key_stops_at_once_without_the_key_in_the_message(platfo
             await reader.get_json(PATH, what="list")
         assert "scs_live_wrong" not in str(caught.value)
         assert (reader.calls, waits) == (1, [])
+
+
+@pytest.mark.parametrize("key", ["scs_live_quotedkey123", "PlainKeyWithNoKnownPrefix42"])
+async def test_a_platform_quoting_the_key_in_its_error_never_gets_it_into_the_message(key: str) -> None:
+    """A platform that answers 400 "Invalid API key provided: <the key>" stops the pass with its message,
+    the key masked (before: quoted whole into the error `reconcile` prints, its `--json` and the
+    worker's `reconcile.pass` log line; a key without a known prefix escaped the logs' masking too)."""
+    platform = LimeplateStandIn(api_key=key)
+    await platform.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            reader = client(session, platform.url, key, [])
+            platform.fail_next(400, message=f"Invalid API key provided: {key}")
+            with pytest.raises(PlatformUnavailable) as caught:
+                await reader.get_json(PATH, what="the assignment list")
+    finally:
+        await platform.close()
+    assert "Invalid API key provided: ***" in str(caught.value)
+    assert key not in str(caught.value)

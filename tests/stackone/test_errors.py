@@ -326,3 +326,21 @@ async def test_a_connection_dropped_after_sending_a_create_is_an_uncertain_write
         server.close()
         await server.wait_closed()
     assert received[0].startswith(b"POST /unified/lms/users/usr_1/completions")
+
+
+@pytest.mark.parametrize("padding", [0, 280, 296])
+async def test_a_key_quoted_in_an_error_is_scrubbed_before_the_message_is_cut(
+    client: StackOneClient, standin: StackOneStandIn, padding: int
+) -> None:
+    """An error message quoting the API key after ``padding`` characters (and in provider_errors):
+    the key is gone from the error whatever the padding (before: the message was cut to 300
+    characters first, so a key straddling the cut kept its first part in the error, the log line,
+    the dead letter's headers and the database)."""
+    uid = standin.add_user(ACCOUNT, "jane@acme.example")
+    message = "x" * padding + f" refused key {KEY}"
+    errors = [{"raw": {"error": f"bad token {KEY}"}}]
+    standin.fail_next(400, body={"statusCode": 400, "message": message, "provider_errors": errors})
+    with pytest.raises(DeadLetter) as caught:
+        await client.create_assignment(ACCOUNT, uid, BODY)
+    shown = f"{caught.value} {caught.value.detail}"
+    assert not any(KEY[:n] in shown for n in range(6, len(KEY) + 1)), shown

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from lmsbridge.bodies import PLATFORM_ANSWER_LIMIT, MiB, read_at_most
 from lmsbridge.errors import MalformedPage, PlatformUnavailable
 from lmsbridge.retry_after import bounded, parse_retry_after
+from lmsbridge.scrub import scrub
 from lmsbridge.settings import ReconcileSettings
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -98,7 +99,7 @@ class PlatformClient:
                 raise PlatformUnavailable(
                     f"{what}: the platform refused the API key ({status}); check the source's api_key"
                 )
-            raise PlatformUnavailable(f"{what}: the platform answered {status}{_message(body)}")
+            raise PlatformUnavailable(f"{what}: the platform answered {status}{_message(body, self._key)}")
         raise PlatformUnavailable(f"{what}: still failing after {self._settings.max_attempts} tries (last: {last})")
 
     async def _pause(self, attempt: int, header: str | None) -> None:
@@ -115,12 +116,13 @@ class PlatformClient:
         return min(cap, base * (0.5 + self._jitter.random()))
 
 
-def _message(body: bytes) -> str:
-    """``: <message>`` from the platforms' ``{"error": {"message"}}`` body, when there is one."""
+def _message(body: bytes, key: SecretStr) -> str:
+    """``: <message>`` from the platforms' ``{"error": {"message"}}`` body, when there is one; the API
+    key scrubbed out first (a platform may quote the key it refused)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return ""
     error = parsed.get("error") if isinstance(parsed, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return f": {str(message)[:200]}" if message else ""
+    return f": {scrub(str(message), (key.get_secret_value(),))[:200]}" if message else ""

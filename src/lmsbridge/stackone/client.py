@@ -45,6 +45,7 @@ from lmsbridge.logs import get_logger
 from lmsbridge.ports import BeforeSend
 from lmsbridge.retry_after import bounded
 from lmsbridge.retry_after import retry_after_seconds as read_retry_after
+from lmsbridge.scrub import scrub
 from lmsbridge.settings import StackOneSettings
 from lmsbridge.stackone.models import BatchResult, CreateResult, LmsUser, RowsPage, UsersPage
 from lmsbridge.stackone.ratelimit import Budget
@@ -87,16 +88,19 @@ def _pause_for(operation: str, account: str, headers: Mapping[str, str], max_pau
     return delay
 
 
-def _error_fields(body: bytes) -> tuple[str, Any]:
-    """StackOne's ``message`` and ``provider_errors`` from an error body (JSON or not)."""
+def _error_fields(body: bytes, secrets: tuple[str, ...] = ()) -> tuple[str, Any]:
+    """StackOne's ``message`` and ``provider_errors`` from an error body (JSON or not), ``secrets``
+    scrubbed out before the message is cut to length (a key straddling the cut kept its first part)."""
     try:
         parsed = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        return body[:_MESSAGE_LIMIT].decode("utf-8", "replace").strip(), None
+        text = body[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
+        return scrub(text, secrets)[:_MESSAGE_LIMIT].strip(), None
     if not isinstance(parsed, dict):
         return "", None
     message = parsed.get("message")
-    return (str(message)[:_MESSAGE_LIMIT] if message is not None else ""), parsed.get("provider_errors")
+    text = scrub(str(message), secrets)[:_MESSAGE_LIMIT] if message is not None else ""
+    return text, scrub(parsed.get("provider_errors"), secrets)
 
 
 def stackone_error(
@@ -137,10 +141,7 @@ def stackone_error(
             )
         return RetryLater(f"StackOne {operation}: no answer ({what})")
 
-    message, provider_errors = _error_fields(body)
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
+    message, provider_errors = _error_fields(body, secrets)
     text = f"StackOne {operation}: HTTP {status}" + (f": {message}" if message else "")
     if status == 429:
         return RetryAfter(text, delay=_pause_for(operation, account, headers, max_pause))

@@ -85,7 +85,7 @@ class ExecStandIn(PlatformStandIn):
         fault = self._take_fault()
         if fault is not None:
             self.failures += 1
-            return _error(fault.status, "injected fault", headers=fault.headers)
+            return _error(fault.status, fault.message, headers=fault.headers)
         try:
             page = int(request.query.get("page", "1"))
             size = int(request.query.get("page_size", str(DEFAULT_PAGE_SIZE)))

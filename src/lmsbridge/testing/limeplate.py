@@ -63,7 +63,7 @@ class LimeplateStandIn(PlatformStandIn):
         if not self._authorised(request):
             return _error(401, "Invalid or inactive API key")
         fault = self._take_fault()
-        return None if fault is None else _error(fault.status, "injected fault", fault.headers)
+        return None if fault is None else _error(fault.status, fault.message, fault.headers)
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         refused = self._refusal(request)

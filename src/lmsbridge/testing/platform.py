@@ -21,6 +21,7 @@ class Fault:
     status: int
     times: int
     retry_after: int | None
+    message: str = "injected fault"
 
     @property
     def headers(self) -> dict[str, str] | None:
@@ -66,9 +67,12 @@ class PlatformStandIn:
 
     # --- misbehaviour -------------------------------------------------------------------
 
-    def fail_next(self, status: int, times: int = 1, retry_after: int | None = None) -> None:
-        """Answer the next ``times`` authorised requests with ``status`` (and ``Retry-After`` if given)."""
-        self._faults.append(Fault(status, times, retry_after))
+    def fail_next(
+        self, status: int, times: int = 1, retry_after: int | None = None, message: str = "injected fault"
+    ) -> None:
+        """Answer the next ``times`` authorised requests with ``status`` (and ``Retry-After`` if given),
+        the error body's message ``message`` (a platform may quote the key it was sent)."""
+        self._faults.append(Fault(status, times, retry_after, message))
 
     def set_failure_rate(self, rate: float, statuses: tuple[int, ...] = (500, 429), seed: int | None = None) -> None:
         """Fail this share of authorised requests (seeded), with one of ``statuses`` and ``Retry-After: 0``."""
