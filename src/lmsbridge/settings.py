@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -441,3 +442,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(root)"
         raise ConfigError(f"config: {key}: {first['msg']}") from None
+    except SettingsError as exc:
+        # An environment variable for a list or table that is not JSON: the message names the field
+        # and where it came from, never the value (which may hold a secret).
+        raise ConfigError(f"config: {exc}: a list or table set in an environment variable is written as JSON") from None

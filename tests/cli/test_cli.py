@@ -74,6 +74,24 @@ def test_invalid_setting_stops_with_one_line_naming_the_key(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("name", "value"),
+    [("LMSBRIDGE_SOURCES", '{"acme": whsec_EnvOnlySecret1}'), ("LMSBRIDGE_SOURCES__ACME__SECRETS", "whsec_EnvOnly2")],
+    ids=["table", "list"],
+)
+def test_a_list_or_table_in_the_environment_that_is_not_json_stops_with_one_line(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """An environment variable for a list or table whose value is not JSON stops start-up with one
+    line (exit 2) naming the setting, never its value (before: a pydantic-settings traceback, exit 1)."""
+    config = write_config(tmp_path, "amqp://guest:guest@127.0.0.1:5672/", "x")
+    result = lmsbridge("--config", str(config), "check", env={name: value})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert 'error parsing value for field "sources"' in line
+    assert "EnvOnly" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ("dlq", "list", "--limit", "-5"),
