@@ -162,6 +162,27 @@ def test_a_database_url_lmsbridge_cannot_use_is_refused(tmp_path: Path, url: str
     assert "database_url" in refusal(tmp_path, f'database_url = "{url}"\n')
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("sslmode=require", "asyncpg takes ssl, not libpq's sslmode"), ("connect_timeout=5", "connect_timeout is not")],
+)
+def test_a_postgresql_url_option_asyncpg_does_not_take_is_refused(tmp_path: Path, query: str, named: str) -> None:
+    """A URL option asyncpg does not take (libpq's ``sslmode``, the usual one) is refused at start,
+    naming the option (and, for sslmode, asyncpg's ``ssl``), not the URL (before: every connection
+    failed with a TypeError traceback in check, migrate, status and reconcile)."""
+    message = refusal(tmp_path, f'database_url = "postgresql+asyncpg://lms:{PASSWORD}@db/lms?{query}"\n')
+    assert "database_url" in message
+    assert named in message
+
+
+def test_asyncpg_url_options_are_accepted(tmp_path: Path) -> None:
+    """asyncpg's own options (``ssl``, a statement cache size for PgBouncer) pass."""
+    path = tmp_path / "lmsbridge.toml"
+    url = f"postgresql+asyncpg://lms:{PASSWORD}@db/lms?ssl=require&prepared_statement_cache_size=0"
+    path.write_text(f'database_url = "{url}"\n' + SOURCE)
+    assert load_settings(path).database_url.get_secret_value() == url
+
+
 def test_check_with_a_malformed_database_url_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     """``lmsbridge check --config bad.toml``: one line naming the key on stderr, exit 2 (before: a traceback)."""
     config = tmp_path / "bad.toml"

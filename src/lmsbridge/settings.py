@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -359,6 +360,8 @@ class Settings(BaseSettings):
             raise ValueError("is not a database URL (sqlite+aiosqlite:///path or postgresql+asyncpg://...)") from None
         if driver not in _DATABASE_DRIVERS:
             raise ValueError(f"must use one of the drivers {', '.join(_DATABASE_DRIVERS)}")
+        if driver == "postgresql+asyncpg":
+            _asyncpg_options(make_url(value.get_secret_value()).query)
         return value
 
     @model_validator(mode="after")
@@ -423,6 +426,22 @@ def _check_settings_file(path: Path) -> None:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path}: not valid TOML: {exc}") from None
+
+
+def _asyncpg_options(query: Mapping[str, Any]) -> None:
+    """Refuse a URL option asyncpg does not take (it would fail every connection with a TypeError);
+    libpq's ``sslmode``, the usual one, is named with asyncpg's ``ssl``. Names keys, never values."""
+    import inspect
+
+    import asyncpg
+
+    known = set(inspect.signature(asyncpg.connect).parameters) - {"dsn", "loop", "connection_class", "record_class"}
+    known |= {"prepared_statement_cache_size", "prepared_statement_name_func"}  # SQLAlchemy's own
+    for key in query:
+        if key == "sslmode":
+            raise ValueError("asyncpg takes ssl, not libpq's sslmode: ?ssl=require (or verify-full, ...)")
+        if key not in known:
+            raise ValueError(f"{key} is not a connection option asyncpg takes ({', '.join(sorted(known))})")
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
