@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -145,9 +146,10 @@ async def run_demo(base: Settings | None, *, events: int = 60, amqp_url: str | N
             await runtime.start(wait=15)
         except Exception as exc:
             await runtime.stop()
-            broker = urlsplit(settings.amqp_url.get_secret_value())  # its host and port: never its password
-            where = f"{broker.hostname}:{broker.port or 5672}"
-            console.print(f"[red]lmsbridge demo: cannot start: {exc}[/red] (is RabbitMQ running on {where}?)")
+            where = _broker_address(settings.amqp_url.get_secret_value())
+            console.print(
+                f"[red]lmsbridge demo: cannot start: {escape(str(exc))}[/red] (is RabbitMQ running on {escape(where)}?)"
+            )
             await stackone.close()
             await platform.close()
             return 1
@@ -296,3 +298,13 @@ async def _delete_topology(settings: Settings) -> None:
             await channel.queue_delete(queue)
         for exchange in (names.exchange, names.delay_exchange, names.dead_exchange):
             await channel.exchange_delete(exchange)
+
+
+def _broker_address(url: str) -> str:
+    """The broker's host and port as the URL names them: never its user or password."""
+    broker = urlsplit(url)
+    try:
+        port = broker.port or 5672
+    except ValueError:
+        return f"{broker.hostname} (its port in the URL is not a number)"
+    return f"{broker.hostname}:{port}"

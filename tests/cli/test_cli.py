@@ -412,13 +412,19 @@ def test_a_port_already_taken_exits_at_once_with_one_line(
     assert "Traceback" not in result.stderr
 
 
-def test_demo_without_rabbitmq_names_where_it_looked_and_not_the_password(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("port", "where"), [("1", "127.0.0.1:1"), ("notaport", "127.0.0.1 (its port in the URL is not a number)")]
+)
+def test_demo_without_rabbitmq_names_where_it_looked_and_not_the_password(
+    tmp_path: Path, port: str, where: str
+) -> None:
     """`lmsbridge demo` with nothing listening at the broker's address exits 1 naming that host and
-    port, without the URL's password and without a traceback."""
-    result = lmsbridge("demo", "--amqp-url", "amqp://guest:demo-hunter2@127.0.0.1:1/", cwd=tmp_path)
+    port, without the URL's password and without a traceback (before, for a port that is not a
+    number: a ValueError traceback from naming it)."""
+    result = lmsbridge("demo", "--amqp-url", f"amqp://guest:demo-hunter2@127.0.0.1:{port}/", cwd=tmp_path)
     assert result.returncode == 1
     said = " ".join((result.stdout + result.stderr).split())
-    assert "lmsbridge demo: cannot start: RabbitMQ is unreachable (is RabbitMQ running on 127.0.0.1:1?)" in said
+    assert f"lmsbridge demo: cannot start: RabbitMQ is unreachable (is RabbitMQ running on {where}?)" in said
     assert "hunter2" not in said
     assert "Traceback" not in said
 
