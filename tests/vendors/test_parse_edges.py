@@ -94,6 +94,40 @@ def test_exec_completion_has_no_completed_at_and_no_progress() -> None:
     assert got.occurred_at == datetime(2026, 6, 2, 15, 4, 5, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("padded", [" jane@acme.example ", "\tjane@acme.example", "jane@acme.example\u00a0"])
+def test_white_space_around_an_email_is_dropped_not_refused(padded: str) -> None:
+    """An e-mail with white space around it (a space, a tab, a no-break space) is the person's e-mail:
+    accepted as ``jane@acme.example`` (before: 422, the pattern refused it, though the person key
+    strips it; a platform would retry that webhook for ever or drop it)."""
+    got = parse("exec", exec_event("assignment.created", exec_assignment("ea-1", padded)))
+    assert isinstance(got, AssignmentEvent)
+    assert [p.email for p in got.people] == ["jane@acme.example"]
+    completed = limeplate_completed(limeplate_assignment("lp-1"), padded)
+    got = parse("limeplate", completed)
+    assert isinstance(got, AssignmentEvent)
+    assert [p.email for p in got.people] == ["jane@acme.example"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "due"),
+    [
+        (253402300799, datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),  # "no deadline", in seconds
+        (1780000000, datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)),
+        (1780000000000, datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)),  # milliseconds
+        ("1780000000", datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)),
+    ],
+    ids=["year-9999-seconds", "seconds", "milliseconds", "seconds-as-text"],
+)
+def test_an_epoch_due_date_is_read_as_seconds_unless_it_can_only_be_milliseconds(sent: Any, due: datetime) -> None:
+    """A due date sent as an epoch number is seconds, or milliseconds from 1e12 (any date since 2001):
+    9999-12-31 in seconds, a common "no deadline", stays 9999 (before: pydantic read anything past
+    2e10 as milliseconds, so it reached the LMS as 1978-01-11, an assignment overdue for decades)."""
+    body = exec_event("assignment.created", {**exec_assignment("ea-1", "jane@acme.example"), "due_date": sent})
+    got = parse("exec", body)
+    assert isinstance(got, AssignmentEvent)
+    assert got.due_date == due
+
+
 # --- arbitrary input --------------------------------------------------------------------------
 
 json_values = st.recursive(

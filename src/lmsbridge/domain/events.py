@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_ID = 255
 """Ids: ``inbox.message_id`` (and the AMQP message id, in UTF-8 bytes), ``records.assignment_id``."""
@@ -47,6 +47,11 @@ def short_bytes(value: str) -> str:
     return value
 
 
+def stripped(value: Any) -> Any:
+    """A string without the white space around it (anything else as it is, for the type to refuse)."""
+    return value.strip() if isinstance(value, str) else value
+
+
 def email(value: str) -> str:
     """An e-mail whose person key (``strip().lower()``; some characters grow) fits :data:`MAX_EMAIL`."""
     text(value)
@@ -71,7 +76,8 @@ MessageId = Annotated[
 ]
 Reference = Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE), AfterValidator(printable)]
 Text = Annotated[str, AfterValidator(text)]
-Email = Annotated[str, Field(min_length=3), AfterValidator(email)]
+Email = Annotated[str, BeforeValidator(stripped), Field(min_length=3), AfterValidator(email)]
+"""An e-mail, white space around it dropped before it is checked (" jane@acme.example " is Jane)."""
 Moment = Annotated[datetime, AfterValidator(storable)]
 
 EventType = Literal["assignment.created", "assignment.completed"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lmsbridge.domain.events import MessageId, storable
 from lmsbridge.errors import MalformedRequest, UnusableBody
@@ -36,8 +37,30 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_aware), AfterValidator(storable)]
-"""A timestamp; one without a zone is taken as UTC; it must still exist once converted to UTC."""
+MILLISECONDS_FROM = 1e12
+"""An epoch number at least this large is in milliseconds (any date since 2001-09-09), a smaller one
+in seconds (any date up to the year 33658): so ``253402300799``, 9999-12-31 in seconds (a common
+"no deadline"), stays itself. (pydantic's own line, 2e10, read it as milliseconds: 1978.)"""
+
+
+def _epoch(value: Any) -> Any:
+    """An epoch number (or a string of one) as an aware UTC datetime; anything else as it is."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if not numeric and not (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        return value
+    number = float(value)
+    seconds = number / 1000 if abs(number) >= MILLISECONDS_FROM else number
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("is not a time that can be held (seconds or milliseconds since 1970)") from None
+
+
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_epoch), AfterValidator(_aware), AfterValidator(storable)]
+"""A timestamp; one without a zone is taken as UTC; it must still exist once converted to UTC; an
+epoch number is seconds, or milliseconds from :data:`MILLISECONDS_FROM`."""
 
 
 class Head(Lenient):
