@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,13 +58,53 @@ async def test_migrations_match_the_tables(repo: Repository) -> None:
 async def test_a_sqlite_fault_is_named_by_its_result_code_and_never_by_its_text(tmp_path: Path) -> None:
     """A statement SQLite refuses (here: no tables yet) surfaces as an InfrastructureFault naming
     SQLite's result code, which tells an operator a full disk (SQLITE_FULL) from a locked file
-    (SQLITE_BUSY); never the driver's text, which may quote values. The write probe of a paused
-    worker commits on the same database."""
+    (SQLITE_BUSY); never the driver's text, which may quote values."""
     repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bare.db'}"))
     try:
-        await repo.check_writes()
         with pytest.raises(InfrastructureFault) as caught:
             await repo.accounts.account("acc-1")
         assert str(caught.value) == "database: OperationalError (OperationalError, SQLITE_ERROR)"
     finally:
         await repo.close()
+
+
+PROBE_ON_A_FULL_DISK = """
+import asyncio, resource, signal, sys
+from lmsbridge.errors import InfrastructureFault
+from lmsbridge.storage import Repository, create_engine
+
+async def main(path):
+    repo = Repository(create_engine("sqlite+aiosqlite:///" + path))
+    try:
+        await repo.create_schema()
+        await repo.check_writes()  # a disk with room: the probe commits
+        # The disk is full from here: no file may grow past a byte (a write past it fails, EFBIG).
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        try:
+            await repo.check_writes()
+            print("probe passed")
+        except InfrastructureFault as exc:
+            print("probe failed:", exc)
+    finally:
+        await repo.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_the_write_probe_fails_on_a_full_disk(tmp_path: Path) -> None:
+    """The probe a worker paused on its database runs before it resumes fails while no write can
+    land (a full disk: no file may grow), naming SQLite's result code (before: it only began a
+    transaction and read, so it passed, the worker resumed, every write failed again, and the
+    ``database_paused`` gauge went 1, 0, 1 with a "database.resumed" each minute)."""
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE_ON_A_FULL_DISK, str(tmp_path / "full.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("probe failed: database: OperationalError"), result.stdout
+    assert "SQLITE_FULL" in result.stdout or "SQLITE_IOERR" in result.stdout, result.stdout

@@ -18,7 +18,10 @@ a transaction. Callers take the part they need, behind its port in :mod:`lmsbrid
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -79,7 +82,8 @@ class Repository:
         locked (``LOCK TABLE``, an ``ALTER TABLE``) fails the probe, as it fails every write. SQLite's
         ``BEGIN IMMEDIATE`` already takes the one lock there is.
 
-        It writes no row, so a full disk is not seen here: the first writes after it say so again.
+        It writes a row to the inbox and deletes it in the same transaction, so its commit writes
+        pages as an event's does: a full disk or a file that cannot be written fails it too.
         """
         await self._sql.write_alone(_probe_writes)
 
@@ -94,5 +98,13 @@ def _probe_writes(conn: Connection) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(PROBE_LOCK_WAIT * 1000)}")
         names = ", ".join(table.name for table in _LIVE_TABLES)
         conn.exec_driver_sql(f"LOCK TABLE {names} IN ROW EXCLUSIVE MODE")
-    else:
-        conn.execute(select(1)).scalar()
+    # A row written and taken back in the same transaction: its commit writes pages (SQLite's WAL,
+    # PostgreSQL's) as any event's does, so a full disk or a failing file fails the probe too.
+    now = datetime.now(UTC)
+    key = {"source": _PROBE_SOURCE, "message_id": uuid.uuid4().hex}
+    conn.execute(insert(inbox).values(**key, event_type="probe", received_at=now, processed_at=now, record_ids=[]))
+    conn.execute(delete(inbox).where(inbox.c.source == key["source"], inbox.c.message_id == key["message_id"]))
+
+
+_PROBE_SOURCE = "(probe)"
+"""The inbox rows the database probe writes and deletes are under this source, which no source can be named."""
