@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import sqlite3
 
+from structlog.testing import capture_logs
+
 from lmsbridge.broker.dead import DeadLetters
 from lmsbridge.broker.topology import Names
+from lmsbridge.logs import merge_bound
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
 from tests.pipeline.conftest import ACCOUNT as ACCOUNT_MAIN
@@ -101,6 +104,35 @@ async def test_412_pauses_only_that_account_keeps_its_message_and_the_probe_resu
     assert record_count(runtime, "paused") >= 1
     assert record_count(runtime, "dead_lettered") == 0
     assert stackone.violations == []
+
+
+async def test_a_paused_accounts_probe_lines_carry_no_message_of_their_own(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """The lines of a paused account's probe (``account.still_paused``, ``account.resumed``) name the
+    account and no message: the probe runs on its own, long after the message that paused it
+    (before: every probe line carried that message's correlation, message and record ids)."""
+    stackone.add_user("a1", JANE)
+    stackone.disable_account("a1")
+    settings = make_settings(accounts=["a1"], worker={"pause_probe_seconds": 0.5}, broker={"probe_max_seconds": 0.5})
+    runtime = await start_runtime(settings)
+    with capture_logs(processors=[merge_bound]) as logs:
+        await assign(sender_for(runtime), JANE)
+
+        async def probed() -> bool:
+            return any(e["event"] == "account.still_paused" for e in logs)
+
+        await wait_for(probed, what="a probe of the paused account")
+        stackone.enable_account("a1")
+        assert await settled(runtime, timeout=20) == {"a1": {"synced": 1}}
+    paused = [e for e in logs if e["event"] == "account.paused"]
+    assert paused
+    assert paused[0].get("message_id"), "the line of the pause itself names the message that paused it"
+    probe_lines = [e for e in logs if e["event"] in ("account.still_paused", "account.resumed")]
+    assert {e["event"] for e in probe_lines} == {"account.still_paused", "account.resumed"}
+    for line in probe_lines:
+        assert line["account"] == "a1"
+        assert not {"message_id", "record_id", "correlation_id"} & set(line), line
 
 
 async def test_one_sources_backlog_does_not_hold_up_another_sources_event(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -365,7 +366,9 @@ class Consumer:
     def _start_probe(self, account: str, *, after: asyncio.Event | None = None) -> None:
         """Probe ``account`` until it works again (first waiting for ``after``), then resume it."""
         probe = self._probe_until_usable(account, after)
-        self._paused[account] = asyncio.create_task(probe, name=f"probe-{account}")
+        # A context of its own: started from a message's handler, the probe would otherwise log every
+        # line with that message's ids (its correlation, message and record ids) for as long as it runs.
+        self._paused[account] = asyncio.create_task(probe, name=f"probe-{account}", context=contextvars.Context())
         self._metrics.paused_accounts.set(len(self._paused))
 
     async def _probe_until_usable(self, account: str, after: asyncio.Event | None) -> None:
@@ -406,7 +409,9 @@ class Consumer:
     def _pause_database(self, exc: BaseException | None) -> None:
         if self._db_pause is not None or self._check_database is None or self._stopping:
             return
-        self._db_pause = asyncio.create_task(self._while_database_fails(str(exc)), name="database-probe")
+        self._db_pause = asyncio.create_task(
+            self._while_database_fails(str(exc)), name="database-probe", context=contextvars.Context()
+        )
         self._metrics.database_paused.set(1)
 
     async def _while_database_fails(self, error: str) -> None:
