@@ -61,7 +61,7 @@ def secret_values(settings: Settings) -> list[str]:
         values += [s.get_secret_value() for s in source.secrets]
         if source.api_key is not None:
             values.append(source.api_key.get_secret_value())
-    return sorted({v for v in values if len(v) >= SHORTEST}, key=len, reverse=True)
+    return list(dict.fromkeys(v for v in values if v))
 
 
 def _password(url: str) -> str | None:

@@ -349,15 +349,19 @@ class Service:
             if attempt.in_doubt:
                 attempt.in_doubt = False  # answered: the lease goes back and the retry may come at once
                 if not isinstance(exc, RetryListingFirst):  # a 5xx keeps the intent: the retry lists first
-                    # StackOne refused it: nothing written, the next attempt need not list.
-                    with contextlib.suppress(InfrastructureFault):
-                        await self.leases.intend(rid, account, holder, None, self.clock(), self.lease_seconds)
+                    await self._refused(rid, account, holder)
             raise
         attempt.in_doubt = False  # answered: written (the intent stays until it is recorded)
         attempt.changed = not await self.leases.mark_written(
             rid, account, step, lms_id, last=last, completion=completion_of(state), version=view.version
         )
         return calls + 1
+
+    async def _refused(self, record_id: int, account: str, holder: str) -> None:
+        """StackOne refused a create: nothing was written, so its intent goes (the next attempt need
+        not list first). Best effort: a database fault leaves the intent, which costs one listing."""
+        with contextlib.suppress(InfrastructureFault):
+            await self.leases.intend(record_id, account, holder, None, self.clock(), self.lease_seconds)
 
     async def _completion_that_exists(
         self, view: SyncView, user_id: str, attempt: _Attempt, exists: AlreadyExists
@@ -373,10 +377,7 @@ class Service:
         found = await self._existing(view.account, user_id, SyncStep.CREATE_COMPLETION, view.state)
         if found is not None or view.synced.completion is None:
             return found or None
-        with contextlib.suppress(InfrastructureFault):  # refused: nothing of ours written, the intent goes
-            await self.leases.intend(
-                view.record_id, view.account, attempt.holder, None, self.clock(), self.lease_seconds
-            )
+        await self._refused(view.record_id, view.account, attempt.holder)
         raise DeadLetter(
             "completion_conflict",
             f"{exists}: the LMS holds another completion of this learning object and refused the"
