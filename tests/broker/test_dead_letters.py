@@ -59,7 +59,8 @@ async def test_replay_all_sends_each_dead_letter_of_its_start_back_once_in_order
 ) -> None:
     """450 dead letters (more than two replay windows) go back to their queue once each, in the
     order they died, attempts reset; 30 that die while the replay runs (an account still broken)
-    are left for the next replay instead of being chased."""
+    are left for the next replay instead of being chased. Those RabbitMQ handed the replay past its
+    count go back as it closes, not always in their order (1 CI run: 1030 before 1029)."""
     await kill(broker, range(1, 451))
     dlq = DeadLetters(amqp_url, broker_prefix)
     replaying = asyncio.create_task(dlq.replay(None))
@@ -67,7 +68,8 @@ async def test_replay_all_sends_each_dead_letter_of_its_start_back_once_in_order
     await kill(broker, range(1001, 1031))
     assert (await replaying).sent == 450
     assert await synced(amqp_url, broker_prefix) == list(range(1, 451))
-    assert [m.message_id for m in await dlq.list(limit=1000)] == [f"sync:{i}:acc-1" for i in range(1001, 1031)]
+    left = [m.message_id for m in await dlq.list(limit=1000)]
+    assert sorted(left) == [f"sync:{i}:acc-1" for i in range(1001, 1031)]
 
 
 async def test_walks_find_the_last_dead_letter_and_leave_every_one_in_order(
