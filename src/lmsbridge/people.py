@@ -1,6 +1,8 @@
 """E-mail -> StackOne user id, for one account, trusting no e-mail filter blindly.
 
-``filter[email]`` is honoured by few LMSs, so every returned row's e-mail is checked.
+``filter[email]`` is honoured by few LMSs, so every returned row's e-mail is checked. E-mails
+are compared by :func:`lmsbridge.domain.events.email_key` (case, Unicode form, invisible
+characters and an IDNA-encoded domain folded), as records are keyed.
 When an account is seen to ignore the filter, lmsbridge stops asking it and relies on a
 local directory of the account's users, filled by paging ``GET /unified/lms/users`` and
 refreshed with ``filter[updated_after]``. A person still unknown is parked, not dropped.
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
+from lmsbridge.domain.events import email_key
 from lmsbridge.errors import ParkRecord
 from lmsbridge.ports import AccountPort, DirectoryPort, StackOnePort, UserRow
 
@@ -67,7 +70,7 @@ class People:
         Concurrent calls for one person share one lookup: a new person's assignment and
         completion, or a team's records synced side by side, ask StackOne once, not once each.
         """
-        key = (account, email.strip().lower())
+        key = (account, email_key(email))
         cached = self._cached(key)
         if cached:
             return cached
@@ -87,7 +90,7 @@ class People:
         id found, which the caller compares with ``stale``; raises ParkRecord(user_not_found)
         when the LMS no longer has the person.
         """
-        key = (account, email.strip().lower())
+        key = (account, email_key(email))
         entry = self._cache.get(key)
         if entry is not None and entry[0] == stale:
             del self._cache[key]
@@ -189,7 +192,7 @@ class People:
 
 
 def _email_of(row: UserRow) -> str:
-    return (row.email or "").strip().lower()
+    return email_key(row.email or "")
 
 
 def _is_active(row: UserRow) -> bool:

@@ -10,6 +10,7 @@ breaking one fails to decode in the worker instead of looping on the database's 
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,7 @@ MAX_ID = 255
 MAX_REFERENCE = 512
 """``records.learning_object_ref`` and ``content.external_reference``."""
 MAX_EMAIL = 320
-"""``records.person_key`` and ``directory.email``: the e-mail after ``strip().lower()``."""
+"""``records.person_key`` and ``directory.email``: the e-mail's :func:`email_key`."""
 
 # C0 controls but tab, newline and carriage return, and DEL: never meaningful in a title or a name.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -52,10 +53,46 @@ def stripped(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+# Characters that never show and never tell two mailboxes apart: soft hyphen, zero-width space,
+# word joiner, byte-order mark (what a copy from a document or a spreadsheet leaves in).
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff"))
+# IDNA's label separators besides ".": ideographic, full-width and half-width full stops.
+_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+
+
+def email_key(value: str) -> str:
+    """The key one person is known by in every event, platform and LMS user list: an e-mail
+    written several ways gives one key.
+
+    White space around it and invisible characters in it are dropped, and it is lower-cased in
+    Unicode's composed form (NFC: an "é" sent as "e" and a combining accent is the "é" another
+    event sends). The domain is compared as DNS compares it (IDNA, UTS #46): compatibility forms
+    folded (full-width letters, ideographic full stops) and ASCII-encoded labels
+    (``xn--bcher-kva``) read as the Unicode they encode (``bücher``). The local part keeps its
+    characters: mailboxes may differ there by width or by "ß" and "ss", so only case is folded.
+    """
+    local, at, domain = value.strip().translate(_INVISIBLE).rpartition("@")
+    if not at:
+        return unicodedata.normalize("NFC", domain.lower())
+    domain = unicodedata.normalize("NFKC", domain).translate(_DOTS).lower()
+    domain = unicodedata.normalize("NFKC", ".".join(map(_unicode_label, domain.split(".")))).lower()
+    return f"{unicodedata.normalize('NFC', local.lower())}@{domain}"
+
+
+def _unicode_label(label: str) -> str:
+    """A domain label as Unicode: an ``xn--`` label decoded (one that does not decode kept as sent)."""
+    if not label.startswith("xn--"):
+        return label
+    try:
+        return label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return label
+
+
 def email(value: str) -> str:
-    """An e-mail whose person key (``strip().lower()``; some characters grow) fits :data:`MAX_EMAIL`."""
+    """An e-mail whose :func:`email_key` (some characters grow lower-cased) fits :data:`MAX_EMAIL`."""
     text(value)
-    if len(value.strip().lower()) > MAX_EMAIL:
+    if len(email_key(value)) > MAX_EMAIL:
         raise ValueError(f"must be at most {MAX_EMAIL} characters once lower-cased")
     return value
 
@@ -109,8 +146,8 @@ class PersonProgress(BaseModel):
 
     @property
     def person_key(self) -> str:
-        """The key a person is known by across events: the lower-cased e-mail."""
-        return self.email.strip().lower()
+        """The key a person is known by across events: the e-mail's :func:`email_key`."""
+        return email_key(self.email)
 
 
 class AssignmentEvent(BaseModel):

@@ -1,4 +1,4 @@
-"""The local directory of each LMS account's users: lower-cased e-mail -> StackOne user id.
+"""The local directory of each LMS account's users: e-mail key -> StackOne user id.
 
 Filled by :class:`lmsbridge.people.People` from StackOne's user lists, so a person is looked
 up in the LMS once, not on every write.
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, select
 
+from lmsbridge.domain.events import email_key
 from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, guard
 from lmsbridge.storage.tables import directory
@@ -33,7 +34,7 @@ class Directory:
     @guard
     async def user_id(self, account: str, email: str) -> str | None:
         """The StackOne user id for ``email`` on ``account``, from the local directory."""
-        params = {"b_account": account, "b_email": email.lower()}
+        params = {"b_account": account, "b_email": email_key(email)}
         found = await self._sql.read(lambda conn: self._user_id.scalar(conn, params))
         return str(found) if found is not None else None
 
@@ -41,7 +42,7 @@ class Directory:
     async def save_users(self, account: str, users: Iterable[tuple[str, str]]) -> int:
         """Store (email, user id) pairs in the account's directory; returns how many."""
         now = datetime.now(UTC)
-        latest = {email.lower(): uid for email, uid in users}  # one row per e-mail: the last one listed
+        latest = {email_key(email): uid for email, uid in users}  # one row per e-mail: the last one listed
         if not latest:
             return 0
         rows = [
@@ -59,6 +60,6 @@ class Directory:
     async def forget_user(self, account: str, email: str, user_id: str) -> None:
         """Drop ``email``'s directory entry on ``account`` if it still names ``user_id`` (the LMS said 404)."""
         stmt = directory.delete().where(
-            directory.c.account == account, directory.c.email == email.lower(), directory.c.user_id == user_id
+            directory.c.account == account, directory.c.email == email_key(email), directory.c.user_id == user_id
         )
         await self._sql.write(lambda conn: conn.execute(stmt))
