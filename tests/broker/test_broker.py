@@ -164,6 +164,27 @@ async def test_retry_returns_the_message_to_its_own_queue_after_the_delay(
     assert decode(back).sync == decode(original).sync
 
 
+async def test_a_redelivery_and_a_retry_each_count_as_a_try(broker: Broker, amqp_url: str, broker_prefix: str) -> None:
+    """A message's tries (logged as ``attempt``) count what the retry policy does not: RabbitMQ
+    redelivering it (a requeue, as after a broker fault) and a retry after an infrastructure fault,
+    which keeps the policy's attempt at 0."""
+    names = Names(broker_prefix)
+    await broker.publish_sync(SyncTask(5, "acc-1"), correlation_id="c", received_at=1.0)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(names.sync("acc-1"))
+        first = await queue.get(no_ack=False, timeout=5)
+        assert (decode(first).attempt, decode(first).tries) == (0, 0)
+        await first.nack(requeue=True)
+        again = await queue.get(no_ack=False, timeout=5)
+        assert (decode(again).attempt, decode(again).tries) == (0, 1)
+        await broker.publish_retry(again, attempt=0, level=0)
+        await again.ack()
+    back = decode(await _get(amqp_url, names.sync("acc-1"), timeout=10))
+    assert (back.attempt, back.tries) == (0, 2)
+
+
 async def test_unreachable_broker_refuses_to_publish(broker_prefix: str) -> None:
     """With RabbitMQ unreachable, start(wait) and publish both raise BrokerUnavailable."""
     b = Broker("amqp://guest:guest@127.0.0.1:1/", BrokerSettings(prefix=broker_prefix), [], name="down")

@@ -10,7 +10,9 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import orjson
 from structlog.testing import capture_logs
 
@@ -182,3 +184,42 @@ async def test_a_receiver_on_a_database_never_migrated_says_to_migrate_and_count
         await store.close()
     finally:
         await engine.dispose()
+
+
+async def test_retries_after_a_database_fault_log_their_real_attempt(
+    pg_url: str,
+    pg_admin_url: str,
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """The database refuses connections for a few seconds: each try of the event logs the attempt it
+    is (0, 1, 2, ...), in its ``event.retried`` lines and in the ``event.upserted`` line once the
+    database is back (before: an infrastructure fault uses no attempt of the retry policy, and every
+    try logged ``attempt`` 0)."""
+    stackone.add_user(ACCOUNT, "jane@acme.example")
+    runtime = await start_runtime(make_settings(database_url=pg_url))
+    name = urlsplit(pg_url).path.lstrip("/")
+    admin = await asyncpg.connect(pg_admin_url)
+    event = exec_event("assignment.created", exec_assignment("o1", "jane@acme.example", scenario="s1"))
+    try:
+        with capture_logs(processors=[merge_bound]) as logs:
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            assert (await sender_for(runtime).post("acme-sales", event, message_id="m1"))[0] == 202
+            for _ in range(200):
+                if sum(e["event"] == "event.retried" for e in logs) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            await settled(runtime)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+    retried = [e for e in logs if e["event"] == "event.retried"]
+    assert len(retried) >= 3
+    assert all(e["reason"] == "infrastructure" for e in retried)
+    assert [e["attempt"] for e in retried] == list(range(len(retried)))
+    [upserted] = [e for e in logs if e["event"] == "event.upserted"]
+    assert upserted["attempt"] == len(retried)

@@ -24,7 +24,8 @@ from lmsbridge.errors import DeadLetter
 from lmsbridge.lanes import BACKGROUND_HEADER
 
 KIND = "x-lmsbridge-kind"
-ATTEMPT = "x-lmsbridge-attempt"
+ATTEMPT = "x-lmsbridge-attempt"  # tries counted by the retry policy (an infrastructure fault uses none)
+TRIES = "x-lmsbridge-tries"  # every earlier try, whatever ended it: the ``attempt`` log lines carry
 RECEIVED = "x-lmsbridge-received-at"
 SOURCE = "x-lmsbridge-source"
 ACCOUNT = "x-lmsbridge-account"
@@ -62,6 +63,7 @@ class Job:
     failing_since: float | None = None  # first transient failure of the failures in a row, if failing
     delivery_count: int = 0  # how often the broker delivered it before (requeues, crashed consumers)
     background: bool = False  # reconciliation's work: served after live work (lmsbridge.lanes)
+    tries: int = 0  # earlier tries of every kind, broker redeliveries included (logged as ``attempt``)
 
     def syncing(self, sync: SyncTask) -> Job:
         """The sync job of one of this event's records, synced where the event was stored (first attempt)."""
@@ -211,9 +213,13 @@ def encode_sync(
     failing_since: float | None = None,
     extra: Mapping[str, Any] | None = None,
     background: bool = False,
+    tries: int = 0,
 ) -> Message:
-    """The persistent message asking a worker to sync one record on one account."""
+    """The persistent message asking a worker to sync one record on one account (``tries``: its
+    earlier tries, when it is published again after one)."""
     headers: dict[str, Any] = {KIND: "sync", ATTEMPT: attempt, RECEIVED: instant(received_at), ACCOUNT: task.account}
+    if tries:
+        headers[TRIES] = tries
     if background:
         headers[BACKGROUND_HEADER] = 1
     if failing_since is not None:
@@ -234,6 +240,15 @@ def dead_sync(
     return encode_sync(task, correlation_id=correlation_id, received_at=received_at, attempt=attempt, extra=extra)
 
 
+def tries(message: AbstractIncomingMessage) -> int:
+    """Earlier tries of ``message``: those its retries counted (``attempt`` for a copy made before
+    they were), and the broker's redeliveries since (a requeue, a consumer gone: quorum queues count
+    them, classic ones only flag one)."""
+    headers = message.headers or {}
+    counted = int(header_num(headers, TRIES, header_num(headers, ATTEMPT)))
+    return counted + (int(header_num(headers, DELIVERY_COUNT)) or int(bool(message.redelivered)))
+
+
 def decode(message: AbstractIncomingMessage) -> Job:
     """Turn a delivery into a :class:`Job`; a message we cannot read is poison (dead-letter)."""
     headers = message.headers or {}
@@ -252,6 +267,7 @@ def decode(message: AbstractIncomingMessage) -> Job:
             "failing_since": since or None,
             "delivery_count": int(header_num(headers, DELIVERY_COUNT)),
             "background": bool(header_num(headers, BACKGROUND_HEADER)),
+            "tries": tries(message),
         }
         if kind == "event":
             return Job(kind="event", event=AssignmentEvent.model_validate_json(message.body), **common)
@@ -278,9 +294,10 @@ def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Message:
 def retried(
     message: AbstractIncomingMessage, *, attempt: int, delay_header: str, level: int, failing_since: float | None = None
 ) -> Message:
-    """A copy of ``message`` for a delay queue, with its attempt count, delay level and first failure set."""
+    """A copy of ``message`` for a delay queue, with its attempt count, tries (one more), delay level
+    and first failure set."""
     headers = {k: v for k, v in (message.headers or {}).items() if k not in (FAILING_SINCE, DELIVERY_COUNT)}
-    headers.update({ATTEMPT: attempt, delay_header: level})
+    headers.update({ATTEMPT: attempt, TRIES: tries(message) + 1, delay_header: level})
     if failing_since is not None:
         headers[FAILING_SINCE] = instant(failing_since)
     return _copy(message, headers)

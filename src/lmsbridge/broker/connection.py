@@ -462,11 +462,13 @@ class Broker:
         failing_since: float | None = None,
         timeout: float = 10.0,
         background: bool = False,
+        tries: int = 0,
     ) -> None:
         """Queue a sync task for one record on one account (confirmed).
 
         With ``delay_level`` it waits in that delay queue first, as a retried message does;
-        ``background`` marks reconciliation's work (:mod:`lmsbridge.lanes`).
+        ``background`` marks reconciliation's work (:mod:`lmsbridge.lanes`); ``tries`` counts the
+        task's earlier tries when it is published again after one.
         """
         topology = self._require()
         delayed = delay_level is not None
@@ -478,6 +480,7 @@ class Broker:
             failing_since=failing_since,
             extra={DELAY_HEADER: delay_level} if delayed else None,
             background=background,
+            tries=tries,
         )
         exchange = topology.delay_exchange if delayed else topology.exchange
         await self._publish(exchange, message, sync_key(task.account), timeout)

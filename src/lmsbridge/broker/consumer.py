@@ -492,7 +492,7 @@ def _context(job: Job) -> dict[str, Any]:
     context: dict[str, Any] = {
         "correlation_id": job.correlation_id,
         "message_id": job.message_id,
-        "attempt": job.attempt,
+        "attempt": job.tries,  # every earlier try: the policy's count skips infrastructure faults
     }
     if job.event is not None:
         context.update(source=job.event.source, event_type=job.event.type)

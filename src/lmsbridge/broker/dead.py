@@ -311,6 +311,7 @@ def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika
 async def _republish(exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEAD_HEADERS}
     headers[codec.ATTEMPT] = 0
+    headers[codec.TRIES] = 0
     headers[codec.REPLAYED] = 1
     await exchange.publish(
         _copy(message, headers),

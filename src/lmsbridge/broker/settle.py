@@ -134,12 +134,18 @@ class Settler:
                 delay_level=self._level(action),
                 failing_since=action.failing_since,
                 background=job.background,
+                tries=job.tries + 1,
             )
         elif action.kind == "pause":
             # Stop the account's deliveries first, so the task published again waits for the probe.
             await self._pause(sync.account, action.error or action.reason, _status(action.reason))
             await self._broker.publish_sync(
-                sync, correlation_id=cid, received_at=received, attempt=action.attempt, background=job.background
+                sync,
+                correlation_id=cid,
+                received_at=received,
+                attempt=action.attempt,
+                background=job.background,
+                tries=job.tries + 1,
             )
         elif action.kind == "dead":
             await self._broker.publish_dead_sync(
