@@ -113,6 +113,28 @@ async def test_a_completion_that_comes_first_creates_its_assignment_in_progress_
     assert stackone.violations == []
 
 
+@pytest.mark.parametrize(("status", "created_as"), [("in_progress", "in_progress"), ("not_started", "pending")])
+async def test_an_assignment_begun_on_exec_is_created_in_progress(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    status: str,
+    created_as: str,
+) -> None:
+    """An Exec ``assignment.created`` whose status is ``in_progress`` (the person has begun) creates
+    the LMS assignment ``in_progress`` at 0 % (before: ``pending``, as if not begun); one not
+    started, ``pending``."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    begun = exec_assignment("a1", EMAIL, status=status)
+    assert (await sender_for(runtime).post("acme-sales", exec_event("assignment.created", begun)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    [assignment] = stackone.assignments(ACCOUNT)
+    assert (assignment["body"]["status"], assignment["body"]["progress"]) == ({"value": created_as}, 0)
+    assert stackone.violations == []
+
+
 async def test_a_superseded_fail_is_deleted_when_configured(
     make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
 ) -> None:

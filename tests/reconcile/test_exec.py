@@ -63,8 +63,10 @@ async def test_one_pass_brings_the_lms_to_exec_truth_and_a_second_writes_nothing
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """500 assignments, 10 % never webhooked and 5 % of completions lost: one reconcile makes the LMS
-    hold every assignment once and every completion once with the right result and score; Exec is
-    called once per page; a second reconcile finds everything in step and causes no StackOne write."""
+    hold every assignment once (begun ones it creates ``in_progress``) and every completion once
+    with the right result and score; those begun since their webhook are updated records (no LMS
+    write: assignments are never updated); Exec is called once per page; a second reconcile finds
+    everything in step and causes no StackOne write."""
     assignments = tenant(500)
     for a in assignments:
         exec_api.put(a)
@@ -94,12 +96,25 @@ async def test_one_pass_brings_the_lms_to_exec_truth_and_a_second_writes_nothing
     assert report["platform_calls"] == report["pages"] == 5
     assert report["drift"]["record_missing"] == 50
     assert report["drift"]["completion_missing"] == len(lost)
-    assert report["in_step"] == 450 - len(lost)
+    begun = [i for i, a in enumerate(assignments) if a["status"] == "in_progress" and i not in never]
+    assert report["drift"]["updated"] == len(begun) > 0
+    assert report["in_step"] == 450 - len(lost) - len(begun)
     await settled(runtime, timeout=60)
 
     lms_assignments, lms_completions = lms_truth(stackone, users)
     expected = sorted((a["user"]["email"], f"exec:scenario:{a['scenario']['slug']}") for a in assignments)
     assert sorted(lms_assignments) == expected  # every assignment, once
+    created_as = {
+        (a["user_id"], a["body"]["learning_object_external_reference"]): a["body"]["status"]["value"]
+        for a in stackone.assignments()[450:]
+    }
+    begun_or_done = ("in_progress", "completed", "did_not_pass")
+    assert created_as == {
+        (users[a["user"]["email"]], f"exec:scenario:{a['scenario']['slug']}"): (
+            "in_progress" if a["status"] in begun_or_done else "pending"
+        )
+        for a in (assignments[i] for i in never)
+    }
     truth = {
         (a["user"]["email"], f"exec:scenario:{a['scenario']['slug']}"): (
             "Pass" if a["status"] == "completed" else "Fail",

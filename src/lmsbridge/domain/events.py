@@ -140,6 +140,8 @@ class PersonProgress(BaseModel):
     name: Text | None = None
     platform_user_id: Identifier | None = None
     progress: float | None = Field(None, ge=0, le=100)
+    started: bool = False
+    """Begun, by the platform's word, though it gives no percentage (Exec's ``in_progress``)."""
     completed_at: Moment | None = None
     passed: bool | None = None
     score: float | None = None

@@ -150,7 +150,7 @@ def state_from_event(event: AssignmentEvent, person: PersonProgress) -> RecordSt
     completed = event.type == ASSIGNMENT_COMPLETED or (person.progress is not None and person.progress >= 100)
     if completed:
         rank = Rank.COMPLETED
-    elif person.progress:
+    elif person.progress or person.started:
         rank = Rank.IN_PROGRESS
     else:
         rank = Rank.ASSIGNED

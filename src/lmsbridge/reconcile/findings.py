@@ -63,7 +63,8 @@ def message_id(source: str, assignment_id: str, people: list[PersonProgress]) ->
     """A deterministic id per (source, assignment, observed state of the people queued)."""
     parts = [source, assignment_id]
     for p in sorted(people, key=lambda p: p.person_key):
-        parts.append(f"{p.person_key}|{p.progress}|{p.passed}|{p.score}|{p.completed_at}")
+        # "|started" only when begun: the ids of every state observed before it stay as they were.
+        parts.append(f"{p.person_key}|{p.progress}|{p.passed}|{p.score}|{p.completed_at}" + "|started" * p.started)
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
     return f"reconcile:{digest}"
 

@@ -2,9 +2,11 @@
 
 Both event types carry the whole assignment, person included, as ``data``. A completion is
 a pass when ``status`` is ``completed`` and a fail when it is ``did_not_pass`` (anything else
-is 422 at ``data.status``); ``best_score`` is the percentage. Exec has no completion time,
-so ``completed_at`` stays ``None`` and the core uses the envelope's ``timestamp``. The
-learning object is ``exec:scenario:{slug, else id}``, titled with the scenario's ``name``.
+is 422 at ``data.status``); ``best_score`` is the percentage. An ``in_progress`` assignment
+has begun: its LMS assignment is created ``in_progress``, at 0 % (Exec gives no percentage).
+Exec has no completion time, so ``completed_at`` stays ``None`` and the core uses the
+envelope's ``timestamp``. The learning object is ``exec:scenario:{slug, else id}``, titled
+with the scenario's ``name``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def to_event(
             name=" ".join(p for p in (a.user.first_name, a.user.last_name) if p) or None,
             platform_user_id=a.user.id,
             progress=None if completed else 0.0,
+            started=not completed and a.status == "in_progress",
             passed=OUTCOMES[a.status or ""] if completed else None,
             score=a.best_score if completed else None,
         )
