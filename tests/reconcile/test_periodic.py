@@ -7,11 +7,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from lmsbridge.ops import gather_status
+from lmsbridge.reconcile import periodic
 from lmsbridge.runtime import Runtime
 from lmsbridge.storage import create_engine
 from lmsbridge.storage.reconcile import ReconcileStore
 from lmsbridge.testing.exec import ExecStandIn
+from lmsbridge.testing.limeplate import LimeplateStandIn
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.pipeline.conftest import settled
 from tests.reconcile.conftest import ACCOUNT
@@ -92,3 +96,56 @@ async def test_two_workers_reconcile_periodically_one_pass_per_interval(
     assert last["outcome"] == "finished"
     assert last["last_success"] is not None
     assert f"lms:{ACCOUNT}" in status["reconcile"]
+
+
+async def test_a_pass_of_one_source_by_hand_does_not_put_off_the_others(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    exec_api: ExecStandIn,
+    platform: LimeplateStandIn,
+) -> None:
+    """An operator reconciled one source ten minutes ago: the round passes over the other source and
+    the LMS account, and leaves that one for a later round (before: any recent pass, of anything,
+    skipped the whole round, so the others went a round without reconciliation)."""
+    settings = reconcile_settings(reconcile={"interval": 3600.0})
+    runtime = await start_runtime(settings, receiver=False)
+    assert runtime.repo is not None
+    assert runtime.session is not None
+    assert runtime.limiter is not None
+    store = ReconcileStore(runtime.repo.engine)
+    try:
+        by_hand = time.time() - 600
+        await store.record_pass(
+            "acme-security", started_at=by_hand, duration=1.0, outcome="finished", findings={}, error=None
+        )
+        ran = await periodic.reconcile_round(
+            settings, store, runtime.broker, runtime.session, runtime.metrics, runtime.limiter, "w1"
+        )
+        assert ran
+        assert (exec_api.list_calls, platform.list_calls()) == (1, 0)
+        last = {p.source: p.started_at for p in await store.passes()}
+        assert last["acme-security"] == by_hand
+        assert last["acme-sales"] > by_hand
+        assert last[f"lms:{ACCOUNT}"] > by_hand
+        assert not await periodic.reconcile_round(
+            settings, store, runtime.broker, runtime.session, runtime.metrics, runtime.limiter, "w1"
+        )  # nothing is due any more
+    finally:
+        await store.close()
+
+
+async def test_a_worker_runs_its_first_round_soon_after_it_starts(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    exec_api: ExecStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a 1 h interval and no pass ever recorded, a worker reconciles soon after it starts
+    (``FIRST_ROUND_AFTER``, lowered here from a minute), not an hour later: a fleet restarted more
+    often than every interval reconciled never."""
+    monkeypatch.setattr(periodic, "FIRST_ROUND_AFTER", 0.5, raising=False)
+    await start_runtime(reconcile_settings(reconcile={"interval": 3600.0}), receiver=False)
+    deadline = time.monotonic() + 10
+    while exec_api.list_calls == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert exec_api.list_calls == 1

@@ -1,9 +1,13 @@
 """The worker's periodic reconciliation: every ``reconcile.interval`` seconds, one worker at a time.
 
 Each round, the worker that takes the database lease (``reconcile_lease``, renewed while the
-pass runs) reconciles every source with a platform API, then checks every account's LMS;
-the others skip the round, as does a worker whose round comes when another's pass started
-less than 90 % of an interval ago (so N workers make one pass per interval, not N). What the
+pass runs) reconciles every source with a platform API, then checks every account's LMS; the
+others skip the round. Only what is due is passed over: a source or an account whose last pass
+(a worker's, or an operator's ``reconcile``) started less than 90 % of an interval ago is left
+for a later round, so N workers make one pass per interval, not N, and a pass of one source by
+hand does not put off the others. A worker's first round comes :data:`FIRST_ROUND_AFTER` after
+it starts (or an interval, if shorter), later ones when the next source or account is due: a
+fleet restarted more often than every interval still reconciles. What the
 pass finds is queued like any webhook (and any sync), so the running consumers do the
 writes, within the rate limit: the LMS reads take a
 :class:`~lmsbridge.stackone.ratelimit.SubBudget` of the key's budget, shared with every worker.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 
@@ -32,6 +37,10 @@ from lmsbridge.storage.reconcile import ReconcileStore
 
 log = get_logger(__name__)
 LEASE = "periodic"
+FIRST_ROUND_AFTER = 60.0
+"""Seconds from a worker's start to its first round (the worker settles first)."""
+DUE_AFTER = 0.9
+"""A source or account is due once its last pass started this share of an interval ago."""
 
 
 async def reconcile_periodically(
@@ -42,21 +51,48 @@ async def reconcile_periodically(
     metrics: Metrics,
     limiter: Budget,
 ) -> None:
-    """Run forever (until cancelled): a round every ``reconcile.interval`` seconds; never raises."""
+    """Run forever (until cancelled): a round as soon as a source or an account is due, at most a
+    ``reconcile.interval`` apart; never raises."""
     interval = settings.reconcile.interval
     if interval <= 0:
         return
     owner = uuid.uuid4().hex[:16]
     store = ReconcileStore(engine)
     try:
+        wait = min(interval, FIRST_ROUND_AFTER)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
             try:
                 await reconcile_round(settings, store, broker, session, metrics, limiter, owner)
+                wait = await _next_round_in(settings, store)
             except Exception as exc:  # a failed round is retried next round
                 log.warning("reconcile.round_failed", error=str(exc), error_type=type(exc).__name__)
+                wait = interval
     finally:
         await store.close()
+
+
+def _names(settings: Settings) -> tuple[list[str], list[str]]:
+    """The sources with a platform API and the accounts (as their passes are recorded: ``lms:<account>``)."""
+    try:
+        sources = list(readable_sources(settings))
+    except ConfigError:  # no source has a platform API: nothing to read there
+        sources = []
+    accounts = [f"lms:{a}" for a in settings.accounts()] if settings.stackone.api_key.get_secret_value() else []
+    return sources, accounts
+
+
+async def _last_started(store: ReconcileStore) -> dict[str, float]:
+    return {p.source: p.started_at for p in await store.passes()}
+
+
+async def _next_round_in(settings: Settings, store: ReconcileStore) -> float:
+    """Seconds until the next source or account is due (at least a tenth of an interval)."""
+    interval = settings.reconcile.interval
+    last = await _last_started(store)
+    sources, accounts = _names(settings)
+    due_at = min((last.get(n, 0.0) + interval * DUE_AFTER for n in [*sources, *accounts]), default=math.inf)
+    return min(interval, max(interval * 0.1, due_at - time.time()))
 
 
 async def reconcile_round(
@@ -68,21 +104,23 @@ async def reconcile_round(
     limiter: Budget,
     owner: str,
 ) -> bool:
-    """One round if this worker gets the lease and no worker ran one within the interval: platforms,
-    then LMS accounts. False when skipped."""
+    """One round if this worker gets the lease: the platforms, then the LMS accounts, that are due
+    (see the module's docstring). False when skipped: the lease elsewhere, or nothing due."""
     lease = settings.reconcile.lease_seconds
     now = time.time()
     if not await store.take_lease(LEASE, owner, now, lease):
         return False
     renewer = asyncio.create_task(_renew(store, owner, lease), name="reconcile-lease")
     try:
-        latest = max((p.started_at for p in await store.passes()), default=0.0)
-        if latest > now - settings.reconcile.interval * 0.9:
-            return False  # another worker ran this round's pass a moment ago
-        with contextlib.suppress(ConfigError):  # no source has a platform API: nothing to read there
-            sources = readable_sources(settings)
-            await platform_pass(settings, sources, store=store, publisher=publisher, session=session, metrics=metrics)
-        if settings.stackone.api_key.get_secret_value() and isinstance(publisher, Broker):
+        last = await _last_started(store)
+        since = now - settings.reconcile.interval * DUE_AFTER
+        sources, accounts = ([n for n in names if last.get(n, 0.0) <= since] for names in _names(settings))
+        if not sources and not accounts:
+            return False  # another worker, or an operator, passed over everything a moment ago
+        if sources:
+            chosen = readable_sources(settings, sources)
+            await platform_pass(settings, chosen, store=store, publisher=publisher, session=session, metrics=metrics)
+        if accounts and isinstance(publisher, Broker):
             calls = [0]
 
             def count(*_: object) -> None:
@@ -92,7 +130,7 @@ async def reconcile_round(
             client = StackOneClient(
                 session, settings.stackone, user_agent=USER_AGENT, limiter=budget, on_response=count
             )
-            for account in settings.accounts():
+            for account in (name.removeprefix("lms:") for name in accounts):
                 before = calls[0]
                 report = await lms_pass(account, store=store, stackone=client, queue=BrokerSyncQueue(publisher))
                 report.stackone_calls = calls[0] - before
