@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from lmsbridge.testing.exec import ExecStandIn
 from lmsbridge.testing.stackone import StackOneStandIn
@@ -111,6 +112,36 @@ async def test_reconcile_lms_draws_a_progress_bar_on_a_terminal(
     code, terminal = await on_terminal(*args, "--json")
     assert code == 0
     assert "LMS assignments" not in terminal
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--account", ACCOUNT], "--account needs --lms"),
+        (["--lms", "--source", "acme-sales"], "--source does not apply with --lms"),
+    ],
+)
+async def test_an_option_that_does_not_apply_is_refused_and_nothing_is_read(
+    tmp_path: Path,
+    amqp_url: str,
+    sqlite_url: str,
+    broker_prefix: str,
+    stackone: StackOneStandIn,
+    exec_api: ExecStandIn,
+    options: list[str],
+    said: str,
+) -> None:
+    """``reconcile --account A`` without ``--lms`` (before: a whole platform pass of every source,
+    queueing its repairs) and ``--lms --source S`` (before: every account's LMS) exit 2 with one
+    line saying which option does not apply, and call neither the platform nor StackOne."""
+    remember_accounts(broker_prefix, [ACCOUNT], sources=["acme-sales"])
+    cfg = str(config(tmp_path, amqp_url, sqlite_url, broker_prefix, stackone.url, exec_api.url))
+    assert (await lmsbridge("--config", cfg, "migrate"))[0] == 0
+    code, out, err = await lmsbridge("--config", cfg, "--log-level", "error", "reconcile", *options)
+    assert (code, out) == (2, "")
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"lmsbridge: reconcile: {said}")
+    assert (exec_api.list_calls, len(stackone.requests)) == (0, 0)
 
 
 async def on_terminal(*args: str) -> tuple[int, str]:

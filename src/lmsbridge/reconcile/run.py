@@ -118,7 +118,14 @@ async def reconcile_command(
     lms: bool = False,
     account: str | None = None,
 ) -> int:
-    """The ``reconcile`` subcommand; returns its exit code (2 with one line naming the key for bad settings)."""
+    """The ``reconcile`` subcommand; returns its exit code (2 with one line naming the key for bad
+    settings, or the option that does not apply: ``--source`` with ``--lms``, ``--account`` without)."""
+    misplaced = "--source does not apply with --lms" if lms and sources else None
+    if account is not None and not lms:
+        misplaced = "--account needs --lms (the platform pass reads sources, not accounts)"
+    if misplaced:
+        print(f"lmsbridge: reconcile: {misplaced}", file=sys.stderr)
+        return 2
     if lms:
         from lmsbridge.reconcile.lms import lms_command
 
