@@ -144,6 +144,16 @@ def test_compose_defaults_to_sqlite_on_a_volume_with_restart_policies() -> None:
     assert services["worker"]["command"] == ["worker"]
 
 
+def test_compose_runs_one_worker_so_an_upgrade_never_overlaps_two_versions() -> None:
+    """The worker service runs one container (no replicas or scale above 1, its metrics port published
+    on the host): `up -d` with a new image stops it before the new one starts and migrates, so no
+    worker of the old version consumes on the migrated schema (README, Upgrading)."""
+    worker = _compose({})["services"]["worker"]
+    assert worker.get("scale", 1) == 1
+    assert worker.get("deploy", {}).get("replicas", 1) == 1
+    assert "9108:9108" in worker["ports"]  # a second container could not bind it
+
+
 def test_compose_stop_grace_outlasts_the_drain() -> None:
     """Compose waits longer after SIGTERM than the worker drains and the receiver finishes requests."""
     for name in ("receiver", "worker"):

@@ -133,6 +133,7 @@ def test_the_kustomization_builds_with_and_without_keda(tmp_path: Path) -> None:
     assert {"ScaledObject", "TriggerAuthentication"} <= {d["kind"] for d in docs}
     worker = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "lmsbridge-worker")
     assert "replicas" not in worker["spec"]  # KEDA owns the count
+    assert worker["spec"]["strategy"] == {"type": "Recreate"}  # not its strategy
 
 
 def test_the_shipped_settings_load_and_fit_the_probes_and_grace_periods(k8s_settings: Settings) -> None:
@@ -160,6 +161,18 @@ def test_the_shipped_settings_load_and_fit_the_probes_and_grace_periods(k8s_sett
     # Several workers share the key's rate budget through one PostgreSQL database.
     assert _by_name("Deployment", "lmsbridge-worker")["spec"]["replicas"] > 1
     assert s.database_url.get_secret_value().startswith("postgresql")  # several workers share it
+
+
+def test_workers_are_replaced_all_at_once_and_receivers_one_by_one() -> None:
+    """The worker Deployment's strategy is Recreate: a new version stops every old worker before the
+    first new one starts and migrates the schema (an old worker consuming on the migrated schema
+    failed every event after 0002, and split people after 0005). The receivers, which store no
+    records, keep a rolling update that never takes a serving pod away before its successor is up."""
+    worker = _by_name("Deployment", "lmsbridge-worker")["spec"]
+    assert worker["strategy"] == {"type": "Recreate"}
+    receiver = _by_name("Deployment", "lmsbridge-receiver")["spec"]["strategy"]
+    assert receiver["type"] == "RollingUpdate"
+    assert receiver["rollingUpdate"]["maxUnavailable"] == 0
 
 
 def test_resources_cover_the_measured_memory_and_the_budgets_protect_both_roles() -> None:
