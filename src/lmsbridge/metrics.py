@@ -3,7 +3,11 @@
 Labels never carry secrets: signature matches are labelled by key *name* or position.
 The delivery ledger is ``lmsbridge_events_total{stage=...}``: every accepted event is
 upserted, a duplicate, dead-lettered, or still in flight (in a queue or a worker's hands):
-``lmsbridge_ledger_in_flight`` = accepted - upserted - duplicate - dead_lettered. Sync work
+``lmsbridge_ledger_in_flight`` = accepted - upserted - duplicate - dead_lettered. An event is
+counted in one of those three once, when its message is acked or dead-lettered, however often
+it was delivered: a delivery that stored it and then failed (a retry, a worker stopped or lost)
+counts nothing, and the redelivery that settles it finds it stored (``duplicate``). Likewise
+``consumed`` counts an event's first delivery and ``redelivered`` every later one. Sync work
 per (record, account) is counted apart in ``lmsbridge_records_total{stage=...}``.
 
 The metrics counted for every event keep their labelled children once made: ``labels()`` takes
@@ -23,9 +27,10 @@ EVENT_STAGES = (
     "ignored",  # a type lmsbridge does not handle: 202, not queued
     "deduplicated",  # a platform's retry of a message this receiver just queued: 202, not queued again
     "accepted",  # confirmed in RabbitMQ, answered 202
-    "consumed",  # taken by a worker
-    "upserted",  # stored for the first time
-    "duplicate",  # already in the inbox: no second effect
+    "consumed",  # taken by a worker, first delivery
+    "redelivered",  # taken again: a retry back from its delay queue, RabbitMQ's redelivery, a replay
+    "upserted",  # acked, stored for the first time by the delivery that settled it
+    "duplicate",  # acked, already in the inbox when that delivery stored it: no second effect
     "retried",  # sent to a delay queue (e.g. the platform API failed during expansion)
     "dead_lettered",  # in the dead-letter queue
 )

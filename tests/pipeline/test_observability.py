@@ -223,3 +223,39 @@ async def test_retries_after_a_database_fault_log_their_real_attempt(
     assert [e["attempt"] for e in retried] == list(range(len(retried)))
     [upserted] = [e for e in logs if e["event"] == "event.upserted"]
     assert upserted["attempt"] == len(retried)
+
+
+async def test_an_event_redelivered_after_it_was_stored_is_settled_once_in_the_ledger(
+    make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
+) -> None:
+    """A worker stops while an event it stored is still syncing (its StackOne call hangs past the
+    drain timeout): RabbitMQ redelivers the event to the next worker, which finds it stored. Added
+    over both processes, as ``status`` and the PromQL ledger add them, the event is consumed once,
+    redelivered once and settled once, so accepted = upserted + duplicate + dead_lettered (before:
+    consumed twice, and upserted by the first worker and a duplicate by the second: one more
+    settled than accepted, ``status`` said "broken")."""
+    stackone.add_user(ACCOUNT, "jane@acme.example")
+    settings = make_settings(worker={"drain_timeout": 0.5})
+    first = Runtime(settings, receiver=True, worker=True)
+    await first.start(wait=10)
+    try:
+        assert first.repo is not None
+        stackone.fail_next(0, delay=3.0, path_contains="/users", method="GET")  # the person's lookup hangs
+        event = exec_event("assignment.created", exec_assignment("o1", "jane@acme.example", scenario="s1"))
+        assert (await sender_for(first).post("acme-sales", event, message_id="m1"))[0] == 202
+        for _ in range(200):
+            if any("/users" in r.path for r in stackone.requests):
+                break
+            await asyncio.sleep(0.05)
+        assert await first.repo.stats.status_counts() == {ACCOUNT: {"pending": 1}}
+    finally:
+        await first.stop()
+    second = await start_runtime(settings, receiver=False)
+    assert await settled(second, timeout=30) == {ACCOUNT: {"synced": 1}}
+
+    def total(stage: str) -> float:
+        return first.metrics.count(stage) + second.metrics.count(stage)
+
+    assert (total("accepted"), total("consumed"), total("redelivered")) == (1, 1, 1)
+    assert total("upserted") + total("duplicate") + total("dead_lettered") == total("accepted")
+    assert len(stackone.assignments(ACCOUNT)) == 1

@@ -144,8 +144,8 @@ async def test_receivers_and_workers_share_one_budget_and_write_everything_once(
     assert ("worker 0 (SIGKILL)", -9) in cluster.exit_codes
 
     # ``lmsbridge status`` adds up every process's counters: the receivers' accepted events are every
-    # 202 the platform saw. The killed worker took its last seconds of counts with it, and what it had
-    # stored but not acked was counted again as duplicates by the others: status says the identity is
+    # 202 the platform saw. The killed worker took its last seconds of counts with it (what it had
+    # stored but not acked is counted once, by the worker that acked it): status says the identity is
     # unchecked, names the process, and the remainder is within those seconds' worth.
     system = status["system_ledger"]
     print(f"status: {system}")

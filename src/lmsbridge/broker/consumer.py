@@ -34,7 +34,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
@@ -57,6 +57,7 @@ from lmsbridge.settings import BrokerSettings
 log = get_logger(__name__)
 
 Probe = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
 DATABASE = "database"  # the database breaker's one key
 
 
@@ -227,11 +228,11 @@ class Consumer:
             async with self._admit() if self._admit is not None else contextlib.nullcontext():
                 if job.background:  # reconciliation's work starts in a gap between live jobs (lmsbridge.lanes)
                     await self._live_first.gap()
-                    exc = await _outcome(self._run(job))
+                    stored, exc = await _outcome(self._run(job))
                 else:
                     with self._live_first.live():
-                        exc = await _outcome(self._run(job))
-            await self._settle(message, job, self._decide(job, exc), started, exc)
+                        stored, exc = await _outcome(self._run(job))
+            await self._settle(message, job, self._decide(job, exc), started, exc, stored=stored)
 
     async def _settle(
         self,
@@ -240,10 +241,12 @@ class Consumer:
         action: Action,
         started: float | None = None,
         exc: BaseException | None = None,
+        *,
+        stored: str | None = None,
     ) -> None:
         duration = time.perf_counter() - started if started is not None else 0.0
         try:
-            await self._settler.settle(job, action, exc, message=message, duration=duration)
+            await self._settler.settle(job, action, exc, message=message, duration=duration, stored=stored)
         except asyncio.CancelledError:
             raise
         except Exception as fault:  # the broker or database failed: the message goes back, unsettled
@@ -265,23 +268,28 @@ class Consumer:
                 since = max(since, resumed)  # time spent paused is not time failing
         return decide(exc, attempt=job.attempt, failing_since=since, now=time.time(), policy=self._policy)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> str | None:
+        """Run ``job``; for an event, how it was stored (``upserted`` or ``duplicate``)."""
         if job.event is not None:
-            await self._ingest(job)
-        elif job.sync is not None:
+            return await self._ingest(job)
+        if job.sync is not None:
             await self._sync(job, job.sync, revive=job.replayed)
+        return None
 
-    async def _ingest(self, job: Job) -> None:
+    async def _ingest(self, job: Job) -> str:
+        """Store an event and sync its records; ``upserted`` or ``duplicate``, counted once it is acked
+        (a delivery that fails after storing it is redelivered, and its redelivery is the duplicate)."""
         started = time.perf_counter()
         event = job.event
         assert event is not None
-        self._metrics.stage("consumed")
+        # Once an event, however often it comes back: its later deliveries are counted apart.
+        self._metrics.stage("redelivered" if job.tries or job.replayed else "consumed")
         log.debug("event.consumed")  # at info an event writes its outcome (upserted / duplicate) and each push
         accounts = self._service.accounts_of.get(event.source, [])
         # The rows of records this event creates are leased as they are stored when they will be synced here.
         here = all(self._syncs_here(account) for account in accounts)
         stored = await self._service.store(event, claim_up_to=self._inline_limit if here else 0)
-        self._metrics.stage("duplicate" if stored.duplicate else "upserted")
+        stage = "duplicate" if stored.duplicate else "upserted"
         log.info(
             "event.duplicate" if stored.duplicate else "event.upserted",
             records=len(stored.record_ids),
@@ -295,7 +303,7 @@ class Consumer:
             # The common event (one person, one account): synced here without gather's two tasks.
             [(rid, account)] = inline
             await self._sync_here(job, SyncTask(rid, account), stored.claimed.get((rid, account)))
-            return
+            return stage
         results = await asyncio.gather(
             self._service.queue_syncs(event, queued),
             *(
@@ -307,6 +315,7 @@ class Consumer:
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
             raise failed  # the event is retried; redelivered, it syncs its records again
+        return stage
 
     def _syncs_here(self, account: str) -> bool:
         """Whether this consumer may sync ``account`` now (it consumes its queue, not paused)."""
@@ -329,7 +338,7 @@ class Consumer:
         job = event.syncing(sync)
         with bound(account=sync.account, record_id=sync.record_id):
             started = time.perf_counter()
-            exc = await _outcome(self._sync(event, sync, claimed=claimed))
+            _, exc = await _outcome(self._sync(event, sync, claimed=claimed))
             await self._settler.settle(job, self._decide(job, exc), exc, duration=time.perf_counter() - started)
 
     # --- pausing accounts ---------------------------------------------------------------
@@ -477,15 +486,14 @@ async def _quietly(call: Awaitable[object]) -> None:
             await call
 
 
-async def _outcome(work: Awaitable[None]) -> BaseException | None:
-    """Run ``work``; the exception it raised (None when it succeeded). Cancellation propagates."""
+async def _outcome(work: Awaitable[T]) -> tuple[T | None, BaseException | None]:
+    """Run ``work``; what it returned, or the exception it raised. Cancellation propagates."""
     try:
-        await work
+        return await work, None
     except asyncio.CancelledError:
         raise
     except Exception as caught:  # every failure is settled; none crashes the worker
-        return caught
-    return None
+        return None, caught
 
 
 def _context(job: Job) -> dict[str, Any]:

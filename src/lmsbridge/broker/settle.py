@@ -85,11 +85,13 @@ class Settler:
         *,
         message: AbstractIncomingMessage | None = None,
         duration: float = 0.0,
+        stored: str | None = None,
     ) -> None:
         """Carry out ``action`` for ``job`` (and ack ``message``, when the job came in one).
 
+        ``stored``: how an event was stored (``upserted``, ``duplicate``), counted once it is acked.
         Raises (BrokerUnavailable, InfrastructureFault, a connection error) when the outcome
-        could not be made durable; nothing was acked then.
+        could not be made durable; nothing was acked (nor counted) then.
         """
         if exc is not None or action.kind != "ack":
             getattr(log, action.level)(f"{job.kind}.{action.stage}", duration=duration, **_described(action, exc))
@@ -101,7 +103,7 @@ class Settler:
             await self._ack(message)
         if job.sync is not None:
             await self._sync_after_ack(job, action)
-        self._count(job, action)
+        self._count(job, action, stored)
 
     def _level(self, action: Action) -> int:
         if action.at_least:
@@ -175,10 +177,12 @@ class Settler:
             elif action.kind == "retry" and action.transient:
                 await self._rows.note_failure(rid, account, action.error)
 
-    def _count(self, job: Job, action: Action) -> None:
+    def _count(self, job: Job, action: Action, stored: str | None) -> None:
         count = self._metrics.record if job.kind == "sync" else self._metrics.stage
         if action.kind != "ack":
             count(action.stage)
+        elif stored is not None:  # an event settles once, when acked: its delivery ledger's one entry
+            self._metrics.stage(stored)
         if action.kind == "dead":
             log.error("message.dead_lettered", reason=action.reason, error=action.error)
 
