@@ -90,7 +90,15 @@ async def replay(settings: Settings, message_id: str | None) -> int:
     """Send dead letters back to their queues; 1 when one was asked for and not sent, or some stayed
     dead because no queue takes them, or another client held some out of reach."""
     dlq = _dlq(settings)
-    done = await _ask(settings, dlq.replay(message_id), Replayed())
+    done = Replayed()
+    try:
+        await _ask(settings, dlq.replay(message_id, into=done), done)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM) or RabbitMQ gone: what went back is still said
+        print(
+            f"lmsbridge: replayed {done.sent} message(s) before it stopped; the rest stay in the dead-letter queue",
+            file=sys.stderr,
+        )
+        raise
     print(f"lmsbridge: replayed {done.sent} message(s)")
     held = _held_elsewhere(settings, dlq, "replayed")
     for key, n in sorted(done.unroutable.items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -178,6 +179,56 @@ async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, 
     assert lmsbridge("--config", config, "dlq", "replay", "sync:5:acc-1").returncode == 0
     assert json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout) == []
     assert lmsbridge("--config", config, "dlq", "replay", "no-such-id").returncode == 1
+
+
+async def test_a_replay_stopped_by_sigterm_says_how_many_went_back_and_loses_none(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """`dlq replay --all` of 20,000 dead letters, sent SIGTERM once 2,000 are back in their queue:
+    exit 143 with a line saying how many went back before it stopped (before: no count at all, so
+    the operator could not tell what a second replay would send again); those are in the queue and
+    every other one is still dead."""
+    remember_accounts(broker_prefix, ["acc-1"], sources=["acme"])
+    broker = Broker(amqp_url, BrokerSettings(prefix=broker_prefix), ["acc-1"], name="cli-test")
+    await broker.start(wait=10)
+    total = 20_000
+    for start in range(0, total, 1000):
+        await asyncio.gather(
+            *(
+                broker.publish_dead_sync(
+                    SyncTask(i, "acc-1"), correlation_id="c", received_at=1.0, attempt=3, reason="r", error="e"
+                )
+                for i in range(start, start + 1000)
+            )
+        )
+    await broker.close()
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lmsbridge.cli", "--config", config, "dlq", "replay", "--all",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    names = Names(broker_prefix)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+
+        async def depth(queue: str) -> int:
+            return int((await channel.declare_queue(queue, passive=True)).declaration_result.message_count or 0)
+
+        async with asyncio.timeout(30):
+            while await depth(names.sync("acc-1")) < 2000:  # ten replay windows published
+                await asyncio.sleep(0.005)
+        replay.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(replay.communicate(), 30)
+        said = err.decode().strip().splitlines()
+        assert replay.returncode == 143, said
+        [sent] = [int(line.split()[2]) for line in said if line.startswith("lmsbridge: replayed ")]
+        assert f"lmsbridge: replayed {sent} message(s) before it stopped" in said[0]
+        await asyncio.sleep(1)  # the dead copies the replay held unacked go back as its channel closes
+        back, dead = await depth(names.sync("acc-1")), await depth(names.dead)
+    assert 0 < sent < total
+    assert sent <= back  # each counted is in its queue (one confirmed but not yet acked is in both)
+    assert back + dead >= total  # none lost
 
 
 async def test_dlq_list_prints_errors_with_brackets_as_they_are(

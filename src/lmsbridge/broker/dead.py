@@ -42,12 +42,6 @@ class Replayed:
     sent: int = 0
     unroutable: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: Replayed) -> None:
-        """Count ``other``'s too."""
-        self.sent += other.sent
-        for key, n in other.unroutable.items():
-            self.unroutable[key] = self.unroutable.get(key, 0) + n
-
 
 @dataclass(frozen=True, slots=True)
 class _Exchanges:
@@ -199,27 +193,30 @@ class DeadLetters:
                     return _describe(message)
         return None
 
-    async def replay(self, message_id: str | None) -> Replayed:
+    async def replay(self, message_id: str | None, *, into: Replayed | None = None) -> Replayed:
         """Send one message (every dead copy with that id), or all when ``message_id`` is None, back to
         its queue. Each dead copy is acked only once its replay is confirmed; one no queue takes (an
-        account or source no longer in the settings) is put back at the dead-letter queue's tail."""
+        account or source no longer in the settings) is put back at the dead-letter queue's tail.
+
+        ``into``: the tally, kept up to date as windows are confirmed, so a caller whose replay was
+        stopped (Ctrl-C, RabbitMQ gone) can say how many went back before it stopped."""
+        replayed = Replayed() if into is None else into
         async with self._channel() as channel:
             exchanges = _Exchanges(
                 await channel.get_exchange(self._names.exchange),
                 await channel.get_exchange(self._names.dead_exchange),
             )
             if message_id is None:
-                return await self._replay_all(channel, exchanges)
+                return await self._replay_all(channel, exchanges, replayed)
             consumers: list[Consumer] = []
             matching = [m async for m in self._walk(channel, consumers=consumers) if m.message_id == message_id]
-            replayed = await _send_back(exchanges, matching, self._routes)
+            await _send_back(exchanges, matching, replayed, self._routes)
             for queue, tag in consumers:
                 await _acks_applied(queue, tag)
             return replayed
 
-    async def _replay_all(self, channel: AbstractChannel, exchanges: _Exchanges) -> Replayed:
+    async def _replay_all(self, channel: AbstractChannel, exchanges: _Exchanges, replayed: Replayed) -> Replayed:
         """Consume the messages the queue held at the start, a window at a time, and send each back."""
-        replayed = Replayed()
         queue, ready = await self._queue(channel)
         if not ready:
             return replayed
@@ -237,7 +234,7 @@ class DeadLetters:
             while len(batch) < REPLAY_WINDOW and taken + len(batch) < ready and not arrived.empty():
                 batch.append(arrived.get_nowait())
             taken += len(batch)
-            replayed.add(await _send_back(exchanges, batch, self._routes))
+            await _send_back(exchanges, batch, replayed, self._routes)
         await _acks_applied(queue, tag)
         return replayed
 
@@ -261,34 +258,36 @@ async def _acks_applied(queue: AbstractQueue, tag: str) -> None:
 
 
 async def _send_back(
-    exchanges: _Exchanges, batch: list[AbstractIncomingMessage], routes: frozenset[str] | None = None
-) -> Replayed:
+    exchanges: _Exchanges,
+    batch: list[AbstractIncomingMessage],
+    tally: Replayed,
+    routes: frozenset[str] | None = None,
+) -> None:
     """Publish each message of ``batch`` to its queue, attempts reset, all at once; ack each dead copy
     whose publish was confirmed. One RabbitMQ could not route, or whose routing key is not in
     ``routes`` (a queue that still exists but that no worker consumes: its account or source left
     the settings), is published again, unchanged, to the dead-letter queue (its tail), and acked once
     that is confirmed: held unacked instead, a replay window of them stopped the queue from
-    delivering the rest. Then raise the first other failure."""
+    delivering the rest. Each dead copy acked is counted in ``tally`` as it is, then the first other
+    failure is raised."""
     consumed = [m for m in batch if routes is None or _death(m)[1] in routes]
     strangers = [m for m in batch if routes is not None and _death(m)[1] not in routes]
     results = await asyncio.gather(*(_republish(exchanges.work, m) for m in consumed), return_exceptions=True)
     unroutable = [*strangers, *(m for m, r in zip(consumed, results, strict=True) if isinstance(r, PublishError))]
     kept = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in unroutable), return_exceptions=True)
-    replayed = Replayed()
     for message, result in zip(consumed, results, strict=True):
         if result is None:
             await message.ack()
-            replayed.sent += 1
+            tally.sent += 1
     for message, result in zip(unroutable, kept, strict=True):
         if result is None:
             await message.ack()
             key = _death(message)[1]
-            replayed.unroutable[key] = replayed.unroutable.get(key, 0) + 1
+            tally.unroutable[key] = tally.unroutable.get(key, 0) + 1
     others = [*(r for r in results if not isinstance(r, PublishError)), *kept]
     failed = next((r for r in others if isinstance(r, BaseException)), None)
     if failed is not None:
         raise failed
-    return replayed
 
 
 async def _keep_dead(dead_exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
