@@ -110,6 +110,12 @@ class Metrics:
         self.database_paused = Gauge(
             "lmsbridge_database_paused", "1 while this worker consumes nothing because its database fails", registry=r
         )
+        self.member_rows_skipped = Counter(
+            "lmsbridge_member_rows_skipped",
+            "Member rows of a team or org assignment skipped as unusable (no e-mail, ...), by source",
+            ["source"],
+            registry=r,
+        )
         self.reconcile_runs = Counter(
             "lmsbridge_reconcile_runs", "Reconcile passes by source and outcome", ["source", "outcome"], registry=r
         )
@@ -162,6 +168,10 @@ class Metrics:
         counter, latency = self._responses[(operation, status)]
         counter.inc()
         latency.observe(seconds)
+
+    def members_skipped(self, source: str, rows: int) -> None:
+        """Count ``rows`` member rows of ``source``'s platform skipped as unusable."""
+        self.member_rows_skipped.labels(source=source).inc(rows)
 
     def count(self, stage: str) -> float:
         """The current count of events at ``stage``."""

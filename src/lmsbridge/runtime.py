@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -165,7 +166,14 @@ class Runtime:
         platforms: dict[str, PlatformPort] = {}
         for name, src in s.sources.items():
             if src.platform == "limeplate" and src.api_base_url and src.api_key is not None:
-                platforms[name] = LimeplateApi(self.session, src.api_base_url, src.api_key, user_agent=USER_AGENT)
+                platforms[name] = LimeplateApi(
+                    self.session,
+                    src.api_base_url,
+                    src.api_key,
+                    user_agent=USER_AGENT,
+                    on_skipped=functools.partial(self.metrics.members_skipped, name),
+                )
+                self.metrics.members_skipped(name, 0)  # exported at 0 from the start: increase() sees the first
         self.people = People(
             self.repo.directory, self.repo.accounts, stackone, refresh_after=s.stackone.directory_refresh_seconds
         )

@@ -21,8 +21,9 @@ from lmsbridge.runtime import Runtime
 from lmsbridge.storage import create_engine
 from lmsbridge.storage.ledger import LedgerStore
 from lmsbridge.storage.migrate import upgrade
+from lmsbridge.testing.limeplate import LimeplateStandIn, make_team_assignment
 from lmsbridge.testing.stackone import StackOneStandIn
-from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event, limeplate_created
 from tests.pipeline.conftest import ACCOUNT, PLATFORM_KEY, SECRET, STACKONE_KEY, SettingsFactory, settled
 
 Start = Callable[..., Awaitable[Runtime]]
@@ -259,3 +260,33 @@ async def test_an_event_redelivered_after_it_was_stored_is_settled_once_in_the_l
     assert (total("accepted"), total("consumed"), total("redelivered")) == (1, 1, 1)
     assert total("upserted") + total("duplicate") + total("dead_lettered") == total("accepted")
     assert len(stackone.assignments(ACCOUNT)) == 1
+
+
+async def test_unusable_member_rows_of_a_team_assignment_are_counted_by_source(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    platform: LimeplateStandIn,
+) -> None:
+    """A team assignment of 5 whose 2nd and 4th member rows have no usable e-mail: the 3 others are
+    assigned, and ``lmsbridge_member_rows_skipped_total{source}`` (exported at 0 from the start)
+    counts the 2 skipped rows, so an operator can alert on them (before: only a warning line)."""
+    detail = make_team_assignment(5, assignment_id="d7c8a1b2-3e45-4f67-89ab-cd0123456789")
+    rows = detail["userProgress"]
+    rows[1] = {k: v for k, v in rows[1].items() if k != "email"}
+    rows[3] = {**rows[3], "email": 42}
+    platform.add_assignment(detail)
+    for row in (rows[0], rows[2], rows[4]):
+        stackone.add_user(ACCOUNT, row["email"])
+    runtime = await start_runtime(make_settings())
+
+    def skipped() -> float | None:
+        labels = {"source": "acme-security"}
+        return runtime.metrics.registry.get_sample_value("lmsbridge_member_rows_skipped_total", labels)
+
+    assert skipped() == 0
+    listed = {k: v for k, v in detail.items() if k not in ("userProgress", "note", "assignedByName")}
+    assert (await sender_for(runtime).post("acme-security", limeplate_created(listed)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 3}}
+    assert skipped() == 2

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from lmsbridge.reconcile import periodic
 from lmsbridge.reconcile.run import reconcile_command
 from lmsbridge.runtime import Runtime
+from lmsbridge.storage.reconcile import ReconcileStore
 from lmsbridge.testing.limeplate import LimeplateStandIn, make_team_assignment
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, limeplate_created
@@ -143,6 +145,37 @@ async def test_an_unusable_member_row_is_skipped_and_the_rest_reconciled(
     )
     await settled(runtime)
     assert sorted(a["user_id"] for a in stackone.assignments(ACCOUNT)) == sorted(users.values())
+
+
+async def test_a_workers_pass_counts_the_member_rows_it_skipped_by_source(
+    reconcile_settings: Callable[..., Any], start_runtime: Start, stackone: StackOneStandIn, platform: LimeplateStandIn
+) -> None:
+    """A worker's periodic pass over a team of 4 never webhooked whose 2nd row has no e-mail counts
+    that row in ``lmsbridge_member_rows_skipped_total{source}``, as webhook expansion does (before:
+    only the warning line said so)."""
+    team = make_team_assignment(4, assignment_id="asg-one-bad", target_id="phishing", title="Phishing")
+    rows = team["userProgress"]
+    rows[1] = {k: v for k, v in rows[1].items() if k != "email"}
+    platform.add_assignment(team)
+    for row in rows:
+        if "email" in row:
+            stackone.add_user(ACCOUNT, row["email"])
+    settings = reconcile_settings(reconcile={"interval": 3600.0})
+    runtime = await start_runtime(settings, receiver=False)
+    assert runtime.repo is not None
+    assert runtime.session is not None
+    assert runtime.limiter is not None
+    store = ReconcileStore(runtime.repo.engine)
+    try:
+        ran = await periodic.reconcile_round(
+            settings, store, runtime.broker, runtime.session, runtime.metrics, runtime.limiter, "w1"
+        )
+    finally:
+        await store.close()
+    assert ran
+    labels = {"source": "acme-security"}
+    assert runtime.metrics.registry.get_sample_value("lmsbridge_member_rows_skipped_total", labels) == 1
+    assert await settled(runtime) == {ACCOUNT: {"synced": 3}}
 
 
 async def test_an_assignment_with_no_usable_member_row_still_stops_the_source(

@@ -44,10 +44,10 @@ class Detail(Listed):
     user_progress: list[Any]
 
 
-def _members(detail: Detail, where: str) -> list[Member]:
+def _members(detail: Detail, where: str, on_skipped: Callable[[int], None] | None) -> list[Member]:
     """The usable member rows; ``MalformedPage`` naming the first problem's field if rows were present but none is."""
     try:
-        return usable_members(detail.user_progress, assignment_id=detail.id)
+        return usable_members(detail.user_progress, assignment_id=detail.id, on_skipped=on_skipped)
     except RejectRequest as exc:
         raise MalformedPage(f"{where}: malformed ({exc.message})", field=exc.path or "(body)") from None
 
@@ -59,8 +59,10 @@ async def limeplate_batches(
     *,
     correlation_id: str,
     now: Callable[[], datetime],
+    on_skipped: Callable[[int], None] | None = None,
 ) -> AsyncIterator[Batch]:
-    """A first batch for the list, then one per assignment whose members were read."""
+    """A first batch for the list, then one per assignment whose members were read (unusable
+    member rows skipped, their number given to ``on_skipped``)."""
     document = await client.get_json(PATH, what=f"{source}: the assignment list")
     if not isinstance(document, list):
         raise MalformedPage(f"{source}: the assignment list is not a JSON array", field="(body)")
@@ -92,7 +94,7 @@ async def limeplate_batches(
         if raw is None:
             continue  # deleted since it was listed
         detail = parse(Detail, raw, where)
-        people = _members(detail, where)
+        people = _members(detail, where, on_skipped)
         at = now()
         event = AssignmentEvent(
             message_id="reconcile:pending",

@@ -20,6 +20,7 @@ A failure stops the source where it got to; what was queued before stays queued.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ PUBLISH_TIMEOUT = 10.0
 
 Progress = Callable[[str, int, int | None], None]
 """Called with (source, assignments read so far, assignments in all when known)."""
+Skipped = Callable[[str, int], None]
+"""Called with (source, member rows skipped as unusable): :meth:`lmsbridge.metrics.Metrics.members_skipped`."""
 
 
 class Backpressure(Protocol):
@@ -67,6 +70,7 @@ class PlatformPass:
     backpressure: Backpressure | None = None
     progress: Progress | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    members_skipped: Skipped | None = None
 
     async def run(
         self, source: str, settings: SourceSettings, client: PlatformClient, correlation_id: str
@@ -79,7 +83,10 @@ class PlatformPass:
         if settings.platform == "exec":
             batches = exec_batches(client, source, correlation_id=correlation_id, now=self.clock)
         else:
-            batches = limeplate_batches(client, self.store, source, correlation_id=correlation_id, now=self.clock)
+            skipped = functools.partial(self.members_skipped, source) if self.members_skipped else None
+            batches = limeplate_batches(
+                client, self.store, source, correlation_id=correlation_id, now=self.clock, on_skipped=skipped
+            )
         try:
             async for batch in batches:
                 where = f"after {batch.where}"

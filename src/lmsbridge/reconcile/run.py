@@ -82,6 +82,7 @@ async def platform_pass(
         pacer=pacer,
         backpressure=backpressure,
         progress=progress,
+        members_skipped=metrics.members_skipped if metrics is not None else None,
     )
     correlation_id = f"reconcile-{uuid.uuid4().hex[:12]}"
     reports: list[SourceReport] = []

@@ -3,8 +3,9 @@
 ``GET /api/public/v1/assignments/{id}`` (Bearer ``scs_live_...``) returns the assignment with
 a ``userProgress`` row per member; team and org assignments list every member (spec 003
 materialises the rows at creation, and the endpoint is not paginated). The rows are read one
-by one (:mod:`.limeplate_members`): an unusable row is skipped with a warning, and only an
-assignment whose rows are all unusable fails. Failures map to the consumer's outcomes here:
+by one (:mod:`.limeplate_members`): an unusable row is skipped with a warning and counted
+(``on_skipped``), and only an assignment whose rows are all unusable fails. Failures map to
+the consumer's outcomes here:
 
 ======================  ==============================================================
 answer                  raises
@@ -26,6 +27,7 @@ The key never appears in a message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -71,8 +73,10 @@ class LimeplateApi:
         *,
         timeout: float = 10.0,
         user_agent: str = "lmsbridge",
+        on_skipped: Callable[[int], None] | None = None,
     ) -> None:
         self._session = session
+        self._on_skipped = on_skipped  # called with the number of unusable member rows skipped
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -102,7 +106,7 @@ class LimeplateApi:
             raise DeadLetter("platform_bad_response", f"platform API: an answer larger than {limit} MiB; not read")
         try:
             detail = validate(AssignmentDetail, orjson.loads(payload))
-            members = usable_members(detail.user_progress, assignment_id=assignment_id)
+            members = usable_members(detail.user_progress, assignment_id=assignment_id, on_skipped=self._on_skipped)
         except orjson.JSONDecodeError:
             raise DeadLetter("platform_bad_response", "platform API: the assignment is not JSON") from None
         except RejectRequest as exc:
