@@ -13,6 +13,7 @@ A worker starting while the database cannot be reached waits for it, as it waits
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.errors import InfrastructureFault
@@ -63,7 +64,7 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
 
     Raises :class:`InfrastructureFault` naming the fault's kind (never the driver's text, which can
     quote the URL) when the wait is over, and at once for any other fault (a database or role that
-    does not exist, a migration that failed): waiting would not mend those.
+    does not exist, a migration that failed, a read-only SQLite file): waiting would not mend those.
     """
     deadline = time.monotonic() + wait
     delay = 0.5
@@ -83,12 +84,32 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    """A fault that waiting can mend: no connection (refused, timed out, SQLite's file not there
-    yet), or PostgreSQL's connection faults (SQLSTATE class 08) and "starting up" (57P03)."""
-    if isinstance(exc, OSError | OperationalError | InterfaceError):  # OSError takes TimeoutError in
+    """A fault that waiting can mend: no connection (refused, timed out, dropped), SQLite's file that
+    cannot be opened yet (its directory not there) or another process holding its lock, PostgreSQL's
+    connection faults (SQLSTATE class 08) and "starting up" (57P03).
+
+    Nothing else: SQLite raises ``OperationalError`` for almost any fault (a table a migration
+    creates already there, a read-only file), and taking each for "unreachable" retried it for the
+    whole wait, then reported it as such.
+    """
+    if isinstance(exc, OSError):  # takes TimeoutError and ConnectionRefusedError in
         return True
-    state = sqlstate(exc) if isinstance(exc, SQLAlchemyError) else None
+    if not isinstance(exc, SQLAlchemyError):
+        return False
+    code = _sqlite_code(exc)
+    if code is not None:
+        return code == sqlite3.SQLITE_CANTOPEN or code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    if isinstance(exc, InterfaceError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return True  # asyncpg's connection closed under the statement
+    state = sqlstate(exc)
     return state is not None and (state.startswith("08") or state == "57P03")
+
+
+def _sqlite_code(exc: SQLAlchemyError) -> int | None:
+    """SQLite's (extended) result code for the fault, None when it did not come from SQLite."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(getattr(orig, "__cause__", None) or orig, "sqlite_errorcode", None)
+    return code if isinstance(code, int) else None
 
 
 def _current(connection: Connection) -> str | None:
