@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress, Rank
+from lmsbridge.domain import AssignmentEvent, Completion, LearningObject, PersonProgress, Rank
 from lmsbridge.domain.sync import SyncStep
 from lmsbridge.storage import PENDING, SYNCED, Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
@@ -78,6 +78,31 @@ async def test_states_counts_written_rows_and_reopening(stores: tuple[Repository
     assert view is not None
     assert (view.status, view.synced.assignment_created) == (PENDING, False)
     assert not await store.reopen(first, "acc", assignment=True, completion=False, now=0.0)  # not at rest now
+
+
+async def test_the_first_write_of_an_account_never_moves_later(stores: tuple[Repository, ReconcileStore]) -> None:
+    """The pass's window starts from an account's first recorded write: a completion written later,
+    a sync ending synced again, and a write reopened and recorded again leave it where it was (it
+    was ``min(synced_at)``, which every sync ending synced moved on, and was None until one did)."""
+    repo, store = stores
+    event = team({"a@x.example": 100, "b@x.example": 10})
+    [stored] = await repo.intake.ingest([(event, event.people)], {"sec": ["acc"]})
+    first, second = stored.record_ids
+    await repo.leases.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-1", last=False)
+    written = await store.first_written_at("acc")
+    assert written is not None
+    assert written.tzinfo is not None
+    assert written <= datetime.now(UTC)
+
+    done = Completion(True, 100.0, T0)
+    for rid in (first, second):
+        await repo.leases.mark_written(rid, "acc", SyncStep.CREATE_ASSIGNMENT, f"asg-{rid}", last=False)
+        await repo.leases.mark_written(rid, "acc", SyncStep.CREATE_COMPLETION, f"cmp-{rid}", completion=done)
+        await repo.leases.set_status(rid, "acc", SYNCED)
+    assert await store.reopen(first, "acc", assignment=True, completion=True, now=0.0)
+    await repo.leases.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-again", last=False)
+    await repo.leases.set_status(first, "acc", SYNCED)
+    assert await store.first_written_at("acc") == written
 
 
 async def test_passes_seen_aggregates_and_the_lease(stores: tuple[Repository, ReconcileStore]) -> None:

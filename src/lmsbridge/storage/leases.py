@@ -14,14 +14,14 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from lmsbridge.domain import AccountSync, Completion, RecordKey
 from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
 from lmsbridge.ports import SyncView
 from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, clip_text, guard, record_state, utc
-from lmsbridge.storage.tables import content, records, sync_state
+from lmsbridge.storage.tables import UtcDateTime, content, records, sync_state
 
 __all__ = ["Leases"]
 
@@ -60,6 +60,10 @@ class _Statements:
         # The SET clause of these two comes from the parameter names at execution.
         self.sync_row = Prepared(update(sync_state).where(*row))
         self.held_sync_row = Prepared(update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner")))
+        # A create recorded: the row's first write is kept where it is (the LMS pass reads from a
+        # day before an account's earliest; ``synced_at`` moves on with every sync).
+        first = func.coalesce(sync_state.c.first_written_at, bindparam("b_first", type_=UtcDateTime()))
+        self.write_assignment = Prepared(update(sync_state).where(*row).values(first_written_at=first))
         # A new completion: the one it replaces (a retake's Fail) is noted for deletion.
         replaced = and_(sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "")
         self.write_completion = Prepared(
@@ -68,7 +72,8 @@ class _Statements:
             .values(
                 superseded_completion_id=case(
                     (replaced, sync_state.c.lms_completion_id), else_=sync_state.c.superseded_completion_id
-                )
+                ),
+                first_written_at=first,
             )
         )
         # A plan's last write marks the row synced only while the record is still the version the
@@ -204,7 +209,10 @@ class Leases:
                 completion_at=completion.completed_at,
             )
         params = {"b_id": record_id, "b_account": account, **values}
-        written = self._stmt.write_completion if step is SyncStep.CREATE_COMPLETION else self._stmt.sync_row
+        written = self._stmt.sync_row
+        if step is SyncStep.CREATE_ASSIGNMENT or step is SyncStep.CREATE_COMPLETION:
+            params["b_first"] = now
+            written = self._stmt.write_assignment if step is SyncStep.CREATE_ASSIGNMENT else self._stmt.write_completion
 
         def work(conn: Connection) -> bool:
             written.execute(conn, params)

@@ -128,11 +128,13 @@ class ReconcileStore:
 
     @guard
     async def first_written_at(self, account: str) -> datetime | None:
-        """When lmsbridge first recorded a write to ``account`` as done (None: never)."""
-        stmt = select(func.min(sync_state.c.synced_at)).where(
-            sync_state.c.account == account,
-            or_(sync_state.c.assignment_created.is_(True), sync_state.c.completion_created.is_(True)),
-        )
+        """When lmsbridge first recorded a write to ``account`` as done (None: never).
+
+        The earliest of the rows' first writes, which later syncs never move (``synced_at`` does:
+        read from there, the window crept past the first writes, and they looked missing). A row
+        reopened since keeps its first write: the window only ever widens.
+        """
+        stmt = select(func.min(sync_state.c.first_written_at)).where(sync_state.c.account == account)
         return _utc(await self._db.read(lambda conn: conn.execute(stmt).scalar()))
 
     @guard

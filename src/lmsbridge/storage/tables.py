@@ -144,7 +144,10 @@ sync_state = Table(
     Column("lease_owner", String(64)),
     Column("lease_until", Float),
     Column("updated_at", UtcDateTime(), nullable=False),
-    Column("synced_at", UtcDateTime()),
+    Column("synced_at", UtcDateTime()),  # the last sync that ended synced (moves on with every one)
+    # When a write of the row was first recorded: never moved later, so the LMS pass's window
+    # (a day before the account's earliest) still holds every write lmsbridge made there.
+    Column("first_written_at", UtcDateTime()),
 )
 Index("ix_sync_state_account_status", sync_state.c.account, sync_state.c.status)
 
