@@ -20,7 +20,7 @@ from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.ledger import LedgerStore
-from lmsbridge.storage.migrate import require_current_schema, schema_behind, upgrade_when_reachable
+from lmsbridge.storage.migrate import require_current_schema, schema_report, upgrade_when_reachable
 
 
 async def migrate(settings: Settings, *, wait: float = 0.0) -> int:
@@ -71,10 +71,9 @@ async def _database_check(repo: Repository, timeout: float) -> tuple[bool, str |
     except TimeoutError:
         return False, None
     try:
-        behind = await asyncio.wait_for(schema_behind(repo.engine), timeout)
+        return True, await asyncio.wait_for(schema_report(repo.engine), timeout)
     except (SQLAlchemyError, OSError):  # it answered, then failed reading the revision (or timed out)
         return True, None
-    return True, "current" if behind is None else f"at revision {behind}: run 'lmsbridge migrate'"
 
 
 async def queue_depths(settings: Settings, *, also: list[str] | None = None) -> dict[str, int | None]:

@@ -430,7 +430,35 @@ def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path,
         db.execute("UPDATE alembic_version SET version_num = '0099'")
     result = lmsbridge("--config", config, "status")
     assert result.returncode == 1
-    assert f"schema is at revision 0099, newer than this lmsbridge knows ({head})" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"lmsbridge: the database is at revision 0099, newer than this lmsbridge (newest it knows: {head}): "
+        "run the newer version"
+    )
+
+
+def test_a_database_a_newer_lmsbridge_migrated_is_named_by_migrate_worker_and_check(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """A database at a revision this lmsbridge does not know (a newer version migrated it):
+    `migrate` and `worker` exit 1 with one line saying so and what to run, no Alembic traceback;
+    `check` (the database answers) exits 0 and says the same instead of advising `lmsbridge
+    migrate`, the very command that fails."""
+    config = str(write_config(tmp_path, amqp_url, "newerx"))
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert lmsbridge("--config", config, "migrate").returncode == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    said = (
+        f"the database is at revision 0099, newer than this lmsbridge (newest it knows: {head}): run the newer version"
+    )
+    for command in ("migrate", "worker"):
+        result = lmsbridge("--config", config, command, env={"LMSBRIDGE_WORKER__METRICS_PORT": "0"})
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == f"lmsbridge: {said}", command
+        assert "Traceback" not in result.stderr, command
+    check = lmsbridge("--config", config, "check")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout) == {"broker": True, "database": True, "schema": said}
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    current = _current(connection)
+    if current is not None and not _known(current):  # Alembic's own word: a CommandError traceback
+        raise InfrastructureFault(newer_schema(current))
     command.upgrade(alembic_config(connection), revision)
 
 
@@ -124,6 +127,17 @@ async def _recorded(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
+async def schema_report(engine: AsyncEngine) -> str:
+    """Where the schema is, for ``check``: ``"current"``, the revision it is at and what to run, or
+    that a newer lmsbridge migrated it (``lmsbridge migrate`` cannot help there)."""
+    current = await _recorded(engine)
+    if current == _scripts().get_current_head():
+        return "current"
+    if current is not None and not _known(current):
+        return newer_schema(current)
+    return f"at revision {current or 'none'}: run 'lmsbridge migrate'"
+
+
 async def schema_behind(engine: AsyncEngine) -> str | None:
     """None when the database's schema is at the newest revision; otherwise what it is at:
     ``"none"`` for a database never migrated, else the revision it holds."""
@@ -135,6 +149,24 @@ def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
 
+def _known(revision: str) -> bool:
+    """Whether ``revision`` is one of this lmsbridge's migrations."""
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:  # "Can't locate revision identified by ..."
+        return False
+
+
+def newer_schema(revision: str) -> str:
+    """What to say of a database at ``revision``, a revision this lmsbridge does not know: a newer
+    version migrated it, and only a newer version can run on it (there is no downgrade)."""
+    head = _scripts().get_current_head()
+    return (
+        f"the database is at revision {revision}, newer than this lmsbridge (newest it knows: {head}): "
+        "run the newer version"
+    )
+
+
 async def require_current_schema(engine: AsyncEngine) -> None:
     """For the commands that read the database (``status``, ``reconcile``): a schema not at the
     newest revision is an :class:`InfrastructureFault` saying what to do, instead of the driver's
@@ -143,20 +175,11 @@ async def require_current_schema(engine: AsyncEngine) -> None:
         current = await _recorded(engine)
     except (SQLAlchemyError, OSError):
         return
-    scripts = _scripts()
-    head = scripts.get_current_head()
+    head = _scripts().get_current_head()
     if current == head:
         return
-    behind = current or "none"
-    try:
-        known = current is None or scripts.get_revision(current) is not None
-    except CommandError:
-        known = False
-    if known:
-        raise InfrastructureFault(
-            f"database: the schema is at revision {behind}, this lmsbridge needs {head}: run 'lmsbridge migrate'"
-        )
+    if current is not None and not _known(current):
+        raise InfrastructureFault(newer_schema(current))
     raise InfrastructureFault(
-        f"database: the schema is at revision {behind}, newer than this lmsbridge knows ({head}): "
-        "run the lmsbridge version that migrated it"
+        f"database: the schema is at revision {current or 'none'}, this lmsbridge needs {head}: run 'lmsbridge migrate'"
     )
