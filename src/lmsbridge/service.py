@@ -33,6 +33,7 @@ from lmsbridge.domain.records import completion_of
 from lmsbridge.domain.sync import (
     DEAD,
     PENDING,
+    REOPENED,
     assignment_body,
     completion_body,
     content_body,
@@ -285,14 +286,15 @@ class Service:
     async def _perform(self, view: SyncView, step: SyncStep, user_id: str, attempt: _Attempt, *, last: bool) -> int:
         """One write. A create is preceded by its write-ahead intent, so a crash at any point
         (SIGKILL mid-request, a timeout, a 408) leaves the step marked: the next sync of the
-        record lists the LMS before creating, and no second copy is ever written."""
+        record lists the LMS before creating, and no second copy is ever written. A row a
+        reconcile pass reopened (:data:`~lmsbridge.domain.sync.REOPENED`) lists before each create."""
         account, rid, state = view.account, view.record_id, view.state
         if step is SyncStep.UPSERT_CONTENT:
             return await self._upsert_content(account, state)
         if step is SyncStep.DELETE_SUPERSEDED:
             return await self._delete_superseded(view, user_id, attempt, last=last)
         calls = 0
-        if view.uncertain_step == step.value:
+        if view.uncertain_step in (step.value, REOPENED):
             calls += 1
             existing = await self._existing(account, user_id, step, state)
             if existing is not None:

@@ -92,3 +92,52 @@ async def test_assignments_written_days_before_their_completion_are_in_the_windo
     assert stackone.writes() == writes
     assert stackone.conflicts == 0
     assert stackone.violations == []
+
+
+async def test_a_write_a_listing_gap_hid_is_looked_for_in_the_persons_lists_never_written_twice(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An LMS that dates its rows by the training's own times (assigned and completed months before
+    lmsbridge wrote them) leaves them out of the cross-user lists' window: the pass finds three
+    assignments and completions missing and reopens them, and their syncs list each person's
+    assignments and completions first, find them there and record them, writing nothing, pass after
+    pass. Before, a reopened write was created blind: three 409s and three second completions on
+    every pass."""
+    people = [f"dated{i}@acme.example" for i in range(3)]
+    users = [stackone.add_user(ACCOUNT, email) for email in people]
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for i, email in enumerate(people):
+        done = exec_assignment(f"d{i}", email, status="completed", best_score=80.0 + i)
+        assert (await sender.post("acme-sales", exec_event("assignment.completed", done)))[0] == 202
+    await settled(runtime)
+    months_ago = iso(datetime.now(UTC) - timedelta(days=180))
+    for row in [r["row"] for r in stackone.assignments(ACCOUNT) + stackone.completions(ACCOUNT)]:
+        row["created_at"] = row["updated_at"] = months_ago
+    writes, requests = stackone.writes(), len(stackone.requests)
+
+    passes = []
+    for _ in range(2):
+        assert await reconcile_command(settings, lms=True, as_json=True) == 0
+        report = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
+        passes.append((report["drift"]["lms_assignment_missing"], report["drift"]["lms_completion_missing"]))
+        assert report["reopened"] == 3
+        await settled(runtime)
+
+    syncs = [r for r in stackone.requests[requests:] if r.path.startswith("/unified/lms/users/")]
+    assert [r.path for r in syncs if r.method != "GET"] == []
+    assert passes == [(3, 3), (3, 3)]
+    assert {(r.path.split("/")[4], r.path.split("/")[5]) for r in syncs} == {
+        (user, kind) for user in users for kind in ("assignments", "completions")
+    }
+    assert len(stackone.assignments(ACCOUNT)) == len(stackone.completions(ACCOUNT)) == 3
+    assert stackone.writes() == writes
+    assert stackone.conflicts == 0
+    counts = await runtime.repo.stats.status_counts() if runtime.repo is not None else {}
+    assert counts == {ACCOUNT: {"synced": 3}}
+    assert stackone.violations == []

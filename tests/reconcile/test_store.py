@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from lmsbridge.domain import AssignmentEvent, Completion, LearningObject, PersonProgress, Rank
-from lmsbridge.domain.sync import SyncStep
+from lmsbridge.domain.sync import REOPENED, SyncStep
 from lmsbridge.storage import PENDING, SYNCED, Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.storage.reconcile import ReconcileStore
@@ -103,6 +103,42 @@ async def test_the_first_write_of_an_account_never_moves_later(stores: tuple[Rep
     await repo.leases.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-again", last=False)
     await repo.leases.set_status(first, "acc", SYNCED)
     assert await store.first_written_at("acc") == written
+
+
+async def test_a_reopened_row_lists_before_each_create_until_its_last_write(
+    stores: tuple[Repository, ReconcileStore],
+) -> None:
+    """A row the LMS pass reopens carries the REOPENED intent (each create lists first): a step's own
+    intent and a refusal keep it, as does recording the assignment (the completion is still to come),
+    so a crash between the two still lists before the completion; the plan's last write clears it."""
+    repo, store = stores
+    event = team({"a@x.example": 100})
+    [stored] = await repo.intake.ingest([(event, event.people)], {"sec": ["acc"]})
+    [rid] = stored.record_ids
+    done = Completion(True, 100.0, T0)
+    await repo.leases.mark_written(rid, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-1")
+    await repo.leases.mark_written(rid, "acc", SyncStep.CREATE_COMPLETION, "cmp-1", completion=done)
+    await repo.leases.set_status(rid, "acc", SYNCED)
+    assert await store.reopen(rid, "acc", assignment=True, completion=True, now=0.0)
+
+    async def intent() -> str | None:
+        view = await repo.leases.load_sync(rid, "acc")
+        assert view is not None
+        return view.uncertain_step
+
+    assert await intent() == REOPENED
+    view = await repo.leases.claim(rid, "acc", "w1", 1000.0, 30)
+    assert view is not None
+    assert await repo.leases.intend(rid, "acc", "w1", SyncStep.CREATE_ASSIGNMENT, 1001.0, 30)
+    assert await intent() == REOPENED
+    assert await repo.leases.intend(rid, "acc", "w1", None, 1001.0, 30)  # refused
+    assert await intent() == REOPENED
+    await repo.leases.mark_written(rid, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-2", version=view.version)
+    assert await intent() == REOPENED
+    await repo.leases.mark_written(
+        rid, "acc", SyncStep.CREATE_COMPLETION, "cmp-2", last=True, completion=done, version=view.version
+    )
+    assert await intent() is None
 
 
 async def test_passes_seen_aggregates_and_the_lease(stores: tuple[Repository, ReconcileStore]) -> None:

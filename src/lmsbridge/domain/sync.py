@@ -201,6 +201,12 @@ def content_body(external_reference: str, title: str) -> dict[str, Any]:
     return {"external_reference": external_reference, "title": title, "active": True}
 
 
+REOPENED = "reopened"
+"""The write-ahead intent of a row a reconcile pass reopened (a write it recorded looked missing in
+the LMS): EVERY create of the row lists the LMS first, as after a create whose outcome is unknown,
+until the plan's last write is recorded. A row absent from a listing may be a gap in the listing
+(a window, a row it could not read), so a reopen licenses a check, never a blind create."""
+
 # Sync status of a (record, account) row.
 PENDING = "pending"
 SYNCED = "synced"

@@ -14,10 +14,10 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Boolean, Connection, String, and_, bindparam, case, func, null, or_, select, update
 
 from lmsbridge.domain import AccountSync, Completion, RecordKey
-from lmsbridge.domain.sync import DEAD, PARKED, PENDING, SYNCED, SyncStep
+from lmsbridge.domain.sync import DEAD, PARKED, PENDING, REOPENED, SYNCED, SyncStep
 from lmsbridge.ports import SyncView
 from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, clip_text, guard, record_state, utc
@@ -60,10 +60,25 @@ class _Statements:
         # The SET clause of these two comes from the parameter names at execution.
         self.sync_row = Prepared(update(sync_state).where(*row))
         self.held_sync_row = Prepared(update(sync_state).where(*row, sync_state.c.lease_owner == bindparam("b_owner")))
+        # A reopened row's intent outlives each step's (every create of it lists first): a new
+        # intent, a refusal and a step recorded keep it; only the plan's last write clears it.
+        reopened = sync_state.c.uncertain_step == REOPENED
+        self.intend = Prepared(
+            update(sync_state)
+            .where(*row, sync_state.c.lease_owner == bindparam("b_owner"))
+            .values(
+                uncertain_step=case((reopened, REOPENED), else_=bindparam("b_step", type_=String())),
+                lease_until=bindparam("b_until"),
+            )
+        )
+        doubt = case((and_(reopened, bindparam("b_more", type_=Boolean())), REOPENED), else_=null())
+        self.write_step = Prepared(update(sync_state).where(*row).values(uncertain_step=doubt))
         # A create recorded: the row's first write is kept where it is (the LMS pass reads from a
         # day before an account's earliest; ``synced_at`` moves on with every sync).
         first = func.coalesce(sync_state.c.first_written_at, bindparam("b_first", type_=UtcDateTime()))
-        self.write_assignment = Prepared(update(sync_state).where(*row).values(first_written_at=first))
+        self.write_assignment = Prepared(
+            update(sync_state).where(*row).values(first_written_at=first, uncertain_step=doubt)
+        )
         # A new completion: the one it replaces (a retake's Fail) is noted for deletion.
         replaced = and_(sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "")
         self.write_completion = Prepared(
@@ -74,6 +89,7 @@ class _Statements:
                     (replaced, sync_state.c.lms_completion_id), else_=sync_state.c.superseded_completion_id
                 ),
                 first_written_at=first,
+                uncertain_step=doubt,
             )
         )
         # A plan's last write marks the row synced only while the record is still the version the
@@ -178,8 +194,9 @@ class Leases:
         completion: Completion | None = None,
         version: int | None = None,
     ) -> bool:
-        """Record that ``step`` is written on the LMS (clears any uncertainty about it); False when
-        ``last`` could not mark the row synced because the record changed since ``version``.
+        """Record that ``step`` is written on the LMS (clears any uncertainty about it, and a
+        reconcile pass's reopening with the plan's ``last`` write); False when ``last`` could not
+        mark the row synced because the record changed since ``version``.
 
         ``last``: it was the last write the record needed: give the lease back and mark it synced
         in the same transaction, only if the record is still ``version`` (the version the plan was
@@ -191,7 +208,7 @@ class Leases:
         clears that note.
         """
         now = datetime.now(UTC)
-        values: dict[str, Any] = {"uncertain_step": None, "updated_at": now}
+        values: dict[str, Any] = {"updated_at": now, "b_more": not last}
         if last:
             assert version is not None, "a row is marked synced only at the version its plan was read at"
             values.update(lease_owner=None, lease_until=None)
@@ -209,7 +226,7 @@ class Leases:
                 completion_at=completion.completed_at,
             )
         params = {"b_id": record_id, "b_account": account, **values}
-        written = self._stmt.sync_row
+        written = self._stmt.write_step
         if step is SyncStep.CREATE_ASSIGNMENT or step is SyncStep.CREATE_COMPLETION:
             params["b_first"] = now
             written = self._stmt.write_assignment if step is SyncStep.CREATE_ASSIGNMENT else self._stmt.write_completion
@@ -233,11 +250,18 @@ class Leases:
         """Write-ahead intent: note ``step`` as possibly written, and renew the lease, BEFORE the create.
 
         Whoever syncs the record next (after a crash, a timeout or a 408) lists the LMS before
-        creating again. ``step=None`` clears the intent after a definite refusal. False when
-        ``owner`` no longer holds the lease: the caller must not write.
+        creating again. ``step=None`` clears the intent after a definite refusal. A row's
+        :data:`~lmsbridge.domain.sync.REOPENED` stays either way (its other creates list first
+        too). False when ``owner`` no longer holds the lease: the caller must not write.
         """
-        values = {"uncertain_step": step.value if step else None, "lease_until": now + lease}
-        return await self._update_sync(record_id, account, values, owner=owner) > 0
+        params = {
+            "b_id": record_id,
+            "b_account": account,
+            "b_owner": owner,
+            "b_step": step.value if step else None,
+            "b_until": now + lease,
+        }
+        return await self._sql.write(lambda conn: self._stmt.intend.execute(conn, params)) > 0
 
     @guard
     async def set_status(
@@ -291,10 +315,10 @@ class Leases:
 
         return await self._sql.write(work)
 
-    async def _update_sync(self, record_id: int, account: str, values: dict[str, Any], *, owner: str = "") -> int:
-        """Set ``values`` on one sync row (only while ``owner`` holds its lease, if given); rows changed."""
-        stmt = self._stmt.held_sync_row if owner else self._stmt.sync_row
-        params = {"b_id": record_id, "b_account": account, **values} | ({"b_owner": owner} if owner else {})
+    async def _update_sync(self, record_id: int, account: str, values: dict[str, Any]) -> int:
+        """Set ``values`` on one sync row; rows changed."""
+        stmt = self._stmt.sync_row
+        params = {"b_id": record_id, "b_account": account, **values}
 
         def work(conn: Connection) -> int:
             return stmt.execute(conn, params)

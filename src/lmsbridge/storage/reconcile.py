@@ -18,7 +18,7 @@ from sqlalchemy import Connection, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.domain import Rank, RecordState
-from lmsbridge.domain.sync import PENDING, SYNCED
+from lmsbridge.domain.sync import PENDING, REOPENED, SYNCED
 from lmsbridge.storage.database import open_database
 from lmsbridge.storage.shared import dialect_insert, guard, record_state
 from lmsbridge.storage.tables import (
@@ -190,10 +190,12 @@ class ReconcileStore:
     async def reopen(self, record_id: int, account: str, *, assignment: bool, completion: bool, now: float) -> bool:
         """Mark a write found missing in the LMS as not done, so the next sync writes it again.
 
-        Only a row at rest (synced, no lease held): one being written right now is left to its
-        writer. True when the row was reopened.
+        Only a row at rest (synced, no lease held, no intent): one being written right now is left
+        to its writer. Its intent becomes :data:`~lmsbridge.domain.sync.REOPENED`: a listing can
+        miss a row, so the sync lists the person's assignments or completions before each create,
+        and records what it finds instead of writing it twice. True when the row was reopened.
         """
-        values: dict[str, Any] = {"status": PENDING, "attempts": 0, "reason": None}
+        values: dict[str, Any] = {"status": PENDING, "attempts": 0, "reason": None, "uncertain_step": REOPENED}
         if assignment:
             values.update(assignment_created=False, lms_assignment_id=None)
         if completion:
