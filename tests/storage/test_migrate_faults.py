@@ -3,10 +3,13 @@ wait, every other one fails at once naming its kind (never the URL)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
@@ -15,7 +18,7 @@ from structlog.testing import capture_logs
 
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.storage import create_engine
-from lmsbridge.storage.migrate import _unreachable, upgrade, upgrade_when_reachable
+from lmsbridge.storage.migrate import LOCK_WAIT, _scripts, _unreachable, upgrade, upgrade_when_reachable
 
 
 async def _version(engine: AsyncEngine) -> str | None:
@@ -111,3 +114,81 @@ def test_only_faults_waiting_can_mend_count_as_unreachable(tmp_path: Path) -> No
     assert not _unreachable(_sqlite_fault(path, "CREATE TABLE t (n int)"))
     assert not _unreachable(_sqlite_fault(path, "INSERT INTO t VALUES (1)", uri=True))
     assert not _unreachable(_sqlite_fault(path, "SELECT nothing FROM t"))
+
+
+@pytest.fixture
+async def inbox_held(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A PostgreSQL database at revision 0001 and another session's open transaction that read
+    ``inbox`` (an ACCESS SHARE lock, held until it ends), which migration 0002 alters."""
+    engine = create_engine(pg_url, bounded=False)
+    await upgrade(engine, "0001")
+    await engine.dispose()
+    holder = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    await holder.execute("BEGIN")
+    await holder.fetchval("SELECT count(*) FROM inbox")
+    yield holder
+    await holder.close()
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_migration_waiting_for_a_lock_lets_readers_by_and_goes_on_once_it_is_free(
+    pg_url: str, inbox_held: asyncpg.Connection
+) -> None:
+    """While another session holds a lock on a table a migration alters, the migration waits at
+    most LOCK_WAIT seconds a try, logs `migrate.lock_wait` naming the table and tries again, so
+    the table's readers, queued behind its lock request, get through within one such wait (before,
+    they and the migration waited for as long as the session lived, without a line in the log);
+    once the session ends, the migration completes within the caller's wait."""
+    engine = create_engine(pg_url, bounded=False)
+    reader = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    migrating: asyncio.Task[None] | None = None
+    try:
+        with capture_logs() as logs:
+            migrating = asyncio.create_task(upgrade_when_reachable(engine, wait=60))
+            await asyncio.sleep(1)  # its ALTER TABLE inbox is waiting for the lock
+            started = time.monotonic()
+            await reader.fetchval("SELECT count(*) FROM inbox", timeout=LOCK_WAIT + 5)
+            assert time.monotonic() - started < LOCK_WAIT + 2
+            for _ in range(100):
+                if any(entry["event"] == "migrate.lock_wait" for entry in logs):
+                    break
+                await asyncio.sleep(0.1)
+            assert not migrating.done()
+            await inbox_held.execute("ROLLBACK")
+            await asyncio.wait_for(migrating, 30)
+        waits = [entry for entry in logs if entry["event"] == "migrate.lock_wait"]
+        assert waits
+        assert all(entry["table"] == "inbox" and entry["log_level"] == "warning" for entry in waits)
+        assert await _version(engine) == _scripts().get_current_head()
+    finally:
+        await inbox_held.close()  # lets a migration still waiting (without the bound) finish
+        if migrating is not None:
+            await asyncio.wait({migrating}, timeout=30)
+        await reader.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_migration_gives_up_on_a_lock_held_past_the_wait_naming_it(
+    pg_url: str, inbox_held: asyncpg.Connection
+) -> None:
+    """A lock held for longer than the caller's wait: the migration gives up within about one lock
+    wait of the end of it, with one line naming the table, the SQLSTATE and what to do, and the
+    schema stays at its revision (before: it waited, silently, for as long as the lock was held)."""
+    engine = create_engine(pg_url, bounded=False)
+    try:
+        migrating = asyncio.create_task(upgrade_when_reachable(engine, wait=1))
+        await asyncio.wait({migrating}, timeout=LOCK_WAIT + 5)
+        gave_up = migrating.done()
+        await inbox_held.execute("ROLLBACK")  # an unbounded migration would now go on and succeed
+        with pytest.raises(InfrastructureFault) as failed:
+            await migrating
+        assert gave_up
+        assert str(failed.value) == (
+            "database: the migration needs a lock on table inbox that another session holds "
+            "(DBAPIError (LockNotAvailableError, SQLSTATE 55P03)): end that session's transaction, then migrate again"
+        )
+        assert await _version(engine) == "0001"
+    finally:
+        await inbox_held.close()
+        await engine.dispose()

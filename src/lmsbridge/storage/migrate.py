@@ -8,11 +8,17 @@ the database's write lock from the start.
 
 A worker starting while the database cannot be reached waits for it, as it waits for RabbitMQ
 (:func:`upgrade_when_reachable`), then stops with one line naming the fault, not a traceback.
+
+On PostgreSQL a migration waits at most :data:`LOCK_WAIT` seconds for each lock it takes on a table
+(``SET LOCAL lock_timeout``), then gives its transaction up and tries again within the caller's
+wait (``migrate.lock_wait``). Unbounded, a session holding a lock on a table it alters (a
+transaction left open) stalled it without a word, and every reader of that table queued behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -35,6 +41,16 @@ log = get_logger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The advisory lock's key: any fixed 64-bit number other applications on the database are unlikely to use.
 MIGRATION_LOCK_KEY = 0x6C6D7362_6D696772  # "lmsbmigr"
+LOCK_WAIT = 5.0
+"""Seconds a PostgreSQL migration waits for a lock on a table (each try; readers queue behind it meanwhile)."""
+LOCK_NOT_AVAILABLE = "55P03"
+# The table a statement that waited for a lock names: the one it alters, writes, indexes or reads,
+# and for CREATE TABLE the one its foreign key refers to (the only lock a new table waits for).
+_TABLE = re.compile(
+    r"^\s*(?:ALTER TABLE|UPDATE|DELETE FROM|INSERT INTO|LOCK TABLE|DROP TABLE|CREATE (?:UNIQUE )?INDEX \S+ ON)\s+"
+    r'(?:ONLY\s+|IF EXISTS\s+)?"?([\w.]+)|\bREFERENCES\s+"?([\w.]+)|\bFROM\s+"?([\w.]+)',
+    re.IGNORECASE,
+)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -48,7 +64,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
+        # The advisory lock first, unbounded: another worker's migration may rightly take long.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        connection.execute(text(f"SET LOCAL lock_timeout = '{int(LOCK_WAIT * 1000)}ms'"))
     current = _current(connection)
     if current is not None and not _known(current):  # Alembic's own word: a CommandError traceback
         raise InfrastructureFault(newer_schema(current))
@@ -63,7 +81,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
     """:func:`upgrade`, retrying for up to ``wait`` seconds while the database cannot be reached
-    (refused, timed out, not yet accepting: ``database.unreachable`` logged each time).
+    (refused, timed out, not yet accepting: ``database.unreachable`` logged each time) or, on
+    PostgreSQL, while another session holds a lock the migration needs (``migrate.lock_wait``).
 
     Raises :class:`InfrastructureFault` naming the fault's kind (never the driver's text, which can
     quote the URL) when the wait is over, and at once for any other fault (a database or role that
@@ -77,13 +96,30 @@ async def upgrade_when_reachable(engine: AsyncEngine, *, wait: float) -> None:
             return
         except (SQLAlchemyError, OSError) as exc:  # OSError takes TimeoutError in
             kind = fault_name(exc)
-            if not _unreachable(exc):
+            locked = isinstance(exc, SQLAlchemyError) and sqlstate(exc) == LOCK_NOT_AVAILABLE
+            if not locked and not _unreachable(exc):
                 raise InfrastructureFault(f"database: {kind}") from exc
+            table = _locked_table(exc) if locked else None
             if time.monotonic() + delay > deadline:
+                if locked:
+                    raise InfrastructureFault(
+                        f"database: the migration needs a lock on {f'table {table}' if table else 'a table'} "
+                        f"that another session holds ({kind}): end that session's transaction, then migrate again"
+                    ) from exc
                 raise InfrastructureFault(f"database: unreachable ({kind})") from exc
-            log.warning("database.unreachable", error=kind, retry_in=delay)
+            if locked:
+                log.warning("migrate.lock_wait", table=table, waited=LOCK_WAIT, retry_in=delay)
+            else:
+                log.warning("database.unreachable", error=kind, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _locked_table(exc: BaseException) -> str | None:
+    """The table the statement that waited too long for its lock names, None if it names none."""
+    statement = getattr(exc, "statement", None)
+    found = _TABLE.search(statement) if isinstance(statement, str) else None
+    return next((name for name in found.groups() if name), None) if found else None
 
 
 def _unreachable(exc: BaseException) -> bool:
