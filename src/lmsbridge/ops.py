@@ -19,6 +19,7 @@ from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
+from lmsbridge.storage.engine import missing_sqlite_file
 from lmsbridge.storage.ledger import LedgerStore
 from lmsbridge.storage.migrate import require_current_schema, schema_report, upgrade_when_reachable
 
@@ -51,13 +52,19 @@ async def check(settings: Settings, *, timeout: float = 5.0) -> int:
 
     It also says where the schema is (``"schema"``: ``"current"``, or the revision it holds and
     what to run), without failing for it: a worker migrates when it starts, and a receiver alone
-    needs no table to accept webhooks (``check`` is its container's health check).
+    needs no table to accept webhooks (``check`` is its container's health check). A SQLite file
+    that does not exist fails it, and is not created.
     """
-    repo = Repository(create_engine(settings.database_url.get_secret_value()))
-    try:
-        db_ok, schema = await _database_check(repo, timeout)
-    finally:
-        await repo.close()
+    missing = missing_sqlite_file(settings.database_url.get_secret_value())
+    if missing is not None:  # connecting would create it, empty, and call that a database that answers
+        print(f"lmsbridge: database: the SQLite file {missing} does not exist", file=sys.stderr)
+        db_ok, schema = False, None
+    else:
+        repo = Repository(create_engine(settings.database_url.get_secret_value()))
+        try:
+            db_ok, schema = await _database_check(repo, timeout)
+        finally:
+            await repo.close()
     broker_ok = await _broker_ok(settings, timeout)
     print(orjson.dumps({"broker": broker_ok, "database": db_ok, "schema": schema}).decode())
     return 0 if broker_ok and db_ok else 1

@@ -127,6 +127,7 @@ def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, 
     """`lmsbridge check` is 0 with RabbitMQ and the database up, 1 with the broker unreachable. It says
     where the schema is, without failing for it: a database never migrated, then current."""
     config = write_config(tmp_path, amqp_url, "x")
+    sqlite3.connect(tmp_path / "db.sqlite").close()  # an empty database
     bare = lmsbridge("--config", str(config), "check")
     assert bare.returncode == 0
     assert json.loads(bare.stdout) == {
@@ -148,6 +149,21 @@ def test_check_exits_zero_when_services_answer_and_one_when_not(tmp_path: Path, 
     )
     assert down.returncode == 1
     assert json.loads(down.stdout) == {"broker": False, "database": True, "schema": "current"}
+
+
+def test_check_on_a_sqlite_file_that_does_not_exist_says_so_and_creates_nothing(tmp_path: Path, amqp_url: str) -> None:
+    """`lmsbridge check` with `database_url` naming a SQLite file that is not there (a typo, a
+    volume not mounted) exits 1 saying the file does not exist, and leaves no file behind (before:
+    it created an empty database and exited 0, the database "answering")."""
+    config = write_config(tmp_path, amqp_url, "x")
+    missing = tmp_path / "missing.db"
+    result = lmsbridge(
+        "--config", str(config), "check", env={"LMSBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{missing}"}
+    )
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout) == {"broker": True, "database": False, "schema": None}
+    assert result.stderr.strip().splitlines() == [f"lmsbridge: database: the SQLite file {missing} does not exist"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lmsbridge.toml"]
 
 
 async def dead_letter(amqp_url: str, prefix: str, record_id: int, error: str = "provider rejected due_date") -> None:

@@ -41,6 +41,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_global_options_work_before_or_after_the_command(tmp_path: Path, amqp_url: str, order: tuple[str, ...]) -> None:
     """`lmsbridge --config F check` and `lmsbridge check --config F` (and a mix) read the same settings."""
     config = str(write_config(tmp_path, amqp_url, "cliorder"))
+    (tmp_path / "db.sqlite").touch()  # an empty database: check fails for a SQLite file that is not there
     result = run(*(arg.format(c=config) for arg in order))
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -27,6 +28,17 @@ open) or a server out of reach stopped every write, without a line in the log, f
 def is_sqlite(url: str) -> bool:
     """True when ``url`` names a SQLite database."""
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite ``url`` names when it does not exist (SQLite would create it, empty, on the
+    first connection); None when it exists, or ``url`` names no such file (another database, an
+    in-memory one, a ``file:`` URI)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri") or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def create_engine(url: str, *, echo: bool = False, bounded: bool = True) -> AsyncEngine:
