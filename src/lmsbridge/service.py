@@ -64,6 +64,8 @@ from lmsbridge.ports import (
     SyncView,
 )
 
+_REF = "learning_object_external_reference"
+
 LEASE_SECONDS = 120.0
 """Default sync lease: longer than StackOne works on one request (60 s), renewed before every create."""
 
@@ -392,16 +394,32 @@ class Service:
 
         An assignment is there when one for the learning object is; a completion only when one
         with the same result, score and time is (a retake's earlier Fail is not the Pass meant now).
+        A row listed without its learning object reference (the spec lets it be null) that may be
+        this write (for a completion: the same result, score and time) is no proof either way: the
+        record is dead-lettered as ``lms_row_unreadable`` (its intent kept, so a replay lists again)
+        rather than written a second time.
         """
         ref = state.learning_object_ref
         if step is SyncStep.CREATE_ASSIGNMENT:
             rows = await self.stackone.list_user_assignments(account, user_id)
-            found = [row for row in rows if row.get("learning_object_external_reference") == ref]
+            found = [row for row in rows if row.get(_REF) == ref]
+            unreadable = [row for row in rows if not row.get(_REF)]
         else:
             body = completion_body(state)
             rows = await self.stackone.list_user_completions(account, user_id)
             found = [row for row in rows if same_completion(row, body)]
-        return str(found[0].get("id") or "") if found else None
+            unreadable = [row for row in rows if not row.get(_REF) and same_completion({**row, _REF: ref}, body)]
+        if found:
+            return str(found[0].get("id") or "")
+        if unreadable:
+            kind = "assignment" if step is SyncStep.CREATE_ASSIGNMENT else "completion"
+            raise DeadLetter(
+                "lms_row_unreadable",
+                f"the LMS lists a {kind} of this person without its learning object reference that may be"
+                f" this one ({ref}); not written again while the two cannot be told apart. Check the"
+                " person's record in the LMS, then replay",
+            )
+        return None
 
     async def _delete_superseded(self, view: SyncView, user_id: str, attempt: _Attempt, *, last: bool) -> int:
         """Delete the completions a better retake replaced (``delete_superseded``); a 404 counts as done.

@@ -75,3 +75,28 @@ def test_a_listing_read_again_forgets_what_it_listed_before() -> None:
     index.forget_listed(ASSIGNMENT)
     assert list(index.missing()) == [Missing(1, assignment=True, completion=False)]
     assert index.unknown_writes == [(COMPLETION, "usr_bob", XSS)]
+
+
+def test_an_unreadable_row_makes_the_writes_it_may_be_unverified_not_missing() -> None:
+    """A row without a reference blinds its person's writes of its kind, one without a user its
+    learning object's, one without either every write of its kind; a stranger's row without a
+    reference blinds nothing. Every such row is counted; writes they may be are unverified, the
+    others still missing."""
+    people = {**PEOPLE, "cy@x.example": "usr_cy"}
+    index = AccountIndex(people)
+    index.hold(1, "ann@x.example", XSS, assignment=True, completion=True)
+    index.hold(2, "bob@x.example", SQLI, assignment=True, completion=True)
+    index.hold(3, "cy@x.example", XSS, assignment=True, completion=False)
+    index.listed(COMPLETION, "usr_ann", None)
+    index.listed(ASSIGNMENT, None, SQLI)
+    index.listed(ASSIGNMENT, "usr_stranger", None)
+    assert list(index.missing()) == [
+        Missing(1, assignment=True, completion=False),
+        Missing(2, assignment=False, completion=True),
+        Missing(3, assignment=True, completion=False),
+    ]
+    assert index.unverified() == 2
+    assert index.unreadable == {ASSIGNMENT: 2, COMPLETION: 1}
+    index.listed(COMPLETION, None, None)
+    assert list(index.missing()) == [Missing(1, assignment=True, completion=False), Missing(3, True, False)]
+    assert index.unverified() == 2

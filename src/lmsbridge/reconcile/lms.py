@@ -11,7 +11,9 @@ Reads down in this order, per account:
    ``reconcile.budget_share``;
 3. a row marked written whose (person, learning object) is absent from the LMS goes back to
    pending, only that step (``reopen``), and one sync task is queued for it: the workers
-   write it again under the usual lease, rate limit and write-ahead intent;
+   write it again under the usual lease, rate limit and write-ahead intent. A row the LMS lists
+   without its user id or learning object reference is skipped and counted; a write it may be is
+   ``unverified``, neither missing nor reopened;
 4. a write in the LMS for one of lmsbridge's learning objects that lmsbridge has no record
    of is reported, never touched.
 """
@@ -77,6 +79,8 @@ class LmsReport:
     reopened: int = 0
     queued: int = 0
     unknown_people: int = 0
+    unreadable_rows: int = 0
+    unverified: int = 0
     unknown_writes: list[dict[str, str]] = field(default_factory=list)
     stackone_calls: int = 0
     duration: float = 0.0
@@ -108,10 +112,9 @@ async def _listing(
             read = 0
             async for rows in stackone.iter_account_rows(account, kind, updated_after=since):
                 for row in rows:
-                    ref = row.get("learning_object_external_reference")
-                    if row.get("user_id") and ref:
-                        read += 1
-                        index.listed(one, str(row["user_id"]), str(ref))
+                    user_id, ref = _text(row.get("user_id")), _text(row.get("learning_object_external_reference"))
+                    read += bool(user_id and ref)
+                    index.listed(one, user_id, ref)
                 if progress is not None:
                     progress(f"{account}: LMS {kind}", read, None)
             return read
@@ -120,6 +123,11 @@ async def _listing(
                 raise
             await sleep(exc.delay if isinstance(exc, RetryAfter) else 2.0**attempt)
     raise AssertionError("unreachable")
+
+
+def _text(value: Any) -> str | None:
+    """A row's id or reference as text; None when the LMS left it out (null, empty)."""
+    return str(value) if value is not None and value != "" else None
 
 
 async def lms_pass(
@@ -155,6 +163,8 @@ async def lms_pass(
             for kind in ("assignments", "completions")
         ]
         report.lms_assignments, report.lms_completions = listed
+        report.unreadable_rows = sum(index.unreadable.values())
+        report.unverified = index.unverified()
         now = time.time()
         for lost in index.missing():
             report.drift[LMS_ASSIGNMENT_MISSING] += int(lost.assignment)
@@ -273,6 +283,8 @@ async def record(store: ReconcileStore, report: LmsReport, *, dry_run: bool, met
         outcome=outcome,
         checked=report.written_checked,
         reopened=report.reopened,
+        unreadable_rows=report.unreadable_rows,
+        unverified=report.unverified,
         stackone_calls=report.stackone_calls,
         duration=round(report.duration, 3),
         error=report.error,
@@ -335,6 +347,12 @@ def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
     for r in reports:
         if not r.finished:  # the table's cell is too narrow for the reason: in full, as the platform pass does
             Console(stderr=True).print(f"{r.account}: stopped: {r.error}", markup=False)
+        if r.unreadable_rows:
+            Console().print(
+                f"{r.account}: {r.unreadable_rows} LMS rows without a user id or learning object reference,"
+                f" skipped; {r.unverified} written records they may be were not checked (not reopened)",
+                markup=False,
+            )
         for w in r.unknown_writes:
             Console().print(
                 f"{r.account}: {w['kind']} of {w['learning_object']} for user {w['user_id']}: not lmsbridge's record",

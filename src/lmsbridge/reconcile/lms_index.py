@@ -36,8 +36,13 @@ class AccountIndex:
     """The (person, learning object) pairs lmsbridge holds on one account, and what the LMS listed.
 
     Fill it with :meth:`hold` (every sync row on the account, written or not), then feed it the
-    LMS's rows with :meth:`listed`; :meth:`missing` and :attr:`unknown_writes` are the findings.
-    ``people`` is the account's directory (e-mail -> StackOne user id).
+    LMS's rows with :meth:`listed`; :meth:`missing`, :meth:`unverified` and :attr:`unknown_writes`
+    are the findings. ``people`` is the account's directory (e-mail -> StackOne user id).
+
+    A row without its user id or its learning object reference (the spec lets both be null) is
+    unreadable: skipped and counted (:attr:`unreadable`), but never evidence that a write is absent.
+    A write not listed that such a row may be (the same person with no reference, our learning
+    object with no user, or neither) is :meth:`unverified`, not missing: nothing licenses writing it again.
     """
 
     def __init__(self, people: Mapping[str, str]) -> None:
@@ -50,8 +55,13 @@ class AccountIndex:
         self._pairs: dict[int, int] = {}  # pair -> record id << _FLAGS | bits
         self._more: list[tuple[int, int]] = []  # a second record of a pair (two sources, one account)
         self._unknown: set[tuple[str, str, str]] = set()  # (kind, user id, learning object)
+        # What unreadable rows may be, per kind: some people's writes, some objects', or any.
+        self._blind_people: dict[str, set[int]] = {ASSIGNMENT: set(), COMPLETION: set()}
+        self._blind_refs: dict[str, set[int]] = {ASSIGNMENT: set(), COMPLETION: set()}
+        self._blind_all: dict[str, bool] = {ASSIGNMENT: False, COMPLETION: False}
         self.written = 0
         self.unknown_people = 0
+        self.unreadable = {ASSIGNMENT: 0, COMPLETION: 0}  # rows skipped: no user id or no reference
 
     def hold(self, record_id: int, email: str, ref: str, *, assignment: bool, completion: bool) -> None:
         """Note one record with a sync row on the account, and which of its writes are done."""
@@ -69,8 +79,11 @@ class AccountIndex:
         else:
             self._pairs[pair] = value
 
-    def listed(self, kind: str, user_id: str, ref: str) -> None:
-        """Note one row of the LMS's ``kind`` list (assignment or completion)."""
+    def listed(self, kind: str, user_id: str | None, ref: str | None) -> None:
+        """Note one row of the LMS's ``kind`` list (assignment or completion); either may be missing."""
+        if not user_id or not ref:
+            self._unreadable(kind, user_id, ref)
+            return
         ref_index = self._refs.get(ref)
         if ref_index is None:  # not one of lmsbridge's learning objects: not ours to judge
             return
@@ -82,21 +95,56 @@ class AccountIndex:
             return
         self._pairs[pair] = value | _LISTED[kind]
 
+    def _unreadable(self, kind: str, user_id: str | None, ref: str | None) -> None:
+        self.unreadable[kind] += 1
+        if user_id:
+            person = self._by_user.get(user_id)
+            if person is not None:  # a stranger's row is none of ours, whatever its learning object
+                self._blind_people[kind].add(person)
+        elif ref:
+            ref_index = self._refs.get(ref)
+            if ref_index is not None:  # someone's row of one of our learning objects
+                self._blind_refs[kind].add(ref_index)
+        else:
+            self._blind_all[kind] = True
+
     def forget_listed(self, kind: str) -> None:
         """Clear what the LMS listed of ``kind`` (a listing read again from the start)."""
         mask = ~_LISTED[kind]
         for pair, value in self._pairs.items():
             self._pairs[pair] = value & mask
         self._unknown = {u for u in self._unknown if u[0] != kind}
+        self.unreadable[kind] = 0
+        self._blind_people[kind].clear()
+        self._blind_refs[kind].clear()
+        self._blind_all[kind] = False
 
     def missing(self) -> Iterator[Missing]:
-        """Each record with a write recorded as done whose pair the LMS did not list, in the order held."""
+        """Each record with a write recorded as done whose pair the LMS did not list, and no
+        unreadable row may be, in the order held."""
         for pair, value in itertools.chain(self._pairs.items(), self._more):
-            listed = self._pairs[pair]
-            lost_assignment = bool(value & _WRITTEN[ASSIGNMENT]) and not listed & _LISTED[ASSIGNMENT]
-            lost_completion = bool(value & _WRITTEN[COMPLETION]) and not listed & _LISTED[COMPLETION]
+            lost_assignment, lost_completion, _ = self._judge(pair, value)
             if lost_assignment or lost_completion:
                 yield Missing(value >> _FLAGS, lost_assignment, lost_completion)
+
+    def unverified(self) -> int:
+        """Records with a write recorded as done that the LMS did not list, but an unreadable row may be."""
+        return sum(self._judge(pair, value)[2] for pair, value in itertools.chain(self._pairs.items(), self._more))
+
+    def _judge(self, pair: int, value: int) -> tuple[bool, bool, bool]:
+        """(assignment missing, completion missing, some write unverified) of one held record."""
+        listed = self._pairs[pair]
+        person, ref_index = pair >> _REF_BITS, pair & ((1 << _REF_BITS) - 1)
+        out = []
+        unsure = False
+        for kind in (ASSIGNMENT, COMPLETION):
+            absent = bool(value & _WRITTEN[kind]) and not listed & _LISTED[kind]
+            blind = absent and (
+                self._blind_all[kind] or person in self._blind_people[kind] or ref_index in self._blind_refs[kind]
+            )
+            out.append(absent and not blind)
+            unsure = unsure or blind
+        return out[0], out[1], unsure
 
     @property
     def unknown_writes(self) -> list[tuple[str, str, str]]:

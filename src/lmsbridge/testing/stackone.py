@@ -5,7 +5,8 @@ content), checks each request against StackOne's OpenAPI spec (when given) and a
 the rules the spec does not state (Basic auth, ``x-account-id``, ``User-Agent``), and can
 misbehave on demand: scripted failures (:meth:`StackOneStandIn.fail_next`), seeded random
 faults (:meth:`StackOneStandIn.set_fault_rates`), disabled accounts, a per-key rate limit,
-a filter on e-mail the LMS ignores, and 409 on a duplicate assignment.
+a filter on e-mail the LMS ignores, 409 on a duplicate assignment, and rows listed without their
+learning object reference.
 
 Used by the tests, the demo and the benchmarks; answers are shaped as the spec's schemas.
 """
@@ -143,6 +144,9 @@ class StackOneStandIn:
         self.one_completion_per_object = False
         # An LMS that keeps a completion's day and whole percents only, and lists them so.
         self.completions_keep_day_and_whole_percent = False
+        # An LMS that maps learning objects by its own id only: rows it writes from now on are listed
+        # with ``learning_object_external_reference`` null (the spec lets it be) and ``learning_object_id``.
+        self.lists_without_reference = False
         self._auth = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode("ascii")
         self._validator = _validator(str(Path(spec_path).resolve())) if spec_path is not None else None
         self._ids = random.Random(seed)
@@ -613,6 +617,8 @@ class StackOneStandIn:
         row = {k: body[k] for k in fields if k in body}
         if kind == "completion" and self.completions_keep_day_and_whole_percent:
             _coarsen(row)
+        if self.lists_without_reference:
+            row.update(learning_object_external_reference=None, learning_object_id=f"cnt-{ref}")
         row.update(
             id=new_id,
             remote_id=f"remote-{new_id}",

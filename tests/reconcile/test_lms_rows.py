@@ -1,0 +1,108 @@
+"""LMS side: how the pass reads the LMS's rows, and what it may conclude from them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from lmsbridge.reconcile.run import reconcile_command
+from lmsbridge.runtime import Runtime
+from lmsbridge.settings import Settings
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from tests.pipeline.conftest import settled
+from tests.reconcile.conftest import ACCOUNT, json_out
+
+Start = Callable[..., Awaitable[Runtime]]
+Sender = Callable[[Runtime], WebhookSender]
+REF = "learning_object_external_reference"
+
+
+def sync_rows(settings: Settings) -> list[tuple[str, str | None]]:
+    """(status, reason) of every sync row, read from the database file."""
+    db = sqlite3.connect(settings.database_url.get_secret_value().split("///", 1)[1])
+    try:
+        return [(str(s), r) for s, r in db.execute("SELECT status, reason FROM sync_state ORDER BY record_id")]
+    finally:
+        db.close()
+
+
+async def test_rows_listed_without_a_user_or_a_reference_are_skipped_and_license_no_write(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three people with completions written: the LMS lists one completion without its learning
+    object reference and one assignment without its user id (the spec lets both be null), and has
+    really lost a third person's completion. The pass reports the two rows skipped and the two writes
+    they may be as unverified, not missing, and reopens only the lost completion, which is written
+    again once. Before, the unreadable rows were dropped unread and their writes reopened: the
+    person's completion was written a second time on every pass."""
+    people = [f"rows{i}@acme.example" for i in range(3)]
+    for email in people:
+        stackone.add_user(ACCOUNT, email)
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for i, email in enumerate(people):
+        done = exec_assignment(f"r{i}", email, status="completed", best_score=70.0 + i)
+        assert (await sender.post("acme-sales", exec_event("assignment.completed", done)))[0] == 202
+    await settled(runtime)
+    unread, lost, _ = stackone.completions(ACCOUNT)
+    unread["row"][REF] = None  # the provider maps it by its own id only
+    unread["row"]["learning_object_id"] = "cnt-exec:scenario:discovery-call"
+    stackone.assignments(ACCOUNT)[2]["row"]["user_id"] = None
+    stackone.remove("completion", lost["id"])
+
+    reports = []
+    for _ in range(2):
+        assert await reconcile_command(settings, lms=True, as_json=True) == 0
+        reports.append(json_out(capsys.readouterr().out)["accounts"][ACCOUNT])
+        await settled(runtime)
+
+    completions = Counter(c["user_id"] for c in stackone.completions(ACCOUNT))
+    assert sorted(completions.values()) == [1, 1, 1]  # the lost one written again, none twice
+    assert stackone.conflicts == 0
+    figures = [
+        (r.get("unreadable_rows"), r.get("unverified"), r["drift"]["lms_completion_missing"], r["reopened"])
+        for r in reports
+    ]
+    assert figures == [(2, 2, 1, 1), (2, 2, 0, 0)]
+    assert await reconcile_command(settings, lms=True) == 0
+    printed = capsys.readouterr().out
+    assert f"{ACCOUNT}: 2 LMS rows without a user id or learning object reference, skipped" in printed
+    assert sync_rows(settings) == [("synced", None)] * 3
+    assert stackone.violations == []
+
+
+async def test_a_create_checked_against_a_row_without_its_reference_is_not_written_again(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """An LMS listing its rows without their learning object reference answers a completion's create
+    408 after writing it: the check lists a completion with the same result, score and time but no
+    reference, which may be this one, so the record is dead-lettered as ``lms_row_unreadable`` and
+    nothing is written twice. Before, the row did not count, and the retry after the lease wrote a
+    second completion."""
+    stackone.add_user(ACCOUNT, "unref@acme.example")
+    stackone.lists_without_reference = True
+    stackone.fail_next(408, write_before_failing=True, path_contains="/completions", method="POST")
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    done = exec_assignment("u1", "unref@acme.example", status="completed", best_score=88.0)
+    assert (await sender.post("acme-sales", exec_event("assignment.completed", done)))[0] == 202
+    await settled(runtime)
+
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert sync_rows(settings) == [("dead", "lms_row_unreadable")]
+    creates = [r for r in stackone.requests if r.method == "POST" and r.path.endswith("/completions")]
+    assert len(creates) == 1
