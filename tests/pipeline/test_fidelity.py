@@ -135,6 +135,45 @@ async def test_an_assignment_begun_on_exec_is_created_in_progress(
     assert stackone.violations == []
 
 
+@pytest.mark.parametrize("delete_superseded", [False, True])
+async def test_a_training_assigned_again_a_year_later_gets_its_own_completion(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    delete_superseded: bool,
+) -> None:
+    """Exec assigns the scenario again a year after Jane passed it (a new assignment) and she passes
+    again with the same score: the LMS gets this year's completion beside last year's (before:
+    the same result and score was "not a retake", so the LMS kept only last year's), last year's
+    is never deleted as superseded, and a late duplicate of last year's writes nothing."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings(stackone={"delete_superseded_completions": delete_superseded}))
+    sender = sender_for(runtime)
+    last_year = T0 - timedelta(days=365)
+    cycles = [("a1", last_year, "evt_pass_2025"), ("a2", T0, "evt_pass_2026")]
+    for assignment_id, created, pass_id in cycles:
+        assigned = exec_assignment(assignment_id, EMAIL, created_at=created)
+        assert (await sender.post("acme-sales", exec_event("assignment.created", assigned, at=created)))[0] == 202
+        done = exec_assignment(assignment_id, EMAIL, status="completed", best_score=85.0, created_at=created)
+        at = created + timedelta(days=5)
+        assert (await sender.post("acme-sales", exec_event("assignment.completed", done, at=at, event_id=pass_id)))[
+            0
+        ] == 202
+        assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    late = exec_assignment("a1", EMAIL, status="completed", best_score=95.0, created_at=last_year)
+    late_at = last_year + timedelta(days=9)
+    assert (await sender.post("acme-sales", exec_event("assignment.completed", late, at=late_at)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert _completions(stackone) == [
+        ("Pass", 85.0, "2025-06-06T09:00:00.000Z"),
+        ("Pass", 85.0, "2026-06-06T09:00:00.000Z"),
+    ]
+    assert stackone.deleted_completions == []
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert stackone.violations == []
+
+
 async def test_a_superseded_fail_is_deleted_when_configured(
     make_settings: SettingsFactory, start_runtime: Start, sender_for: Sender, stackone: StackOneStandIn
 ) -> None:

@@ -119,6 +119,26 @@ async def test_a_retake_records_what_was_written_and_what_it_replaced(repo: Repo
     assert (view.synced.completion, view.synced.superseded_completion_id) == (retake, None)
 
 
+async def test_a_new_cycles_completion_replaces_nothing_and_its_cycle_is_stored(repo: Repository) -> None:
+    """A completion whose assignment was created after the written one was completed (the training
+    assigned again) is recorded as written without marking the earlier one superseded: with
+    deletion on, the earlier cycle's stays in the LMS. A completion event stores its cycle (its
+    assignment's creation) with the record."""
+    completed = event("m1", kind="assignment.completed", assigned_at=T0 - timedelta(days=30), completed_at=T0)
+    [stored] = await repo.intake.ingest([(completed, completed.people)], ACCOUNTS)
+    rid = stored.record_ids[0]
+    view = await repo.leases.load_sync(rid, "acc-1")
+    assert view is not None
+    assert view.state.cycle_at == completed.assigned_at
+    last_year = Completion(True, 85.0, T0)
+    await repo.leases.mark_written(rid, "acc-1", SyncStep.CREATE_COMPLETION, "cmp_2025", completion=last_year)
+    this_year = Completion(True, 85.0, T0 + timedelta(days=370), cycle_at=T0 + timedelta(days=365))
+    await repo.leases.mark_written(rid, "acc-1", SyncStep.CREATE_COMPLETION, "cmp_2026", completion=this_year)
+    view = await repo.leases.load_sync(rid, "acc-1")
+    assert view is not None
+    assert (view.synced.lms_completion_id, view.synced.superseded_completion_id) == ("cmp_2026", None)
+
+
 async def test_the_newest_title_is_kept_per_account(repo: Repository) -> None:
     """Content remembers the newest (title, time): an older title is not missing, a newer other one is."""
     old, new = ("ref", "Phishing", T0), ("ref", "Phishing 2026", T0 + timedelta(hours=1))

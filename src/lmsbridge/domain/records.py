@@ -13,6 +13,10 @@ Two orders decide what the LMS is told again after a first write:
   than the one written: a Pass over a Fail, or the same result with a higher score (a score
   over none). The same result and score at another time is not a retake. The merged
   completion only ever rises in this order, so a Fail after a Pass never writes anything.
+  A completion of a new cycle (:func:`new_cycle`: a platform assignment created after the
+  written completion, as a yearly training is assigned again) is written whatever its result:
+  completions are ordered by their assignment's creation first, so the newest cycle's best
+  completion is the record's, and an older cycle's late event never displaces it.
 - :func:`title_key`: the newest title wins, by the time of the event that carried it (ties
   broken by the text, so the choice never depends on order of arrival).
 """
@@ -58,22 +62,25 @@ class RecordState:
     completed_at: datetime | None = None
     passed: bool | None = None
     score: float | None = None
+    cycle_at: datetime | None = None  # creation of the platform assignment the completion is for
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One completion as written to (or meant for) the LMS: its result, score and time."""
+    """One completion as written to (or meant for) the LMS: its result, score and time, and when
+    the platform assignment it completes was created (``cycle_at``; None when unknown)."""
 
     passed: bool
     score: float | None
     completed_at: datetime | None
+    cycle_at: datetime | None = None
 
 
 def completion_of(state: RecordState) -> Completion | None:
     """The completion a record reports (None before it is completed); no result counts as a Pass."""
     if state.rank is not Rank.COMPLETED:
         return None
-    return Completion(state.passed is not False, state.score, state.completed_at)
+    return Completion(state.passed is not False, state.score, state.completed_at, state.cycle_at)
 
 
 def _result_key(c: Completion) -> tuple[int, float]:
@@ -81,8 +88,20 @@ def _result_key(c: Completion) -> tuple[int, float]:
 
 
 def improves(new: Completion, written: Completion) -> bool:
-    """True when ``new`` is a better result than ``written``: Pass over Fail, else a higher score."""
-    return _result_key(new) > _result_key(written)
+    """True when ``new`` is worth writing after ``written``: a better result (Pass over Fail, else a
+    higher score), or the completion of a :func:`new_cycle`."""
+    return _result_key(new) > _result_key(written) or new_cycle(new, written)
+
+
+def new_cycle(new: Completion, written: Completion) -> bool:
+    """True when ``new`` completes a platform assignment created after ``written`` was completed:
+    the training assigned again (a yearly one), not a retake of the same assignment. The written
+    completion stays in the LMS as the earlier cycle's, never deleted as superseded. ``new`` must
+    also be later than ``written``: a platform dating a completion before its assignment's
+    creation would otherwise be a new cycle of itself once written, and written for ever."""
+    if new.cycle_at is None or new.completed_at is None or written.completed_at is None:
+        return False
+    return new.cycle_at > written.completed_at and new.completed_at > written.completed_at
 
 
 def title_key(title: str, at: datetime | None) -> tuple[float, str]:
@@ -102,12 +121,14 @@ def _max_dt(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _completion_key(state: RecordState) -> tuple[int, float, float, int, int]:
-    # The best completion wins: a pass over a fail (no result counts as a pass, as it is
-    # written), then the higher score, then the earlier time; the last two fields break the
-    # remaining ties so the choice never depends on order. Its first two fields are improves'.
+def _completion_key(state: RecordState) -> tuple[float, int, float, float, int, int]:
+    # The newest cycle's completion wins (its assignment created last; unknown counts oldest),
+    # then the best: a pass over a fail (no result counts as a pass, as it is written), then the
+    # higher score, then the earlier time; the last two fields break the remaining ties so the
+    # choice never depends on order. Its second and third fields are improves'.
     completed = state.completed_at.timestamp() if state.completed_at else float("inf")
     return (
+        state.cycle_at.timestamp() if state.cycle_at else float("-inf"),
         1 if state.passed is not False else 0,
         state.score if state.score is not None else float("-inf"),
         -completed,
@@ -134,7 +155,9 @@ def merge(current: RecordState | None, incoming: RecordState) -> RecordState:
     done = [s for s in (current, incoming) if s.rank is Rank.COMPLETED]
     if done:
         best = max(done, key=_completion_key)
-        merged = replace(merged, completed_at=best.completed_at, passed=best.passed, score=best.score)
+        merged = replace(
+            merged, completed_at=best.completed_at, passed=best.passed, score=best.score, cycle_at=best.cycle_at
+        )
     return _normal(merged)
 
 
@@ -142,7 +165,7 @@ def _normal(state: RecordState) -> RecordState:
     """Completion fields exist only on completed records, whose progress is 100."""
     if state.rank is Rank.COMPLETED:
         return replace(state, progress=100.0)
-    return replace(state, completed_at=None, passed=None, score=None)
+    return replace(state, completed_at=None, passed=None, score=None, cycle_at=None)
 
 
 def state_from_event(event: AssignmentEvent, person: PersonProgress) -> RecordState:
@@ -167,4 +190,5 @@ def state_from_event(event: AssignmentEvent, person: PersonProgress) -> RecordSt
         completed_at=completed_at if completed else None,
         passed=(person.passed if person.passed is not None else True) if completed else None,
         score=person.score if completed else None,
+        cycle_at=event.assigned_at if completed else None,
     )

@@ -5,8 +5,9 @@ rules are written as "what is still missing": at most one assignment per (accoun
 learning object), learning object first, and a completion whenever the record's completion
 :func:`~lmsbridge.domain.records.improves` on the one written there (a retake: a Pass after a
 Fail is a new completion with its own time and score; the Fail is kept as history unless
-``delete_superseded``). The learning object is upserted again when the record carries a newer
-title than the one written (:func:`~lmsbridge.domain.records.title_key`).
+``delete_superseded``; a new cycle's completion is written and the earlier cycle's always
+kept). The learning object is upserted again when the record carries a newer title than the
+one written (:func:`~lmsbridge.domain.records.title_key`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, time, timedelta
 from enum import Enum
 from typing import Any
 
-from lmsbridge.domain.records import Completion, Rank, RecordState, completion_of, improves, title_key
+from lmsbridge.domain.records import Completion, Rank, RecordState, completion_of, improves, new_cycle, title_key
 
 
 class SyncStep(Enum):
@@ -73,7 +74,9 @@ def plan_sync(state: RecordState, synced: AccountSync, *, delete_superseded: boo
         steps.append(SyncStep.CREATE_ASSIGNMENT)
     if needs_completion:
         steps.append(SyncStep.CREATE_COMPLETION)
-    if delete_superseded and superseded_ids(synced, replacing=needs_completion):
+    # A retake replaces the completion written; a new cycle's completion adds to it.
+    replacing = needs_completion and not (completion and synced.completion and new_cycle(completion, synced.completion))
+    if delete_superseded and superseded_ids(synced, replacing=replacing):
         steps.append(SyncStep.DELETE_SUPERSEDED)
     return SyncPlan(tuple(steps))
 

@@ -8,7 +8,9 @@ which is when lmsbridge first saw it) is not a difference. Otherwise it is drift
 
 - ``record_missing``: lmsbridge has no record of the person's assignment;
 - ``completion_missing``: the platform says completed, lmsbridge does not;
-- ``updated``: anything else the merge would raise (progress, a better score, a date).
+- ``updated``: anything else the merge would raise (progress, a better score, a date, a new
+  cycle's completion: a training assigned again and completed again). A completion's cycle
+  alone is no difference: records stored before cycles were kept have none.
 
 The message id of what a pass queues is derived from (source, assignment, observed state),
 so a pass repeated, or racing the same event's webhook, stores nothing twice.
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lmsbridge.domain import AssignmentEvent, PersonProgress, Rank, RecordState, merge, state_from_event
+from lmsbridge.domain.records import completion_of, new_cycle
 
 RECORD_MISSING = "record_missing"
 COMPLETION_MISSING = "completion_missing"
@@ -47,7 +50,8 @@ def drift(local: RecordState | None, observed: RecordState) -> str | None:
     """The kind of drift between the local record and an observation; None when in step."""
     if local is None:
         return RECORD_MISSING
-    if _essence(merge(local, observed)) == _essence(local):
+    seen, held = completion_of(observed), completion_of(local)
+    if _essence(merge(local, observed)) == _essence(local) and not (seen and held and new_cycle(seen, held)):
         return None
     if observed.rank is Rank.COMPLETED and local.rank is not Rank.COMPLETED:
         return COMPLETION_MISSING

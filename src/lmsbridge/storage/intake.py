@@ -34,7 +34,7 @@ PRUNE_BATCH = 5_000
 """Message ids the inbox forgets in one transaction."""
 _RECORD_STATE: tuple[str, ...] = ("rank", "learning_object_ref", "title", "title_at", "assigned_at", "due_date")
 _RECORD_STATE += ("progress",)
-_RECORD_STATE += ("completed_at", "passed", "score")
+_RECORD_STATE += ("completed_at", "passed", "score", "cycle_at")
 
 
 class _Statements:

@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, String, and_, bindparam, case, func, null, or_, select, update
+from sqlalchemy import Boolean, Connection, String, and_, bindparam, case, false, func, not_, null, or_, select, update
 
 from lmsbridge.domain import AccountSync, Completion, RecordKey
 from lmsbridge.domain.sync import DEAD, PARKED, PENDING, REOPENED, SYNCED, SyncStep
@@ -79,8 +79,15 @@ class _Statements:
         self.write_assignment = Prepared(
             update(sync_state).where(*row).values(first_written_at=first, uncertain_step=doubt)
         )
-        # A new completion: the one it replaces (a retake's Fail) is noted for deletion.
-        replaced = and_(sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "")
+        # A new completion: the one it replaces (a retake's Fail) is noted for deletion; one of a
+        # new cycle replaces nothing (records.new_cycle: its assignment created, and itself done,
+        # after the written one was completed; unknown times: a retake).
+        written_at = sync_state.c.completion_at
+        cycle, done = bindparam("b_cycle", type_=UtcDateTime()), bindparam("b_done", type_=UtcDateTime())
+        new_cycle = func.coalesce(and_(cycle > written_at, done > written_at), false())
+        replaced = and_(
+            sync_state.c.completion_created.is_(True), sync_state.c.lms_completion_id != "", not_(new_cycle)
+        )
         self.write_completion = Prepared(
             update(sync_state)
             .where(*row)
@@ -229,6 +236,9 @@ class Leases:
         written = self._stmt.write_step
         if step is SyncStep.CREATE_ASSIGNMENT or step is SyncStep.CREATE_COMPLETION:
             params["b_first"] = now
+            if step is SyncStep.CREATE_COMPLETION:
+                params["b_cycle"] = completion.cycle_at if completion is not None else None
+                params["b_done"] = completion.completed_at if completion is not None else None
             written = self._stmt.write_assignment if step is SyncStep.CREATE_ASSIGNMENT else self._stmt.write_completion
 
         def work(conn: Connection) -> bool:

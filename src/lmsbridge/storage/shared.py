@@ -167,4 +167,5 @@ def record_state(row: Any) -> RecordState:
         completed_at=utc(row["completed_at"]),
         passed=row["passed"],
         score=row["score"],
+        cycle_at=utc(row["cycle_at"]),
     )

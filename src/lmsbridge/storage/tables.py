@@ -114,6 +114,7 @@ records = Table(
     Column("completed_at", UtcDateTime()),
     Column("passed", Boolean),
     Column("score", Float),
+    Column("cycle_at", UtcDateTime()),  # creation of the platform assignment the completion is for
     Column("version", Integer, nullable=False),
     Column("received_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
