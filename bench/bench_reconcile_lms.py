@@ -1,7 +1,8 @@
 """`reconcile --lms` at organisation size: the pass's peak memory and time against an account's size.
 
 For each size N: a SQLite database with N records written to one account (N / 10 people, ten
-learning objects each, every one with an assignment and half with a completion), and an LMS that
+learning objects each, every one with an assignment and half with a completion, its result, score
+and time recorded, as the pass compares them), and an LMS that
 lists them all back through StackOne's cross-user lists, less 1 % of each (the drift the pass must
 find and queue again). The LMS is a small aiohttp server in this process serving pre-built pages
 (the test stand-in filters its whole list for every page: too slow at this size); the pass is
@@ -39,6 +40,13 @@ ACCOUNT = "acc-big"
 SOURCE = "acme-security"
 OBJECTS = 10
 DRIFT = 100  # every hundredth row of each list is missing from the LMS
+COMPLETED = datetime(2026, 11, 30, 12, 0, 0, 250_000, tzinfo=UTC)  # every completion's time
+
+
+def score(i: int) -> float:
+    """The score of record ``i``'s completion (as written and as the LMS lists it)."""
+    return 60.0 + (i % 400) / 10
+
 
 # Each prints its own peak RSS (VmHWM: ru_maxrss keeps, across exec, the RSS of this process it was forked from).
 PEAK = (
@@ -84,8 +92,9 @@ def seed(url: str, n: int) -> tuple[int, int]:
                         "rank": 3 if done else 1,
                         "assigned_at": now,
                         "progress": 1.0 if done else 0.0,
-                        "completed_at": now if done else None,
+                        "completed_at": COMPLETED if done else None,
                         "passed": True if done else None,
+                        "score": score(i) if done else None,
                         "version": 1,
                         "received_at": now,
                         "updated_at": now,
@@ -100,6 +109,9 @@ def seed(url: str, n: int) -> tuple[int, int]:
                         "lms_assignment_id": f"asg_{i}",
                         "completion_created": done,
                         "lms_completion_id": f"cmp_{i}" if done else None,
+                        "completion_passed": True if done else None,
+                        "completion_score": score(i) if done else None,
+                        "completion_at": COMPLETED if done else None,
                         "attempts": 0,
                         "updated_at": now,
                         "synced_at": now - timedelta(hours=1),
@@ -120,6 +132,15 @@ def pages(n: int, kind: str, size: int) -> list[bytes]:
             "user_id": f"usr_{i // OBJECTS:08d}",
             "updated_at": "2026-12-01T00:00:00Z",
             "learning_object_external_reference": f"limeplate:course:c{i % OBJECTS}",
+            **(
+                {
+                    "result": {"value": "Pass"},
+                    "score": {"percentage": score(i)},
+                    "completed_at": COMPLETED.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                }
+                if kind == "completions"
+                else {}
+            ),
         }
         for i in range(0, n, step)
         if (i // step) % DRIFT != DRIFT - 1

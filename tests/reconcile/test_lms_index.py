@@ -3,10 +3,18 @@ that lmsbridge has no record of."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lmsbridge.domain.records import Completion
+from lmsbridge.domain.sync import completion_body_of, iso
 from lmsbridge.reconcile.lms_index import ASSIGNMENT, COMPLETION, AccountIndex, Missing
 
 PEOPLE = {"ann@x.example": "usr_ann", "bob@x.example": "usr_bob"}
 XSS, SQLI, OTHER = "limeplate:topic:xss", "limeplate:topic:sqli", "someone-elses:course"
+REF = "learning_object_external_reference"
 
 
 def test_a_written_step_the_lms_does_not_list_is_missing_and_nothing_else_is() -> None:
@@ -100,3 +108,56 @@ def test_an_unreadable_row_makes_the_writes_it_may_be_unverified_not_missing() -
     index.listed(COMPLETION, None, None)
     assert list(index.missing()) == [Missing(1, assignment=True, completion=False), Missing(3, True, False)]
     assert index.unverified() == 2
+
+
+def test_a_completion_is_listed_only_by_a_row_that_is_the_one_written() -> None:
+    """A completion counts as listed only when a row has the result, score and time lmsbridge wrote,
+    as an LMS may keep them (the day only, whole percents): an older Fail of the pair does not stand
+    for the Pass written since. A record that does not say which completion it wrote (before 0002)
+    is listed by any completion of its pair; two records of one pair are judged each by its own."""
+    at = datetime(2026, 5, 29, 8, 30, 15, 250_000, tzinfo=UTC)
+    passed, failed = Completion(True, 95.4, at), Completion(False, 40.0, at - timedelta(days=2))
+    fail_row = {"result": {"value": "Fail"}, "score": {"percentage": 40.0}, "completed_at": iso(at - timedelta(days=2))}
+    coarse_pass = {"result": {"value": "Pass"}, "score": {"percentage": 95}, "completed_at": "2026-05-29T00:00:00Z"}
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "ann@x.example", XSS, assignment=True, completion=True, written=passed)
+    index.hold(2, "bob@x.example", XSS, assignment=True, completion=True, written=None)
+    index.hold(3, "bob@x.example", SQLI, assignment=True, completion=True, written=passed)
+    index.hold(4, "bob@x.example", SQLI, assignment=True, completion=True, written=failed)  # a second source
+    for user, ref in (("usr_ann", XSS), ("usr_bob", XSS), ("usr_bob", SQLI)):
+        index.listed(ASSIGNMENT, user, ref)
+        index.listed(COMPLETION, user, ref, {**fail_row, REF: ref})
+    assert [(m.record_id, m.completion) for m in index.missing()] == [(1, True), (3, True)]
+    index.listed(COMPLETION, "usr_ann", XSS, {**coarse_pass, REF: XSS})
+    assert [m.record_id for m in index.missing()] == [3]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        Completion(True, None, None),
+        Completion(False, 0.0, datetime(1, 1, 1, tzinfo=UTC)),
+        Completion(True, -12.345, datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)),
+        Completion(True, 100.0, datetime(2026, 5, 29, 8, 30, 15, 250_000, tzinfo=UTC)),
+    ],
+)
+def test_a_written_completion_packs_into_the_index_and_back(written: Completion) -> None:
+    """The completion a record wrote is kept packed in its int and compared as written: a row that
+    is it lists it, whatever its score or time (none, year 1, year 9999, a negative score)."""
+    body = completion_body_of(XSS, written)
+    index = AccountIndex(PEOPLE)
+    index.hold(2**40, "ann@x.example", XSS, assignment=False, completion=True, written=written)
+    assert [m.record_id for m in index.missing()] == [2**40]
+    index.listed(COMPLETION, "usr_ann", XSS, {**body, "score": {"percentage": 50.0}} if written.score is None else body)
+    assert [m.record_id for m in index.missing()] == ([2**40] if written.score is None else [])
+    index.listed(COMPLETION, "usr_ann", XSS, body)
+    assert list(index.missing()) == []
+
+
+def test_a_completion_whose_score_cannot_be_packed_is_listed_by_any_row_of_its_pair() -> None:
+    """A score the index cannot keep exactly (not finite, or beyond 10**9 percent) is compared as a
+    record from before 0002 is: any completion of the pair lists it."""
+    index = AccountIndex(PEOPLE)
+    index.hold(1, "ann@x.example", XSS, assignment=False, completion=True, written=Completion(True, math.nan, None))
+    index.listed(COMPLETION, "usr_ann", XSS, {REF: XSS, "result": {"value": "Fail"}})
+    assert list(index.missing()) == []

@@ -106,3 +106,47 @@ async def test_a_create_checked_against_a_row_without_its_reference_is_not_writt
     assert sync_rows(settings) == [("dead", "lms_row_unreadable")]
     creates = [r for r in stackone.requests if r.method == "POST" and r.path.endswith("/completions")]
     assert len(creates) == 1
+
+
+async def test_a_retakes_pass_lost_in_the_lms_is_found_behind_the_old_fail_and_written_again_once(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Fail written, then the retake's better Pass; the LMS loses the Pass. The pass compares each
+    listed completion with the one lmsbridge recorded as written (result, score, time), so the Fail
+    still listed does not stand for it: the completion is missing, the Pass is written again once,
+    and the next pass is in step. Another person's retake, on an LMS keeping only the day and whole
+    percents, is in step throughout. Before, completions matched on (person, learning object): the
+    Fail counted as the Pass, nothing was found, and the LMS showed the person failed for good."""
+    stackone.add_user(ACCOUNT, "retake@acme.example")
+    stackone.add_user(ACCOUNT, "coarse@acme.example")
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for result, score in (("did_not_pass", 40.0), ("completed", 95.4)):
+        for email in ("retake@acme.example", "coarse@acme.example"):
+            stackone.completions_keep_day_and_whole_percent = email.startswith("coarse")
+            done = exec_assignment(f"t-{email[0]}", email, status=result, best_score=score)
+            assert (await sender.post("acme-sales", exec_event("assignment.completed", done)))[0] == 202
+            await settled(runtime)
+    retake_user = stackone.completions(ACCOUNT)[0]["user_id"]
+    [lost] = [
+        c for c in stackone.completions(ACCOUNT) if c["user_id"] == retake_user and c["row"]["score"]["percentage"] > 90
+    ]
+    stackone.remove("completion", lost["id"])
+    writes = stackone.writes()
+
+    reports = []
+    for _ in range(2):
+        assert await reconcile_command(settings, lms=True, as_json=True) == 0
+        reports.append(json_out(capsys.readouterr().out)["accounts"][ACCOUNT])
+        await settled(runtime)
+
+    results = sorted((c["user_id"] == retake_user, c["body"]["result"]["value"]) for c in stackone.completions(ACCOUNT))
+    assert results == [(False, "Fail"), (False, "Pass"), (True, "Fail"), (True, "Pass")]
+    assert [(r["drift"]["lms_completion_missing"], r["reopened"]) for r in reports] == [(1, 1), (0, 0)]
+    assert stackone.writes() == writes + 1
+    assert stackone.violations == []

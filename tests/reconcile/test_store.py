@@ -62,10 +62,10 @@ async def test_states_counts_written_rows_and_reopening(stores: tuple[Repository
     first = stored.record_ids[0]
     await repo.leases.mark_written(first, "acc", SyncStep.CREATE_ASSIGNMENT, "asg-1", last=False)
     await repo.leases.set_status(first, "acc", SYNCED)
-    held: list[tuple[int, str, str, bool, bool]] = []
+    held: list[tuple[int, str, str, bool, bool, Completion | None]] = []
     await store.each_sync_row("acc", lambda *row: held.append(row))
     assert held == [
-        (record_id, email, REF, record_id == first, False)
+        (record_id, email, REF, record_id == first, False, None)
         for record_id, email in zip(stored.record_ids, ("a@x.example", "b@x.example", "c@x.example"), strict=True)
     ]
     first_written = await store.first_written_at("acc")
@@ -179,7 +179,8 @@ async def test_an_accounts_sync_rows_stream_past_one_fetch_and_are_found_by_pair
     stores: tuple[Repository, ReconcileStore],
 ) -> None:
     """12,345 sync rows on one account (more than two of PostgreSQL's cursor fetches) are each handed
-    over once, in record order, with their writes; another account's rows are not. Asked which of
+    over once, in record order, with their writes and the completion written (None when a row from
+    before 0002 does not say); another account's rows are not. Asked which of
     12,444 pairs (three ``IN`` lists) it holds, the store names exactly the account's."""
     repo, store = stores
     n = 12_345
@@ -212,14 +213,21 @@ async def test_an_accounts_sync_rows_stream_past_one_fetch_and_are_found_by_pair
                     "status": SYNCED,
                     "assignment_created": True,
                     "completion_created": i % 2 == 0,
+                    "completion_passed": i % 4 == 0 if i % 6 else None,  # None: written before 0002
+                    "completion_score": float(i % 100),
+                    "completion_at": T0,
                     "attempts": 0,
                     "updated_at": T0,
                 }
                 for i in range(1, n + 1)
             ],
         )
-    held: list[tuple[int, str, str, bool, bool]] = []
+    held: list[tuple[int, str, str, bool, bool, Completion | None]] = []
     await store.each_sync_row("acc", lambda *row: held.append(row))
-    assert held == [(i, f"p{i}@x.example", REF, True, i % 2 == 0) for i in range(1, n + 1) if i % 5]
+
+    def written(i: int) -> Completion | None:
+        return Completion(i % 4 == 0, float(i % 100), T0) if i % 2 == 0 and i % 6 else None
+
+    assert held == [(i, f"p{i}@x.example", REF, True, i % 2 == 0, written(i)) for i in range(1, n + 1) if i % 5]
     asked = [(f"p{i}@x.example", REF) for i in range(1, n + 100)] + [("p1@x.example", "limeplate:topic:other")]
     assert await store.held_pairs("acc", asked) == {(f"p{i}@x.example", REF) for i in range(1, n + 1) if i % 5}

@@ -101,18 +101,35 @@ def same_completion(row: dict[str, Any], body: dict[str, Any]) -> bool:
     and the same score and time as an LMS may keep them (:data:`SCORE_ROUNDING`,
     :data:`TIME_ROUNDING`, or only the date). Too strict a match would write a completion again
     whenever an uncertain create is checked on such an LMS."""
-    if row.get("learning_object_external_reference") != body["learning_object_external_reference"]:
+    passed = str(body["result"]["value"]).lower() == "pass"
+    score = body["score"]["percentage"] if "score" in body else None
+    wanted = Completion(passed, score, _instant(body.get("completed_at")))
+    return lists_completion(row, body["learning_object_external_reference"], wanted)
+
+
+def lists_completion(row: dict[str, Any], ref: str, completion: Completion) -> bool:
+    """True when a listed completion ``row`` is ``completion`` of learning object ``ref`` as it was
+    sent (:func:`completion_body_of`: its time to the millisecond), by :func:`same_completion`'s rules;
+    without building the body (the LMS pass compares every completion an account lists)."""
+    if row.get("learning_object_external_reference") != ref:
         return False
     result = row.get("result")
     listed_result = result.get("value") if isinstance(result, dict) else None
-    if not isinstance(listed_result, str) or listed_result.lower() != body["result"]["value"].lower():
+    if not isinstance(listed_result, str) or listed_result.lower() != ("pass" if completion.passed else "fail"):
         return False
     score = row.get("score")
     listed_score = score.get("percentage") if isinstance(score, dict) else None
-    wanted_score = body["score"]["percentage"] if "score" in body else None
-    if not _same_score(listed_score, wanted_score):
+    if not _same_score(listed_score, completion.score):
         return False
-    return _same_time(_instant(row.get("completed_at")), _instant(body.get("completed_at")))
+    return _same_time(_instant(row.get("completed_at")), _sent(completion.completed_at))
+
+
+def _sent(at: datetime | None) -> datetime | None:
+    """``at`` as :func:`iso` sends it: aware, to the millisecond."""
+    if at is None:
+        return None
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 SCORE_ROUNDING = 0.5
@@ -188,14 +205,21 @@ def assignment_body(state: RecordState) -> dict[str, Any]:
 
 def completion_body(state: RecordState) -> dict[str, Any]:
     """The Create User Completion body; only fields the spec defines."""
+    completion = Completion(state.passed is not False, state.score, state.completed_at)
+    return completion_body_of(state.learning_object_ref, completion)
+
+
+def completion_body_of(ref: str, completion: Completion) -> dict[str, Any]:
+    """The Create User Completion body of ``completion`` for learning object ``ref``: what is sent
+    for it, and what a listed row is compared with (:func:`same_completion`)."""
     body: dict[str, Any] = {
-        "learning_object_external_reference": state.learning_object_ref,
-        "result": {"value": "Pass" if state.passed is not False else "Fail"},
+        "learning_object_external_reference": ref,
+        "result": {"value": "Pass" if completion.passed else "Fail"},
     }
-    if state.completed_at is not None:
-        body["completed_at"] = iso(state.completed_at)
-    if state.score is not None:
-        body["score"] = {"percentage": state.score}
+    if completion.completed_at is not None:
+        body["completed_at"] = iso(completion.completed_at)
+    if completion.score is not None:
+        body["score"] = {"percentage": completion.score}
     return body
 
 

@@ -9,7 +9,8 @@ Reads down in this order, per account:
    the index as it is read, never kept; narrowed with ``filter[updated_after]`` to a day before
    lmsbridge's first write there, through a :class:`~lmsbridge.stackone.ratelimit.SubBudget` of
    ``reconcile.budget_share``;
-3. a row marked written whose (person, learning object) is absent from the LMS goes back to
+3. a row marked written whose (person, learning object) is absent from the LMS (for a completion:
+   whose completion as written, result, score and time, is absent) goes back to
    pending, only that step (``reopen``), and one sync task is queued for it: the workers
    write it again under the usual lease, rate limit and write-ahead intent. A row the LMS lists
    without its user id or learning object reference is skipped and counted; a write it may be is
@@ -114,7 +115,7 @@ async def _listing(
                 for row in rows:
                     user_id, ref = _text(row.get("user_id")), _text(row.get("learning_object_external_reference"))
                     read += bool(user_id and ref)
-                    index.listed(one, user_id, ref)
+                    index.listed(one, user_id, ref, row)
                 if progress is not None:
                     progress(f"{account}: LMS {kind}", read, None)
             return read
@@ -153,7 +154,8 @@ async def lms_pass(
     try:
         index = AccountIndex(await store.directory(account))
         await store.each_sync_row(
-            account, lambda rid, email, ref, a, c: index.hold(rid, email, ref, assignment=a, completion=c)
+            account,
+            lambda rid, email, ref, a, c, w: index.hold(rid, email, ref, assignment=a, completion=c, written=w),
         )
         report.written_checked, report.unknown_people = index.written, index.unknown_people
         first = await store.first_written_at(account)

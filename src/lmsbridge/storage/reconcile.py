@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lmsbridge.domain import Rank, RecordState
+from lmsbridge.domain import Completion, Rank, RecordState
 from lmsbridge.domain.sync import PENDING, REOPENED, SYNCED
 from lmsbridge.storage.database import open_database
 from lmsbridge.storage.shared import dialect_insert, guard, record_state
@@ -40,8 +40,9 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-Hold = Callable[[int, str, str, bool, bool], None]
-"""Takes one sync row of an account: record id, e-mail, learning object, assignment and completion written."""
+Hold = Callable[[int, str, str, bool, bool, Completion | None], None]
+"""Takes one sync row of an account: record id, e-mail, learning object, assignment and completion
+written, and which completion was (None: none, or a row from before revision 0002 that did not say)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,9 @@ class ReconcileStore:
                 records.c.learning_object_ref,
                 sync_state.c.assignment_created,
                 sync_state.c.completion_created,
+                sync_state.c.completion_passed,
+                sync_state.c.completion_score,
+                sync_state.c.completion_at,
             )
             .join(sync_state, sync_state.c.record_id == records.c.id)
             .where(sync_state.c.account == account)
@@ -160,7 +164,8 @@ class ReconcileStore:
 
         def work(conn: Connection) -> None:
             for r in conn.execution_options(stream_results=True, yield_per=_STREAMED).execute(stmt):
-                hold(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]))
+                written = Completion(bool(r[5]), r[6], _utc(r[7])) if r[4] and r[5] is not None else None
+                hold(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]), written)
 
         await self._db.read(work)
 
