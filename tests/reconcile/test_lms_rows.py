@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from lmsbridge.reconcile.run import reconcile_command
+from lmsbridge.reconcile.status import last_passes, print_passes
 from lmsbridge.runtime import Runtime
 from lmsbridge.settings import Settings
 from lmsbridge.testing.stackone import StackOneStandIn
@@ -150,3 +153,48 @@ async def test_a_retakes_pass_lost_in_the_lms_is_found_behind_the_old_fail_and_w
     assert [(r["drift"]["lms_completion_missing"], r["reopened"]) for r in reports] == [(1, 1), (0, 0)]
     assert stackone.writes() == writes + 1
     assert stackone.violations == []
+
+
+async def test_written_records_whose_people_are_not_in_the_directory_are_reported_not_checked(
+    reconcile_settings: Callable[..., Any],
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two assignments written; one person is then removed from the LMS (her next write is parked,
+    her directory entry gone): the pass has no user id to look her record up by. The JSON counts 1
+    written record checked and 1 not checked, the table says so in a column and a line, and
+    ``status`` shows the pass as "not checked 1", not "in step". Before, she was counted as written
+    checked (2) and the pass was "in step" though it compared nothing for her."""
+    stackone.add_user(ACCOUNT, "stays@acme.example")
+    gone = stackone.add_user(ACCOUNT, "gone@acme.example")
+    settings = reconcile_settings()
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    for email in ("stays@acme.example", "gone@acme.example"):
+        event = exec_event("assignment.created", exec_assignment(f"n-{email[0]}", email, status="not_started"))
+        assert (await sender.post("acme-sales", event))[0] == 202
+    await settled(runtime)
+    stackone.delete_user(ACCOUNT, gone)
+    for assignment in [a for a in stackone.assignments(ACCOUNT) if a["user_id"] == gone]:
+        stackone.remove("assignment", assignment["id"])
+    done = exec_assignment("n-g", "gone@acme.example", status="completed", best_score=90.0)
+    assert (await sender.post("acme-sales", exec_event("assignment.completed", done)))[0] == 202
+    await settled(runtime)
+    assert sync_rows(settings)[1] == ("parked", "user_not_found")
+
+    assert await reconcile_command(settings, lms=True, as_json=True) == 0
+    report = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
+    assert await reconcile_command(settings, lms=True) == 0
+    table = capsys.readouterr().out
+    passes = await last_passes(settings)
+    shown = io.StringIO()
+    print_passes(Console(file=shown, width=200), passes)
+
+    assert (report["written_checked"], report["unknown_people"], report.get("not_checked")) == (1, 1, 1)
+    assert report["drift"] == {"lms_assignment_missing": 0, "lms_completion_missing": 0, "lms_unknown_write": 0}
+    assert f"{ACCOUNT}: 1 written records not checked: their people are not in the directory" in table
+    assert passes[f"lms:{ACCOUNT}"].get("not_checked") == 1
+    assert "not checked 1" in shown.getvalue()
+    assert "in step" not in shown.getvalue()

@@ -70,7 +70,13 @@ class _LmsLister(Protocol):
 
 @dataclass
 class LmsReport:
-    """The figures of one account's LMS pass."""
+    """The figures of one account's LMS pass.
+
+    Every record with a write recorded as done is one of ``written_checked`` (compared with the
+    LMS's lists), ``unknown_people`` (its person is not in the directory: no LMS user id to look
+    for, so not compared) or ``unverified`` (not listed, but an unreadable row may be it): their
+    sum is :attr:`not_checked`, and a pass with any is not "in step".
+    """
 
     account: str
     written_checked: int = 0
@@ -88,9 +94,14 @@ class LmsReport:
     finished: bool = False
     error: str | None = None
 
+    @property
+    def not_checked(self) -> int:
+        """Written records the pass could not compare with the LMS."""
+        return self.unknown_people + self.unverified
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON and the database."""
-        return asdict(self)
+        return asdict(self) | {"not_checked": self.not_checked}
 
 
 async def _listing(
@@ -157,7 +168,7 @@ async def lms_pass(
             account,
             lambda rid, email, ref, a, c, w: index.hold(rid, email, ref, assignment=a, completion=c, written=w),
         )
-        report.written_checked, report.unknown_people = index.written, index.unknown_people
+        report.unknown_people = index.unknown_people
         first = await store.first_written_at(account)
         since = first - MARGIN if first is not None else None
         listed = [
@@ -167,6 +178,7 @@ async def lms_pass(
         report.lms_assignments, report.lms_completions = listed
         report.unreadable_rows = sum(index.unreadable.values())
         report.unverified = index.unverified()
+        report.written_checked = index.written - report.not_checked
         now = time.time()
         for lost in index.missing():
             report.drift[LMS_ASSIGNMENT_MISSING] += int(lost.assignment)
@@ -284,6 +296,8 @@ async def record(store: ReconcileStore, report: LmsReport, *, dry_run: bool, met
         account=report.account,
         outcome=outcome,
         checked=report.written_checked,
+        not_checked=report.not_checked,
+        unknown_people=report.unknown_people,
         reopened=report.reopened,
         unreadable_rows=report.unreadable_rows,
         unverified=report.unverified,
@@ -329,7 +343,8 @@ def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
     from rich.table import Table
 
     table = Table(title="LMS reconciliation" + (" (dry run: nothing reopened)" if dry_run else ""))
-    for column in ("account", "written checked", "assignments missing", "completions missing", "reopened"):
+    columns = ("account", "written checked", "not checked", "assignments missing", "completions missing", "reopened")
+    for column in columns:
         table.add_column(column, justify="left" if column == "account" else "right")
     for column in ("unknown writes", "StackOne calls", "time", "result"):
         table.add_column(column, justify="right")
@@ -337,18 +352,25 @@ def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
         table.add_row(
             r.account,
             str(r.written_checked),
+            str(r.not_checked),
             str(r.drift[LMS_ASSIGNMENT_MISSING]),
             str(r.drift[LMS_COMPLETION_MISSING]),
             str(r.reopened),
             str(r.drift[LMS_UNKNOWN_WRITE]),
             str(r.stackone_calls),
             f"{r.duration:.1f} s",
-            "finished" if r.finished else f"stopped: {r.error}",
+            _result(r),
         )
     Console(markup=False).print(table)  # errors are printed as they are, never as markup
     for r in reports:
         if not r.finished:  # the table's cell is too narrow for the reason: in full, as the platform pass does
             Console(stderr=True).print(f"{r.account}: stopped: {r.error}", markup=False)
+        if r.unknown_people:
+            Console().print(
+                f"{r.account}: {r.unknown_people} written records not checked: their people are not in the"
+                " directory (no LMS user id to look them up by)",
+                markup=False,
+            )
         if r.unreadable_rows:
             Console().print(
                 f"{r.account}: {r.unreadable_rows} LMS rows without a user id or learning object reference,"
@@ -360,3 +382,10 @@ def show(reports: list[LmsReport], *, as_json: bool, dry_run: bool) -> None:
                 f"{r.account}: {w['kind']} of {w['learning_object']} for user {w['user_id']}: not lmsbridge's record",
                 markup=False,
             )
+
+
+def _result(report: LmsReport) -> str:
+    """The table's last cell: finished (and whether all was checked), or why it stopped."""
+    if not report.finished:
+        return f"stopped: {report.error}"
+    return f"finished, {report.not_checked} not checked" if report.not_checked else "finished"
