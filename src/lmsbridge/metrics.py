@@ -96,6 +96,11 @@ class Metrics:
             "lmsbridge_end_to_end_seconds", "Webhook received to LMS written", buckets=_LATENCY, registry=r
         )
         self.queue_depth = Gauge("lmsbridge_queue_depth", "Messages ready in each queue", ["queue"], registry=r)
+        self.queue_depth_read = Gauge(
+            "lmsbridge_queue_depth_last_success_timestamp_seconds",
+            "When this worker last read every queue's depth (0: never); a failed read withdraws the depths",
+            registry=r,
+        )
         self.rate_waiting = Gauge(
             "lmsbridge_rate_budget_waiting",
             "StackOne requests of this process waiting for a slot of the key's shared budget",

@@ -14,6 +14,7 @@ import functools
 import gc
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
@@ -24,9 +25,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge import __version__
-from lmsbridge.broker import Broker, BrokerSyncQueue, Consumer
+from lmsbridge.broker import Broker, BrokerSyncQueue, Consumer, Names
 from lmsbridge.budget import SharedBudget, holder_name, open_shared_budget
-from lmsbridge.errors import InfrastructureFault
+from lmsbridge.errors import BrokerUnavailable, InfrastructureFault
 from lmsbridge.lanes import in_background
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import EVENT_STAGES, Metrics
@@ -50,6 +51,7 @@ RUN_MAX_IN_FLIGHT = 64
 USER_AGENT = f"lmsbridge/{__version__}"
 ADMIT_SHARE = 0.25  # of worker.sync_lease_seconds: the longest new work may expect to wait for the budget
 LEDGER_INTERVAL = 2.0  # seconds between writes of this process's counters (status's system-wide ledger)
+DEPTH_READ_TIMEOUT = 10.0  # seconds a read of the queue depths may take (RabbitMQ unreachable: it may never end)
 
 
 class Runtime:
@@ -295,7 +297,7 @@ class Runtime:
         """Forget old message ids and publish queue depths."""
         assert self.repo is not None
         retention = timedelta(days=self.settings.worker.inbox_retention_days)
-        failing = False
+        failing = reading_failed = False
         while True:
             try:
                 await self.repo.intake.prune_inbox(datetime.now(UTC) - retention)
@@ -304,15 +306,37 @@ class Runtime:
                 if not failing:
                     log.warning("inbox.prune_failed", error=fault_name(exc.__cause__ or exc))
                 failing = True
-            with contextlib.suppress(Exception):
+            try:
                 await self.update_queue_depths()
+                reading_failed = False
+            except Exception as exc:  # the depths are withdrawn meanwhile; said once, not every 15 s
+                if not reading_failed:
+                    log.warning("queue_depth.read_failed", error=type(exc).__name__)
+                reading_failed = True
             await asyncio.sleep(15.0)
 
-    async def update_queue_depths(self) -> dict[str, int]:
-        """Read the depth of every queue into the ``queue_depth`` gauge; returns them."""
+    async def update_queue_depths(self, *, timeout: float = DEPTH_READ_TIMEOUT) -> dict[str, int]:
+        """Read the depth of every queue into the ``queue_depth`` gauge, and when into
+        ``queue_depth_read``; returns them.
+
+        A read that fails (RabbitMQ unreachable, or no answer within ``timeout``) withdraws every
+        depth and raises: a depth last read before the fault would be shown as current.
+        """
         names = self.broker.topology.names if self.broker.topology else None
-        if names is None or self.broker.connection is None:
-            return {}
+        try:
+            if names is None or self.broker.connection is None:
+                raise BrokerUnavailable("RabbitMQ is not connected")
+            async with asyncio.timeout(timeout):
+                depths = await self._read_queue_depths(names)
+        except Exception:
+            self.metrics.queue_depth.clear()
+            raise
+        for queue_name, depth in depths.items():
+            self.metrics.queue_depth.labels(queue=queue_name).set(depth)
+        self.metrics.queue_depth_read.set(time.time())
+        return depths
+
+    async def _read_queue_depths(self, names: Names) -> dict[str, int]:
         depths: dict[str, int] = {}
         channel = await self.broker.channel()  # not on the publishing connection, which an alarm blocks
         try:
@@ -320,9 +344,10 @@ class Runtime:
             for queue_name in names.queues(self.broker.sources, self.broker.accounts, levels):
                 queue = await channel.declare_queue(queue_name, passive=True)
                 depths[queue_name] = queue.declaration_result.message_count or 0
-                self.metrics.queue_depth.labels(queue=queue_name).set(depths[queue_name])
         finally:
-            await channel.close()
+            with contextlib.suppress(Exception):  # RabbitMQ gone: a close would wait for its return
+                async with asyncio.timeout(2.0):
+                    await channel.close()
         return depths
 
     # --- stop ---------------------------------------------------------------------------

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
+import pytest
 from structlog.testing import capture_logs
 
+from lmsbridge.broker import Names
 from lmsbridge.logs import merge_bound
 from lmsbridge.runtime import Runtime
 from lmsbridge.storage import create_engine
@@ -25,6 +28,7 @@ from lmsbridge.testing.limeplate import LimeplateStandIn, make_team_assignment
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event, limeplate_created
 from tests.pipeline.conftest import ACCOUNT, PLATFORM_KEY, SECRET, STACKONE_KEY, SettingsFactory, settled
+from tests.pipeline.test_resilience import AmqpProxy
 
 Start = Callable[..., Awaitable[Runtime]]
 Sender = Callable[[Runtime], WebhookSender]
@@ -290,3 +294,44 @@ async def test_unusable_member_rows_of_a_team_assignment_are_counted_by_source(
     assert (await sender_for(runtime).post("acme-security", limeplate_created(listed)))[0] == 202
     assert await settled(runtime) == {ACCOUNT: {"synced": 3}}
     assert skipped() == 2
+
+
+async def test_queue_depths_are_withdrawn_not_left_stale_while_rabbitmq_is_unreachable(
+    make_settings: SettingsFactory, broker_prefix: str
+) -> None:
+    """A worker reads every queue's depth and the time it did; RabbitMQ then goes away (its
+    connections dropped, nothing listening). The next read fails within its bound, withdraws
+    every ``lmsbridge_queue_depth`` series and leaves the time of the last read, so a dashboard
+    shows no depth and how old the last one is (before: the last depths stayed exported, as if
+    current, and ``LmsbridgeQueueNotDraining`` could fire on them)."""
+    proxy = AmqpProxy(make_settings().amqp_url.get_secret_value(), cut_at_consume=False)
+    worker = Runtime(make_settings(amqp_url=await proxy.start()), receiver=False, worker=True)
+    queue = Names(broker_prefix).sync(ACCOUNT)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return worker.metrics.registry.get_sample_value(name, labels)
+
+    try:
+        await worker.start(wait=10)
+        for _ in range(100):  # the worker's own first read (every 15 s) is done: none races this one
+            if sample("lmsbridge_queue_depth_last_success_timestamp_seconds"):
+                break
+            await asyncio.sleep(0.05)
+        before = time.time()
+        assert (await worker.update_queue_depths())[queue] == 0
+        read_at = sample("lmsbridge_queue_depth_last_success_timestamp_seconds")
+        assert read_at is not None
+        assert read_at >= before
+        assert sample("lmsbridge_queue_depth", queue=queue) == 0
+        await proxy.close()
+        await asyncio.sleep(0.5)  # the worker has seen its connections go
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017, PT011 (whatever the broker's fault, it is raised)
+            await worker.update_queue_depths(timeout=2.0)
+        assert time.monotonic() - started < 5
+        assert sample("lmsbridge_queue_depth", queue=queue) is None
+        assert "lmsbridge_queue_depth{" not in worker.metrics.render().decode()
+        assert sample("lmsbridge_queue_depth_last_success_timestamp_seconds") == read_at
+    finally:
+        await proxy.close()
+        await asyncio.wait_for(worker.stop(), 30)
