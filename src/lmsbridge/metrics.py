@@ -112,6 +112,11 @@ class Metrics:
             registry=r,
         )
         self.paused_accounts = Gauge("lmsbridge_paused_accounts", "StackOne accounts paused", registry=r)
+        self.ledger_written = Gauge(
+            "lmsbridge_ledger_last_success_timestamp_seconds",
+            "When this process last wrote its event counters for status's ledger (0: never)",
+            registry=r,
+        )
         self.database_paused = Gauge(
             "lmsbridge_database_paused", "1 while this worker consumes nothing because its database fails", registry=r
         )

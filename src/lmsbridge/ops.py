@@ -171,9 +171,10 @@ async def _system_ledger(
     ``accepted = upserted + duplicate + dead_lettered + in_flight``: ``in_flight`` is what was accepted
     and not yet settled; the broker holds ``broker_ready`` of it in the intake and delay queues, the
     rest is in workers' hands. The identity holds when ``in_flight`` is at least ``broker_ready`` (and
-    0 once the queues are empty and the workers idle); it cannot be checked exactly while a process that
-    stopped without a clean stop took its last counts with it (``processes_lost``), nor while
-    RabbitMQ cannot be asked (``depths`` None: ``broker_ready`` is None too).
+    0 once the queues are empty and the workers idle); it cannot be checked exactly while a process's
+    counts are not current (``processes_lost``: not heard from for ``processes_silent_seconds``, killed
+    without a clean stop or running while the database refuses its writes, which its rows cannot tell
+    apart), nor while RabbitMQ cannot be asked (``depths`` None: ``broker_ready`` is None too).
     """
     store = LedgerStore(engine)
     try:
@@ -190,7 +191,10 @@ async def _system_ledger(
     if ready is None:
         verdict = "unchecked: RabbitMQ did not answer, so what it holds is unknown"
     elif system.lost:
-        verdict = "unchecked: a process stopped without writing its last counts"
+        verdict = (
+            "unchecked: a process's counts are not current (it stopped without a clean stop, or it runs"
+            " and cannot write them)"
+        )
     elif in_flight >= max(0, ready):
         verdict = "holds"
     elif system.killed:
@@ -211,6 +215,7 @@ async def _system_ledger(
         "processes": system.processes,
         "processes_running": system.running,
         "processes_lost": system.lost,
+        "processes_silent_seconds": {p: round(age, 1) for p, age in system.silent.items()},
         "processes_killed": system.killed,
     }
 
@@ -259,8 +264,11 @@ async def status(settings: Settings, *, as_json: bool) -> int:
         system.add_column(column.replace("_", " "), justify="right")
     system.add_row(*("?" if sl[k] is None else str(sl[k]) for k in keys))
     console.print(system)
-    if sl["processes_lost"]:
-        console.print(f"stopped without their last counts: {', '.join(sl['processes_lost'])}")
+    for process, age in sl["processes_silent_seconds"].items():
+        console.print(
+            f"{process}: not heard from for {age:.0f} s (stopped without a clean stop, or running and unable"
+            " to write its counts: its log says ledger.write_failed)"
+        )
     ledger = Table(title="Records per sync state")
     for column in ("events remembered", "pending", "synced", "parked", "dead"):
         ledger.add_column(column, justify="right")

@@ -131,6 +131,7 @@ class Runtime:
             await asyncio.sleep(LEDGER_INTERVAL)
             try:
                 await self._ledger.save(self._process, self._counts())
+                self.metrics.ledger_written.set(time.time())
                 failing = False
             except Exception as exc:
                 if not failing:

@@ -8,7 +8,10 @@ seconds and once more at a clean stop (``final``); ``lmsbridge status`` adds the
 the remainder with what the broker still holds.
 
 A process killed without a clean stop leaves its last write behind: at most one interval of
-its counts is missing, and ``status`` says so (a row neither final nor recent). Rows of processes
+its counts is missing, and ``status`` says so (a row neither final nor recent). So does a process
+that runs on while the database refuses its writes (a full disk, a lock held): its rows' age is
+all this table tells, so ``status`` names such a process *silent* for so long, not stopped (the
+process itself logs ``ledger.write_failed``). Rows of processes
 that stopped are folded into one ``(retired)`` row (a killed one's after ten minutes, counted in
 its ``processes_killed`` stage), so the table stays as small as the number of running processes.
 """
@@ -41,8 +44,9 @@ class SystemLedger:
     totals: dict[str, int] = field(default_factory=dict)
     processes: int = 0
     running: int = 0  # wrote within ``stale_after`` and not final
-    lost: list[str] = field(default_factory=list)  # neither final nor recent: stopped without a clean stop
+    lost: list[str] = field(default_factory=list)  # neither final nor recent: killed, or its writes fail
     killed: int = 0  # processes folded away without their last counts (their last interval is missing)
+    silent: dict[str, float] = field(default_factory=dict)  # each lost process: seconds since its last write
 
 
 class LedgerStore:
@@ -92,7 +96,8 @@ class LedgerStore:
             now = time.time()
             running = sum(1 for at, final in seen.values() if not final and at >= now - stale_after)
             lost = sorted(p for p, (at, final) in seen.items() if not final and at < now - stale_after)
-            return SystemLedger(totals, len(seen), running, lost, killed)
+            silent = {p: now - seen[p][0] for p in lost}
+            return SystemLedger(totals, len(seen), running, lost, killed, silent)
 
         return await self._db.read(work)
 
