@@ -138,6 +138,11 @@ class RetryAfter(RetryLater):
         self.delay = delay
 
 
+class RateLimited(RetryAfter):
+    """StackOne's 429: the API key is over its limit; the rate limiter pauses the key for ``delay``,
+    so a caller retrying through the limiter waits once, in the limiter, not again itself."""
+
+
 class WriteUncertain(RetryAfter):
     """A create got 408 or timed out: it may have been written. List before creating again."""
 

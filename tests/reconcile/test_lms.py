@@ -114,7 +114,7 @@ async def test_three_completions_deleted_in_the_lms_are_found_and_written_again_
     assert stackone.violations == []
 
 
-async def test_a_listing_failing_on_a_later_page_is_read_again_and_finds_what_is_missing(
+async def test_a_listing_failing_on_a_later_page_asks_that_page_again_and_finds_what_is_missing(
     reconcile_settings: Callable[..., Any],
     start_runtime: Start,
     sender_for: Sender,
@@ -122,9 +122,8 @@ async def test_a_listing_failing_on_a_later_page_is_read_again_and_finds_what_is
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Thirty assignments listed ten to a page, two deleted in the LMS, and the LMS failing the
-    assignments' second page once (503): the listing is read again from the start, the pass finishes
-    and finds exactly the two (the rows of the failed reading counted once), and each is written
-    again once."""
+    assignments' second page once (503): that page is asked again with its cursor, the pass finishes
+    and finds exactly the two (every row counted once), and each is written again once."""
     people = [f"pager{i:02d}@acme.example" for i in range(30)]
     for email in people:
         stackone.add_user(ACCOUNT, email)
@@ -142,7 +141,8 @@ async def test_a_listing_failing_on_a_later_page_is_read_again_and_finds_what_is
     assert await reconcile_command(settings, lms=True, as_json=True) == 0
     report = json_out(capsys.readouterr().out)["accounts"][ACCOUNT]
     listed = [r for r in stackone.requests[requests:] if r.path == "/unified/lms/assignments"]
-    assert [r.status for r in listed] == [200, 503, 200, 200, 200]  # read again from its first page
+    assert [r.status for r in listed] == [200, 503, 200, 200]  # the failed page asked again, not page 1
+    assert listed[2].query["next"] == listed[1].query["next"]
     assert report["finished"]
     assert (report["written_checked"], report["lms_assignments"]) == (30, 28)
     assert report["drift"] == {"lms_assignment_missing": 2, "lms_completion_missing": 0, "lms_unknown_write": 0}

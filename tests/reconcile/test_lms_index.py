@@ -71,20 +71,6 @@ def test_people_missing_from_the_directory_are_counted_when_written() -> None:
     assert (index.written, index.unknown_people, list(index.missing())) == (1, 1, [])
 
 
-def test_a_listing_read_again_forgets_what_it_listed_before() -> None:
-    """A listing redone from the start after a transient failure forgets its earlier rows (an
-    assignment deleted meanwhile is missing) and its unknown writes, and keeps the other kind's."""
-    index = AccountIndex(PEOPLE)
-    index.hold(1, "ann@x.example", XSS, assignment=True, completion=True)
-    index.listed(ASSIGNMENT, "usr_ann", XSS)
-    index.listed(ASSIGNMENT, "usr_bob", XSS)
-    index.listed(COMPLETION, "usr_ann", XSS)
-    index.listed(COMPLETION, "usr_bob", XSS)
-    index.forget_listed(ASSIGNMENT)
-    assert list(index.missing()) == [Missing(1, assignment=True, completion=False)]
-    assert index.unknown_writes == [(COMPLETION, "usr_bob", XSS)]
-
-
 def test_an_unreadable_row_makes_the_writes_it_may_be_unverified_not_missing() -> None:
     """A row without a reference blinds its person's writes of its kind, one without a user its
     learning object's, one without either every write of its kind; a stranger's row without a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,9 +19,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from lmsbridge.errors import RetryAfter
+from lmsbridge.errors import RateLimited, RetryAfter, RetryLater
 from lmsbridge.retry_after import bounded, parse_retry_after, retry_after_seconds
-from lmsbridge.stackone import RateLimiter
+from lmsbridge.stackone import RateLimiter, ReadRetry
 from lmsbridge.vendors.limeplate_api import retry_after as platform_retry_after
 from tests.stackone.conftest import ACCOUNT
 from tests.stackone.test_redirects import Scripted, client_for, serving
@@ -131,3 +132,16 @@ async def test_traffic_resumes_after_the_capped_pause(scripted: Scripted, sessio
     started = time.monotonic()
     assert await asyncio.wait_for(client.find_users_by_email(ACCOUNT, "jane@acme.example"), timeout=5.0) == []
     assert 0.3 <= time.monotonic() - started < 2.0
+
+
+def test_a_listing_page_waits_once_for_a_429_its_retry_after_for_a_408_and_a_capped_backoff_otherwise() -> None:
+    """Before asking a page again: nothing after a 429 when a rate limiter sends it (the limiter is
+    paused for the Retry-After: waiting here too would wait twice), the Retry-After without one; a
+    408's Retry-After; a doubling, jittered backoff for anything else; never more than ``max_wait``."""
+    retry = ReadRetry(attempts=6, backoff=1.0, max_wait=10.0, jitter=random.Random(1))
+    assert retry.wait(1, RateLimited("429", delay=30.0), limited=True) == 0.0
+    assert retry.wait(1, RateLimited("429", delay=3.0), limited=False) == 3.0
+    assert retry.wait(1, RetryAfter("408", delay=30.0), limited=True) == 10.0
+    waits = [retry.wait(n, RetryLater("503"), limited=True) for n in range(1, 8)]
+    assert [0.5 <= w / 2 ** (n - 1) < 1.5 for n, w in enumerate(waits[:4], start=1)] == [True] * 4
+    assert waits[5:] == [10.0, 10.0]  # 32 s and 64 s (at least half of each), capped

@@ -8,11 +8,13 @@ Reads down in this order, per account:
    (``GET /unified/lms/assignments``, ``/completions``, paged with ``next``), each row noted in
    the index as it is read, never kept; narrowed with ``filter[updated_after]`` to a day before
    lmsbridge's first write there, through a :class:`~lmsbridge.stackone.ratelimit.SubBudget` of
-   ``reconcile.budget_share``;
+   ``reconcile.budget_share``; a page failing transiently is asked again with its cursor
+   (:func:`listing_retry`);
 3. a row marked written whose (person, learning object) is absent from the LMS (for a completion:
    whose completion as written, result, score and time, is absent) goes back to
    pending, only that step (``reopen``), and one sync task is queued for it: the workers
-   write it again under the usual lease, rate limit and write-ahead intent. A row the LMS lists
+   write it again under the usual lease, rate limit and write-ahead intent (``REOPENED``: each
+   create lists the person's rows first). A row the LMS lists
    without its user id or learning object reference is skipped and counted; a write it may be is
    ``unverified``, neither missing nor reopened;
 4. a write in the LMS for one of lmsbridge's learning objects that lmsbridge has no record
@@ -21,11 +23,9 @@ Reads down in this order, per account:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ import aiohttp
 from lmsbridge import __version__
 from lmsbridge.broker import Broker, BrokerSyncQueue
 from lmsbridge.budget import open_shared_budget
-from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeError, RetryAfter, RetryLater
+from lmsbridge.errors import BrokerUnavailable, InfrastructureFault, LmsbridgeError
 from lmsbridge.lanes import lane
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
@@ -43,8 +43,8 @@ from lmsbridge.reconcile.findings import LMS_ASSIGNMENT_MISSING, LMS_COMPLETION_
 from lmsbridge.reconcile.lms_index import AccountIndex
 from lmsbridge.reconcile.platform import Progress
 from lmsbridge.reconcile.report import print_json, progress_bar
-from lmsbridge.settings import Settings
-from lmsbridge.stackone import StackOneClient
+from lmsbridge.settings import ReconcileSettings, Settings
+from lmsbridge.stackone import ReadRetry, StackOneClient
 from lmsbridge.stackone.ratelimit import Budget, SubBudget
 from lmsbridge.storage import create_engine
 from lmsbridge.storage.migrate import require_current_schema
@@ -65,7 +65,7 @@ class SyncQueue(Protocol):
 
 
 class _LmsLister(Protocol):
-    def iter_account_rows(self, account: str, kind: str, *, updated_after: Any = None) -> Any: ...
+    def iter_account_rows(self, account: str, kind: str, *, updated_after: Any = None, retry: ReadRetry) -> Any: ...
 
 
 @dataclass
@@ -110,31 +110,22 @@ async def _listing(
     kind: str,
     since: Any,
     index: AccountIndex,
-    attempts: int,
-    sleep: Callable[[float], Any],
+    retry: ReadRetry,
     progress: Progress | None = None,
 ) -> int:
-    """Note every ``kind`` row on the account in ``index``; the rows read. Redone from the start on
-    a transient failure."""
+    """Note every ``kind`` row on the account in ``index``; the readable rows read. A page whose
+    request fails transiently is asked again (``retry``: the same cursor, never the listing from
+    its first page); one that still fails stops the pass."""
     one = kind.removesuffix("s")
-    for attempt in range(attempts):
-        if attempt:
-            index.forget_listed(one)
-        try:
-            read = 0
-            async for rows in stackone.iter_account_rows(account, kind, updated_after=since):
-                for row in rows:
-                    user_id, ref = _text(row.get("user_id")), _text(row.get("learning_object_external_reference"))
-                    read += bool(user_id and ref)
-                    index.listed(one, user_id, ref, row)
-                if progress is not None:
-                    progress(f"{account}: LMS {kind}", read, None)
-            return read
-        except RetryLater as exc:
-            if attempt + 1 == attempts:
-                raise
-            await sleep(exc.delay if isinstance(exc, RetryAfter) else 2.0**attempt)
-    raise AssertionError("unreachable")
+    read = 0
+    async for rows in stackone.iter_account_rows(account, kind, updated_after=since, retry=retry):
+        for row in rows:
+            user_id, ref = _text(row.get("user_id")), _text(row.get("learning_object_external_reference"))
+            read += bool(user_id and ref)
+            index.listed(one, user_id, ref, row)
+        if progress is not None:
+            progress(f"{account}: LMS {kind}", read, None)
+    return read
 
 
 def _text(value: Any) -> str | None:
@@ -148,11 +139,13 @@ async def lms_pass(
     store: ReconcileStore,
     stackone: _LmsLister,
     queue: SyncQueue | None,
-    attempts: int = 6,
-    sleep: Callable[[float], Any] = asyncio.sleep,
+    retry: ReadRetry | None = None,
     progress: Progress | None = None,
 ) -> LmsReport:
     """Check one account; ``queue=None`` is a dry run (reports, reopens nothing). Never raises for StackOne.
+
+    ``retry``: how a page of the LMS's lists is asked again (:func:`listing_retry`; by default
+    ``reconcile``'s default settings).
 
     ``progress(label, rows read, None)`` is called after each page of the LMS's lists (the progress bar).
     The syncs it queues are background work (:mod:`lmsbridge.lanes`), as are its reads (through the
@@ -171,8 +164,9 @@ async def lms_pass(
         report.unknown_people = index.unknown_people
         first = await store.first_written_at(account)
         since = first - MARGIN if first is not None else None
+        retry = retry or listing_retry(ReconcileSettings())
         listed = [
-            await _listing(stackone, account, kind, since, index, attempts, sleep, progress)
+            await _listing(stackone, account, kind, since, index, retry, progress)
             for kind in ("assignments", "completions")
         ]
         report.lms_assignments, report.lms_completions = listed
@@ -217,6 +211,12 @@ async def _still_unknown(
     email_of = {uid: email for email, uid in (await store.directory(account)).items()}
     held = await store.held_pairs(account, [(email_of[uid], ref) for _, uid, ref in unknown if uid in email_of])
     return [(kind, uid, ref) for kind, uid, ref in unknown if (email_of.get(uid), ref) not in held]
+
+
+def listing_retry(settings: ReconcileSettings) -> ReadRetry:
+    """A page of the LMS's lists tried ``max_attempts`` times, ``backoff_seconds`` doubling, at most
+    ``max_wait_seconds`` between tries (a 429's wait is the rate limiter's)."""
+    return ReadRetry(settings.max_attempts, settings.backoff_seconds, settings.max_wait_seconds)
 
 
 def lms_budget(settings: Settings, parent: Budget) -> SubBudget:
@@ -273,7 +273,14 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
                 for name in accounts:
                     before = calls
                     queue = BrokerSyncQueue(broker) if broker is not None else None
-                    report = await lms_pass(name, store=store, stackone=client, queue=queue, progress=bar)
+                    report = await lms_pass(
+                        name,
+                        store=store,
+                        stackone=client,
+                        queue=queue,
+                        retry=listing_retry(settings.reconcile),
+                        progress=bar,
+                    )
                     report.stackone_calls = calls - before
                     await record(store, report, dry_run=dry_run, metrics=None)
                     reports.append(report)

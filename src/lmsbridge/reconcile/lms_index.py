@@ -153,19 +153,6 @@ class AccountIndex:
         else:
             self._blind_all[kind] = True
 
-    def forget_listed(self, kind: str) -> None:
-        """Clear what the LMS listed of ``kind`` (a listing read again from the start)."""
-        mask = ~_LISTED[kind]
-        for pair, value in self._pairs.items():
-            self._pairs[pair] = value & mask
-        for values in self._more.values():
-            values[:] = [v & mask for v in values]
-        self._unknown = {u for u in self._unknown if u[0] != kind}
-        self.unreadable[kind] = 0
-        self._blind_people[kind].clear()
-        self._blind_refs[kind].clear()
-        self._blind_all[kind] = False
-
     def missing(self) -> Iterator[Missing]:
         """Each record with a write recorded as done whose pair the LMS did not list, and no
         unreadable row may be, in the order held."""

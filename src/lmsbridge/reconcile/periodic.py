@@ -28,7 +28,7 @@ from lmsbridge.broker import Broker, BrokerSyncQueue
 from lmsbridge.errors import ConfigError, LmsbridgeError
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
-from lmsbridge.reconcile.lms import USER_AGENT, lms_budget, lms_pass, record
+from lmsbridge.reconcile.lms import USER_AGENT, listing_retry, lms_budget, lms_pass, record
 from lmsbridge.reconcile.platform import EventPublisher
 from lmsbridge.reconcile.run import platform_pass, readable_sources
 from lmsbridge.settings import Settings
@@ -132,7 +132,13 @@ async def reconcile_round(
             )
             for account in (name.removeprefix("lms:") for name in accounts):
                 before = calls[0]
-                report = await lms_pass(account, store=store, stackone=client, queue=BrokerSyncQueue(publisher))
+                report = await lms_pass(
+                    account,
+                    store=store,
+                    stackone=client,
+                    queue=BrokerSyncQueue(publisher),
+                    retry=listing_retry(settings.reconcile),
+                )
                 report.stackone_calls = calls[0] - before
                 await record(store, report, dry_run=False, metrics=metrics)
     finally:

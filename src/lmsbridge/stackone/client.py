@@ -17,9 +17,12 @@ read by :mod:`lmsbridge.retry_after` and bounded by ``stackone.max_pause_seconds
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -36,6 +39,7 @@ from lmsbridge.errors import (
     LmsbridgeError,
     ParkRecord,
     PauseAccount,
+    RateLimited,
     RetryAfter,
     RetryLater,
     RetryListingFirst,
@@ -144,7 +148,7 @@ def stackone_error(
     message, provider_errors = _error_fields(body, secrets)
     text = f"StackOne {operation}: HTTP {status}" + (f": {message}" if message else "")
     if status == 429:
-        return RetryAfter(text, delay=_pause_for(operation, account, headers, max_pause))
+        return RateLimited(text, delay=_pause_for(operation, account, headers, max_pause))
     if status == 408:
         if is_create:
             delay = _pause_for(operation, account, headers, max_pause)
@@ -170,6 +174,31 @@ def stackone_error(
         return PauseAccount(account, status, text)
     detail = {"message": message or None, "provider_errors": provider_errors}
     return DeadLetter(f"stackone_{status}", text, detail=detail)
+
+
+@dataclass(frozen=True)
+class ReadRetry:
+    """How a listing's page is asked again after a transient failure (reconciliation's settings).
+
+    ``attempts`` tries of one page at most. The wait before the next: after a 429 none of its own
+    (the rate limiter, paused for the ``Retry-After``, holds the next request back: waiting here as
+    well would wait twice), after another ``Retry-After`` (a 408) what it says, otherwise a
+    doubling backoff from ``backoff`` with jitter; never more than ``max_wait``.
+    """
+
+    attempts: int = 6
+    backoff: float = 1.0
+    max_wait: float = 120.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    jitter: random.Random = field(default_factory=random.Random)
+
+    def wait(self, attempt: int, exc: RetryLater, *, limited: bool) -> float:
+        """Seconds to wait before try ``attempt + 1`` after ``exc`` (``limited``: through a rate limiter)."""
+        if isinstance(exc, RateLimited) and limited:
+            return 0.0
+        if isinstance(exc, RetryAfter):
+            return bounded(exc.delay, self.max_wait)
+        return min(self.max_wait, self.backoff * 2.0 ** (attempt - 1) * (0.5 + self.jitter.random()))
 
 
 class StackOneClient:
@@ -248,15 +277,24 @@ class StackOneClient:
         return await self._all_rows("list_user_completions", account, _user_path(user_id, "completions"))
 
     async def iter_account_rows(
-        self, account: str, kind: str, *, updated_after: datetime | None = None
+        self,
+        account: str,
+        kind: str,
+        *,
+        updated_after: datetime | None = None,
+        retry: ReadRetry | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Pages of every user's ``assignments`` or ``completions`` on the account (the cross-user
-        lists), rows as received; only those updated after ``updated_after`` when given."""
+        lists), rows as received; only those updated after ``updated_after`` when given.
+
+        ``retry``: a page whose request fails transiently is asked again, with the same cursor,
+        as it says (a long listing no longer depends on every one of its calls succeeding).
+        """
         params = {"page_size": str(self._page_size)}
         if updated_after is not None:
             params["filter[updated_after]"] = iso(updated_after)
         operation = f"list_{kind}"
-        async for data in self._pages(operation, account, f"/unified/lms/{kind}", params):
+        async for data in self._pages(operation, account, f"/unified/lms/{kind}", params, retry=retry):
             yield self._parse(operation, RowsPage, data).data
 
     async def find_users_by_email(self, account: str, email: str) -> list[LmsUser]:
@@ -321,7 +359,14 @@ class StackOneClient:
         return rows
 
     async def _pages(
-        self, operation: str, account: str, path: str, params: dict[str, str], *, user_scoped: bool = False
+        self,
+        operation: str,
+        account: str,
+        path: str,
+        params: dict[str, str],
+        *,
+        user_scoped: bool = False,
+        retry: ReadRetry | None = None,
     ) -> AsyncIterator[Any]:
         """Each page's JSON, following the cursor ``next`` until it is null or empty.
 
@@ -334,7 +379,7 @@ class StackOneClient:
         rows_seen: set[int] = set()  # the rows' ids, hashed: a fraction of the strings' memory over millions
         empty = 0
         while True:
-            data = await self._call(operation, account, "GET", path, params=params, user_scoped=user_scoped)
+            data = await self._page(operation, account, path, params, user_scoped, retry)
             ids = _row_ids(data)
             if ids and ids <= rows_seen:
                 raise RetryLater(
@@ -355,6 +400,29 @@ class StackOneClient:
                 )
             seen.add(cursor)
             params = {**params, "next": str(cursor)}
+
+    async def _page(
+        self,
+        operation: str,
+        account: str,
+        path: str,
+        params: dict[str, str],
+        user_scoped: bool,
+        retry: ReadRetry | None,
+    ) -> Any:
+        """One page; with ``retry``, asked again after a transient failure (5xx, 408, 429, no
+        answer), up to ``retry.attempts`` tries, waiting as :meth:`ReadRetry.wait` says."""
+        attempt = 0
+        while True:
+            try:
+                return await self._call(operation, account, "GET", path, params=params, user_scoped=user_scoped)
+            except RetryLater as exc:
+                attempt += 1
+                if retry is None or attempt >= retry.attempts:
+                    raise
+                wait = retry.wait(attempt, exc, limited=self._limiter is not None)
+                log.info("stackone.page_retry", operation=operation, account=account, attempt=attempt, wait=wait)
+                await retry.sleep(wait)
 
     def _parse(self, operation: str, model: type[_Page], data: Any) -> _Page:
         try:
@@ -441,7 +509,7 @@ class StackOneClient:
         # A 429 is the key's rate limit: the whole key pauses. A 408 is one account's provider too
         # slow for StackOne's 60 s (it always carries a Retry-After): only that call's record waits,
         # as its error's delay; pausing the key would stall every other customer's LMS on it.
-        if status == 429 and self._limiter is not None and isinstance(error, RetryAfter):
+        if self._limiter is not None and isinstance(error, RateLimited):
             self._limiter.pause(error.delay)
         raise error
 

@@ -94,6 +94,8 @@ class _Fault:
     method: str | None = None
     raw: bytes | None = None
     query_has: str | None = None
+    every: int = 1
+    seen: int = 0  # matching requests so far (``every``)
 
     def matches(self, path: str, account: str, method: str = "", query: Mapping[str, str] | None = None) -> bool:
         return (
@@ -359,8 +361,10 @@ class StackOneStandIn:
         method: str | None = None,
         raw: bytes | None = None,
         query_has: str | None = None,
+        every: int = 1,
     ) -> None:
-        """Answer the next ``times`` matching requests with ``status``.
+        """Answer the next ``times`` matching requests with ``status`` (with ``every``: only every
+        ``every``-th matching request, the others answered as usual: a rare transient failure).
 
         ``write_before_failing`` performs the write first (StackOne timing out after the
         provider wrote). ``status`` 0 with ``delay`` hangs for ``delay`` seconds and then
@@ -382,6 +386,7 @@ class StackOneStandIn:
                 method,
                 raw,
                 query_has,
+                every,
             )
         )
 
@@ -532,6 +537,9 @@ class StackOneStandIn:
     ) -> _Fault | None:
         for fault in self._faults:
             if fault.matches(path, account, method, query):
+                fault.seen += 1
+                if fault.seen % fault.every:
+                    continue
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
