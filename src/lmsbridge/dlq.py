@@ -1,7 +1,9 @@
 """``lmsbridge dlq``: what the dead-letter queue holds, and putting it back.
 
 A dead-letter queue that does not exist yet (nothing has run with this prefix) is empty, not an
-error; an unreachable broker is one line and exit code 1, never a traceback.
+error; an unreachable broker is one line and exit code 1, never a traceback. The events a replay
+sends back are added to the delivery ledger (``requeued``: they were counted dead-lettered once and
+a worker settles them again); a database that refuses that write is one line, never a failed replay.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.table import Table
 from lmsbridge.broker.dead import DeadLetters, Replayed
 from lmsbridge.broker.topology import EVENTS_KEY, Names, events_key, sync_key
 from lmsbridge.errors import BrokerUnavailable
+from lmsbridge.ops import count_requeued
 from lmsbridge.settings import Settings
 
 T = TypeVar("T")
@@ -99,6 +102,8 @@ async def replay(settings: Settings, message_id: str | None) -> int:
             file=sys.stderr,
         )
         raise
+    finally:  # the events that went back are the ledger's inputs again, however the replay ended
+        await count_requeued(settings, "dlq replay", done.events)
     print(f"lmsbridge: replayed {done.sent} message(s)")
     held = _held_elsewhere(settings, dlq, "replayed")
     for key, n in sorted(done.unroutable.items()):

@@ -1,9 +1,10 @@
 """Prometheus metrics, on a registry of their own so every app (and test) can have a fresh set.
 
 Labels never carry secrets: signature matches are labelled by key *name* or position.
-The delivery ledger is ``lmsbridge_events_total{stage=...}``: every accepted event is
+The delivery ledger is ``lmsbridge_events_total{stage=...}``: every event put in an intake queue
+(``accepted`` from a webhook, or ``requeued`` by a reconcile pass or a dead-letter replay) is
 upserted, a duplicate, dead-lettered, or still in flight (in a queue or a worker's hands):
-``lmsbridge_ledger_in_flight`` = accepted - upserted - duplicate - dead_lettered. An event is
+``lmsbridge_ledger_in_flight`` = accepted + requeued - upserted - duplicate - dead_lettered. An event is
 counted in one of those three once, when its message is acked or dead-lettered, however often
 it was delivered: a delivery that stored it and then failed (a retry, a worker stopped or lost)
 counts nothing, and the redelivery that settles it finds it stored (``duplicate``). Likewise
@@ -27,6 +28,7 @@ EVENT_STAGES = (
     "ignored",  # a type lmsbridge does not handle: 202, not queued
     "deduplicated",  # a platform's retry of a message this receiver just queued: 202, not queued again
     "accepted",  # confirmed in RabbitMQ, answered 202
+    "requeued",  # confirmed in an intake queue by a reconcile pass or a dead-letter replay (no webhook)
     "consumed",  # taken by a worker, first delivery
     "redelivered",  # taken again: a retry back from its delay queue, RabbitMQ's redelivery, a replay
     "upserted",  # acked, stored for the first time by the delivery that settled it
@@ -61,7 +63,9 @@ class Metrics:
         self.events = Counter("lmsbridge_events", "Webhook events by pipeline stage", ["stage"], registry=r)
         self.records = Counter("lmsbridge_records", "Sync of (record, account) pairs by stage", ["stage"], registry=r)
         self.in_flight = Gauge(
-            "lmsbridge_ledger_in_flight", "Accepted events not yet upserted, duplicate or dead-lettered", registry=r
+            "lmsbridge_ledger_in_flight",
+            "Accepted and requeued events not yet upserted, duplicate or dead-lettered",
+            registry=r,
         )
         self.in_flight.set_function(self._in_flight)
         self.rejections = Counter(
@@ -189,7 +193,7 @@ class Metrics:
 
     def _in_flight(self) -> float:
         settled = self.count("upserted") + self.count("duplicate") + self.count("dead_lettered")
-        return max(0.0, self.count("accepted") - settled)
+        return max(0.0, self.count("accepted") + self.count("requeued") - settled)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -1,4 +1,5 @@
-"""Operator commands: ``migrate``, ``check`` (a probe's exit code) and ``status``."""
+"""Operator commands: ``migrate``, ``check`` (a probe's exit code) and ``status``; and the delivery
+ledger's counts of the one-shot commands that requeue events (``reconcile``, ``dlq replay``)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.broker.connection import connect_once
 from lmsbridge.broker.topology import Names
+from lmsbridge.budget import holder_name
 from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.settings import Settings
 from lmsbridge.storage import DEAD, PARKED, Repository, create_engine
 from lmsbridge.storage.budget import BudgetStore, key_id
 from lmsbridge.storage.engine import missing_sqlite_file
-from lmsbridge.storage.ledger import LedgerStore
+from lmsbridge.storage.ledger import LedgerStore, record_once
 from lmsbridge.storage.migrate import require_current_schema, schema_report, upgrade_when_reachable
 
 
@@ -168,13 +170,15 @@ async def _system_ledger(
 ) -> dict[str, Any]:
     """Every process's event counters added up (from the database) against what the broker holds.
 
-    ``accepted = upserted + duplicate + dead_lettered + in_flight``: ``in_flight`` is what was accepted
-    and not yet settled; the broker holds ``broker_ready`` of it in the intake and delay queues, the
-    rest is in workers' hands. The identity holds when ``in_flight`` is at least ``broker_ready`` (and
-    0 once the queues are empty and the workers idle); it cannot be checked exactly while a process's
-    counts are not current (``processes_lost``: not heard from for ``processes_silent_seconds``, killed
-    without a clean stop or running while the database refuses its writes, which its rows cannot tell
-    apart), nor while RabbitMQ cannot be asked (``depths`` None: ``broker_ready`` is None too).
+    ``accepted + requeued = upserted + duplicate + dead_lettered + in_flight``: the intake queues'
+    inputs are the webhooks receivers accepted and the events reconcile passes and dead-letter replays
+    put back (``requeued``); ``in_flight`` is what came in and is not yet settled; the broker holds
+    ``broker_ready`` of it in the intake and delay queues, the rest is in workers' hands. The identity
+    holds when ``in_flight`` is at least ``broker_ready`` (and 0 once the queues are empty and the
+    workers idle); it cannot be checked exactly while a process's counts are not current
+    (``processes_lost``: not heard from for ``processes_silent_seconds``, killed without a clean stop or
+    running while the database refuses its writes, which its rows cannot tell apart), nor while RabbitMQ
+    cannot be asked (``depths`` None: ``broker_ready`` is None too).
     """
     store = LedgerStore(engine)
     try:
@@ -183,7 +187,7 @@ async def _system_ledger(
         await store.close()
     t = system.totals
     settled = t.get("upserted", 0) + t.get("duplicate", 0) + t.get("dead_lettered", 0)
-    in_flight = t.get("accepted", 0) - settled
+    in_flight = t.get("accepted", 0) + t.get("requeued", 0) - settled
     names = Names(settings.broker.prefix)
     event_queues = [names.events, *(names.intake(s) for s in settings.sources)]
     event_queues += [names.delay(level) for level in range(len(settings.broker.retry_delays))]
@@ -200,12 +204,13 @@ async def _system_ledger(
     elif system.killed:
         verdict = f"approximate: {system.killed} killed process(es) took their last counts with them"
     elif in_flight < 0:
-        verdict = "broken: more settled than accepted"
+        verdict = "broken: more settled than accepted and requeued"
     else:
         verdict = "broken: the broker holds more than in flight"
     return {
         "accepted": t.get("accepted", 0),
         "deduplicated_at_receiver": t.get("deduplicated", 0),
+        "requeued": t.get("requeued", 0),
         "upserted": t.get("upserted", 0),
         "duplicate": t.get("duplicate", 0),
         "dead_lettered": t.get("dead_lettered", 0),
@@ -218,6 +223,20 @@ async def _system_ledger(
         "processes_silent_seconds": {p: round(age, 1) for p, age in system.silent.items()},
         "processes_killed": system.killed,
     }
+
+
+async def count_requeued(settings: Settings, command: str, events: int) -> None:
+    """Add the ``events`` a one-shot ``command`` put in intake queues to the delivery ledger (a final
+    row of its own); a database that refuses says so in one line and fails nothing."""
+    why = await record_once(
+        settings.database_url.get_secret_value(), holder_name(command.replace(" ", "-")), {"requeued": events}
+    )
+    if why is not None:
+        print(
+            f"lmsbridge: {command}: the delivery ledger was not updated ({why}): the {events} event(s) it"
+            " queued are missing from status's ledger",
+            file=sys.stderr,
+        )
 
 
 async def _budget_status(settings: Settings, engine: AsyncEngine) -> dict[str, Any]:
@@ -259,7 +278,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
         title=f"Delivery ledger, every process ({sl['processes_running']} running, {sl['processes']} seen): "
         f"identity {sl['identity']}"
     )
-    keys = ("accepted", "upserted", "duplicate", "dead_lettered", "in_flight", "broker_ready")
+    keys = ("accepted", "requeued", "upserted", "duplicate", "dead_lettered", "in_flight", "broker_ready")
     for column in keys:
         system.add_column(column.replace("_", " "), justify="right")
     system.add_row(*("?" if sl[k] is None else str(sl[k]) for k in keys))

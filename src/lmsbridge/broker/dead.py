@@ -41,6 +41,8 @@ class Replayed:
 
     sent: int = 0
     unroutable: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    """Of ``sent``, the events (not sync tasks): back in an intake queue, the delivery ledger's ``requeued``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +281,7 @@ async def _send_back(
         if result is None:
             await message.ack()
             tally.sent += 1
+            tally.events += int(codec.header_str(message.headers or {}, codec.KIND) == "event")
     for message, result in zip(unroutable, kept, strict=True):
         if result is None:
             await message.ack()

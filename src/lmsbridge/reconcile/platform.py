@@ -8,8 +8,9 @@ Reads down in this order, per batch (one Exec page, one limeplate assignment):
 3. keep the people whose observation would change their record (:func:`.findings.drift`);
 4. unless it is a dry run, publish them to the source's intake queue as the canonical event a
    webhook would have been, with a deterministic message id (:func:`.findings.message_id`),
-   confirmed, paced to ``reconcile.budget_share`` of the StackOne budget and only while the
-   intake queue is nearly empty (:mod:`.backpressure`: live webhooks first). The worker then
+   confirmed (each counted ``requeued`` in the delivery ledger as it is: an input beside the
+   receivers' ``accepted``), paced to ``reconcile.budget_share`` of the StackOne budget and only while
+   the intake queue is nearly empty (:mod:`.backpressure`: live webhooks first). The worker then
    does what it does for any webhook: inbox, merge, leases, rate limit, LMS writes, in the
    background lane (:mod:`lmsbridge.lanes`): at the StackOne budget every live request waiting
    goes first.
@@ -45,6 +46,8 @@ Progress = Callable[[str, int, int | None], None]
 """Called with (source, assignments read so far, assignments in all when known)."""
 Skipped = Callable[[str, int], None]
 """Called with (source, member rows skipped as unusable): :meth:`lmsbridge.metrics.Metrics.members_skipped`."""
+Queued = Callable[[int], None]
+"""Called with how many events a publish put in an intake queue, once confirmed: the ledger's ``requeued``."""
 
 
 class Backpressure(Protocol):
@@ -71,6 +74,7 @@ class PlatformPass:
     progress: Progress | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     members_skipped: Skipped | None = None
+    queued: Queued | None = None
 
     async def run(
         self, source: str, settings: SourceSettings, client: PlatformClient, correlation_id: str
@@ -148,6 +152,8 @@ class PlatformPass:
                 for _ in range(len(event.people) * accounts):
                     await self.pacer.acquire(report.source)
             await publisher.publish_event(event, timeout=PUBLISH_TIMEOUT, background=True)
+            if self.queued is not None:  # counted as it is confirmed: a worker may settle it at once
+                self.queued(1)
 
         results = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
         report.events_queued += sum(1 for r in results if r is None)

@@ -8,6 +8,7 @@ written is in the LMS (:mod:`.lms`). Both are also what the worker's periodic pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 import uuid
@@ -19,6 +20,7 @@ from lmsbridge import __version__
 from lmsbridge.broker import Broker, Names
 from lmsbridge.errors import BrokerUnavailable, ConfigError, InfrastructureFault
 from lmsbridge.metrics import Metrics
+from lmsbridge.ops import count_requeued
 from lmsbridge.reconcile.backpressure import IntakeBackpressure
 from lmsbridge.reconcile.client import PlatformClient
 from lmsbridge.reconcile.findings import SourceReport
@@ -83,6 +85,7 @@ async def platform_pass(
         backpressure=backpressure,
         progress=progress,
         members_skipped=metrics.members_skipped if metrics is not None else None,
+        queued=functools.partial(metrics.stage, "requeued") if metrics is not None else None,
     )
     correlation_id = f"reconcile-{uuid.uuid4().hex[:12]}"
     reports: list[SourceReport] = []
@@ -139,6 +142,7 @@ async def reconcile_command(
     engine = create_engine(settings.database_url.get_secret_value())
     store = ReconcileStore(engine)
     broker: Broker | None = None
+    metrics = Metrics()  # this command's counts: what it queued goes to the delivery ledger at the end
     try:
         await require_current_schema(engine)
         if not dry_run:
@@ -157,13 +161,14 @@ async def reconcile_command(
         async with aiohttp.ClientSession() as session:
             with progress_bar(not as_json) as bar:
                 reports = await platform_pass(
-                    settings, chosen, store=store, publisher=broker, session=session, progress=bar
+                    settings, chosen, store=store, publisher=broker, session=session, progress=bar, metrics=metrics
                 )
     finally:
         if broker is not None:
             await broker.close()
         await store.close()
         await engine.dispose()
+        await count_requeued(settings, "reconcile", int(metrics.count("requeued")))
     if as_json:
         print_json(summary(reports) | {"dry_run": dry_run})
     else:

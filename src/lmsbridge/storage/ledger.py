@@ -14,10 +14,15 @@ all this table tells, so ``status`` names such a process *silent* for so long, n
 process itself logs ``ledger.write_failed``). Rows of processes
 that stopped are folded into one ``(retired)`` row (a killed one's after ten minutes, counted in
 its ``processes_killed`` stage), so the table stays as small as the number of running processes.
+
+Receivers are not the only inputs: a reconcile pass and a dead-letter replay put events in the
+intake queues too (``requeued``), and the workers settle them like any other. A one-shot command
+(``reconcile``, ``dlq replay``) writes its counts once, as a final row (:func:`record_once`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,11 +31,13 @@ from typing import Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lmsbridge.errors import InfrastructureFault
 from lmsbridge.storage.database import open_database
-from lmsbridge.storage.shared import dialect_insert
+from lmsbridge.storage.engine import create_engine, missing_sqlite_file
+from lmsbridge.storage.shared import dialect_insert, fault_name
 from lmsbridge.storage.tables import ledger_counts
 
-__all__ = ["RETIRED", "LedgerStore", "SystemLedger"]
+__all__ = ["RETIRED", "LedgerStore", "SystemLedger", "record_once"]
 
 RETIRED = "(retired)"
 KILLED = "processes_killed"
@@ -104,6 +111,28 @@ class LedgerStore:
     async def close(self) -> None:
         """Release the store's connection (and, on SQLite, its thread)."""
         await self._db.close()
+
+
+async def record_once(url: str, process: str, counts: Mapping[str, int], *, timeout: float = 10.0) -> str | None:
+    """Write a one-shot process's counters as its final row; None once written (or with nothing to
+    write), else why they were not (the fault's kind, never the URL or the driver's text). Never raises
+    for the database: a command that did its job does not fail for its counts."""
+    if not any(counts.values()):
+        return None
+    if missing_sqlite_file(url) is not None:  # connecting would create it, empty
+        return "the SQLite file does not exist"
+    engine = create_engine(url)
+    store = LedgerStore(engine)
+    try:
+        await asyncio.wait_for(store.save(process, counts, final=True), timeout)
+    except TimeoutError:
+        return f"no answer within {timeout:.0f} s"
+    except Exception as exc:
+        return fault_name(exc.__cause__ or exc) if isinstance(exc, InfrastructureFault) else fault_name(exc)
+    finally:
+        await store.close()
+        await engine.dispose()
+    return None
 
 
 def _fold(conn: Connection, insert: Any, now: float) -> None:
