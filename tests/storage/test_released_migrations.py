@@ -12,6 +12,8 @@ RELEASED = {
     "0003_reconcile.py": "f245374851eafce2d57884ccdf1e6e84d013e4adf27367132e362d5dc8684352",
     "0004_scale_out.py": "d74fea5ff9ec72f48d3b5a361f4d49e74e5c2c3f33148137af468ea003d9a686",
     "0005_email_keys.py": "d2f49e90b0f5bf6080db0f2a353d76d96e3c42ebf2e099b257650d25898e1db1",
+    "0006_first_written_at.py": "c78823d46fe06d02bac0ca9d0e567f6f8d149f23ed2e55c31a46df72df511277",
+    "0007_completion_cycles.py": "50feca64bf68e6b2158f0b24fc51e03e487d9728c504530e3214a7893bc49995",
 }
 
 
