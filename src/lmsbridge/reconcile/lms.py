@@ -294,9 +294,14 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
     return 0 if all(r.finished for r in reports) else 1
 
 
+def pass_name(account: str) -> str:
+    """The name an account's LMS pass is kept under (beside the sources' names)."""
+    return f"lms:{account}"
+
+
 async def record(store: ReconcileStore, report: LmsReport, *, dry_run: bool, metrics: Metrics | None) -> None:
-    """Log the pass, count it, and (unless dry) keep its figures for ``status`` as ``lms:<account>``."""
-    source = f"lms:{report.account}"
+    """Log the pass, count it, and (unless dry) keep its figures for ``status`` under :func:`pass_name`."""
+    source = pass_name(report.account)
     outcome = "finished" if report.finished else "stopped"
     (log.info if report.finished else log.warning)(
         "reconcile.lms_pass",

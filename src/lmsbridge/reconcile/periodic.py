@@ -28,7 +28,7 @@ from lmsbridge.broker import Broker, BrokerSyncQueue
 from lmsbridge.errors import ConfigError, LmsbridgeError
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
-from lmsbridge.reconcile.lms import USER_AGENT, listing_retry, lms_budget, lms_pass, record
+from lmsbridge.reconcile.lms import USER_AGENT, listing_retry, lms_budget, lms_pass, pass_name, record
 from lmsbridge.reconcile.platform import EventPublisher
 from lmsbridge.reconcile.run import platform_pass, readable_sources
 from lmsbridge.settings import Settings
@@ -73,12 +73,12 @@ async def reconcile_periodically(
 
 
 def _names(settings: Settings) -> tuple[list[str], list[str]]:
-    """The sources with a platform API and the accounts (as their passes are recorded: ``lms:<account>``)."""
+    """The sources with a platform API, and the accounts (none without a StackOne key)."""
     try:
         sources = list(readable_sources(settings))
     except ConfigError:  # no source has a platform API: nothing to read there
         sources = []
-    accounts = [f"lms:{a}" for a in settings.accounts()] if settings.stackone.api_key.get_secret_value() else []
+    accounts = list(settings.accounts()) if settings.stackone.api_key.get_secret_value() else []
     return sources, accounts
 
 
@@ -91,7 +91,8 @@ async def _next_round_in(settings: Settings, store: ReconcileStore) -> float:
     interval = settings.reconcile.interval
     last = await _last_started(store)
     sources, accounts = _names(settings)
-    due_at = min((last.get(n, 0.0) + interval * DUE_AFTER for n in [*sources, *accounts]), default=math.inf)
+    names = [*sources, *map(pass_name, accounts)]
+    due_at = min((last.get(n, 0.0) + interval * DUE_AFTER for n in names), default=math.inf)
     return min(interval, max(interval * 0.1, due_at - time.time()))
 
 
@@ -114,7 +115,9 @@ async def reconcile_round(
     try:
         last = await _last_started(store)
         since = now - settings.reconcile.interval * DUE_AFTER
-        sources, accounts = ([n for n in names if last.get(n, 0.0) <= since] for names in _names(settings))
+        every_source, every_account = _names(settings)
+        sources = [s for s in every_source if last.get(s, 0.0) <= since]
+        accounts = [a for a in every_account if last.get(pass_name(a), 0.0) <= since]
         if not sources and not accounts:
             return False  # another worker, or an operator, passed over everything a moment ago
         if sources:
@@ -130,7 +133,7 @@ async def reconcile_round(
             client = StackOneClient(
                 session, settings.stackone, user_agent=USER_AGENT, limiter=budget, on_response=count
             )
-            for account in (name.removeprefix("lms:") for name in accounts):
+            for account in accounts:
                 before = calls[0]
                 report = await lms_pass(
                     account,
