@@ -37,6 +37,7 @@ from lmsbridge.domain.sync import (
     assignment_body,
     completion_body,
     content_body,
+    replaces,
     same_completion,
     superseded_ids,
 )
@@ -426,9 +427,7 @@ class Service:
 
         Idempotent, so it needs no intent: a crash before it is recorded deletes again, harmlessly.
         """
-        ids = superseded_ids(
-            view.synced, replacing=SyncStep.CREATE_COMPLETION in plan_sync(view.state, view.synced).steps
-        )
+        ids = superseded_ids(view.synced, replacing=replaces(view.state, view.synced))
         for completion_id in ids:
             await self.stackone.delete_completion(view.account, user_id, completion_id)
         attempt.changed = not await self.leases.mark_written(

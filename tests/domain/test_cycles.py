@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from lmsbridge.domain import AccountSync, Completion, Rank, RecordState, SyncStep, merge, plan_sync
 from lmsbridge.domain.records import completion_of, improves, new_cycle
+from lmsbridge.domain.sync import replaces, superseded_ids
 
 T0 = datetime(2025, 1, 6, 8, tzinfo=UTC)
 NEXT_YEAR = T0 + timedelta(days=365)
@@ -92,6 +93,24 @@ def test_the_same_result_a_year_later_is_written_and_keeps_the_first() -> None:
     this_year = _done(NEXT_YEAR, True, 80.0, 5)
     assert new_cycle(completion_of(this_year), last_year)  # type: ignore[arg-type]
     assert plan_sync(this_year, synced, delete_superseded=True).steps == (SyncStep.CREATE_COMPLETION,)
+
+
+def test_a_new_cycle_deletes_only_the_noted_fail_never_last_years_completion() -> None:
+    """Last year's retake Pass is written, its Fail noted as superseded but not yet deleted (deletion
+    turned on later, or its delete failed); this year's completion is written. The deletion that
+    goes with it deletes the noted Fail only: last year's Pass is the earlier cycle's, not replaced."""
+    last_year = Completion(True, 85.0, T0 + timedelta(days=5))
+    synced = AccountSync(True, True, last_year, lms_completion_id="cmp_pass", superseded_completion_id="cmp_fail")
+    this_year = _done(NEXT_YEAR, True, 85.0, 5)
+    assert plan_sync(this_year, synced, delete_superseded=True).steps == (
+        SyncStep.CREATE_COMPLETION,
+        SyncStep.DELETE_SUPERSEDED,
+    )
+    assert not replaces(this_year, synced)
+    assert superseded_ids(synced, replacing=replaces(this_year, synced)) == ("cmp_fail",)
+    retake = _done(T0, True, 95.0, 9)  # the same cycle's better retake does replace the Pass
+    assert replaces(retake, synced)
+    assert superseded_ids(synced, replacing=replaces(retake, synced)) == ("cmp_fail", "cmp_pass")
 
 
 def test_a_late_retake_of_last_year_changes_nothing_once_this_year_is_in() -> None:

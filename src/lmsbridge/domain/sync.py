@@ -66,19 +66,33 @@ def plan_sync(state: RecordState, synced: AccountSync, *, delete_superseded: boo
     """
     steps: list[SyncStep] = []
     needs_assignment = not synced.assignment_created
-    completion = completion_of(state)
-    needs_completion = completion is not None and (synced.completion is None or improves(completion, synced.completion))
+    needs_completion = needs_completion_write(state, synced)
     if ((needs_assignment or needs_completion) and not synced.content_known) or newer_title(state, synced):
         steps.append(SyncStep.UPSERT_CONTENT)
     if needs_assignment:
         steps.append(SyncStep.CREATE_ASSIGNMENT)
     if needs_completion:
         steps.append(SyncStep.CREATE_COMPLETION)
-    # A retake replaces the completion written; a new cycle's completion adds to it.
-    replacing = needs_completion and not (completion and synced.completion and new_cycle(completion, synced.completion))
-    if delete_superseded and superseded_ids(synced, replacing=replacing):
+    if delete_superseded and superseded_ids(synced, replacing=replaces(state, synced)):
         steps.append(SyncStep.DELETE_SUPERSEDED)
     return SyncPlan(tuple(steps))
+
+
+def needs_completion_write(state: RecordState, synced: AccountSync) -> bool:
+    """True when the record's completion is still to be written on the account: none is, or the
+    record's :func:`~lmsbridge.domain.records.improves` on the one written."""
+    completion = completion_of(state)
+    return completion is not None and (synced.completion is None or improves(completion, synced.completion))
+
+
+def replaces(state: RecordState, synced: AccountSync) -> bool:
+    """True when writing the record's completion replaces the one written on the account (a retake):
+    it is to be written and is not a :func:`~lmsbridge.domain.records.new_cycle` of it. A new
+    cycle's completion adds to the written one, which stays the earlier cycle's: never superseded."""
+    if not needs_completion_write(state, synced):
+        return False
+    completion = completion_of(state)
+    return not (completion is not None and synced.completion is not None and new_cycle(completion, synced.completion))
 
 
 def superseded_ids(synced: AccountSync, *, replacing: bool) -> tuple[str, ...]:

@@ -1,0 +1,145 @@
+"""A training assigned again (a yearly one) through the whole pipeline: Exec webhooks in, the
+StackOne stand-in out. Each cycle's completion is written and kept; a record with nothing left
+to write ends synced at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lmsbridge.runtime import Runtime
+from lmsbridge.testing.stackone import StackOneStandIn
+from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from tests.pipeline.conftest import ACCOUNT, SettingsFactory, settled
+
+Start = Callable[..., Awaitable[Runtime]]
+Sender = Callable[[Runtime], WebhookSender]
+
+EMAIL = "jane.smith@acme.example"
+THIS_YEAR = datetime(2026, 6, 1, 9, tzinfo=UTC)
+LAST_YEAR = THIS_YEAR - timedelta(days=365)
+
+
+def _rows(stackone: StackOneStandIn) -> list[tuple[str, float | None, str | None]]:
+    """The account's completions: result, score and time, in the order written."""
+    return [
+        (c["body"]["result"]["value"], (c["body"].get("score") or {}).get("percentage"), c["body"].get("completed_at"))
+        for c in stackone.completions(ACCOUNT)
+    ]
+
+
+def _deleted(stackone: StackOneStandIn) -> list[tuple[str, str | None]]:
+    """The completions deleted from the account: result and time."""
+    return [(c["body"]["result"]["value"], c["body"].get("completed_at")) for c in stackone.deleted_completions]
+
+
+def _completed(assignment_id: str, created: datetime, status: str, score: float) -> dict[str, Any]:
+    return exec_assignment(assignment_id, EMAIL, status=status, best_score=score, created_at=created)
+
+
+async def test_a_new_cycle_with_a_noted_superseded_fail_keeps_last_years_pass(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """Last year: a Fail, then the retake's Pass, written with deletion off (the Fail noted as
+    superseded, kept). Deletion of superseded completions is then turned on, and this year's
+    assignment of the training is passed (its ``assignment.created`` not seen first). This year's
+    Pass is written and the noted Fail deleted; last year's Pass stays in the LMS: it is the
+    earlier cycle's completion, never superseded (it was deleted too)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    first = Runtime(make_settings(), receiver=True, worker=True)
+    await first.start(wait=10)
+    try:
+        sender = sender_for(first)
+        created = exec_assignment("a1", EMAIL, created_at=LAST_YEAR)
+        assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=LAST_YEAR)))[0] == 202
+        fail = exec_event(
+            "assignment.completed",
+            _completed("a1", LAST_YEAR, "did_not_pass", 40.0),
+            at=LAST_YEAR + timedelta(days=1),
+            event_id="evt_fail_2025",
+        )
+        assert (await sender.post("acme-sales", fail))[0] == 202
+        assert await settled(first) == {ACCOUNT: {"synced": 1}}
+        retake = exec_event(
+            "assignment.completed",
+            _completed("a1", LAST_YEAR, "completed", 85.0),
+            at=LAST_YEAR + timedelta(days=5),
+            event_id="evt_pass_2025",
+        )
+        assert (await sender.post("acme-sales", retake))[0] == 202
+        assert await settled(first) == {ACCOUNT: {"synced": 1}}
+    finally:
+        await first.stop()
+    assert _rows(stackone) == [("Fail", 40.0, "2025-06-02T09:00:00.000Z"), ("Pass", 85.0, "2025-06-06T09:00:00.000Z")]
+
+    second = await start_runtime(make_settings(stackone={"delete_superseded_completions": True}))
+    sender = sender_for(second)
+    this_year = exec_event(
+        "assignment.completed",
+        _completed("a2", THIS_YEAR, "completed", 85.0),
+        at=THIS_YEAR + timedelta(days=5),
+        event_id="evt_pass_2026",
+    )
+    assert (await sender.post("acme-sales", this_year))[0] == 202
+    assert await settled(second) == {ACCOUNT: {"synced": 1}}
+
+    assert _deleted(stackone) == [("Fail", "2025-06-02T09:00:00.000Z")]
+    assert _rows(stackone) == [("Pass", 85.0, "2025-06-06T09:00:00.000Z"), ("Pass", 85.0, "2026-06-06T09:00:00.000Z")]
+    assert stackone.violations == []
+
+
+async def test_a_new_cycle_after_a_failed_delete_keeps_last_years_pass(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """Deletion of superseded completions on. Last year: a Fail, then the retake's Pass, whose
+    deletion of the Fail is answered 503 (retried later). Before that retry, this year's assignment
+    is passed. Last year's Fail is deleted, this year's Pass written, and last year's Pass stays
+    (it was deleted with the Fail)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    settings = make_settings(
+        stackone={"delete_superseded_completions": True},
+        broker={"retry_delays": (3.0,), "backoff_base": 3.0, "backoff_cap": 3.0},
+    )
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    fail = exec_event(
+        "assignment.completed",
+        _completed("a1", LAST_YEAR, "did_not_pass", 40.0),
+        at=LAST_YEAR + timedelta(days=1),
+        event_id="evt_fail_2025",
+    )
+    assert (await sender.post("acme-sales", fail))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    stackone.fail_next(503, method="DELETE", path_contains="/completions/")
+    retake = exec_event(
+        "assignment.completed",
+        _completed("a1", LAST_YEAR, "completed", 85.0),
+        at=LAST_YEAR + timedelta(days=5),
+        event_id="evt_pass_2025",
+    )
+    assert (await sender.post("acme-sales", retake))[0] == 202
+    for _ in range(100):
+        if any(r.method == "DELETE" and r.status == 503 for r in stackone.requests):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the Fail's DELETE was never tried")
+    this_year = exec_event(
+        "assignment.completed",
+        _completed("a2", THIS_YEAR, "completed", 85.0),
+        at=THIS_YEAR + timedelta(days=5),
+        event_id="evt_pass_2026",
+    )
+    assert (await sender.post("acme-sales", this_year))[0] == 202
+    assert await settled(runtime, timeout=30.0) == {ACCOUNT: {"synced": 1}}
+    assert _deleted(stackone) == [("Fail", "2025-06-02T09:00:00.000Z")]
+    assert _rows(stackone) == [("Pass", 85.0, "2025-06-06T09:00:00.000Z"), ("Pass", 85.0, "2026-06-06T09:00:00.000Z")]
+    assert stackone.violations == []
