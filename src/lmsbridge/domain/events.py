@@ -92,11 +92,20 @@ def _unicode_label(label: str) -> str:
         return label
 
 
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+"""Something, one "@", something, without white space: what the platforms' schemas ask of an e-mail."""
+_EMAIL = re.compile(EMAIL_PATTERN)
+
+
 def email(value: str) -> str:
-    """An e-mail whose :func:`email_key` (some characters grow lower-cased) fits :data:`MAX_EMAIL`."""
+    """An e-mail whose :func:`email_key` is still an e-mail (:data:`EMAIL_PATTERN`: ``"bob@\\u200b"``
+    keys to ``"bob@"``) and fits :data:`MAX_EMAIL` (some characters grow lower-cased)."""
     text(value)
-    if len(email_key(value)) > MAX_EMAIL:
+    key = email_key(value)
+    if len(key) > MAX_EMAIL:
         raise ValueError(f"must be at most {MAX_EMAIL} characters once lower-cased")
+    if not _EMAIL.fullmatch(key):
+        raise ValueError("must be an e-mail once invisible characters are dropped and the domain folded")
     return value
 
 

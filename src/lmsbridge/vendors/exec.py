@@ -16,17 +16,16 @@ from datetime import datetime
 from pydantic import Field
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
-from lmsbridge.domain.events import MAX_REFERENCE, Email, Identifier, Reference, Text
+from lmsbridge.domain.events import EMAIL_PATTERN, MAX_REFERENCE, Email, Identifier, Reference, Text
 from lmsbridge.errors import UnusableBody
 from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, build, validate
 
-EMAIL = r"^[^@\s]+@[^@\s]+$"
 OUTCOMES = {"completed": True, "did_not_pass": False}
 
 
 class User(Lenient):
     id: Identifier | None = None
-    email: Email = Field(max_length=320, pattern=EMAIL)
+    email: Email = Field(max_length=320, pattern=EMAIL_PATTERN)
     first_name: Text | None = None
     last_name: Text | None = None
 

@@ -15,11 +15,9 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
-from lmsbridge.domain.events import MAX_REFERENCE, Email, Identifier, Reference, Text
+from lmsbridge.domain.events import EMAIL_PATTERN, MAX_REFERENCE, Email, Identifier, Reference, Text
 from lmsbridge.errors import UnusableBody
 from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, build, validate
-
-EMAIL = r"^[^@\s]+@[^@\s]+$"
 
 
 class Camel(Lenient):
@@ -45,7 +43,7 @@ class Member(Camel):
 
     user_id: Identifier | None = None
     name: Text | None = None
-    email: Email = Field(max_length=320, pattern=EMAIL)
+    email: Email = Field(max_length=320, pattern=EMAIL_PATTERN)
     progress_percent: float | None = Field(None, ge=0, le=100)
     completed_at: UtcDatetime | None = None
 
