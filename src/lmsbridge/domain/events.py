@@ -83,13 +83,22 @@ def email_key(value: str) -> str:
 
 
 def _unicode_label(label: str) -> str:
-    """A domain label as Unicode: an ``xn--`` label decoded (one that does not decode kept as sent)."""
+    """A domain label as Unicode: an ``xn--`` label decoded as IDNA 2008 and UTS #46 read it.
+
+    Plain Punycode, not Python's ``idna`` codec: that is IDNA 2003, which maps "ß" to "ss" and
+    a final sigma to a sigma and so refuses ``xn--strae-oqa`` (straße), the label registries and browsers give.
+    A label that does not decode, decodes to ASCII only or is not how its Unicode encodes (no
+    A-label names these) is kept as sent.
+    """
     if not label.startswith("xn--"):
         return label
     try:
-        return label.encode("ascii").decode("idna")
+        decoded = label[4:].encode("ascii").decode("punycode")
+        if decoded.isascii() or decoded.encode("punycode") != label[4:].encode("ascii"):
+            return label
     except UnicodeError:
         return label
+    return decoded
 
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
