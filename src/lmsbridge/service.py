@@ -293,7 +293,12 @@ class Service:
         reconcile pass reopened (:data:`~lmsbridge.domain.sync.REOPENED`) lists before each create."""
         account, rid, state = view.account, view.record_id, view.state
         if step is SyncStep.UPSERT_CONTENT:
-            return await self._upsert_content(account, state)
+            calls = await self._upsert_content(account, state)
+            if last:  # a new title alone: nothing else marks the row synced or gives its lease back
+                attempt.changed = not await self.leases.release(
+                    rid, account, attempt.holder, synced=True, version=view.version
+                )
+            return calls
         if step is SyncStep.DELETE_SUPERSEDED:
             return await self._delete_superseded(view, user_id, attempt, last=last)
         calls = 0

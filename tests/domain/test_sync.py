@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from lmsbridge.domain import AccountSync, Completion, Rank, RecordState, SyncStep, plan_sync
-from lmsbridge.domain.sync import assignment_body, completion_body, same_completion
+from lmsbridge.domain.sync import assignment_body, completion_body, newer_title, same_completion
 
 ASSIGNED = RecordState(
     rank=Rank.ASSIGNED,
@@ -51,6 +52,20 @@ def test_nothing_left_means_done() -> None:
     written = Completion(False, 41.5, DONE.completed_at)
     assert plan_sync(DONE, AccountSync(True, True, written)).done
     assert plan_sync(ASSIGNED, AccountSync(True, True, None)).done
+
+
+def test_the_same_title_at_a_later_time_needs_no_upsert() -> None:
+    """A record whose title is the one upserted, carried by a later event (a training assigned again,
+    a progress event), plans nothing; another, newer text plans the upsert, an older one does not."""
+    at = ASSIGNED.assigned_at
+    assert at is not None
+    synced = AccountSync(True, True, content_title=ASSIGNED.title, content_title_at=at)
+    later = replace(ASSIGNED, title_at=at + timedelta(days=365))
+    assert not newer_title(later, synced)
+    assert plan_sync(later, synced).done
+    renamed = replace(later, title="SQL Injection 2.0")
+    assert plan_sync(renamed, synced).steps == (SyncStep.UPSERT_CONTENT,)
+    assert plan_sync(replace(renamed, title_at=at - timedelta(days=1)), synced).done
 
 
 def test_bodies_use_spec_fields_and_formats() -> None:

@@ -143,3 +143,78 @@ async def test_a_new_cycle_after_a_failed_delete_keeps_last_years_pass(
     assert _deleted(stackone) == [("Fail", "2025-06-02T09:00:00.000Z")]
     assert _rows(stackone) == [("Pass", 85.0, "2025-06-06T09:00:00.000Z"), ("Pass", 85.0, "2026-06-06T09:00:00.000Z")]
     assert stackone.violations == []
+
+
+async def test_the_yearly_reassignment_of_a_completed_training_ends_synced(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """Jane passed last year's assignment (written). Exec assigns the scenario again this year
+    (``assignment.created`` of a new assignment, the same title, a later time): nothing is written
+    (no second LMS assignment, no upsert of the same title) and the record ends ``synced`` at once,
+    its lease given back (it stayed pending until the sweeper, 15 minutes later)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    created = exec_assignment("a1", EMAIL, created_at=LAST_YEAR)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=LAST_YEAR)))[0] == 202
+    done = _completed("a1", LAST_YEAR, "completed", 85.0)
+    at = LAST_YEAR + timedelta(days=5)
+    assert (await sender.post("acme-sales", exec_event("assignment.completed", done, at=at)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    requests_before = len(stackone.requests)
+
+    again = exec_assignment("a2", EMAIL, created_at=THIS_YEAR)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", again, at=THIS_YEAR)))[0] == 202
+    assert await settled(runtime, timeout=15.0) == {ACCOUNT: {"synced": 1}}
+    assert [r for r in stackone.requests[requests_before:] if r.method != "GET"] == []
+    assert len(stackone.assignments(ACCOUNT)) == 1
+
+
+async def test_the_same_assignment_reported_again_later_ends_synced(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """An Exec ``assignment.created`` for the begun assignment (``in_progress``, two hours later, the
+    same title) after the not-started one was written: assignments are never updated, so nothing
+    is written and the record ends ``synced`` (it stayed pending until the sweeper)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    created = exec_assignment("a1", EMAIL, created_at=THIS_YEAR)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=THIS_YEAR)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    begun = exec_assignment("a1", EMAIL, status="in_progress", created_at=THIS_YEAR)
+    later = THIS_YEAR + timedelta(hours=2)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", begun, at=later)))[0] == 202
+    assert await settled(runtime, timeout=15.0) == {ACCOUNT: {"synced": 1}}
+    assert len(stackone.assignments(ACCOUNT)) == 1
+
+
+async def test_a_rename_alone_is_upserted_and_ends_synced(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """Jane's written assignment is reported again under the scenario's new name: the learning object
+    is upserted with it, nothing else written, and the record ends ``synced`` with its lease given
+    back (an upsert as a plan's only write left it pending until the sweeper)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    created = exec_assignment("a1", EMAIL, created_at=THIS_YEAR)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=THIS_YEAR)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    renamed = exec_assignment("a1", EMAIL, status="in_progress", created_at=THIS_YEAR, name="Discovery Call 2.0")
+    later = THIS_YEAR + timedelta(hours=2)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", renamed, at=later)))[0] == 202
+    assert await settled(runtime, timeout=15.0) == {ACCOUNT: {"synced": 1}}
+    [content] = stackone.content(ACCOUNT).values()
+    assert content["title"] == "Discovery Call 2.0"
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert stackone.violations == []
