@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.storage import create_engine
-from lmsbridge.storage.migrate import LOCK_WAIT, _scripts, _unreachable, upgrade, upgrade_when_reachable
+from lmsbridge.storage.migrate import LOCK_WAIT, _unreachable, head, upgrade, upgrade_when_reachable
 
 
 async def _version(engine: AsyncEngine) -> str | None:
@@ -159,7 +159,7 @@ async def test_a_postgresql_migration_waiting_for_a_lock_lets_readers_by_and_goe
         waits = [entry for entry in logs if entry["event"] == "migrate.lock_wait"]
         assert waits
         assert all(entry["table"] == "inbox" and entry["log_level"] == "warning" for entry in waits)
-        assert await _version(engine) == _scripts().get_current_head()
+        assert await _version(engine) == head()
     finally:
         await inbox_held.close()  # lets a migration still waiting (without the bound) finish
         if migrating is not None:

@@ -6,6 +6,11 @@ On PostgreSQL the migrating transaction first takes a transaction-scoped advisor
 transaction begins with ``BEGIN IMMEDIATE`` (see :mod:`lmsbridge.storage.engine`), which holds
 the database's write lock from the start.
 
+A database already at the newest revision is left without importing Alembic: the newest is read
+from the migration files' ``revision`` lines (:func:`head`). Alembic and Mako are about 11 MB of
+every process's memory (``serve`` and ``worker`` both check the schema at start), and a worker
+restarting with 100,000 events queued went past its 150 MB.
+
 A worker starting while the database cannot be reached waits for it, as it waits for RabbitMQ
 (:func:`upgrade_when_reachable`), then stops with one line naming the fault, not a traceback.
 
@@ -18,15 +23,13 @@ transaction left open) stalled it without a word, and every reader of that table
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, SQLAlchemyError
@@ -35,6 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.logs import get_logger
 from lmsbridge.storage.shared import fault_name, sqlstate
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = get_logger(__name__)
 
@@ -53,8 +59,33 @@ _TABLE = re.compile(
 )
 
 
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*=\s*(None|\"([^\"]+)\")\s*$", re.MULTILINE)
+
+
+@functools.cache
+def revisions() -> dict[str, str | None]:
+    """Each packaged migration's revision -> the revision it follows, read from the files' own
+    ``revision = "..."`` and ``down_revision = "..."`` lines (as Alembic reads them, without it)."""
+    found: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        lines = {m.group(1): m.group(3) for m in _REVISION_LINE.finditer(path.read_text(encoding="utf-8"))}
+        if "revision" in lines and lines["revision"] is not None:
+            found[lines["revision"]] = lines.get("down_revision")
+    return found
+
+
+def head() -> str:
+    """The newest revision: the one no other migration follows."""
+    graph = revisions()
+    followed = set(graph.values())
+    [newest] = [revision for revision in graph if revision not in followed]
+    return newest
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the packaged migrations (no alembic.ini needed)."""
+    from alembic.config import Config  # here: imported only when a migration runs (the module's doc)
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -70,6 +101,10 @@ def _upgrade(connection: Connection, revision: str) -> None:
     current = _current(connection)
     if current is not None and not _known(current):  # Alembic's own word: a CommandError traceback
         raise InfrastructureFault(newer_schema(current))
+    if revision == "head" and current == head():
+        return  # nothing to do, and Alembic not imported for it
+    from alembic import command  # here: only when a migration runs
+
     command.upgrade(alembic_config(connection), revision)
 
 
@@ -167,7 +202,7 @@ async def schema_report(engine: AsyncEngine) -> str:
     """Where the schema is, for ``check``: ``"current"``, the revision it is at and what to run, or
     that a newer lmsbridge migrated it (``lmsbridge migrate`` cannot help there)."""
     current = await _recorded(engine)
-    if current == _scripts().get_current_head():
+    if current == head():
         return "current"
     if current is not None and not _known(current):
         return newer_schema(current)
@@ -178,27 +213,19 @@ async def schema_behind(engine: AsyncEngine) -> str | None:
     """None when the database's schema is at the newest revision; otherwise what it is at:
     ``"none"`` for a database never migrated, else the revision it holds."""
     current = await _recorded(engine)
-    return None if current == _scripts().get_current_head() else (current or "none")
-
-
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+    return None if current == head() else (current or "none")
 
 
 def _known(revision: str) -> bool:
     """Whether ``revision`` is one of this lmsbridge's migrations."""
-    try:
-        return _scripts().get_revision(revision) is not None
-    except CommandError:  # "Can't locate revision identified by ..."
-        return False
+    return revision in revisions()
 
 
 def newer_schema(revision: str) -> str:
     """What to say of a database at ``revision``, a revision this lmsbridge does not know: a newer
     version migrated it, and only a newer version can run on it (there is no downgrade)."""
-    head = _scripts().get_current_head()
     return (
-        f"the database is at revision {revision}, newer than this lmsbridge (newest it knows: {head}): "
+        f"the database is at revision {revision}, newer than this lmsbridge (newest it knows: {head()}): "
         "run the newer version"
     )
 
@@ -211,11 +238,12 @@ async def require_current_schema(engine: AsyncEngine) -> None:
         current = await _recorded(engine)
     except (SQLAlchemyError, OSError):
         return
-    head = _scripts().get_current_head()
-    if current == head:
+    newest = head()
+    if current == newest:
         return
     if current is not None and not _known(current):
         raise InfrastructureFault(newer_schema(current))
     raise InfrastructureFault(
-        f"database: the schema is at revision {current or 'none'}, this lmsbridge needs {head}: run 'lmsbridge migrate'"
+        f"database: the schema is at revision {current or 'none'}, this lmsbridge needs {newest}: "
+        "run 'lmsbridge migrate'"
     )
