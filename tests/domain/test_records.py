@@ -45,6 +45,7 @@ states = st.builds(
     completed_at=st.none() | st.datetimes(timezones=st.just(UTC)),
     passed=st.none() | st.booleans(),
     score=st.none() | st.floats(0, 100),
+    cycle_at=st.none() | st.sampled_from([T0 - timedelta(days=365), T0, T0 + timedelta(days=3)]),
 )
 
 
@@ -54,6 +55,16 @@ def test_merge_is_order_and_duplicate_insensitive(items: list[RecordState], rnd:
     shuffled = items + items[: len(items) // 2]
     rnd.shuffle(shuffled)
     assert reduce(merge, shuffled, None) == reduce(merge, items, None)
+
+
+@given(states, states, states)
+def test_merge_is_a_join(a: RecordState, b: RecordState, c: RecordState) -> None:
+    """merge is commutative, associative and idempotent on any states, their completions' cycles
+    (``cycle_at``: when the platform assignment completed was created) included."""
+    assert merge(merge(None, a), b) == merge(merge(None, b), a)
+    assert merge(merge(merge(None, a), b), c) == merge(merge(None, a), merge(merge(None, b), c))
+    once = merge(None, a)
+    assert merge(once, a) == merge(once, once) == once
 
 
 @given(st.lists(states, min_size=1, max_size=6))

@@ -9,9 +9,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from lmsbridge.runtime import Runtime
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
+from tests.domain.test_cycles import OVERLAP_OPEN
 from tests.pipeline.conftest import ACCOUNT, SettingsFactory, settled
 
 Start = Callable[..., Awaitable[Runtime]]
@@ -217,4 +220,30 @@ async def test_a_rename_alone_is_upserted_and_ends_synced(
     [content] = stackone.content(ACCOUNT).values()
     assert content["title"] == "Discovery Call 2.0"
     assert len(stackone.assignments(ACCOUNT)) == 1
+    assert stackone.violations == []
+
+
+@pytest.mark.xfail(strict=True, reason=OVERLAP_OPEN)
+async def test_two_open_assignments_fail_then_pass_in_real_time_order_the_lms_gets_the_pass(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """Exec: Jane has the scenario assigned twice (a program's assignment from January still open,
+    and a manual one of June 1). She fails on June 3 (a2's webhook) and passes on June 10 (a1's),
+    delivered in that order. The LMS should end with her Pass after the Fail, as it does when both
+    are one assignment. Known defect: it holds only the Fail (see ``OVERLAP_OPEN``)."""
+    program = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    failed_at, passed_at = THIS_YEAR + timedelta(days=2), THIS_YEAR + timedelta(days=9)
+    stackone.add_user(ACCOUNT, EMAIL)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    failed = _completed("a2", THIS_YEAR, "did_not_pass", 40.0)
+    assert (await sender.post("acme-sales", exec_event("assignment.completed", failed, at=failed_at)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    passed = _completed("a1", program, "completed", 85.0)
+    assert (await sender.post("acme-sales", exec_event("assignment.completed", passed, at=passed_at)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    assert _rows(stackone) == [("Fail", 40.0, "2026-06-03T09:00:00.000Z"), ("Pass", 85.0, "2026-06-10T09:00:00.000Z")]
     assert stackone.violations == []

@@ -17,6 +17,12 @@ Two orders decide what the LMS is told again after a first write:
   written completion, as a yearly training is assigned again) is written whatever its result:
   completions are ordered by their assignment's creation first, so the newest cycle's best
   completion is the record's, and an older cycle's late event never displaces it.
+  Known limit: two assignments open at once (one created before the other was completed) are one
+  cycle by :func:`new_cycle`, yet a completion of the later-created one outranks the other's
+  whatever its result. "A new cycle wins, else the better result" is not transitive (three
+  completions can beat each other in a circle), and a join that keeps one completion per record
+  can only take the greatest by a fixed order, so merge cannot follow it without keeping more
+  than one completion per record.
 - :func:`title_key`: the newest title wins, by the time of the event that carried it (ties
   broken by the text, so the choice never depends on order of arrival).
 """
