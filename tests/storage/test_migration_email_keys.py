@@ -60,10 +60,10 @@ async def test_keys_written_before_are_re_keyed_and_a_split_person_is_kept_apart
             )
 
         with capture_logs() as logs:
-            await upgrade(engine)
+            await upgrade(engine, "0005")  # 0008 merges the record kept apart here into its twin
 
         async with engine.connect() as conn:
-            keys = {r.id: r.person_key for r in await conn.execute(sa.select(records))}
+            keys = {r.id: r.person_key for r in await conn.execute(sa.select(records.c.id, records.c.person_key))}
             users = {r.email: r.user_id for r in await conn.execute(sa.select(directory))}
         assert keys == {1: "jos\u00e9@acme.example", 2: IDNA, 3: HANS, 4: HANS, 5: "jane@acme.example"}
         assert users == {"jos\u00e9@acme.example": "u-jose", HANS: "u-hans", "jane@acme.example": "u-jane"}
