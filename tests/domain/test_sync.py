@@ -54,15 +54,15 @@ def test_nothing_left_means_done() -> None:
     assert plan_sync(ASSIGNED, AccountSync(True, True, None)).done
 
 
-def test_the_same_title_at_a_later_time_needs_no_upsert() -> None:
-    """A record whose title is the one upserted, carried by a later event (a training assigned again,
-    a progress event), plans nothing; another, newer text plans the upsert, an older one does not."""
+def test_a_title_is_upserted_when_newer_by_its_time() -> None:
+    """A record whose title is newer than the one upserted (another text, or the same text at a later
+    time, which the upsert only notes) plans the upsert alone; an older title plans nothing."""
     at = ASSIGNED.assigned_at
     assert at is not None
     synced = AccountSync(True, True, content_title=ASSIGNED.title, content_title_at=at)
     later = replace(ASSIGNED, title_at=at + timedelta(days=365))
-    assert not newer_title(later, synced)
-    assert plan_sync(later, synced).done
+    assert newer_title(later, synced)
+    assert plan_sync(later, synced).steps == (SyncStep.UPSERT_CONTENT,)
     renamed = replace(later, title="SQL Injection 2.0")
     assert plan_sync(renamed, synced).steps == (SyncStep.UPSERT_CONTENT,)
     assert plan_sync(replace(renamed, title_at=at - timedelta(days=1)), synced).done

@@ -223,6 +223,37 @@ async def test_a_rename_alone_is_upserted_and_ends_synced(
     assert stackone.violations == []
 
 
+async def test_a_title_seen_again_later_keeps_an_older_rename_out(
+    make_settings: SettingsFactory,
+    start_runtime: Start,
+    sender_for: Sender,
+    stackone: StackOneStandIn,
+) -> None:
+    """Jane's assignment is written under "Discovery Call"; her next event (a day later) carries the
+    same title. Omar's assignment, sent last, happened in between under "Discovery Call 2.0" (a
+    rename undone since). The LMS keeps "Discovery Call", the newest by event time: the same title
+    seen later is remembered with its time though nothing is sent for it."""
+    for email in (EMAIL, "omar@acme.example"):
+        stackone.add_user(ACCOUNT, email)
+    runtime = await start_runtime(make_settings())
+    sender = sender_for(runtime)
+    created = exec_assignment("a1", EMAIL, created_at=THIS_YEAR)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=THIS_YEAR)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    begun = exec_assignment("a1", EMAIL, status="in_progress", created_at=THIS_YEAR)
+    later = THIS_YEAR + timedelta(days=2)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", begun, at=later)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    renamed = exec_assignment("a2", "omar@acme.example", created_at=THIS_YEAR, name="Discovery Call 2.0")
+    between = THIS_YEAR + timedelta(days=1)
+    assert (await sender.post("acme-sales", exec_event("assignment.created", renamed, at=between)))[0] == 202
+    assert await settled(runtime) == {ACCOUNT: {"synced": 2}}
+    [content] = stackone.content(ACCOUNT).values()
+    assert content["title"] == "Discovery Call"
+    assert len([r for r in stackone.requests if r.method == "POST" and r.path.endswith("/content/batch")]) == 1
+    assert stackone.violations == []
+
+
 @pytest.mark.xfail(strict=True, reason=OVERLAP_OPEN)
 async def test_two_open_assignments_fail_then_pass_in_real_time_order_the_lms_gets_the_pass(
     make_settings: SettingsFactory,
