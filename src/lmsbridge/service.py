@@ -37,6 +37,7 @@ from lmsbridge.domain.sync import (
     assignment_body,
     completion_body,
     content_body,
+    later_same_title,
     replaces,
     same_completion,
     superseded_ids,
@@ -260,6 +261,9 @@ class Service:
         """Write the missing steps; the last write also marks the record synced and frees the lease."""
         record_id, account = view.record_id, view.account
         plan = plan_sync(view.state, view.synced, delete_superseded=self.delete_superseded)
+        if later_same_title(view.state, view.synced):
+            state = view.state
+            await self.content.mark_content(account, [(state.learning_object_ref, state.title, state.title_at)])
         if plan.done:
             attempt.changed = not await self.leases.release(
                 record_id, account, attempt.holder, synced=True, version=view.version

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lmsbridge.domain import AccountSync, Completion, Rank, RecordState, SyncStep, plan_sync
-from lmsbridge.domain.sync import assignment_body, completion_body, newer_title, same_completion
+from lmsbridge.domain.sync import assignment_body, completion_body, later_same_title, newer_title, same_completion
 
 ASSIGNED = RecordState(
     rank=Rank.ASSIGNED,
@@ -54,18 +54,22 @@ def test_nothing_left_means_done() -> None:
     assert plan_sync(ASSIGNED, AccountSync(True, True, None)).done
 
 
-def test_a_title_is_upserted_when_newer_by_its_time() -> None:
-    """A record whose title is newer than the one upserted (another text, or the same text at a later
-    time, which the upsert only notes) plans the upsert alone; an older title plans nothing."""
+def test_the_same_title_at_a_later_time_needs_no_upsert() -> None:
+    """A record whose title is the one upserted, carried by a later event (a training assigned again,
+    a progress event), plans nothing, its later time only to be noted; another, newer text plans
+    the upsert alone; an older one nothing."""
     at = ASSIGNED.assigned_at
     assert at is not None
     synced = AccountSync(True, True, content_title=ASSIGNED.title, content_title_at=at)
     later = replace(ASSIGNED, title_at=at + timedelta(days=365))
-    assert newer_title(later, synced)
-    assert plan_sync(later, synced).steps == (SyncStep.UPSERT_CONTENT,)
+    assert not newer_title(later, synced)
+    assert later_same_title(later, synced)
+    assert plan_sync(later, synced).done
     renamed = replace(later, title="SQL Injection 2.0")
+    assert not later_same_title(renamed, synced)
     assert plan_sync(renamed, synced).steps == (SyncStep.UPSERT_CONTENT,)
     assert plan_sync(replace(renamed, title_at=at - timedelta(days=1)), synced).done
+    assert not later_same_title(replace(later, title_at=at), synced)
 
 
 def test_bodies_use_spec_fields_and_formats() -> None:

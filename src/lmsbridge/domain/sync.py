@@ -104,10 +104,19 @@ def superseded_ids(synced: AccountSync, *, replacing: bool) -> tuple[str, ...]:
 
 
 def newer_title(state: RecordState, synced: AccountSync) -> bool:
-    """True when the record's title is newer than the one upserted on the account. The same text
-    at a later time counts: its upsert sends nothing but keeps the later time, so an older title
-    arriving after it (a rename since undone) is not sent."""
-    if not synced.content_known or synced.content_title is None:
+    """True when the record's title is another text, newer than the one upserted on the account.
+    The same text at a later time needs no write (a training assigned again, a progress event):
+    :func:`later_same_title`."""
+    if not synced.content_known or synced.content_title is None or state.title == synced.content_title:
+        return False
+    return title_key(state.title, state.title_at) > title_key(synced.content_title, synced.content_title_at)
+
+
+def later_same_title(state: RecordState, synced: AccountSync) -> bool:
+    """True when the record carries the title upserted on the account, at a later time: nothing is
+    written, but the later time is to be noted, or an older title arriving after it (a rename since
+    undone, on another person's record) would be taken for newer and sent."""
+    if not synced.content_known or synced.content_title is None or state.title != synced.content_title:
         return False
     return title_key(state.title, state.title_at) > title_key(synced.content_title, synced.content_title_at)
 
