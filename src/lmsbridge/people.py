@@ -2,7 +2,10 @@
 
 ``filter[email]`` is honoured by few LMSs, so every returned row's e-mail is checked. E-mails
 are compared by :func:`lmsbridge.domain.events.email_key` (case, Unicode form, invisible
-characters and an IDNA-encoded domain folded), as records are keyed.
+characters and an IDNA-encoded domain folded), as records are keyed. The filter is asked for the
+key; when it finds nobody for a non-ASCII key, it is asked again for the key's other
+:func:`~lmsbridge.domain.events.spellings` (domain ``xn--``-encoded, then decomposed), which a filter
+comparing exactly may hold: an ASCII key costs one call, as before.
 When an account is seen to ignore the filter, lmsbridge stops asking it and relies on a
 local directory of the account's users, filled by paging ``GET /unified/lms/users`` and
 refreshed with ``filter[updated_after]``. A person still unknown is parked, not dropped.
@@ -29,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from lmsbridge.domain.events import email_key
+from lmsbridge.domain.events import email_key, spellings
 from lmsbridge.errors import ParkRecord
 from lmsbridge.ports import AccountPort, DirectoryPort, StackOnePort, UserRow
 
@@ -149,6 +152,12 @@ class People:
 
     async def _by_filter(self, account: str, email: str, *, known: str) -> str | None:
         rows = await self._stackone.find_users_by_email(account, email)
+        # The filter may compare exactly, and a non-ASCII key is not how the platform and the LMS
+        # may both write the e-mail (domain xn--encoded, or decomposed): asked again so, on a miss.
+        for spelling in [] if rows else spellings(email):
+            rows = await self._stackone.find_users_by_email(account, spelling)
+            if rows:
+                break
         # Reversed: among users in the same state the first listed wins, as before.
         matches = [r for r in rows if _email_of(r) == email]
         match = _best_by_email(reversed(matches)).get(email, (None, False))[0]

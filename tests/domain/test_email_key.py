@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsbridge.domain.events import _DOTS, _INVISIBLE, _folded, email_key, rekeyed
+from lmsbridge.domain.events import _DOTS, _INVISIBLE, _folded, email_key, rekeyed, spellings
 
 SAME = [
     ("Jane.Smith@ACME.example", "jane.smith@acme.example"),
@@ -166,3 +166,31 @@ def test_rekeyed_names_the_stored_keys_that_change(stored: str, now: str | None)
     """Stored keys holding an ``xn--`` label IDNA 2003 refused, white space at an end, or a decoded
     ideographic full stop change; ASCII keys, keys already decoded and undecodable labels do not."""
     assert rekeyed(stored) == now
+
+
+@pytest.mark.parametrize(
+    ("key", "others"),
+    [
+        ("jane@acme.example", []),  # ASCII: the key is the only spelling, one filter call
+        ("hans@b\u00fccher.example", ["hans@xn--bcher-kva.example", "hans@bu\u0308cher.example"]),
+        ("jos\u00e9@acme.example", ["jose\u0301@acme.example"]),
+        (
+            "jos\u00e9@b\u00fccher.example",
+            ["jos\u00e9@xn--bcher-kva.example", "jose\u0301@bu\u0308cher.example", "jose\u0301@xn--bcher-kva.example"],
+        ),
+    ],
+    ids=ascii,
+)
+def test_a_non_ascii_key_has_the_spellings_an_lms_filter_may_hold(key: str, others: list[str]) -> None:
+    """Beside the key, an e-mail filter comparing exactly may hold the e-mail with its domain
+    ``xn--``-encoded or decomposed: those are the spellings, most likely first; an ASCII key has none."""
+    assert spellings(key) == others
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_EMAILS)
+def test_every_spelling_of_a_key_keys_to_it(written: str) -> None:
+    """A row found by any spelling is compared by ``email_key``: each spelling keys to the key it
+    was made from, and none is the key itself."""
+    key = email_key(written)
+    assert all(email_key(spelling) == key != spelling for spelling in spellings(key))

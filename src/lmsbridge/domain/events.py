@@ -92,6 +92,30 @@ def _folded(value: str) -> str:
     return f"{unicodedata.normalize('NFC', local.lower())}@{folded}".strip()
 
 
+def spellings(key: str) -> list[str]:
+    """How an LMS may hold the e-mail of ``key`` when not as the key itself, most likely first: the
+    domain ASCII-encoded (``hans@xn--bcher-kva.example`` for ``hans@bücher.example``), the key in
+    Unicode's decomposed form (NFD), then a decomposed local part at the encoded domain. At most
+    three; none for an ASCII key.
+
+    An LMS's e-mail filter may compare exactly, and the key (composed, the domain decoded) is not
+    how the platform and the LMS both wrote the e-mail when both wrote it encoded or decomposed.
+    """
+    if key.isascii():
+        return []
+    local, at, domain = key.rpartition("@")
+    found = [unicodedata.normalize("NFD", key)]
+    if at:
+        encoded = ".".join(label if label.isascii() else _ascii_label(label) for label in domain.split("."))
+        found = [f"{local}@{encoded}", *found, f"{unicodedata.normalize('NFD', local)}@{encoded}"]
+    return [spelling for spelling in dict.fromkeys(found) if spelling != key]
+
+
+def _ascii_label(label: str) -> str:
+    """A Unicode domain label as its ``xn--`` label (Punycode, as IDNA 2008 encodes it)."""
+    return "xn--" + label.encode("punycode").decode("ascii")
+
+
 def rekeyed(stored: str) -> str | None:
     """The key a key stored by an earlier :func:`email_key` has now, or None if it is unchanged.
 
