@@ -1,5 +1,6 @@
 """Revision 0008 merges each record 0005 kept apart under its old key into its twin (one person,
-one record), and 0005 no longer stops an upgrade on a key whose folded form outgrows its column."""
+one record) and re-keys the records and directory entries whose key ``email_key`` changed since
+0005; 0005 no longer stops an upgrade on a key whose folded form outgrows its column."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from lmsbridge.domain.events import email_key
-from lmsbridge.storage import create_engine
+from lmsbridge.storage import Repository, create_engine
 from lmsbridge.storage.migrate import upgrade
 from lmsbridge.storage.tables import accounts, content, directory, inbox, metadata, records, sync_state
 from tests.pipeline.conftest import ACCOUNT
+from tests.storage.conftest import event
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -24,6 +26,8 @@ REF = "exec:scenario:discovery-call"
 NFD = "jose\u0301@acme.example"  # what 0004 keyed "José" sent decomposed by
 NFC = "jos\u00e9@acme.example"  # as the LMS lists him, and as email_key keys both
 FULL = "jos\u00e9@\uff41cme.example"  # his domain's "a" full-width: a third key 0004 kept apart
+BOB_IDNA = "bob@xn--strae-oqa.de"  # straße.de encoded: IDNA 2003 refused it, so 0005 kept it as sent
+BOB = "bob@stra\u00dfe.de"  # its key since email_key decodes IDNA 2008 labels
 OTHER = "acc-other"
 # Every sync_state column 0004 has that a row may leave empty (one multi-row insert: same keys).
 NO_WRITE: dict[str, Any] = dict.fromkeys(
@@ -381,6 +385,174 @@ async def test_a_record_whose_folded_key_grows_past_320_characters_does_not_stop
                 ("migrate.keys_too_long", "records", 1),
                 ("migrate.keys_too_long", "directory", 1),
                 ("migrate.records_left_apart", None, 1),
+                ("migrate.keys_too_long", "directory", 1),  # 0008's own look at the directory
             ]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("spelled", [BOB, BOB_IDNA], ids=["decoded", "encoded"])
+async def test_a_record_under_a_key_that_changed_without_a_twin_takes_its_new_key_and_gets_the_next_event(
+    database_url: str, spelled: str
+) -> None:
+    """A record 0005 left under ``bob@xn--strae-oqa.de`` (IDNA 2003 refused the label), with no
+    twin, is under ``bob@straße.de`` after 0008, its sync row and inbox entry as they were; the
+    person's next event, whichever way his domain is spelled, updates that record: one record, not
+    a second one (and a second LMS assignment). Before, 0008 only named it in a warning."""
+    engine = await _at(database_url, "0007", [{**_record(1, BOB_IDNA), "source": "acme"}], [_sync(1)])
+    try:
+        if not database_url.startswith("sqlite"):  # the record was inserted with its id: a new one gets 2
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('records', 'id'), 1)"))
+        with capture_logs() as logs:
+            await upgrade(engine)
+        repo = Repository(engine)
+        try:
+            completed = event("after", "assignment.completed", emails=(spelled,))
+            [stored] = await repo.intake.ingest([(completed, completed.people)], {"acme": [ACCOUNT]})
+        finally:
+            await repo.close()  # disposes the engine's pool; the engine still connects
+        async with engine.connect() as conn:
+            rows = [(r.id, r.person_key, r.rank) for r in await conn.execute(sa.select(records))]
+            syncs = [(s.record_id, s.account) for s in await conn.execute(sa.select(sync_state))]
+        assert stored.record_ids == (1,)
+        assert rows == [(1, BOB, 3)]
+        assert syncs == [(1, ACCOUNT)]
+        assert [e["event"] for e in _warnings(logs)] == []
+    finally:
+        await engine.dispose()
+
+
+async def _directory_at_0007(url: str, entries: list[tuple[str, str, str]]) -> AsyncEngine:
+    """An engine on a database at 0007 whose directory holds (account, e-mail, user id) ``entries``."""
+    engine = create_engine(url)
+    await upgrade(engine, "0007")
+    async with engine.begin() as conn:
+        await conn.execute(
+            directory.insert(),
+            [{"account": a, "email": e, "user_id": u, "updated_at": T0} for a, e, u in entries],
+        )
+    return engine
+
+
+async def test_a_directory_entry_under_a_key_that_changed_is_found_by_its_new_key(database_url: str) -> None:
+    """Directory entries 0005 left under keys ``email_key`` now changes (an IDNA 2008 label, a
+    space an invisible character hid, a decoded ideographic full stop) are under their new keys
+    after 0008, so a lookup by the person's e-mail, however spelled, finds their LMS user; an ASCII
+    key and one already decoded stay as they were."""
+    entries = [
+        (ACCOUNT, BOB_IDNA, "u-bob"),
+        (ACCOUNT, " jane@acme.example", "u-jane"),  # "\ufeff jane@acme.example" as the LMS listed her
+        (ACCOUNT, "kenji@a\u3002b.example", "u-kenji"),
+        (ACCOUNT, "omar@acme.example", "u-omar"),
+        (ACCOUNT, "hans@b\u00fccher.example", "u-hans"),
+    ]
+    engine = await _directory_at_0007(database_url, entries)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            emails = {r.email: r.user_id for r in await conn.execute(sa.select(directory))}
+        repo = Repository(engine)
+        try:
+            found = [
+                await repo.directory.user_id(ACCOUNT, e)
+                for e in (BOB, BOB_IDNA, "\ufeff jane@acme.example", "jane@acme.example", "kenji@a.b.example")
+            ]
+        finally:
+            await repo.close()
+        assert emails == {
+            BOB: "u-bob",
+            "jane@acme.example": "u-jane",
+            "kenji@a.b.example": "u-kenji",
+            "omar@acme.example": "u-omar",
+            "hans@b\u00fccher.example": "u-hans",
+        }
+        assert found == ["u-bob", "u-bob", "u-jane", "u-jane", "u-kenji"]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_directory_entry_whose_new_key_its_account_holds_is_dropped(database_url: str) -> None:
+    """An entry whose new key another entry of its account already holds goes (the entry under the
+    new key, as a refresh since listed it, wins); the same old key in another account, where the new
+    key is free, is re-keyed there."""
+    entries = [
+        (ACCOUNT, BOB_IDNA, "u-bob-old"),
+        (ACCOUNT, BOB, "u-bob"),
+        (ACCOUNT, " jane@acme.example", "u-jane-old"),
+        (ACCOUNT, "jane@acme.example", "u-jane"),
+        (OTHER, BOB_IDNA, "u-bob-other"),
+    ]
+    engine = await _directory_at_0007(database_url, entries)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = sorted((r.account, r.email, r.user_id) for r in await conn.execute(sa.select(directory)))
+        assert rows == sorted(
+            [(ACCOUNT, BOB, "u-bob"), (ACCOUNT, "jane@acme.example", "u-jane"), (OTHER, BOB, "u-bob-other")]
+        )
+    finally:
+        await engine.dispose()
+
+
+async def test_0008_run_again_after_re_keying_changes_nothing(database_url: str) -> None:
+    """0008 run a second time (the database stamped back to 0007) after it re-keyed a record and
+    directory entries finds nothing left to re-key: every row stays as the first run left it, and
+    nothing is logged."""
+    engine = await _at(database_url, "0007", [_record(1, BOB_IDNA), _record(2, "jane@acme.example")], [_sync(1)])
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                directory.insert(),
+                [
+                    {"account": ACCOUNT, "email": e, "user_id": u, "updated_at": T0}
+                    for e, u in [(BOB_IDNA, "u-bob"), (" jane@acme.example", "u-jane"), ("jane@acme.example", "u-j")]
+                ],
+            )
+        await upgrade(engine)
+        once = await _tables(engine)
+        assert [r[3] for r in once["records"]] == [BOB, "jane@acme.example"]
+        assert [(r[1], r[2]) for r in once["directory"]] == [(BOB, "u-bob"), ("jane@acme.example", "u-j")]
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
+        with capture_logs() as logs:
+            await upgrade(engine)
+        assert await _head(engine) == "0008"
+        assert await _tables(engine) == once
+        assert [e["event"] for e in logs] == []
+    finally:
+        await engine.dispose()
+
+
+async def test_two_records_and_two_entries_whose_old_keys_change_to_one_key_end_as_one(database_url: str) -> None:
+    """Two records of one learning object under two old keys with the same new key (a decoded
+    ideographic and a full-width full stop), neither new key held: the first is re-keyed and the
+    second merged into it, one record remains; likewise two directory entries of one account (a
+    space before, a space after) leave one entry under the new key, the first in code point order."""
+    engine = await _at(
+        database_url,
+        "0007",
+        [_record(1, "kenji@a\u3002b.example"), _record(2, "kenji@a\uff0eb.example", passed=True, score=90.0, at=T0)],
+        [_sync(1), _sync(2)],
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                directory.insert(),
+                [
+                    {"account": ACCOUNT, "email": e, "user_id": u, "updated_at": T0}
+                    for e, u in [("jane@acme.example ", "u-after"), (" jane@acme.example", "u-before")]
+                ],
+            )
+        with capture_logs() as logs:
+            await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = [(r.id, r.person_key, r.score) for r in await conn.execute(sa.select(records))]
+            syncs = [s.record_id for s in await conn.execute(sa.select(sync_state))]
+            entries = [(r.email, r.user_id) for r in await conn.execute(sa.select(directory))]
+        assert rows == [(1, "kenji@a.b.example", 90.0)]
+        assert syncs == [1]
+        assert entries == [("jane@acme.example", "u-before")]
+        assert [e["merged_into"] for e in logs if e["event"] == "migrate.records_merged"] == [[[2, 1]]]
     finally:
         await engine.dispose()
