@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lmsbridge.runtime import Runtime
+from lmsbridge.settings import Settings
 from lmsbridge.testing.stackone import StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from tests.domain.test_cycles import OVERLAP_OPEN
@@ -38,8 +39,36 @@ def _deleted(stackone: StackOneStandIn) -> list[tuple[str, str | None]]:
     return [(c["body"]["result"]["value"], c["body"].get("completed_at")) for c in stackone.deleted_completions]
 
 
+def _assert_fail_deleted_both_passes_kept(stackone: StackOneStandIn) -> None:
+    """Only last year's Fail was deleted; last year's Pass and this year's are in the LMS."""
+    assert _deleted(stackone) == [("Fail", "2025-06-02T09:00:00.000Z")]
+    assert _rows(stackone) == [("Pass", 85.0, "2025-06-06T09:00:00.000Z"), ("Pass", 85.0, "2026-06-06T09:00:00.000Z")]
+    assert stackone.violations == []
+
+
+async def _jane_assigned(start_runtime: Start, sender_for: Sender, settings: Settings) -> tuple[Runtime, WebhookSender]:
+    """A runtime on ``settings`` that has written Jane's assignment of this year (her record synced)."""
+    runtime = await start_runtime(settings)
+    sender = sender_for(runtime)
+    await _post(sender, "assignment.created", exec_assignment("a1", EMAIL, created_at=THIS_YEAR), THIS_YEAR)
+    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    return runtime, sender
+
+
 def _completed(assignment_id: str, created: datetime, status: str, score: float) -> dict[str, Any]:
     return exec_assignment(assignment_id, EMAIL, status=status, best_score=score, created_at=created)
+
+
+async def _post_completed(
+    sender: WebhookSender, assignment_id: str, created: datetime, status: str, score: float, at: datetime, event_id: str
+) -> None:
+    """Send Exec's ``assignment.completed`` of one of Jane's assignments; it is accepted (202)."""
+    await _post(sender, "assignment.completed", _completed(assignment_id, created, status, score), at, event_id)
+
+
+async def _post(sender: WebhookSender, kind: str, assignment: dict[str, Any], at: datetime, event_id: str = "") -> None:
+    """Send one Exec event to the ``acme-sales`` source; it is accepted (202)."""
+    assert (await sender.post("acme-sales", exec_event(kind, assignment, at=at, event_id=event_id or None)))[0] == 202
 
 
 async def test_a_new_cycle_with_a_noted_superseded_fail_keeps_last_years_pass(
@@ -59,22 +88,14 @@ async def test_a_new_cycle_with_a_noted_superseded_fail_keeps_last_years_pass(
     try:
         sender = sender_for(first)
         created = exec_assignment("a1", EMAIL, created_at=LAST_YEAR)
-        assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=LAST_YEAR)))[0] == 202
-        fail = exec_event(
-            "assignment.completed",
-            _completed("a1", LAST_YEAR, "did_not_pass", 40.0),
-            at=LAST_YEAR + timedelta(days=1),
-            event_id="evt_fail_2025",
+        await _post(sender, "assignment.created", created, LAST_YEAR)
+        await _post_completed(
+            sender, "a1", LAST_YEAR, "did_not_pass", 40.0, LAST_YEAR + timedelta(days=1), "evt_fail_2025"
         )
-        assert (await sender.post("acme-sales", fail))[0] == 202
         assert await settled(first) == {ACCOUNT: {"synced": 1}}
-        retake = exec_event(
-            "assignment.completed",
-            _completed("a1", LAST_YEAR, "completed", 85.0),
-            at=LAST_YEAR + timedelta(days=5),
-            event_id="evt_pass_2025",
+        await _post_completed(
+            sender, "a1", LAST_YEAR, "completed", 85.0, LAST_YEAR + timedelta(days=5), "evt_pass_2025"
         )
-        assert (await sender.post("acme-sales", retake))[0] == 202
         assert await settled(first) == {ACCOUNT: {"synced": 1}}
     finally:
         await first.stop()
@@ -82,18 +103,10 @@ async def test_a_new_cycle_with_a_noted_superseded_fail_keeps_last_years_pass(
 
     second = await start_runtime(make_settings(stackone={"delete_superseded_completions": True}))
     sender = sender_for(second)
-    this_year = exec_event(
-        "assignment.completed",
-        _completed("a2", THIS_YEAR, "completed", 85.0),
-        at=THIS_YEAR + timedelta(days=5),
-        event_id="evt_pass_2026",
-    )
-    assert (await sender.post("acme-sales", this_year))[0] == 202
+    await _post_completed(sender, "a2", THIS_YEAR, "completed", 85.0, THIS_YEAR + timedelta(days=5), "evt_pass_2026")
     assert await settled(second) == {ACCOUNT: {"synced": 1}}
 
-    assert _deleted(stackone) == [("Fail", "2025-06-02T09:00:00.000Z")]
-    assert _rows(stackone) == [("Pass", 85.0, "2025-06-06T09:00:00.000Z"), ("Pass", 85.0, "2026-06-06T09:00:00.000Z")]
-    assert stackone.violations == []
+    _assert_fail_deleted_both_passes_kept(stackone)
 
 
 async def test_a_new_cycle_after_a_failed_delete_keeps_last_years_pass(
@@ -113,39 +126,19 @@ async def test_a_new_cycle_after_a_failed_delete_keeps_last_years_pass(
     )
     runtime = await start_runtime(settings)
     sender = sender_for(runtime)
-    fail = exec_event(
-        "assignment.completed",
-        _completed("a1", LAST_YEAR, "did_not_pass", 40.0),
-        at=LAST_YEAR + timedelta(days=1),
-        event_id="evt_fail_2025",
-    )
-    assert (await sender.post("acme-sales", fail))[0] == 202
+    await _post_completed(sender, "a1", LAST_YEAR, "did_not_pass", 40.0, LAST_YEAR + timedelta(days=1), "evt_fail_2025")
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     stackone.fail_next(503, method="DELETE", path_contains="/completions/")
-    retake = exec_event(
-        "assignment.completed",
-        _completed("a1", LAST_YEAR, "completed", 85.0),
-        at=LAST_YEAR + timedelta(days=5),
-        event_id="evt_pass_2025",
-    )
-    assert (await sender.post("acme-sales", retake))[0] == 202
+    await _post_completed(sender, "a1", LAST_YEAR, "completed", 85.0, LAST_YEAR + timedelta(days=5), "evt_pass_2025")
     for _ in range(100):
         if any(r.method == "DELETE" and r.status == 503 for r in stackone.requests):
             break
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the Fail's DELETE was never tried")
-    this_year = exec_event(
-        "assignment.completed",
-        _completed("a2", THIS_YEAR, "completed", 85.0),
-        at=THIS_YEAR + timedelta(days=5),
-        event_id="evt_pass_2026",
-    )
-    assert (await sender.post("acme-sales", this_year))[0] == 202
+    await _post_completed(sender, "a2", THIS_YEAR, "completed", 85.0, THIS_YEAR + timedelta(days=5), "evt_pass_2026")
     assert await settled(runtime, timeout=30.0) == {ACCOUNT: {"synced": 1}}
-    assert _deleted(stackone) == [("Fail", "2025-06-02T09:00:00.000Z")]
-    assert _rows(stackone) == [("Pass", 85.0, "2025-06-06T09:00:00.000Z"), ("Pass", 85.0, "2026-06-06T09:00:00.000Z")]
-    assert stackone.violations == []
+    _assert_fail_deleted_both_passes_kept(stackone)
 
 
 async def test_the_yearly_reassignment_of_a_completed_training_ends_synced(
@@ -162,15 +155,15 @@ async def test_the_yearly_reassignment_of_a_completed_training_ends_synced(
     runtime = await start_runtime(make_settings())
     sender = sender_for(runtime)
     created = exec_assignment("a1", EMAIL, created_at=LAST_YEAR)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=LAST_YEAR)))[0] == 202
+    await _post(sender, "assignment.created", created, LAST_YEAR)
     done = _completed("a1", LAST_YEAR, "completed", 85.0)
     at = LAST_YEAR + timedelta(days=5)
-    assert (await sender.post("acme-sales", exec_event("assignment.completed", done, at=at)))[0] == 202
+    await _post(sender, "assignment.completed", done, at)
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     requests_before = len(stackone.requests)
 
     again = exec_assignment("a2", EMAIL, created_at=THIS_YEAR)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", again, at=THIS_YEAR)))[0] == 202
+    await _post(sender, "assignment.created", again, THIS_YEAR)
     assert await settled(runtime, timeout=15.0) == {ACCOUNT: {"synced": 1}}
     assert [r for r in stackone.requests[requests_before:] if r.method != "GET"] == []
     assert len(stackone.assignments(ACCOUNT)) == 1
@@ -186,14 +179,10 @@ async def test_the_same_assignment_reported_again_later_ends_synced(
     same title) after the not-started one was written: assignments are never updated, so nothing
     is written and the record ends ``synced`` (it stayed pending until the sweeper)."""
     stackone.add_user(ACCOUNT, EMAIL)
-    runtime = await start_runtime(make_settings())
-    sender = sender_for(runtime)
-    created = exec_assignment("a1", EMAIL, created_at=THIS_YEAR)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=THIS_YEAR)))[0] == 202
-    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    runtime, sender = await _jane_assigned(start_runtime, sender_for, make_settings())
     begun = exec_assignment("a1", EMAIL, status="in_progress", created_at=THIS_YEAR)
     later = THIS_YEAR + timedelta(hours=2)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", begun, at=later)))[0] == 202
+    await _post(sender, "assignment.created", begun, later)
     assert await settled(runtime, timeout=15.0) == {ACCOUNT: {"synced": 1}}
     assert len(stackone.assignments(ACCOUNT)) == 1
 
@@ -208,14 +197,10 @@ async def test_a_rename_alone_is_upserted_and_ends_synced(
     is upserted with it, nothing else written, and the record ends ``synced`` with its lease given
     back (an upsert as a plan's only write left it pending until the sweeper)."""
     stackone.add_user(ACCOUNT, EMAIL)
-    runtime = await start_runtime(make_settings())
-    sender = sender_for(runtime)
-    created = exec_assignment("a1", EMAIL, created_at=THIS_YEAR)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=THIS_YEAR)))[0] == 202
-    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    runtime, sender = await _jane_assigned(start_runtime, sender_for, make_settings())
     renamed = exec_assignment("a1", EMAIL, status="in_progress", created_at=THIS_YEAR, name="Discovery Call 2.0")
     later = THIS_YEAR + timedelta(hours=2)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", renamed, at=later)))[0] == 202
+    await _post(sender, "assignment.created", renamed, later)
     assert await settled(runtime, timeout=15.0) == {ACCOUNT: {"synced": 1}}
     [content] = stackone.content(ACCOUNT).values()
     assert content["title"] == "Discovery Call 2.0"
@@ -235,18 +220,14 @@ async def test_a_title_seen_again_later_keeps_an_older_rename_out(
     seen later is remembered with its time though nothing is sent for it."""
     for email in (EMAIL, "omar@acme.example"):
         stackone.add_user(ACCOUNT, email)
-    runtime = await start_runtime(make_settings())
-    sender = sender_for(runtime)
-    created = exec_assignment("a1", EMAIL, created_at=THIS_YEAR)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", created, at=THIS_YEAR)))[0] == 202
-    assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
+    runtime, sender = await _jane_assigned(start_runtime, sender_for, make_settings())
     begun = exec_assignment("a1", EMAIL, status="in_progress", created_at=THIS_YEAR)
     later = THIS_YEAR + timedelta(days=2)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", begun, at=later)))[0] == 202
+    await _post(sender, "assignment.created", begun, later)
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     renamed = exec_assignment("a2", "omar@acme.example", created_at=THIS_YEAR, name="Discovery Call 2.0")
     between = THIS_YEAR + timedelta(days=1)
-    assert (await sender.post("acme-sales", exec_event("assignment.created", renamed, at=between)))[0] == 202
+    await _post(sender, "assignment.created", renamed, between)
     assert await settled(runtime) == {ACCOUNT: {"synced": 2}}
     [content] = stackone.content(ACCOUNT).values()
     assert content["title"] == "Discovery Call"
@@ -271,10 +252,10 @@ async def test_two_open_assignments_fail_then_pass_in_real_time_order_the_lms_ge
     runtime = await start_runtime(make_settings())
     sender = sender_for(runtime)
     failed = _completed("a2", THIS_YEAR, "did_not_pass", 40.0)
-    assert (await sender.post("acme-sales", exec_event("assignment.completed", failed, at=failed_at)))[0] == 202
+    await _post(sender, "assignment.completed", failed, failed_at)
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     passed = _completed("a1", program, "completed", 85.0)
-    assert (await sender.post("acme-sales", exec_event("assignment.completed", passed, at=passed_at)))[0] == 202
+    await _post(sender, "assignment.completed", passed, passed_at)
     assert await settled(runtime) == {ACCOUNT: {"synced": 1}}
     assert _rows(stackone) == [("Fail", 40.0, "2026-06-03T09:00:00.000Z"), ("Pass", 85.0, "2026-06-10T09:00:00.000Z")]
     assert stackone.violations == []
