@@ -265,9 +265,7 @@ class Service:
             state = view.state
             await self.content.mark_content(account, [(state.learning_object_ref, state.title, state.title_at)])
         if plan.done:
-            attempt.changed = not await self.leases.release(
-                record_id, account, attempt.holder, synced=True, version=view.version
-            )
+            await self._release_synced(view, attempt)
             return Synced(record_id, account)
         user_id = await self.people.resolve(account, view.state.email)
         calls = 0
@@ -290,6 +288,13 @@ class Service:
             index += 1
         return Synced(record_id, account, plan.steps, calls)
 
+    async def _release_synced(self, view: SyncView, attempt: _Attempt) -> None:
+        """Give the lease back with the row marked synced, if the record is still the version planned
+        from; a newer one leaves it pending and ``attempt.changed`` set (the caller writes the rest)."""
+        attempt.changed = not await self.leases.release(
+            view.record_id, view.account, attempt.holder, synced=True, version=view.version
+        )
+
     async def _perform(self, view: SyncView, step: SyncStep, user_id: str, attempt: _Attempt, *, last: bool) -> int:
         """One write. A create is preceded by its write-ahead intent, so a crash at any point
         (SIGKILL mid-request, a timeout, a 408) leaves the step marked: the next sync of the
@@ -299,9 +304,7 @@ class Service:
         if step is SyncStep.UPSERT_CONTENT:
             calls = await self._upsert_content(account, state)
             if last:  # a new title alone: nothing else marks the row synced or gives its lease back
-                attempt.changed = not await self.leases.release(
-                    rid, account, attempt.holder, synced=True, version=view.version
-                )
+                await self._release_synced(view, attempt)
             return calls
         if step is SyncStep.DELETE_SUPERSEDED:
             return await self._delete_superseded(view, user_id, attempt, last=last)

@@ -73,7 +73,7 @@ def plan_sync(state: RecordState, synced: AccountSync, *, delete_superseded: boo
         steps.append(SyncStep.CREATE_ASSIGNMENT)
     if needs_completion:
         steps.append(SyncStep.CREATE_COMPLETION)
-    if delete_superseded and superseded_ids(synced, replacing=replaces(state, synced)):
+    if delete_superseded and superseded_ids(synced, replacing=needs_completion and not _adds_a_cycle(state, synced)):
         steps.append(SyncStep.DELETE_SUPERSEDED)
     return SyncPlan(tuple(steps))
 
@@ -89,10 +89,13 @@ def replaces(state: RecordState, synced: AccountSync) -> bool:
     """True when writing the record's completion replaces the one written on the account (a retake):
     it is to be written and is not a :func:`~lmsbridge.domain.records.new_cycle` of it. A new
     cycle's completion adds to the written one, which stays the earlier cycle's: never superseded."""
-    if not needs_completion_write(state, synced):
-        return False
+    return needs_completion_write(state, synced) and not _adds_a_cycle(state, synced)
+
+
+def _adds_a_cycle(state: RecordState, synced: AccountSync) -> bool:
+    """True when the record's completion is a :func:`~lmsbridge.domain.records.new_cycle` of the written one."""
     completion = completion_of(state)
-    return not (completion is not None and synced.completion is not None and new_cycle(completion, synced.completion))
+    return completion is not None and synced.completion is not None and new_cycle(completion, synced.completion)
 
 
 def superseded_ids(synced: AccountSync, *, replacing: bool) -> tuple[str, ...]:
