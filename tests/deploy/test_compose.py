@@ -213,3 +213,16 @@ def test_the_image_command_with_a_missing_settings_file_fails_with_one_line(tmp_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert str(missing) in lines[0], result.stderr
+
+
+def test_compose_mounts_a_rabbitmq_config_that_rabbitmq_reads() -> None:
+    """RabbitMQ's service mounts deploy/rabbitmq/advanced.config read-only where RabbitMQ reads it, and the
+    running RabbitMQ parses the file to the dead-letter worker's 20 s timeout (180 s by default: retries
+    held after a restart, README "Shutdown and restarts")."""
+    rabbitmq = _compose({})["services"]["rabbitmq"]
+    assert "./rabbitmq/advanced.config:/etc/rabbitmq/advanced.config:ro" in rabbitmq["volumes"]
+    path = DEPLOY / "rabbitmq" / "advanced.config"
+    parsed = subprocess.run(
+        ["rabbitmqctl", "eval", f'file:consult("{path}").'], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert parsed.split() == ["{ok,[[{rabbit,[{dead_letter_worker_publisher_confirm_timeout,20000}]}]]}"]
