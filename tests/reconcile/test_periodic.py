@@ -7,12 +7,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
+from lmsbridge.broker import Broker
+from lmsbridge.broker.codec import SyncTask
+from lmsbridge.metrics import Metrics
 from lmsbridge.ops import gather_status
 from lmsbridge.reconcile import periodic
+from lmsbridge.reconcile.lms import pass_name
 from lmsbridge.runtime import Runtime
+from lmsbridge.stackone.ratelimit import RateLimiter
 from lmsbridge.storage import create_engine
+from lmsbridge.storage.migrate import upgrade
 from lmsbridge.storage.reconcile import ReconcileStore
 from lmsbridge.testing.exec import ExecStandIn
 from lmsbridge.testing.limeplate import LimeplateStandIn
@@ -149,3 +157,55 @@ async def test_a_worker_runs_its_first_round_soon_after_it_starts(
     while exec_api.list_calls == 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert exec_api.list_calls == 1
+
+
+async def test_an_account_with_a_backlog_is_checked_once_it_has_drained(
+    reconcile_settings: Callable[..., Any], stackone: StackOneStandIn
+) -> None:
+    """With more ready sync tasks on the account's queue than the backlog limit (2 here), a round
+    reads nothing from its LMS and records no pass for it (``reconcile.lms_deferred``, with the
+    depth); the account stays due, and once the queue is down to the limit the next round checks it."""
+    settings = reconcile_settings(reconcile={"interval": 3600.0})
+    engine = create_engine(settings.database_url.get_secret_value())
+    await upgrade(engine)
+    store = ReconcileStore(engine)
+    broker = Broker(
+        settings.amqp_url.get_secret_value(),
+        settings.broker,
+        settings.accounts(),
+        name="test",
+        sources=list(settings.sources),
+    )
+    session = aiohttp.ClientSession()
+
+    def listed() -> list[str]:
+        return [r.path for r in stackone.requests if r.method == "GET" and r.path.startswith("/unified/lms/")]
+
+    async def round_(owner: str) -> bool:
+        limiter = RateLimiter(600_000)
+        return await periodic.reconcile_round(settings, store, broker, session, Metrics(), limiter, owner, backlog=2)
+
+    try:
+        await broker.start(wait=10)
+        for record_id in (1, 2, 3):
+            await broker.publish_sync(SyncTask(record_id, ACCOUNT), correlation_id="c", received_at=time.time())
+        with capture_logs() as logs:
+            assert await round_("w1")
+        assert listed() == []
+        [deferred] = [e for e in logs if e["event"] == "reconcile.lms_deferred"]
+        assert (deferred["account"], deferred["ready"], deferred["above"]) == (ACCOUNT, 3, 2)
+        assert pass_name(ACCOUNT) not in {p.source for p in await store.passes()}
+
+        channel = await broker.channel()
+        queue = await channel.declare_queue(broker.topology.names.sync(ACCOUNT), passive=True)  # type: ignore[union-attr]
+        taken = await queue.get(timeout=5)
+        await taken.ack()
+        await channel.close()
+        assert await round_("w1")
+        assert sorted(set(listed())) == ["/unified/lms/assignments", "/unified/lms/completions"]
+        assert pass_name(ACCOUNT) in {p.source for p in await store.passes()}
+    finally:
+        await session.close()
+        await broker.close()
+        await store.close()
+        await engine.dispose()

@@ -261,16 +261,20 @@ class Broker:
     async def queued_syncs(self, accounts: Iterable[str]) -> set[str]:
         """Those of ``accounts`` whose sync queue holds messages ready for a consumer;
         BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
+        return {account for account, ready in (await self.sync_depths(accounts)).items() if ready}
+
+    async def sync_depths(self, accounts: Iterable[str]) -> dict[str, int]:
+        """How many messages each of ``accounts``' sync queues holds ready for a consumer;
+        BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
         names = self._require().names
         try:
             channel = await self.channel()
             try:
-                queued = set()
+                depths = {}
                 for account in sorted(accounts):
                     queue = await channel.declare_queue(names.sync(account), passive=True)
-                    if queue.declaration_result.message_count:
-                        queued.add(account)
-                return queued
+                    depths[account] = int(queue.declaration_result.message_count or 0)
+                return depths
             finally:
                 if not channel.is_closed:
                     await channel.close()

@@ -7,7 +7,11 @@ others skip the round. Only what is due is passed over: a source or an account w
 for a later round, so N workers make one pass per interval, not N, and a pass of one source by
 hand does not put off the others. A worker's first round comes :data:`FIRST_ROUND_AFTER` after
 it starts (or an interval, if shorter), later ones when the next source or account is due: a
-fleet restarted more often than every interval still reconciles. What the
+fleet restarted more often than every interval still reconciles. An account whose sync queue
+holds more than :data:`LMS_BACKLOG` ready tasks is not checked that round (``reconcile.lms_deferred``)
+and stays due: its LMS is about to change under the pass, whose reads would take the rate limit's
+share from the writes draining the backlog, and whose index of every row there (about 350 bytes a
+record) would come on top of the worker's memory while it drains. What the
 pass finds is queued like any webhook (and any sync), so the running consumers do the
 writes, within the rate limit: the LMS reads take a
 :class:`~lmsbridge.stackone.ratelimit.SubBudget` of the key's budget, shared with every worker.
@@ -41,6 +45,8 @@ FIRST_ROUND_AFTER = 60.0
 """Seconds from a worker's start to its first round (the worker settles first)."""
 DUE_AFTER = 0.9
 """A source or account is due once its last pass started this share of an interval ago."""
+LMS_BACKLOG = 1000
+"""Ready sync tasks above which an account's LMS check waits for a later round."""
 
 
 async def reconcile_periodically(
@@ -104,9 +110,12 @@ async def reconcile_round(
     metrics: Metrics,
     limiter: Budget,
     owner: str,
+    *,
+    backlog: int = LMS_BACKLOG,
 ) -> bool:
     """One round if this worker gets the lease: the platforms, then the LMS accounts, that are due
-    (see the module's docstring). False when skipped: the lease elsewhere, or nothing due."""
+    (see the module's docstring; ``backlog``: :data:`LMS_BACKLOG`). False when skipped: the lease
+    elsewhere, or nothing due."""
     lease = settings.reconcile.lease_seconds
     now = time.time()
     if not await store.take_lease(LEASE, owner, now, lease):
@@ -123,6 +132,8 @@ async def reconcile_round(
         if sources:
             chosen = readable_sources(settings, sources)
             await platform_pass(settings, chosen, store=store, publisher=publisher, session=session, metrics=metrics)
+        if accounts and isinstance(publisher, Broker):
+            accounts = await _not_backlogged(publisher, accounts, backlog)
         if accounts and isinstance(publisher, Broker):
             calls = [0]
 
@@ -151,6 +162,15 @@ async def reconcile_round(
         with contextlib.suppress(LmsbridgeError):
             await store.release_lease(LEASE, owner)
     return True
+
+
+async def _not_backlogged(broker: Broker, accounts: list[str], backlog: int) -> list[str]:
+    """``accounts`` less those whose sync queue holds more than ``backlog`` ready tasks (each logged)."""
+    depths = await broker.sync_depths(accounts)
+    for account in accounts:
+        if depths[account] > backlog:
+            log.info("reconcile.lms_deferred", account=account, ready=depths[account], above=backlog)
+    return [account for account in accounts if depths[account] <= backlog]
 
 
 async def _renew(store: ReconcileStore, owner: str, lease: float) -> None:
