@@ -7,11 +7,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aio_pika
 import aiohttp
 import pytest
+from aio_pika.abc import AbstractChannel
 from structlog.testing import capture_logs
 
-from lmsbridge.broker import Broker
+from lmsbridge.broker import Broker, Names
 from lmsbridge.broker.codec import SyncTask
 from lmsbridge.metrics import Metrics
 from lmsbridge.ops import gather_status
@@ -162,9 +164,10 @@ async def test_a_worker_runs_its_first_round_soon_after_it_starts(
 async def test_an_account_with_a_backlog_is_checked_once_it_has_drained(
     reconcile_settings: Callable[..., Any], stackone: StackOneStandIn
 ) -> None:
-    """With more ready sync tasks on the account's queue than the backlog limit (2 here), a round
-    reads nothing from its LMS and records no pass for it (``reconcile.lms_deferred``, with the
-    depth); the account stays due, and once the queue is down to the limit the next round checks it."""
+    """With more messages ready for an account than the backlog limit (2 here: sync tasks in its
+    queue, events at the intake of a source pushing to it), a round reads nothing from its LMS and
+    records no pass for it (``reconcile.lms_deferred``, with the count); the account stays due, and
+    once the count is down to the limit the next round checks it."""
     settings = reconcile_settings(reconcile={"interval": 3600.0})
     engine = create_engine(settings.database_url.get_secret_value())
     await upgrade(engine)
@@ -196,10 +199,19 @@ async def test_an_account_with_a_backlog_is_checked_once_it_has_drained(
         assert (deferred["account"], deferred["ready"], deferred["above"]) == (ACCOUNT, 3, 2)
         assert pass_name(ACCOUNT) not in {p.source for p in await store.passes()}
 
+        # Down to the limit in its sync queue, but an event waiting at the intake of a source that
+        # pushes to it: still three messages ready for it, still deferred.
+        source = next(name for name, src in settings.sources.items() if ACCOUNT in src.accounts)
+        names = Names(settings.broker.prefix)
         channel = await broker.channel()
-        queue = await channel.declare_queue(broker.topology.names.sync(ACCOUNT), passive=True)  # type: ignore[union-attr]
-        taken = await queue.get(timeout=5)
-        await taken.ack()
+        await take_one(channel, names.sync(ACCOUNT))
+        await channel.default_exchange.publish(aio_pika.Message(b"{}"), names.intake(source))
+        with capture_logs() as logs:
+            assert await round_("w1")
+        assert listed() == []
+        assert [(e["account"], e["ready"]) for e in logs if e["event"] == "reconcile.lms_deferred"] == [(ACCOUNT, 3)]
+
+        await take_one(channel, names.intake(source))
         await channel.close()
         assert await round_("w1")
         assert sorted(set(listed())) == ["/unified/lms/assignments", "/unified/lms/completions"]
@@ -209,3 +221,10 @@ async def test_an_account_with_a_backlog_is_checked_once_it_has_drained(
         await broker.close()
         await store.close()
         await engine.dispose()
+
+
+async def take_one(channel: AbstractChannel, queue_name: str) -> None:
+    """Take one message off ``queue_name`` (acknowledged)."""
+    queue = await channel.declare_queue(queue_name, passive=True)
+    message = await queue.get(timeout=5)
+    await message.ack()

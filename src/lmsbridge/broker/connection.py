@@ -267,19 +267,26 @@ class Broker:
         """How many messages each of ``accounts``' sync queues holds ready for a consumer;
         BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
         names = self._require().names
+        depths = await self.depths({account: names.sync(account) for account in accounts})
+        return depths
+
+    async def depths(self, queues: dict[str, str]) -> dict[str, int]:
+        """How many messages each queue holds ready for a consumer, by the key given for its name;
+        BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
+        self._require()
         try:
             channel = await self.channel()
             try:
                 depths = {}
-                for account in sorted(accounts):
-                    queue = await channel.declare_queue(names.sync(account), passive=True)
-                    depths[account] = int(queue.declaration_result.message_count or 0)
+                for key, name in sorted(queues.items()):
+                    queue = await channel.declare_queue(name, passive=True)
+                    depths[key] = int(queue.declaration_result.message_count or 0)
                 return depths
             finally:
                 if not channel.is_closed:
                     await channel.close()
         except BROKER_FAULTS as exc:
-            raise BrokerUnavailable(f"RabbitMQ: reading the sync queues' depths: {type(exc).__name__}") from exc
+            raise BrokerUnavailable(f"RabbitMQ: reading queue depths: {type(exc).__name__}") from exc
 
     async def _consuming_connection(self) -> AbstractRobustConnection:
         """A consumers' connection with room for another channel (robust: once made, it reconnects

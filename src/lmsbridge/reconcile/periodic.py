@@ -7,8 +7,9 @@ others skip the round. Only what is due is passed over: a source or an account w
 for a later round, so N workers make one pass per interval, not N, and a pass of one source by
 hand does not put off the others. A worker's first round comes :data:`FIRST_ROUND_AFTER` after
 it starts (or an interval, if shorter), later ones when the next source or account is due: a
-fleet restarted more often than every interval still reconciles. An account whose sync queue
-holds more than :data:`LMS_BACKLOG` ready tasks is not checked that round (``reconcile.lms_deferred``)
+fleet restarted more often than every interval still reconciles. An account with more than
+:data:`LMS_BACKLOG` messages ready for it (in its sync queue, and in the intake queues of the
+sources that push to it) is not checked that round (``reconcile.lms_deferred``)
 and stays due: its LMS is about to change under the pass, whose reads would take the rate limit's
 share from the writes draining the backlog, and whose index of every row there (about 350 bytes a
 record) would come on top of the worker's memory while it drains. What the
@@ -28,7 +29,7 @@ import uuid
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lmsbridge.broker import Broker, BrokerSyncQueue
+from lmsbridge.broker import Broker, BrokerSyncQueue, Names
 from lmsbridge.errors import ConfigError, LmsbridgeError
 from lmsbridge.logs import get_logger
 from lmsbridge.metrics import Metrics
@@ -133,7 +134,7 @@ async def reconcile_round(
             chosen = readable_sources(settings, sources)
             await platform_pass(settings, chosen, store=store, publisher=publisher, session=session, metrics=metrics)
         if accounts and isinstance(publisher, Broker):
-            accounts = await _not_backlogged(publisher, accounts, backlog)
+            accounts = await _not_backlogged(settings, publisher, accounts, backlog)
         if accounts and isinstance(publisher, Broker):
             calls = [0]
 
@@ -164,13 +165,22 @@ async def reconcile_round(
     return True
 
 
-async def _not_backlogged(broker: Broker, accounts: list[str], backlog: int) -> list[str]:
-    """``accounts`` less those whose sync queue holds more than ``backlog`` ready tasks (each logged)."""
-    depths = await broker.sync_depths(accounts)
+async def _not_backlogged(settings: Settings, broker: Broker, accounts: list[str], backlog: int) -> list[str]:
+    """``accounts`` less those with more than ``backlog`` messages ready for them (each logged): in
+    their sync queue, and in the intake queues of the sources that push to them."""
+    names = Names(settings.broker.prefix)
+    queues = {f"sync {a}": names.sync(a) for a in accounts}
+    queues.update({f"intake {s}": names.intake(s) for s in broker.sources})
+    depths = await broker.depths(queues)
+    kept = []
     for account in accounts:
-        if depths[account] > backlog:
-            log.info("reconcile.lms_deferred", account=account, ready=depths[account], above=backlog)
-    return [account for account in accounts if depths[account] <= backlog]
+        feeding = [s for s, src in settings.sources.items() if account in src.accounts and s in broker.sources]
+        ready = depths[f"sync {account}"] + sum(depths[f"intake {s}"] for s in feeding)
+        if ready > backlog:
+            log.info("reconcile.lms_deferred", account=account, ready=ready, above=backlog)
+        else:
+            kept.append(account)
+    return kept
 
 
 async def _renew(store: ReconcileStore, owner: str, lease: float) -> None:
