@@ -267,8 +267,7 @@ class Broker:
         """How many messages each of ``accounts``' sync queues holds ready for a consumer;
         BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
         names = self._require().names
-        depths = await self.depths({account: names.sync(account) for account in accounts})
-        return depths
+        return await self.depths({account: names.sync(account) for account in accounts})
 
     async def depths(self, queues: dict[str, str]) -> dict[str, int]:
         """How many messages each queue holds ready for a consumer, by the key given for its name;

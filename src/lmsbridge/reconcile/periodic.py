@@ -9,11 +9,11 @@ hand does not put off the others. A worker's first round comes :data:`FIRST_ROUN
 it starts (or an interval, if shorter), later ones when the next source or account is due: a
 fleet restarted more often than every interval still reconciles. An account with more than
 :data:`LMS_BACKLOG` messages ready for it (in its sync queue, and in the intake queues of the
-sources that push to it) is not checked that round (``reconcile.lms_deferred``)
-and stays due: its LMS is about to change under the pass, whose reads would take the rate limit's
-share from the writes draining the backlog, and whose index of every row there (about 350 bytes a
-record) would come on top of the worker's memory while it drains. What the
-pass finds is queued like any webhook (and any sync), so the running consumers do the
+sources that push to it) is not checked that round (``reconcile.lms_deferred``) and stays due:
+its LMS is about to change under the pass, whose reads would take the rate limit's share from
+the writes draining the backlog, and whose index of every row there (about 350 bytes a record)
+would come on top of the worker's memory while it drains. What the pass finds is queued like any
+webhook (and any sync), so the running consumers do the
 writes, within the rate limit: the LMS reads take a
 :class:`~lmsbridge.stackone.ratelimit.SubBudget` of the key's budget, shared with every worker.
 """
@@ -47,7 +47,8 @@ FIRST_ROUND_AFTER = 60.0
 DUE_AFTER = 0.9
 """A source or account is due once its last pass started this share of an interval ago."""
 LMS_BACKLOG = 1000
-"""Ready sync tasks above which an account's LMS check waits for a later round."""
+"""Messages ready for an account (its sync tasks, and the events at its sources' intake) above
+which its LMS check waits for a later round."""
 
 
 async def reconcile_periodically(
@@ -135,7 +136,7 @@ async def reconcile_round(
             await platform_pass(settings, chosen, store=store, publisher=publisher, session=session, metrics=metrics)
         if accounts and isinstance(publisher, Broker):
             accounts = await _not_backlogged(settings, publisher, accounts, backlog)
-        if accounts and isinstance(publisher, Broker):
+        if accounts and isinstance(publisher, Broker):  # none left when every one was backlogged
             calls = [0]
 
             def count(*_: object) -> None:
