@@ -571,11 +571,11 @@ async def quiet(
     seen = -1
     rows: dict[str, int] = {}
     depths: dict[str, int] = {}
-    while time.monotonic() < deadline or (not extended and held_for_dead_lettering(prefix)):
+    while time.monotonic() < deadline or (not extended and (held := held_for_dead_lettering(prefix))):
         if time.monotonic() >= deadline:
             extended = True
             deadline = time.monotonic() + dead_letter_resend_seconds() + 30.0
-            print(f"held for dead-lettering at {timeout:.0f}s: {held_for_dead_lettering(prefix)}; waiting longer")
+            print(f"held for dead-lettering at {timeout:.0f}s: {held}; waiting longer")
         cluster.alive()
         rows = await sync_rows(database_url)
         depths = await queue_depths(amqp_url, prefix, accounts_of)

@@ -261,13 +261,9 @@ class Broker:
     async def queued_syncs(self, accounts: Iterable[str]) -> set[str]:
         """Those of ``accounts`` whose sync queue holds messages ready for a consumer;
         BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
-        return {account for account, ready in (await self.sync_depths(accounts)).items() if ready}
-
-    async def sync_depths(self, accounts: Iterable[str]) -> dict[str, int]:
-        """How many messages each of ``accounts``' sync queues holds ready for a consumer;
-        BrokerUnavailable when RabbitMQ cannot say (a queue deleted by hand closes the channel)."""
         names = self._require().names
-        return await self.depths({account: names.sync(account) for account in accounts})
+        depths = await self.depths({account: names.sync(account) for account in accounts})
+        return {account for account, ready in depths.items() if ready}
 
     async def depths(self, queues: dict[str, str]) -> dict[str, int]:
         """How many messages each queue holds ready for a consumer, by the key given for its name;
