@@ -433,6 +433,7 @@ def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path,
     schema and `lmsbridge migrate`, not a driver error; a schema newer than this version is named as such."""
     config = str(write_config(tmp_path, amqp_url, "schemax"))
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    sqlite3.connect(tmp_path / "db.sqlite").close()  # an empty database
     for command in (["status"], ["reconcile", "--lms", "--dry-run"]):
         result = lmsbridge("--config", config, *command)
         assert result.returncode == 1, result.stderr
@@ -450,6 +451,25 @@ def test_commands_that_read_the_database_say_to_migrate_it_first(tmp_path: Path,
         f"lmsbridge: the database is at revision 0099, newer than this lmsbridge (newest it knows: {head}): "
         "run the newer version"
     )
+
+
+def test_commands_that_read_the_database_create_no_sqlite_file(tmp_path: Path, amqp_url: str) -> None:
+    """`status`, `reconcile` and `reconcile --lms` run where `database_url`'s relative SQLite file is
+    not (another directory) exit 1 with one line naming the absolute path and `lmsbridge migrate`,
+    and leave no file behind (before: each created an empty database there, and said to migrate it)."""
+    platform = 'api_base_url = "http://127.0.0.1:9"\napi_key = "platform-key"'
+    config = str(write_config(tmp_path, amqp_url, "nofile", extra=platform))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"LMSBRIDGE_DATABASE_URL": "sqlite+aiosqlite:///relative.db"}
+    for command in (["status"], ["reconcile", "--dry-run"], ["reconcile", "--lms", "--dry-run"]):
+        result = lmsbridge("--config", config, *command, env=env, cwd=elsewhere)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"lmsbridge: database: the SQLite file {elsewhere / 'relative.db'} does not exist: "
+            "run 'lmsbridge migrate' to create it, or set database_url to the worker's"
+        )
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_database_a_newer_lmsbridge_migrated_is_named_by_migrate_worker_and_check(

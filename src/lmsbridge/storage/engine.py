@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 READ_ONLY = "lmsbridge_read_only"
@@ -30,14 +30,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def missing_sqlite_file(url: str) -> Path | None:
-    """The file a SQLite ``url`` names when it does not exist (SQLite would create it, empty, on the
-    first connection); None when it exists, or ``url`` names no such file (another database, an
-    in-memory one, a ``file:`` URI)."""
+def missing_sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite ``url`` names, made absolute, when it does not exist (SQLite would create
+    it, empty, on the first connection); None when it exists, or ``url`` names no such file (another
+    database, an in-memory one, a ``file:`` URI)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri") or parsed.database in (None, "", ":memory:"):
         return None
-    path = Path(parsed.database)
+    path = Path(parsed.database).absolute()
     return None if path.exists() else path
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lmsbridge.errors import InfrastructureFault
 from lmsbridge.logs import get_logger
+from lmsbridge.storage.engine import missing_sqlite_file
 from lmsbridge.storage.shared import fault_name, sqlstate
 
 if TYPE_CHECKING:
@@ -233,7 +234,15 @@ def newer_schema(revision: str) -> str:
 async def require_current_schema(engine: AsyncEngine) -> None:
     """For the commands that read the database (``status``, ``reconcile``): a schema not at the
     newest revision is an :class:`InfrastructureFault` saying what to do, instead of the driver's
-    "no such table" inside the first query. A database that cannot be reached is left to that query."""
+    "no such table" inside the first query. So is a SQLite file that does not exist (a relative
+    ``database_url`` read from another directory): connecting would create it, empty, where the
+    operator stood. A database that cannot be reached is left to that query."""
+    missing = missing_sqlite_file(engine.url)
+    if missing is not None:
+        raise InfrastructureFault(
+            f"database: the SQLite file {missing} does not exist: run 'lmsbridge migrate' to create it, "
+            "or set database_url to the worker's"
+        )
     try:
         current = await _recorded(engine)
     except (SQLAlchemyError, OSError):
