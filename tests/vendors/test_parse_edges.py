@@ -128,6 +128,44 @@ def test_an_epoch_due_date_is_read_as_seconds_unless_it_can_only_be_milliseconds
     assert got.due_date == due
 
 
+@pytest.mark.parametrize("platform", ["exec", "limeplate"])
+@pytest.mark.parametrize(
+    ("sent", "due"),
+    [
+        ("2026-06-12", datetime(2026, 6, 12, 23, 59, 59, tzinfo=UTC)),
+        ("2026-06-12T00:00:00Z", datetime(2026, 6, 12, tzinfo=UTC)),  # a time named is kept as sent
+        ("2026-06-12T09:30:00+02:00", datetime(2026, 6, 12, 7, 30, tzinfo=UTC)),
+    ],
+    ids=["date", "midnight-named", "with-zone"],
+)
+def test_a_due_date_without_a_time_is_due_at_the_end_of_that_day(platform: str, sent: str, due: datetime) -> None:
+    """A deadline sent as a date alone is due at 23:59:59 UTC that day, as the platforms' own
+    deadlines end (spec 003), not at its first second: read as midnight, the LMS showed it due a day
+    early. A deadline with a time keeps that time."""
+    if platform == "exec":
+        body = exec_event("assignment.created", {**exec_assignment("ea-1", "jane@acme.example"), "due_date": sent})
+    else:
+        body = limeplate_completed({**limeplate_assignment("lp-1"), "deadline": sent}, "jane@acme.example")
+    got = parse(platform, body)
+    assert isinstance(got, AssignmentEvent)
+    assert got.due_date == due
+
+
+@pytest.mark.parametrize("platform", ["exec", "limeplate"])
+def test_a_due_date_naming_a_day_that_does_not_exist_is_refused_with_its_path(platform: str) -> None:
+    """``2026-02-30`` is a 422 naming the deadline's path, not a deadline moved to another day."""
+    if platform == "exec":
+        assignment = {**exec_assignment("ea-1", "jane@acme.example"), "due_date": "2026-02-30"}
+        body = exec_event("assignment.created", assignment)
+        path = "data.due_date"
+    else:
+        body = limeplate_completed({**limeplate_assignment("lp-1"), "deadline": "2026-02-30"}, "jane@acme.example")
+        path = "data.assignment.deadline"
+    with pytest.raises(UnusableBody) as refused:
+        parse(platform, body)
+    assert refused.value.path == path
+
+
 # --- arbitrary input --------------------------------------------------------------------------
 
 json_values = st.recursive(

@@ -62,6 +62,24 @@ UtcDatetime = Annotated[datetime, BeforeValidator(_epoch), AfterValidator(_aware
 """A timestamp; one without a zone is taken as UTC; it must still exist once converted to UTC; an
 epoch number is seconds, or milliseconds from :data:`MILLISECONDS_FROM`."""
 
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+
+
+def _deadline(value: Any) -> Any:
+    """A date alone (``"2026-06-12"``) as the end of that day in UTC, ``23:59:59Z``: the platforms'
+    own deadlines end their day so (spec 003's examples), and due on that date means until it ends.
+    Read as a timestamp (pydantic's way), it was midnight at the day's start, a day early in the LMS."""
+    if isinstance(value, str) and (day := _DATE.fullmatch(value)):
+        try:
+            return datetime(int(day[1]), int(day[2]), int(day[3]), 23, 59, 59, tzinfo=UTC)
+        except ValueError:
+            return value  # no such day: pydantic's own message says so
+    return _epoch(value)
+
+
+UtcDeadline = Annotated[datetime, BeforeValidator(_deadline), AfterValidator(_aware), AfterValidator(storable)]
+"""A deadline: a :data:`UtcDatetime`, except that a date alone is the end of that day (UTC)."""
+
 
 class Head(Lenient):
     """What deciding "handled or ignored" needs: ``id`` and ``type``."""

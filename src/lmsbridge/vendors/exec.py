@@ -18,7 +18,7 @@ from pydantic import Field
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.domain.events import EMAIL_PATTERN, MAX_REFERENCE, Email, Identifier, Reference, Text
 from lmsbridge.errors import UnusableBody
-from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, build, validate
+from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, UtcDeadline, build, validate
 
 OUTCOMES = {"completed": True, "did_not_pass": False}
 
@@ -43,7 +43,7 @@ class Assignment(Lenient):
     user: User
     scenario: Scenario
     status: str | None = None
-    due_date: UtcDatetime | None = None
+    due_date: UtcDeadline | None = None
     best_score: float | None = Field(None, ge=0, le=100)
     created_at: UtcDatetime | None = None
 

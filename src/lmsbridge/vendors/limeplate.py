@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 from lmsbridge.domain import AssignmentEvent, LearningObject, PersonProgress
 from lmsbridge.domain.events import EMAIL_PATTERN, MAX_REFERENCE, Email, Identifier, Reference, Text
 from lmsbridge.errors import UnusableBody
-from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, build, validate
+from lmsbridge.vendors.envelope import Envelope, Lenient, UtcDatetime, UtcDeadline, build, validate
 
 
 class Camel(Lenient):
@@ -34,7 +34,7 @@ class Assignment(Camel):
     target_type: Identifier
     target_id: Reference
     target_title: Text = Field(min_length=1)
-    deadline: UtcDatetime | None = None
+    deadline: UtcDeadline | None = None
     created_at: UtcDatetime | None = None
 
 
