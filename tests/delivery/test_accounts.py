@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import sqlite3
 
+import aio_pika
 from structlog.testing import capture_logs
 
 from lmsbridge.broker.dead import DeadLetters
-from lmsbridge.broker.topology import Names
+from lmsbridge.broker.topology import Names, sync_key
 from lmsbridge.logs import merge_bound
 from lmsbridge.testing.stackone import StackOneStandIn
 from tests.delivery.conftest import Sender, Start, assign, calls, record_count, settled, sync_status, wait_for
@@ -178,10 +179,14 @@ async def test_a_worker_facing_a_deep_backlog_stores_no_further_ahead_of_the_lms
 ) -> None:
     """300 events queued before the worker starts (prefetch 16): while it drains them, at no moment
     are more than about 16 records stored but not yet in the LMS, so delivery keeps pace with intake
-    and a deep queue never starves the LMS writes; every record is written once in the end.
+    and a deep queue never starves the LMS writes; every record is written once in the end. Each
+    record is synced by the consumer that stored it, from the first event on: no sync task is
+    published for any of them (a tap bound to the account's routing key stays empty).
 
-    (Quorum queues hand a consumer a few messages beyond its prefetch, 19 in 16 seen here, so the
-    bound allows twice the prefetch; storing ahead of the syncs went to 243 before.)"""
+    (Before: the worker took the intake before the account's sync queue, so the first events it
+    was handed, up to a prefetch of them, queued their syncs; that queue's prefetch waited stored
+    on top of the intake's, 32 and 34 records of 16 under load. The bound allows twice the prefetch
+    for RabbitMQ's own slack; storing ahead of the syncs went to 243 before that.)"""
     people = [f"q{i:03d}@acme.example" for i in range(300)]
     for email in people:
         stackone.add_user(ACCOUNT_MAIN, email)
@@ -191,14 +196,22 @@ async def test_a_worker_facing_a_deep_backlog_stores_no_further_ahead_of_the_lms
     for email in people:
         await assign(sender, email)
 
-    worker = await start_runtime(settings, receiver=False)
-    most_ahead = 0
-    while True:
-        counts = await sync_status(worker, ACCOUNT_MAIN)
-        most_ahead = max(most_ahead, counts.get("pending", 0))
-        if counts.get("synced", 0) == len(people):
-            break
-        await asyncio.sleep(0.02)
+    names = Names(settings.broker.prefix)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        tap = await channel.declare_queue(exclusive=True)
+        await tap.bind(names.exchange, routing_key=sync_key(ACCOUNT_MAIN))
+        worker = await start_runtime(settings, receiver=False)
+        most_ahead = 0
+        while True:
+            counts = await sync_status(worker, ACCOUNT_MAIN)
+            most_ahead = max(most_ahead, counts.get("pending", 0))
+            if counts.get("synced", 0) == len(people):
+                break
+            await asyncio.sleep(0.02)
+        queued = (await channel.declare_queue(tap.name, passive=True)).declaration_result.message_count
+    assert queued == 0, f"{queued} records had their sync queued instead of synced where they were stored"
     assert most_ahead <= 2 * 16, f"{most_ahead} records were stored ahead of their LMS writes"
     assert len(stackone.assignments(ACCOUNT_MAIN)) == len(people)
 

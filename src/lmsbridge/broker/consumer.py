@@ -154,10 +154,12 @@ class Consumer:
         self._background.append(asyncio.create_task(self._sweeper.run(), name="sweeper"))
 
     async def _start_consuming(self) -> None:
-        """Consume what is not consumed yet; again after a fault, it skips what the last try started."""
-        await self._consume_once(self._names.events)
-        for source in self._broker.sources:
-            await self._consume_once(self._names.intake(source))
+        """Consume what is not consumed yet; again after a fault, it skips what the last try started.
+
+        The accounts' sync queues first: an event syncs its records where it is stored only on an
+        account whose queue this consumer takes (:meth:`_syncs_here`). Taken after the intake, a
+        backlog's first events (a prefetch of them) queued a sync task each instead, and the sync
+        queue's prefetch of records waited, stored, on top of the intake's."""
         for account in self._broker.accounts:
             if account in self._paused or self._names.sync(account) in self._consumers:
                 continue
@@ -167,6 +169,9 @@ class Consumer:
                 self._start_probe(account)
             else:
                 await self._consume_once(self._names.sync(account))
+        await self._consume_once(self._names.events)
+        for source in self._broker.sources:
+            await self._consume_once(self._names.intake(source))
 
     async def _consume_once(self, queue_name: str) -> None:
         if queue_name not in self._consumers:
