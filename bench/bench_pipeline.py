@@ -11,7 +11,8 @@ Phases (each prints a row):
 - latency: the same at a steady 100 events per second; webhook-sent -> LMS-written p50/p99;
 - drain: ``--backlog`` events already queued, then `lmsbridge worker` alone: events/s;
 - memory: peak RSS (VmHWM) of `lmsbridge serve` while it queues ``--backlog`` events, and of
-  `lmsbridge worker` while it drains them.
+  `lmsbridge worker` while it drains them (``--after S``: and for S seconds after, while its
+  periodic round checks the LMS it deferred during the drain).
 
 ``--profile DIR``: py-spy samples the worker of the split phase while the load runs, and the
 draining worker for its first 20 s (py-spy installed beside Python, not a dependency), and
@@ -413,11 +414,13 @@ async def latency(tmp: Path, stackone: StackOneStandIn, rate: float, duration: f
 
 
 async def backlog_and_drain(
-    tmp: Path, stackone: StackOneStandIn, backlog: int, drain_for: float = 1800.0
+    tmp: Path, stackone: StackOneStandIn, backlog: int, drain_for: float = 1800.0, after: float = 0.0
 ) -> dict[str, Any]:
     """Queue ``backlog`` events through `lmsbridge serve`, then drain them with `lmsbridge worker`.
 
     The drain stops after ``drain_for`` seconds even if unfinished (the row then says how far it got).
+    ``after``: keep the worker running so long once drained, still measuring its peak, for what its
+    periodic round does then (the LMS check it defers while the backlog waits lists every record).
     """
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
     cfg = config(tmp, port, prefix, stackone.url, "drain")
@@ -480,6 +483,12 @@ async def backlog_and_drain(
             cpu_per_event = (cpu_seconds(worker_proc.pid) - first[1]) / (done - first[0])
             broker_draining = (cpu_seconds(beam) - first[2]) / (done - first[0]) if beam else 0.0
         peak = max(peak, peak_rss_mb(worker_proc.pid))
+        after_peak, listings, seen = peak, 0, len(stackone.requests)
+        until = time.perf_counter() + after
+        while time.perf_counter() < until:
+            await asyncio.sleep(0.5)
+            after_peak = max(after_peak, peak_rss_mb(worker_proc.pid))
+        listings = sum(1 for r in stackone.requests[seen:] if r.method == "GET")
         if spy is not None:
             await asyncio.to_thread(spy[0].wait)
             print_profile(spy[1])
@@ -500,6 +509,9 @@ async def backlog_and_drain(
         "broker_cpu_us_queueing": 1e6 * broker_queueing,
         "broker_cpu_us_draining": 1e6 * broker_draining,
         "worker_rss_mb": peak,
+        "after_seconds": after,
+        "worker_rss_after_mb": after_peak,
+        "listings_after": listings,
     }
 
 
@@ -553,7 +565,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 elif phase == "latency":
                     results[phase] = await latency(tmp, stackone, 100.0, min(args.duration, 30))
                 elif phase == "drain":
-                    results[phase] = await backlog_and_drain(tmp, stackone, args.backlog, args.drain_for)
+                    results[phase] = await backlog_and_drain(tmp, stackone, args.backlog, args.drain_for, args.after)
             finally:
                 await stackone.close()
             console.print(phase, results[phase])
@@ -602,6 +614,12 @@ async def main_async(args: argparse.Namespace) -> int:
             "",
         )
         table.add_row(f"worker peak RSS draining {r['queued']:,} (MB)", f"{r['worker_rss_mb']:.0f}", "<= 150")
+        if r["after_seconds"]:
+            table.add_row(
+                f"worker peak RSS to {r['after_seconds']:.0f} s after the drain (MB), StackOne GETs then",
+                f"{r['worker_rss_after_mb']:.0f}, {r['listings_after']:,}",
+                "<= 150",
+            )
         table.add_row("events queued / drained", f"{r['queued']:,} / {r['drained']:,}", "equal")
     console.print(table)
     return 0
@@ -614,6 +632,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="wrk connections (throughput, split)")
     parser.add_argument("--rate", type=float, default=0.0, help="pace throughput and split at this many a second")
     parser.add_argument("--drain-for", type=float, default=1800.0, help="stop the drain after this many seconds")
+    parser.add_argument(
+        "--after", type=float, default=0.0, help="drain: keep the worker so long once drained, measuring its peak"
+    )
     parser.add_argument("--phases", default="throughput,split,latency,drain")
     parser.add_argument("--log-level", default="warning", help="the lmsbridge processes' log level (production: info)")
     parser.add_argument("--logs", type=Path, help="keep each lmsbridge process's log lines in this folder")
