@@ -73,6 +73,8 @@ REDECLARE_DELAY = 1.0
 REDECLARE_INTERVAL = 2.0
 # While RabbitMQ blocks the connection, a worker's publish looks again this often for a new one.
 BLOCKED_POLL = 0.5
+# While events wait for their confirms, this often a look whether RabbitMQ has blocked the connection.
+BLOCK_CHECK = 0.1
 # Seconds to open a connection, the TCP connect and the AMQP handshake together.
 CONNECT_TIMEOUT = 10.0
 # Channels a consumers' connection carries at most. A worker consumes each queue on a channel of
@@ -138,6 +140,10 @@ def _refused(exc: BaseException) -> BrokerUnavailable:
     return BrokerUnavailable(f"RabbitMQ refused or lost the message: {type(exc).__name__}")
 
 
+def _blocked() -> BrokerUnavailable:
+    return BrokerUnavailable("RabbitMQ is blocking publishers (a memory or disk alarm)")
+
+
 def _expire(done: asyncio.Future[None]) -> None:
     """A grouped publish's deadline passed before RabbitMQ answered."""
     if not done.done():
@@ -167,6 +173,11 @@ class Broker:
         self._group: list[Waiting] | None = None  # the events waiting in the publish window open now, if any
         self._writing: set[asyncio.Task[None]] = set()  # groups being written
         self._in_flight = 0  # events published and not yet confirmed (or refused)
+        # The callers of those events (see _refuse_when_blocked): a grouped event's future, and a
+        # lone event's channel and message id, whose confirmation aiormq keeps.
+        self._waiting: set[asyncio.Future[None]] = set()
+        self._lone: dict[object, tuple[aiormq.abc.AbstractChannel, str]] = {}
+        self._block_watch: asyncio.Task[None] | None = None
         self._redeclaring: asyncio.Task[None] | None = None  # declaring the topology again after a return
         self._redeclared_at = -REDECLARE_INTERVAL  # time.monotonic() when the last such declaration ended
 
@@ -204,6 +215,7 @@ class Broker:
         """
         if self._connector is None:
             self._connector = asyncio.create_task(self._connect_forever(), name=f"{self._name}-connect")
+            self._block_watch = asyncio.create_task(self._refuse_when_blocked(), name=f"{self._name}-blocks")
         if wait is not None:
             try:
                 await asyncio.wait_for(self._ready.wait(), wait)
@@ -385,7 +397,7 @@ class Broker:
         if self.blocked:
             # Refused at once: written now, it would wait in the socket for the alarm to clear, and
             # its caller out its whole timeout (then RabbitMQ would take it after all: a ghost copy).
-            raise BrokerUnavailable("RabbitMQ is blocking publishers (a memory or disk alarm)")
+            raise _blocked()
         encoder = self._encoders.get(event.source)
         if encoder is None:
             encoder = self._encoders[event.source] = EventEncoder(event.source)
@@ -400,29 +412,60 @@ class Broker:
                 # A timer on the future rather than asyncio.timeout: the same deadline at less than half the cost.
                 expiry = loop.call_later(timeout, _expire, done)
                 self._join_group(Waiting(body, properties, key, done))
+                self._waiting.add(done)
                 try:
                     await done
                 finally:
                     expiry.cancel()
+                    self._waiting.discard(done)
                 return
             channel = await self._underlay()
-            # wait=False: no drain of the socket per message; the confirm is what is awaited.
-            # (aiormq's Channel takes it; its abc does not declare it.)
-            await channel.basic_publish(  # type: ignore[call-arg]
-                body,
-                exchange=topology.exchange.name,
-                routing_key=key,
-                properties=properties,
-                mandatory=True,
-                timeout=timeout,
-                wait=False,
-            )
+            token = object()
+            self._lone[token] = (channel, properties.message_id or "")
+            try:
+                # wait=False: no drain of the socket per message; the confirm is what is awaited.
+                # (aiormq's Channel takes it; its abc does not declare it.)
+                await channel.basic_publish(  # type: ignore[call-arg]
+                    body,
+                    exchange=topology.exchange.name,
+                    routing_key=key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=timeout,
+                    wait=False,
+                )
+            finally:
+                del self._lone[token]
         except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
         except BROKER_FAULTS as exc:
             raise self._refusal(exc) from None
         finally:
             self._in_flight -= 1
+
+    async def _refuse_when_blocked(self) -> None:
+        """Refuse the events waiting for their confirms as soon as RabbitMQ blocks the connection.
+
+        RabbitMQ blocks a connection (a memory or disk alarm) when it next publishes, and answers
+        nothing on it until the alarm clears: the events written just before waited out their whole
+        ``publish_timeout``, their senders with them. Looked for every :data:`BLOCK_CHECK` seconds
+        while events wait, they get their 503 within that. (Their copies may still reach the queues
+        after the alarm, as after the timeout: a retried webhook's duplicate, which the inbox drops.)
+        """
+        while True:
+            await asyncio.sleep(BLOCK_CHECK)
+            if not (self._waiting or self._lone) or not self.blocked:
+                continue
+            for done in list(self._waiting):
+                if not done.done():
+                    done.set_exception(_blocked())
+            for channel, message_id in list(self._lone.values()):
+                if not isinstance(channel, aiormq.Channel):
+                    continue
+                tag = channel.message_id_delivery_tag.get(message_id)
+                confirmation = channel.confirmations.get(tag) if tag is not None else None
+                if isinstance(confirmation, asyncio.Future) and not confirmation.done():
+                    confirmation.set_exception(_blocked())
 
     def _join_group(self, waiting: Waiting) -> None:
         """Add ``waiting`` to the open window's group (opening one if none is); RabbitMQ's answer settles it."""
@@ -540,7 +583,7 @@ class Broker:
 
     async def close(self) -> None:
         """Stop connecting and close the connection."""
-        for task in (self._connector, self._redeclaring):
+        for task in (self._connector, self._redeclaring, self._block_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
