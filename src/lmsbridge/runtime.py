@@ -63,13 +63,7 @@ class Runtime:
         self.with_worker = worker
         self.metrics = metrics or Metrics()
         role = "+".join(r for r, on in (("receiver", receiver), ("worker", worker)) if on)
-        self.broker = Broker(
-            settings.amqp_url.get_secret_value(),
-            settings.broker,
-            settings.accounts(),
-            name=f"lmsbridge-{role}",
-            sources=list(settings.sources),
-        )
+        self.broker = Broker.configured(settings, name=f"lmsbridge-{role}")
         self.repo: Repository | None = None
         self.session: aiohttp.ClientSession | None = None
         self.consumer: Consumer | None = None

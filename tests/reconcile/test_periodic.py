@@ -172,13 +172,7 @@ async def test_an_account_with_a_backlog_is_checked_once_it_has_drained(
     engine = create_engine(settings.database_url.get_secret_value())
     await upgrade(engine)
     store = ReconcileStore(engine)
-    broker = Broker(
-        settings.amqp_url.get_secret_value(),
-        settings.broker,
-        settings.accounts(),
-        name="test",
-        sources=list(settings.sources),
-    )
+    broker = Broker.configured(settings, name="test")
     session = aiohttp.ClientSession()
 
     def listed() -> list[str]:

@@ -56,7 +56,7 @@ from lmsbridge.domain import AssignmentEvent
 from lmsbridge.errors import BrokerUnavailable
 from lmsbridge.lanes import in_background
 from lmsbridge.logs import get_logger
-from lmsbridge.settings import BrokerSettings
+from lmsbridge.settings import BrokerSettings, Settings
 
 log = get_logger(__name__)
 
@@ -207,6 +207,17 @@ class Broker:
             return None
         unblocked = getattr(transport.connection, "_Connection__connection_unblocked", None)
         return unblocked if isinstance(unblocked, asyncio.Event) else None
+
+    @classmethod
+    def configured(cls, settings: Settings, *, name: str, accounts: Sequence[str] | None = None) -> Broker:
+        """A broker for the RabbitMQ, sources and accounts of ``settings`` (``accounts``: only those)."""
+        return cls(
+            settings.amqp_url.get_secret_value(),
+            settings.broker,
+            list(settings.accounts() if accounts is None else accounts),
+            name=name,
+            sources=list(settings.sources),
+        )
 
     async def start(self, *, wait: float | None = None) -> None:
         """Connect in the background, retrying until it works; wait up to ``wait`` seconds for it.

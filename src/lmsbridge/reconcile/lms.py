@@ -249,13 +249,7 @@ async def lms_command(settings: Settings, *, account: str | None, dry_run: bool,
     try:
         await require_current_schema(engine)
         if not dry_run:
-            broker = Broker(
-                settings.amqp_url.get_secret_value(),
-                settings.broker,
-                accounts,
-                name="lmsbridge-reconcile-lms",
-                sources=list(settings.sources),
-            )
+            broker = Broker.configured(settings, name="lmsbridge-reconcile-lms", accounts=accounts)
             try:
                 await broker.start(wait=15.0)
             except BrokerUnavailable as exc:

@@ -146,13 +146,7 @@ async def reconcile_command(
     try:
         await require_current_schema(engine)
         if not dry_run:
-            broker = Broker(
-                settings.amqp_url.get_secret_value(),
-                settings.broker,
-                settings.accounts(),
-                name="lmsbridge-reconcile",
-                sources=list(settings.sources),
-            )
+            broker = Broker.configured(settings, name="lmsbridge-reconcile")
             try:
                 await broker.start(wait=15.0)
             except BrokerUnavailable as exc:
