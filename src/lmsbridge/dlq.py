@@ -69,10 +69,10 @@ async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
         sys.stdout.write(orjson.dumps([m.summary() for m in items]).decode() + "\n")
         return 0
     table = Table(title=f"Dead letters ({len(items)})")
-    for column in ("message id", "kind", "reason", "attempt", "error"):
+    for column in ("message id", "kind", "reason", "tries", "error"):
         table.add_column(column)
     for m in items:
-        table.add_row(m.message_id, m.kind, m.reason, str(m.attempt), m.error[:80])
+        table.add_row(m.message_id, m.kind, m.reason, str(m.tries), m.error[:80])
     Console(markup=False).print(table)  # ids and errors are printed as they are, never as markup
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -183,13 +184,19 @@ async def dead_letter(amqp_url: str, prefix: str, record_id: int, error: str = "
 
 
 async def test_dlq_commands_list_show_and_replay(tmp_path: Path, amqp_url: str, broker_prefix: str) -> None:
-    """`dlq list --json` shows a dead letter's reason; `dlq replay ID` sends it back to its queue."""
+    """`dlq list --json` shows a dead letter's reason and its tries (one: taken once, then dead), the
+    table a tries column; `dlq replay ID` sends it back to its queue."""
     await dead_letter(amqp_url, broker_prefix, 5)
     config = str(write_config(tmp_path, amqp_url, broker_prefix))
     listed = lmsbridge("--config", config, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     [row] = json.loads(listed.stdout)
-    assert (row["message_id"], row["reason"]) == ("sync:5:acc-1", "stackone_422")
+    assert (row["message_id"], row["reason"], row["tries"]) == ("sync:5:acc-1", "stackone_422", 1)
+    table = lmsbridge("--config", config, "dlq", "list", env={"COLUMNS": "200"}).stdout.splitlines()
+    [header] = [line for line in table if "message id" in line]
+    [line] = [line for line in table if "sync:5:acc-1" in line]
+    assert [cell.strip() for cell in re.split("[│┃]", header)[1:-1]][3] == "tries"
+    assert [cell.strip() for cell in re.split("[│┃]", line)[1:-1]][3] == "1"
     shown = lmsbridge("--config", config, "dlq", "show", "sync:5:acc-1")
     assert "provider rejected due_date" in shown.stdout
     assert lmsbridge("--config", config, "dlq", "replay", "sync:5:acc-1").returncode == 0

@@ -73,5 +73,6 @@ async def test_poison_events_are_dead_lettered_and_the_valid_one_lands(
             f"poison-{case}" for case in DECODABLE
         }, [(d.message_id, d.reason, d.error) for d in dead]
     assert all(d.error and "\x00" not in d.error for d in dead)
+    assert [d.tries for d in dead] == [1] * len(dead), "each dead on its one try"
     [landed] = [a for a in stackone.assignments(ACCOUNT) if a["user_id"] == jane]
     assert landed["body"]["learning_object_external_reference"] == "exec:scenario:discovery-call"

@@ -259,7 +259,7 @@ async def test_501_dead_letters_as_unsupported(
     assert await settled(runtime) == {ACCOUNT: {"dead": 1}}
     assert await runtime.repo.stats.top_reasons("dead") == [("stackone_501", 1)]
     [dead] = await dead_letters.list()
-    assert (dead.kind, dead.reason) == ("sync", "stackone_501")
+    assert (dead.kind, dead.reason, dead.tries) == ("sync", "stackone_501", 1)
     assert "HTTP 501" in dead.error
     assert len(calls(stackone, "POST", "/assignments")) == 1
     assert record_count(runtime, "retried") == 0
@@ -276,7 +276,8 @@ async def test_5xx_for_longer_than_max_retry_age_dead_letters_as_retry_age_excee
 ) -> None:
     """Transient failures dead-letter by age, not by count: with max_retry_age 1.5 s and every create
     answered 503, the sync is retried (backoff with jitter) until it has been failing for 1.5 s, then
-    dead-lettered as retry_age_exceeded; it is not dead after max_attempts (2) tries."""
+    dead-lettered as retry_age_exceeded; it is not dead after max_attempts (2) tries. The dead letter
+    counts every try made (before: the retry policy's count, which ``dlq list`` showed)."""
     stackone.add_user(ACCOUNT, JANE)
     runtime = await start_runtime(make_settings(broker={"max_attempts": 2, "max_retry_age": 1.5}))
     assert runtime.repo is not None
@@ -293,6 +294,7 @@ async def test_5xx_for_longer_than_max_retry_age_dead_letters_as_retry_age_excee
     assert len(creates) > 2, "dead-lettered after a count of attempts"
     assert creates[-1].time - creates[0].time > 1.5
     assert record_count(runtime, "retried") == len(creates) - 1
+    assert dead.tries == len(creates), "the dead letter counts every try, as its log lines do"
     assert record_count(runtime, "dead_lettered") == 1
     assert stackone.assignments() == []
     assert stackone.violations == []

@@ -233,11 +233,22 @@ def encode_sync(
 
 
 def dead_sync(
-    task: SyncTask, *, correlation_id: str, received_at: float, attempt: int, reason: str, error: str, routing_key: str
+    task: SyncTask,
+    *,
+    correlation_id: str,
+    received_at: float,
+    attempt: int,
+    reason: str,
+    error: str,
+    routing_key: str,
+    tries: int = 0,
 ) -> Message:
-    """A sync task for the dead-letter queue, recording why."""
+    """A sync task for the dead-letter queue, recording why and how often it was tried (``tries``,
+    the last try included)."""
     extra = {REASON: reason, ERROR: error[:1000], ROUTING_KEY: routing_key}
-    return encode_sync(task, correlation_id=correlation_id, received_at=received_at, attempt=attempt, extra=extra)
+    return encode_sync(
+        task, correlation_id=correlation_id, received_at=received_at, attempt=attempt, extra=extra, tries=tries
+    )
 
 
 def tries(message: AbstractIncomingMessage) -> int:
@@ -304,6 +315,10 @@ def retried(
 
 
 def dead(message: AbstractIncomingMessage, *, reason: str, error: str) -> Message:
-    """A copy of ``message`` for the dead-letter queue, recording why it is there."""
-    headers = {**(message.headers or {}), REASON: reason, ERROR: error[:1000], ROUTING_KEY: message.routing_key or ""}
+    """A copy of ``message`` for the dead-letter queue, recording why it is there and how often it
+    was tried (this delivery included: the ``attempt`` of its last log line, plus one)."""
+    headers = {k: v for k, v in (message.headers or {}).items() if k != DELIVERY_COUNT}
+    headers.update(
+        {REASON: reason, ERROR: error[:1000], ROUTING_KEY: message.routing_key or "", TRIES: tries(message) + 1}
+    )
     return _copy(message, headers)

@@ -554,9 +554,11 @@ class Broker:
         attempt: int,
         reason: str,
         error: str,
+        tries: int = 0,
         timeout: float = 10.0,
     ) -> None:
-        """Put a sync task that failed for good in the dead-letter queue with its reason."""
+        """Put a sync task that failed for good in the dead-letter queue with its reason and its
+        tries (the last included)."""
         topology = self._require()
         message = codec.dead_sync(
             task,
@@ -566,6 +568,7 @@ class Broker:
             reason=reason,
             error=error,
             routing_key=sync_key(task.account),
+            tries=tries,
         )
         await self._publish(topology.dead_exchange, message, "", timeout)
 

@@ -61,6 +61,9 @@ class DeadMessage:
     routing_key: str
     kind: str
     attempt: int
+    """Tries the retry policy counted (an infrastructure fault, a busy lease or a pause counts none)."""
+    tries: int
+    """Every try, the last included: one more than the ``attempt`` of the message's last log line."""
     body: str
 
     def summary(self) -> dict[str, Any]:
@@ -72,6 +75,7 @@ class DeadMessage:
             "routing_key": self.routing_key,
             "kind": self.kind,
             "attempt": self.attempt,
+            "tries": self.tries,
         }
 
 
@@ -113,6 +117,7 @@ def _describe(message: AbstractIncomingMessage) -> DeadMessage:
         routing_key=routing_key,
         kind=codec.header_str(headers, codec.KIND),
         attempt=int(codec.header_num(headers, codec.ATTEMPT)),
+        tries=int(codec.header_num(headers, codec.TRIES, codec.header_num(headers, codec.ATTEMPT))),
         body=message.body.decode("utf-8", "replace"),
     )
 

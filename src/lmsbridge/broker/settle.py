@@ -157,6 +157,7 @@ class Settler:
                 attempt=action.attempt,
                 reason=action.reason,
                 error=action.error,
+                tries=job.tries + 1,
             )
 
     async def _sync_after_ack(self, job: Job, action: Action) -> None:
