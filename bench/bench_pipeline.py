@@ -8,7 +8,9 @@ Phases (each prints a row):
   core (serve, worker, RabbitMQ, wrk, this process);
 - split: the same with `lmsbridge serve` and `lmsbridge worker` as two processes (the
   production layout: each gets a core);
-- latency: the same at a steady 100 events per second; webhook-sent -> LMS-written p50/p99;
+- latency: the same at a steady 100 events per second; webhook-sent -> LMS-written p50/p99; a
+  thread beside it times an ``fdatasync`` every 20 ms in the database's folder, and the row says how
+  many of the events written after over 100 ms were in flight while the disk stalled (over 50 ms);
 - drain: ``--backlog`` events already queued, then `lmsbridge worker` alone: events/s;
 - memory: peak RSS (VmHWM) of `lmsbridge serve` while it queues ``--backlog`` events, and of
   `lmsbridge worker` while it drains them (``--after S``: and for S seconds after, while its
@@ -52,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -380,37 +383,88 @@ def print_profile(path: Path, top: int = 15) -> None:
         print(f"    {100 * n / total:5.1f} %  {frame[:110]}")
 
 
+class DiskProbe:
+    """A thread writing 4 KiB and ``fdatasync``-ing it every 20 ms in ``folder`` (the SQLite file's;
+    RabbitMQ's data too where they share a disk): when the disk stalls, so does every commit and
+    every publisher confirm behind it, and a latency's p99 shows the disk as much as lmsbridge."""
+
+    def __init__(self, folder: Path) -> None:
+        self._path = folder / "disk-probe.dat"
+        self._stop = threading.Event()
+        self.syncs: list[tuple[float, float]] = []  # (perf_counter at its start, seconds it took)
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+
+    def _run(self) -> None:
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            while not self._stop.wait(0.02):
+                os.pwrite(fd, b"x" * 4096, 0)
+                began = time.perf_counter()
+                os.fdatasync(fd)
+                self.syncs.append((began, time.perf_counter() - began))
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def stalls(self, over: float) -> list[tuple[float, float]]:
+        """The syncs that took longer than ``over`` seconds, as (start, end)."""
+        return [(began, began + took) for began, took in self.syncs if took > over]
+
+
 async def latency(tmp: Path, stackone: StackOneStandIn, rate: float, duration: float) -> dict[str, Any]:
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
     proc = start(config(tmp, port, prefix, stackone.url, "latency"), "run")
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(url)
-        load = Load(url)
-        base = 10_000_000
-        async with aiohttp.ClientSession() as session:
-            n = int(rate * duration)
-            started = time.perf_counter()
-            tasks = []
-            for k in range(n):
-                await asyncio.sleep(max(0.0, started + k / rate - time.perf_counter()))
-                tasks.append(asyncio.create_task(load.post(session, base + k)))
-            await asyncio.gather(*tasks)
-            deadline = time.perf_counter() + 30
-            while written_count(stackone) < n and time.perf_counter() < deadline:
-                await asyncio.sleep(0.1)
-        written = written_at(stackone)
-        lags = sorted(1000 * (written[ref] - sent) for ref, sent in load.sent.items() if ref in written)
-        return {
-            "events": n,
-            "written": len(lags),
-            "p50_ms": statistics.median(lags),
-            "p99_ms": lags[int(0.99 * (len(lags) - 1))],
-        }
+        with DiskProbe(tmp) as disk:
+            return await _paced(url, stackone, rate, duration, disk)
     finally:
         proc.terminate()
         proc.wait()
         await cleanup(prefix)
+
+
+async def _paced(url: str, stackone: StackOneStandIn, rate: float, duration: float, disk: DiskProbe) -> dict[str, Any]:
+    """``rate`` webhooks a second for ``duration`` seconds; each one's lag from sent to written, and
+    how many of the slow ones were in flight while the disk stalled (a sync over 50 ms)."""
+    load = Load(url)
+    base = 10_000_000
+    async with aiohttp.ClientSession() as session:
+        n = int(rate * duration)
+        started = time.perf_counter()
+        tasks = []
+        for k in range(n):
+            await asyncio.sleep(max(0.0, started + k / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(load.post(session, base + k)))
+        await asyncio.gather(*tasks)
+        deadline = time.perf_counter() + 30
+        while written_count(stackone) < n and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+    written = written_at(stackone)
+    spans = [(sent, written[ref]) for ref, sent in load.sent.items() if ref in written]
+    lags = sorted(1000 * (end - sent) for sent, end in spans)
+    stalls = disk.stalls(0.05)
+    slow = [(sent, end) for sent, end in spans if end - sent > 0.1]
+    behind = [span for span in slow if any(b < span[1] and e > span[0] for b, e in stalls)]
+    return {
+        "events": n,
+        "written": len(lags),
+        "p50_ms": statistics.median(lags),
+        "p99_ms": lags[int(0.99 * (len(lags) - 1))],
+        "over_100_ms": len(slow),
+        "over_100_ms_behind_disk": len(behind),
+        "disk_syncs": len(disk.syncs),
+        "disk_slowest_ms": 1000 * max((took for _, took in disk.syncs), default=0.0),
+        "disk_stalls": len(stalls),
+    }
 
 
 async def backlog_and_drain(
@@ -597,6 +651,10 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_row("latency at 100/s p50 (ms)", f"{r['p50_ms']:.1f}", "<= 20")
         table.add_row("latency at 100/s p99 (ms)", f"{r['p99_ms']:.1f}", "<= 100")
         table.add_row("events sent / written", f"{r['events']:,} / {r['written']:,}", "equal")
+        behind = f"{r['over_100_ms']:,} / {r['over_100_ms_behind_disk']:,}"
+        table.add_row("  written after over 100 ms / of them while the disk stalled", behind, "")
+        disk = f"{r['disk_slowest_ms']:.0f} ({r['disk_stalls']} of {r['disk_syncs']:,} over 50 ms)"
+        table.add_row("  the disk's slowest fdatasync during the run (ms)", disk, "")
     if "drain" in results:
         r = results["drain"]
         table.add_row(f"serve peak RSS while queueing {r['queued']:,} (MB)", f"{r['serve_rss_mb']:.0f}", "<= 120")
