@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     dlq_replay = command("replay", "send dead-lettered messages back where they came from", dlq_sub)
     dlq_replay.add_argument("id", nargs="?", help="the message id to replay")
     dlq_replay.add_argument("--all", action="store_true", help="replay every dead-lettered message")
+    dlq_replay.add_argument(
+        "--reason", help="with --all: only those dead for this reason, as `dlq list` shows it (the rest stay dead)"
+    )
     dlq_purge = command("purge", "delete every dead-lettered message", dlq_sub)
     dlq_purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reconcile = command("reconcile", "bring lmsbridge to the platforms' truth (or, with --lms, check the LMS)")
@@ -217,7 +220,9 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     if args.dlq_command == "replay":
         if not args.id and not args.all:
             raise ConfigError("dlq replay: give a message id or --all")
-        return _run(dlq.replay(settings, None if args.all else args.id), stoppable=True)
+        if args.reason is not None and not args.all:
+            raise ConfigError("dlq replay: --reason goes with --all")
+        return _run(dlq.replay(settings, None if args.all else args.id, reason=args.reason), stoppable=True)
     if not args.yes and not _purge_confirmed():
         print("lmsbridge: dlq purge: nothing purged", file=sys.stderr)
         return EXIT_FAILED

@@ -89,13 +89,14 @@ async def show(settings: Settings, message_id: str) -> int:
     return 0
 
 
-async def replay(settings: Settings, message_id: str | None) -> int:
-    """Send dead letters back to their queues; 1 when one was asked for and not sent, or some stayed
-    dead because no queue takes them, or another client held some out of reach."""
+async def replay(settings: Settings, message_id: str | None, *, reason: str | None = None) -> int:
+    """Send dead letters back to their queues (with all, of ``reason`` only when given); 1 when one
+    was asked for and not sent, or some stayed dead because no queue takes them, or another client
+    held some out of reach."""
     dlq = _dlq(settings)
     done = Replayed()
     try:
-        await _ask(settings, dlq.replay(message_id, into=done), done)
+        await _ask(settings, dlq.replay(message_id, into=done, reason=reason), done)
     except BaseException:  # stopped (Ctrl-C, SIGTERM) or RabbitMQ gone: what went back is still said
         print(
             f"lmsbridge: replayed {done.sent} message(s) before it stopped; the rest stay in the dead-letter queue",
@@ -105,6 +106,8 @@ async def replay(settings: Settings, message_id: str | None) -> int:
     finally:  # the events that went back are the ledger's inputs again, however the replay ended
         await count_requeued(settings, "dlq replay", done.events)
     print(f"lmsbridge: replayed {done.sent} message(s)")
+    if done.passed_over:
+        print(f"lmsbridge: left {done.passed_over} message(s) of other reasons than {reason} in the dead-letter queue")
     held = _held_elsewhere(settings, dlq, "replayed")
     for key, n in sorted(done.unroutable.items()):
         print(

@@ -167,7 +167,13 @@ def test_check_on_a_sqlite_file_that_does_not_exist_says_so_and_creates_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lmsbridge.toml"]
 
 
-async def dead_letter(amqp_url: str, prefix: str, record_id: int, error: str = "provider rejected due_date") -> None:
+async def dead_letter(
+    amqp_url: str,
+    prefix: str,
+    record_id: int,
+    error: str = "provider rejected due_date",
+    reason: str = "stackone_422",
+) -> None:
     """Put a sync task for ``record_id`` in the dead-letter queue, as the worker would after a 422."""
     remember_accounts(prefix, ["acc-1"], sources=["acme"])
     broker = Broker(amqp_url, BrokerSettings(prefix=prefix), ["acc-1"], name="cli-test")
@@ -178,7 +184,7 @@ async def dead_letter(amqp_url: str, prefix: str, record_id: int, error: str = "
         channel = await connection.channel()
         queue = await channel.get_queue(Names(prefix).sync("acc-1"))
         held = await queue.get(no_ack=False, timeout=5)
-        await broker.publish_dead(held, reason="stackone_422", error=error)
+        await broker.publish_dead(held, reason=reason, error=error)
         await held.ack()
     await broker.close()
 
@@ -252,6 +258,34 @@ async def test_a_replay_stopped_by_sigterm_says_how_many_went_back_and_loses_non
     assert 0 < sent < total
     assert sent <= back  # each counted is in its queue (one confirmed but not yet acked is in both)
     assert back + dead >= total  # none lost
+
+
+async def test_dlq_replay_all_of_one_reason_sends_those_back_and_leaves_the_rest_dead(
+    tmp_path: Path, amqp_url: str, broker_prefix: str
+) -> None:
+    """`dlq replay --all --reason stackone_422` (the provider's data fixed): the two dead letters of
+    that reason go back to their queue, the one that died of 503s stays dead and is listed; exit 0,
+    saying how many of each. Before, `--reason` was no option (exit 2), and `--all` sent back every
+    dead letter, those whose cause was not mended too. `--reason` without `--all` is refused."""
+    await dead_letter(amqp_url, broker_prefix, 5)
+    await dead_letter(amqp_url, broker_prefix, 6, error="HTTP 503", reason="retry_age_exceeded")
+    await dead_letter(amqp_url, broker_prefix, 7)
+    config = str(write_config(tmp_path, amqp_url, broker_prefix))
+    result = lmsbridge("--config", config, "dlq", "replay", "--all", "--reason", "stackone_422")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "lmsbridge: replayed 2 message(s)",
+        "lmsbridge: left 1 message(s) of other reasons than stackone_422 in the dead-letter queue",
+    ]
+    listed = json.loads(lmsbridge("--config", config, "dlq", "list", "--json").stdout)
+    assert [(row["message_id"], row["reason"]) for row in listed] == [("sync:6:acc-1", "retry_age_exceeded")]
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(Names(broker_prefix).sync("acc-1"), passive=True)
+        assert queue.declaration_result.message_count == 2
+    alone = lmsbridge("--config", config, "dlq", "replay", "sync:6:acc-1", "--reason", "stackone_422")
+    assert alone.returncode == 2
+    assert "--reason goes with --all" in alone.stderr
 
 
 async def test_dlq_list_prints_errors_with_brackets_as_they_are(

@@ -43,6 +43,8 @@ class Replayed:
     unroutable: dict[str, int] = field(default_factory=dict)
     events: int = 0
     """Of ``sent``, the events (not sync tasks): back in an intake queue, the delivery ledger's ``requeued``."""
+    passed_over: int = 0
+    """Dead letters of another reason than the one asked for, left dead (at the queue's tail)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +202,17 @@ class DeadLetters:
                     return _describe(message)
         return None
 
-    async def replay(self, message_id: str | None, *, into: Replayed | None = None) -> Replayed:
+    async def replay(
+        self, message_id: str | None, *, into: Replayed | None = None, reason: str | None = None
+    ) -> Replayed:
         """Send one message (every dead copy with that id), or all when ``message_id`` is None, back to
         its queue. Each dead copy is acked only once its replay is confirmed; one no queue takes (an
         account or source no longer in the settings) is put back at the dead-letter queue's tail.
 
         ``into``: the tally, kept up to date as windows are confirmed, so a caller whose replay was
-        stopped (Ctrl-C, RabbitMQ gone) can say how many went back before it stopped."""
+        stopped (Ctrl-C, RabbitMQ gone) can say how many went back before it stopped. ``reason``
+        (with all): only the dead letters that died for it (as ``dlq list`` shows it) go back; the
+        others stay dead, put back at the queue's tail."""
         replayed = Replayed() if into is None else into
         async with self._channel() as channel:
             exchanges = _Exchanges(
@@ -214,7 +220,7 @@ class DeadLetters:
                 await channel.get_exchange(self._names.dead_exchange),
             )
             if message_id is None:
-                return await self._replay_all(channel, exchanges, replayed)
+                return await self._replay_all(channel, exchanges, replayed, reason)
             consumers: list[Consumer] = []
             matching = [m async for m in self._walk(channel, consumers=consumers) if m.message_id == message_id]
             await _send_back(exchanges, matching, replayed, self._routes)
@@ -222,8 +228,11 @@ class DeadLetters:
                 await _acks_applied(queue, tag)
             return replayed
 
-    async def _replay_all(self, channel: AbstractChannel, exchanges: _Exchanges, replayed: Replayed) -> Replayed:
-        """Consume the messages the queue held at the start, a window at a time, and send each back."""
+    async def _replay_all(
+        self, channel: AbstractChannel, exchanges: _Exchanges, replayed: Replayed, reason: str | None
+    ) -> Replayed:
+        """Consume the messages the queue held at the start, a window at a time, and send each back
+        (of ``reason`` only, when given)."""
         queue, ready = await self._queue(channel)
         if not ready:
             return replayed
@@ -241,7 +250,7 @@ class DeadLetters:
             while len(batch) < REPLAY_WINDOW and taken + len(batch) < ready and not arrived.empty():
                 batch.append(arrived.get_nowait())
             taken += len(batch)
-            await _send_back(exchanges, batch, replayed, self._routes)
+            await _send_back(exchanges, batch, replayed, self._routes, reason)
         await _acks_applied(queue, tag)
         return replayed
 
@@ -269,19 +278,24 @@ async def _send_back(
     batch: list[AbstractIncomingMessage],
     tally: Replayed,
     routes: frozenset[str] | None = None,
+    reason: str | None = None,
 ) -> None:
     """Publish each message of ``batch`` to its queue, attempts reset, all at once; ack each dead copy
     whose publish was confirmed. One RabbitMQ could not route, or whose routing key is not in
     ``routes`` (a queue that still exists but that no worker consumes: its account or source left
     the settings), is published again, unchanged, to the dead-letter queue (its tail), and acked once
     that is confirmed: held unacked instead, a replay window of them stopped the queue from
-    delivering the rest. Each dead copy acked is counted in ``tally`` as it is, then the first other
-    failure is raised."""
+    delivering the rest. So is one that died for another reason than ``reason``, when given. Each
+    dead copy acked is counted in ``tally`` as it is, then the first other failure is raised."""
+    passed = [m for m in batch if reason is not None and _death(m)[0] != reason]
+    batch = [m for m in batch if reason is None or _death(m)[0] == reason]
     consumed = [m for m in batch if routes is None or _death(m)[1] in routes]
     strangers = [m for m in batch if routes is not None and _death(m)[1] not in routes]
     results = await asyncio.gather(*(_republish(exchanges.work, m) for m in consumed), return_exceptions=True)
     unroutable = [*strangers, *(m for m, r in zip(consumed, results, strict=True) if isinstance(r, PublishError))]
-    kept = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in unroutable), return_exceptions=True)
+    staying = [*unroutable, *passed]
+    kept = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in staying), return_exceptions=True)
+    kept, passed_kept = kept[: len(unroutable)], kept[len(unroutable) :]
     for message, result in zip(consumed, results, strict=True):
         if result is None:
             await message.ack()
@@ -292,7 +306,11 @@ async def _send_back(
             await message.ack()
             key = _death(message)[1]
             tally.unroutable[key] = tally.unroutable.get(key, 0) + 1
-    others = [*(r for r in results if not isinstance(r, PublishError)), *kept]
+    for message, result in zip(passed, passed_kept, strict=True):
+        if result is None:
+            await message.ack()
+            tally.passed_over += 1
+    others = [*(r for r in results if not isinstance(r, PublishError)), *kept, *passed_kept]
     failed = next((r for r in others if isinstance(r, BaseException)), None)
     if failed is not None:
         raise failed
