@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list = command("list", "list dead-lettered messages with their reason and error", dlq_sub)
     dlq_list.add_argument("--limit", type=_count, default=100, help="show at most this many (default: 100)")
     dlq_list.add_argument("--json", action="store_true", help="machine-readable output")
+    dlq_list.add_argument("--reason", help="only those dead for this reason (as the list shows it)")
     dlq_show = command("show", "print one dead-lettered message's headers and body", dlq_sub)
     dlq_show.add_argument("id", help="the message id, as `dlq list` shows it")
     dlq_replay = command("replay", "send dead-lettered messages back where they came from", dlq_sub)
@@ -214,7 +215,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from lmsbridge import dlq
 
     if args.dlq_command == "list":
-        return _run(dlq.list_dead(settings, limit=args.limit, as_json=args.json), stoppable=True)
+        return _run(dlq.list_dead(settings, limit=args.limit, as_json=args.json, reason=args.reason), stoppable=True)
     if args.dlq_command == "show":
         return _run(dlq.show(settings, args.id), stoppable=True)
     if args.dlq_command == "replay":

@@ -60,15 +60,15 @@ def _held_elsewhere(settings: Settings, dlq: DeadLetters, what: str) -> bool:
     return True
 
 
-async def list_dead(settings: Settings, *, limit: int, as_json: bool) -> int:
-    """Print the dead-lettered messages."""
+async def list_dead(settings: Settings, *, limit: int, as_json: bool, reason: str | None = None) -> int:
+    """Print the dead-lettered messages (of ``reason`` only, when given)."""
     dlq = _dlq(settings)
-    items = await _ask(settings, dlq.list(limit), [])
+    items = await _ask(settings, dlq.list(limit, reason=reason), [])
     _held_elsewhere(settings, dlq, "listed")
     if as_json:
         sys.stdout.write(orjson.dumps([m.summary() for m in items]).decode() + "\n")
         return 0
-    table = Table(title=f"Dead letters ({len(items)})")
+    table = Table(title=f"Dead letters{'' if reason is None else f' dead for {reason}'} ({len(items)})")
     for column in ("message id", "kind", "reason", "tries", "error"):
         table.add_column(column)
     for m in items:

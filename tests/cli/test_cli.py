@@ -263,14 +263,24 @@ async def test_a_replay_stopped_by_sigterm_says_how_many_went_back_and_loses_non
 async def test_dlq_replay_all_of_one_reason_sends_those_back_and_leaves_the_rest_dead(
     tmp_path: Path, amqp_url: str, broker_prefix: str
 ) -> None:
-    """`dlq replay --all --reason stackone_422` (the provider's data fixed): the two dead letters of
-    that reason go back to their queue, the one that died of 503s stays dead and is listed; exit 0,
+    """`dlq list --reason stackone_422` lists the two dead letters of that reason (the first of them
+    with `--limit 1`); `dlq replay --all --reason stackone_422` (the provider's data fixed) sends
+    those two back to their queue, and the one that died of 503s stays dead and is listed; exit 0,
     saying how many of each. Before, `--reason` was no option (exit 2), and `--all` sent back every
     dead letter, those whose cause was not mended too. `--reason` without `--all` is refused."""
     await dead_letter(amqp_url, broker_prefix, 5)
     await dead_letter(amqp_url, broker_prefix, 6, error="HTTP 503", reason="retry_age_exceeded")
     await dead_letter(amqp_url, broker_prefix, 7)
     config = str(write_config(tmp_path, amqp_url, broker_prefix))
+
+    def ids_listed(*options: str) -> list[str]:
+        out = lmsbridge("--config", config, "dlq", "list", "--json", *options)
+        assert out.returncode == 0, out.stderr
+        return [row["message_id"] for row in json.loads(out.stdout)]
+
+    assert ids_listed("--reason", "stackone_422") == ["sync:5:acc-1", "sync:7:acc-1"]
+    assert ids_listed("--reason", "stackone_422", "--limit", "1") == ["sync:5:acc-1"]
+    assert ids_listed() == ["sync:5:acc-1", "sync:6:acc-1", "sync:7:acc-1"]  # listing took nothing out
     result = lmsbridge("--config", config, "dlq", "replay", "--all", "--reason", "stackone_422")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +157,7 @@ class DeadLetters:
 
     async def _walk(
         self, channel: AbstractChannel, limit: int | None = None, consumers: list[Consumer] | None = None
-    ) -> AsyncIterator[AbstractIncomingMessage]:
+    ) -> AsyncGenerator[AbstractIncomingMessage, None]:
         """The messages the queue held as the walk began (at most ``limit``), oldest first, left
         unacknowledged: they go back to the queue when the channel closes.
 
@@ -189,10 +189,20 @@ class DeadLetters:
             left -= 1
             yield message
 
-    async def list(self, limit: int = 100) -> list[DeadMessage]:
-        """Up to ``limit`` dead messages, oldest first (left in the queue)."""
+    async def list(self, limit: int = 100, *, reason: str | None = None) -> list[DeadMessage]:
+        """Up to ``limit`` dead messages, oldest first (left in the queue); with ``reason``, of those
+        that died for it, found among all."""
+        found: list[DeadMessage] = []
         async with self._channel() as channel:
-            return [_describe(m) async for m in self._walk(channel, limit)]
+            walk = self._walk(channel, limit if reason is None else None)
+            async with contextlib.aclosing(walk):
+                async for message in walk:
+                    dead = _describe(message)
+                    if reason is None or dead.reason == reason:
+                        found.append(dead)
+                    if len(found) >= limit:
+                        break
+        return found
 
     async def show(self, message_id: str) -> DeadMessage | None:
         """One dead message by id (left in the queue)."""
