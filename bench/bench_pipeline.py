@@ -54,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -64,7 +63,7 @@ import aio_pika
 import aiohttp
 import orjson
 from bench_receiver import LUA as WRK_LUA
-from bench_receiver import cpu_seconds, rabbitmq_pid
+from bench_receiver import DiskProbe, cpu_seconds, rabbitmq_pid
 from rich.console import Console
 from rich.table import Table
 
@@ -383,41 +382,6 @@ def print_profile(path: Path, top: int = 15) -> None:
         print(f"    {100 * n / total:5.1f} %  {frame[:110]}")
 
 
-class DiskProbe:
-    """A thread writing 4 KiB and ``fdatasync``-ing it every 20 ms in ``folder`` (the SQLite file's;
-    RabbitMQ's data too where they share a disk): when the disk stalls, so does every commit and
-    every publisher confirm behind it, and a latency's p99 shows the disk as much as lmsbridge."""
-
-    def __init__(self, folder: Path) -> None:
-        self._path = folder / "disk-probe.dat"
-        self._stop = threading.Event()
-        self.syncs: list[tuple[float, float]] = []  # (perf_counter at its start, seconds it took)
-        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
-
-    def _run(self) -> None:
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            while not self._stop.wait(0.02):
-                os.pwrite(fd, b"x" * 4096, 0)
-                began = time.perf_counter()
-                os.fdatasync(fd)
-                self.syncs.append((began, time.perf_counter() - began))
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> DiskProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def stalls(self, over: float) -> list[tuple[float, float]]:
-        """The syncs that took longer than ``over`` seconds, as (start, end)."""
-        return [(began, began + took) for began, took in self.syncs if took > over]
-
-
 async def latency(tmp: Path, stackone: StackOneStandIn, rate: float, duration: float) -> dict[str, Any]:
     port, prefix = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
     proc = start(config(tmp, port, prefix, stackone.url, "latency"), "run")
@@ -462,7 +426,7 @@ async def _paced(url: str, stackone: StackOneStandIn, rate: float, duration: flo
         "over_100_ms": len(slow),
         "over_100_ms_behind_disk": len(behind),
         "disk_syncs": len(disk.syncs),
-        "disk_slowest_ms": 1000 * max((took for _, took in disk.syncs), default=0.0),
+        "disk_slowest_ms": disk.slowest_ms(),
         "disk_stalls": len(stalls),
     }
 

@@ -10,7 +10,9 @@ Measures, in one run on this machine:
    each request with its own message id, logging at ``--log-level`` (info, as in production;
    its JSON lines go to a file);
 4. the same serve paced at half of its saturation rate, for the latency target there, and the
-   plain receiver paced at that rate too (its p99 is the floor under the serve's);
+   plain receiver paced at that rate too (its p99 is the floor under the serve's); beside each
+   paced run a thread times an ``fdatasync`` every 20 ms, and the summary gives the slowest (a
+   stall of the disk holds RabbitMQ's confirms, and every webhook in flight, as long);
 5. the serve process's peak RSS (``VmHWM``).
 
 ``--baseline SRC`` runs a second serve from another source tree (``git archive HEAD src | tar
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import resource
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -267,6 +271,45 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+class DiskProbe:
+    """A thread writing 4 KiB and ``fdatasync``-ing it every 20 ms in ``folder`` (the SQLite file's;
+    RabbitMQ's data too where they share a disk): when the disk stalls, so does every commit and
+    every publisher confirm behind it, and a latency's p99 shows the disk as much as lmsbridge."""
+
+    def __init__(self, folder: Path) -> None:
+        self._path = folder / "disk-probe.dat"
+        self._stop = threading.Event()
+        self.syncs: list[tuple[float, float]] = []  # (perf_counter at its start, seconds it took)
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+
+    def _run(self) -> None:
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            while not self._stop.wait(0.02):
+                os.pwrite(fd, b"x" * 4096, 0)
+                began = time.perf_counter()
+                os.fdatasync(fd)
+                self.syncs.append((began, time.perf_counter() - began))
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def slowest_ms(self) -> float:
+        """The slowest sync, in milliseconds (0 when none was made)."""
+        return 1000 * max((took for _, took in self.syncs), default=0.0)
+
+    def stalls(self, over: float) -> list[tuple[float, float]]:
+        """The syncs that took longer than ``over`` seconds, as (start, end)."""
+        return [(began, began + took) for began, took in self.syncs if took > over]
+
+
 def run_wrk(
     url: str,
     requests_file: Path,
@@ -281,11 +324,15 @@ def run_wrk(
     ``offset`` skips request lines used before."""
     threads = 2
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url,
-         "--", str(requests_file), str(threads), f"{rate:.3f}", str(offset)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    disk = DiskProbe(requests_file.parent)
+    with contextlib.ExitStack() as stack:
+        if rate:  # a paced run's p99 shows the disk's stalls too (a saturated run goes unprobed, as before)
+            stack.enter_context(disk)
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url,
+             "--", str(requests_file), str(threads), f"{rate:.3f}", str(offset)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
     total, bad, errors, micros, p50, p99, worst = line.split()[1:]
@@ -300,6 +347,7 @@ def run_wrk(
         "p99_ms": float(p99),
         "max_ms": float(worst),
         "wrk_cpu_pct": 100 * cpu / seconds,
+        "disk_slowest_ms": disk.slowest_ms(),
     }
 
 
@@ -620,7 +668,8 @@ def main() -> int:
         saturated, paced = run.saturated, run.paced
         console.print(
             f"{run.label}: serve / raw publish = {saturated['rps'] / raw_mean:.2f} (target >= 0.90, one process"
-            f" >= 0.50); p99 at half saturation {paced['p99_ms']:.1f} ms (target <= 20); RSS {run.rss_mb:.0f} MiB"
+            f" >= 0.50); p99 at half saturation {paced['p99_ms']:.1f} ms (target <= 20; the disk's slowest"
+            f" fdatasync meanwhile {paced['disk_slowest_ms']:.0f} ms); RSS {run.rss_mb:.0f} MiB"
             f" (target <= 120); messages queued {run.queued:,} for {run.accepted:,.0f} accepted (all its wrk runs)"
         )
         for line in run.profile:
@@ -628,7 +677,8 @@ def main() -> int:
     if plain_paced is not None:
         console.print(
             f"plain receiver paced at {runs[0].half:,.0f}/s: p50 {plain_paced['p50_ms']:.1f} ms, p99"
-            f" {plain_paced['p99_ms']:.1f} ms (the confirm's wait and this machine's, under any receiver)"
+            f" {plain_paced['p99_ms']:.1f} ms (the confirm's wait and this machine's, under any receiver; the"
+            f" disk's slowest fdatasync meanwhile {plain_paced['disk_slowest_ms']:.0f} ms)"
         )
     print_floor(
         console,
