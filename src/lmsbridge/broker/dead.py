@@ -297,15 +297,15 @@ async def _send_back(
     that is confirmed: held unacked instead, a replay window of them stopped the queue from
     delivering the rest. So is one that died for another reason than ``reason``, when given. Each
     dead copy acked is counted in ``tally`` as it is, then the first other failure is raised."""
+    chosen = [m for m in batch if reason is None or _death(m)[0] == reason]
     passed = [m for m in batch if reason is not None and _death(m)[0] != reason]
-    batch = [m for m in batch if reason is None or _death(m)[0] == reason]
-    consumed = [m for m in batch if routes is None or _death(m)[1] in routes]
-    strangers = [m for m in batch if routes is not None and _death(m)[1] not in routes]
+    consumed = [m for m in chosen if routes is None or _death(m)[1] in routes]
+    strangers = [m for m in chosen if routes is not None and _death(m)[1] not in routes]
     results = await asyncio.gather(*(_republish(exchanges.work, m) for m in consumed), return_exceptions=True)
     unroutable = [*strangers, *(m for m, r in zip(consumed, results, strict=True) if isinstance(r, PublishError))]
     staying = [*unroutable, *passed]
-    kept = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in staying), return_exceptions=True)
-    kept, passed_kept = kept[: len(unroutable)], kept[len(unroutable) :]
+    put_back = await asyncio.gather(*(_keep_dead(exchanges.dead, m) for m in staying), return_exceptions=True)
+    kept, passed_kept = put_back[: len(unroutable)], put_back[len(unroutable) :]
     for message, result in zip(consumed, results, strict=True):
         if result is None:
             await message.ack()
