@@ -68,7 +68,8 @@ async def list_dead(settings: Settings, *, limit: int, as_json: bool, reason: st
     if as_json:
         sys.stdout.write(orjson.dumps([m.summary() for m in items]).decode() + "\n")
         return 0
-    table = Table(title=f"Dead letters{'' if reason is None else f' dead for {reason}'} ({len(items)})")
+    what = "Dead letters" if reason is None else f"Dead letters of reason {reason}"
+    table = Table(title=f"{what} ({len(items)})")
     for column in ("message id", "kind", "reason", "tries", "error"):
         table.add_column(column)
     for m in items:
