@@ -1,9 +1,9 @@
 """CPU an event costs the worker's storage on a SQLite file, as the worker runs it (issue 15).
 
-Each event is a new record on one account, and goes through the three writes a worker makes for
-it: stored with its sync row leased (``Intake.ingest`` with a lease), the intent before the
-create (``Leases.intend``), and the create recorded as the last write (``Leases.mark_written``,
-which also marks the row synced if the record did not change). ``--in-flight`` events run at
+Each event is a new record on one account, and goes through the two writes a worker makes for
+it: stored with its sync row leased and the intent of its create (``Intake.ingest`` with a
+lease), and the create recorded as the last write (``Leases.mark_written``, which also marks the
+row synced if the record did not change). ``--in-flight`` events run at
 once, as a consumer's prefetch does, so the writes share group commits as they do in the worker.
 The repository is the real one (its SQLite thread, pool, group commit and ``synchronous=FULL``);
 nothing else of the worker runs, so this is the storage's share without RabbitMQ or HTTP noise.
@@ -49,14 +49,13 @@ def event(n: int, now: datetime) -> AssignmentEvent:
 
 
 async def one(repo: Repository, n: int, now: datetime) -> None:
-    """Store event ``n`` with its row leased, note the intent, record the create as the last write."""
+    """Store event ``n`` with its row leased and its create's intent (as the consumer does, whose
+    send then writes no intent of its own), record the create as the last write."""
     holder = f"bench:{n:x}"
     new = event(n, now)
-    lease = Lease(holder, time.time() + 120)
+    lease = Lease(holder, time.time() + 120, SyncStep.CREATE_ASSIGNMENT)
     [stored] = await repo.intake.ingest([(new, new.people)], {"exec": [ACCOUNT]}, lease=lease)
     [view] = stored.claimed
-    if not await repo.leases.intend(view.record_id, ACCOUNT, holder, SyncStep.CREATE_ASSIGNMENT, time.time(), 120):
-        raise RuntimeError("the lease was lost")
     if not await repo.leases.mark_written(
         view.record_id, ACCOUNT, SyncStep.CREATE_ASSIGNMENT, f"lms-{n}", last=True, version=view.version
     ):

@@ -34,10 +34,16 @@ UNSET: Final = Unset.UNSET
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A sync lease to take while storing: its holder, and until when (epoch seconds)."""
+    """A sync lease to take while storing: its holder, and until when (epoch seconds).
+
+    ``intent``: the step the rows are stored intending, as :meth:`LeasePort.intend` would note
+    it: the write-ahead intent of the create their holder sends first, in the same transaction
+    (one write fewer for each new record).
+    """
 
     owner: str
     until: float
+    intent: SyncStep | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +134,14 @@ class LeasePort(SyncStatusPort, Protocol):
         self, record_id: int, account: str, owner: str, now: float, lease: float, *, revive: bool = False
     ) -> SyncView | None: ...
     async def release(
-        self, record_id: int, account: str, owner: str, *, synced: bool = False, version: int | None = None
+        self,
+        record_id: int,
+        account: str,
+        owner: str,
+        *,
+        synced: bool = False,
+        version: int | None = None,
+        clear_intent: bool = False,
     ) -> bool: ...
     async def mark_written(
         self,

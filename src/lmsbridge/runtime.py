@@ -34,7 +34,7 @@ from lmsbridge.metrics import EVENT_STAGES, Metrics
 from lmsbridge.people import USER_NOT_FOUND, People
 from lmsbridge.ports import PlatformPort
 from lmsbridge.receiver import ReceiverRunner, create_app, mark_shutting_down
-from lmsbridge.service import Service
+from lmsbridge.service import FRESH_INTENT_SECONDS, Service
 from lmsbridge.settings import Settings
 from lmsbridge.stackone import SharedRateLimiter, StackOneClient
 from lmsbridge.storage import Repository, create_engine
@@ -184,6 +184,7 @@ class Runtime:
             platforms=platforms,
             people=self.people,
             lease_seconds=s.worker.sync_lease_seconds,
+            fresh_intent_seconds=min(FRESH_INTENT_SECONDS, (s.worker.sync_lease_seconds - s.stackone.timeout) / 2),
             delete_superseded=s.stackone.delete_superseded_completions,
         )
         self.consumer = Consumer(

@@ -71,6 +71,11 @@ _REF = "learning_object_external_reference"
 LEASE_SECONDS = 120.0
 """Default sync lease: longer than StackOne works on one request (60 s), renewed before every create."""
 
+FRESH_INTENT_SECONDS = 1.0
+"""How old an intent stored with its row may be when its create is sent, for the send to use it
+rather than write its own (a renewal of the lease with it): the lease then ends at most this much
+sooner than that renewal would have made it end."""
+
 
 @dataclass(frozen=True, slots=True)
 class Synced:
@@ -84,10 +89,15 @@ class Synced:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A sync row leased when its record was stored: the view read then, and the lease's holder."""
+    """A sync row leased when its record was stored: the view read then, and the lease's holder.
+
+    ``intent``: the create whose write-ahead intent was stored with the row, at ``stored_at``.
+    """
 
     view: SyncView
     holder: str
+    intent: SyncStep | None = None
+    stored_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,7 @@ class _Attempt:
     holder: str
     in_doubt: bool = False
     intended_at: float = 0.0  # when the lease was last renewed, with the intent of a create
+    noted: SyncStep | None = None  # a create whose intent was stored with the row (at intended_at), not yet sent
     changed: bool = False  # the plan's last write found the record changed since its view: not marked synced
 
 
@@ -129,6 +140,9 @@ class Service:
     lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
     delete_superseded: bool = False  # delete a completion a better retake replaced (default: keep it as history)
+    # At most (lease - StackOne's timeout) / 2 (the runtime's choice): a create sent with an intent
+    # stored this long ago still has its lease for longer than the request can take.
+    fresh_intent_seconds: float = FRESH_INTENT_SECONDS
     # Numbers this service's lease holders (see _holder); the owner makes them unique across processes.
     _holders: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
     # Kept only while held or awaited: a dict of locks grew by one per learning object ever seen.
@@ -162,9 +176,15 @@ class Service:
             people = await platform.members(event.assignment_id)
         accounts = self.accounts_of.get(event.source, [])
         holder = self._holder()
-        lease = Lease(holder, self.clock() + self.lease_seconds) if len(people) * len(accounts) <= claim_up_to else None
+        now = self.clock()
+        lease = None
+        if len(people) * len(accounts) <= claim_up_to:
+            # A new record's first create is its assignment's (after its learning object's, if that
+            # is unknown): its write-ahead intent is stored with the row, so its send writes none.
+            lease = Lease(holder, now + self.lease_seconds, SyncStep.CREATE_ASSIGNMENT)
         [result] = await self.intake.ingest([(event, people)], {event.source: list(accounts)}, lease=lease)
-        claimed = {(v.record_id, v.account): Claimed(v, holder) for v in result.claimed}
+        intent = lease.intent if lease is not None else None
+        claimed = {(v.record_id, v.account): Claimed(v, holder, intent, now) for v in result.claimed}
         return Stored(result.duplicate, result.record_ids, claimed)
 
     def _holder(self) -> str:
@@ -200,7 +220,7 @@ class Service:
         """
         view: SyncView | None
         if claimed is not None:
-            attempt = _Attempt(claimed.holder)
+            attempt = _Attempt(claimed.holder, intended_at=claimed.stored_at, noted=claimed.intent)
             view = claimed.view
         else:
             attempt = _Attempt(self._orphaned(record_id, account) or self._holder())
@@ -239,7 +259,8 @@ class Service:
             # nobody may list the LMS before the lease runs out. Otherwise the retry may start at once.
             if not attempt.in_doubt:
                 try:
-                    await self.leases.release(record_id, account, holder)
+                    # An intent stored with the row whose create was never sent goes with the lease.
+                    await self.leases.release(record_id, account, holder, clear_intent=attempt.noted is not None)
                 except InfrastructureFault:
                     self._orphan(record_id, account, holder)
             raise
@@ -328,10 +349,13 @@ class Service:
 
         async def intend() -> None:
             # After the rate limiter's grant, so no wait can outlast the lease between this and the send.
-            if not await self.leases.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
-                raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
+            noted, attempt.noted = attempt.noted, None
+            if noted is not step or self.clock() - attempt.intended_at > self.fresh_intent_seconds:
+                if not await self.leases.intend(rid, account, holder, step, self.clock(), self.lease_seconds):
+                    raise LeaseBusy(f"record {rid} lost its lease before {step.value}")
+                attempt.intended_at = self.clock()
+            # else: this intent, and the lease, were stored with the row moments ago: written already.
             attempt.in_doubt = True
-            attempt.intended_at = self.clock()
 
         try:
             if step is SyncStep.CREATE_ASSIGNMENT:

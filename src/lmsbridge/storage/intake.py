@@ -7,9 +7,10 @@ state per (source, learning object, person) (:func:`lmsbridge.domain.records.mer
 changed goes back to pending. Old message ids are pruned after the retention period.
 
 Given a :class:`~lmsbridge.ports.Lease`, the sync rows of a record the event creates are
-inserted already leased, and their :class:`~lmsbridge.ports.SyncView` is returned: the
-consumer syncs them at once, without a claim (an update and a read) in a transaction of its own.
-A record that existed is claimed by its sync as before.
+inserted already leased (with the lease's write-ahead intent, if it has one), and their
+:class:`~lmsbridge.ports.SyncView` is returned: the consumer syncs them at once, without a claim
+(an update and a read) in a transaction of its own. A record that existed is claimed by its sync
+as before.
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ class Intake:
                     "updated_at": now,
                     "lease_owner": held.owner if held else None,
                     "lease_until": held.until if held else None,
+                    "uncertain_step": held.intent.value if held and held.intent else None,
                 }
                 for account in accts
             ],
@@ -213,7 +215,10 @@ class Intake:
         return rid
 
     def _fresh_view(self, conn: Connection, rid: int, account: str, key: RecordKey, state: RecordState) -> SyncView:
-        """The view of a sync row just inserted (leased, nothing written yet): only the content is read."""
+        """The view of a sync row just inserted (leased, nothing written yet): only the content is read.
+
+        No step is in doubt: an intent stored with the row is its holder's, whose create is not sent yet.
+        """
         known = self._stmt.content_title.first(conn, {"b_account": account, "b_ref": key.learning_object_ref})
         synced = AccountSync(
             content_known=known is not None,

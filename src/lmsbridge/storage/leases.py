@@ -169,13 +169,26 @@ class Leases:
 
     @guard
     async def release(
-        self, record_id: int, account: str, owner: str, *, synced: bool = False, version: int | None = None
+        self,
+        record_id: int,
+        account: str,
+        owner: str,
+        *,
+        synced: bool = False,
+        version: int | None = None,
+        clear_intent: bool = False,
     ) -> bool:
         """Give the lease back (only if we still hold it); ``synced`` also marks the row up to date,
         only while the record is still ``version`` (see :meth:`mark_written`). False when ``synced``
-        was asked and the row was not marked (a newer version, or not ours)."""
+        was asked and the row was not marked (a newer version, or not ours).
+
+        ``clear_intent``: the row's intent goes too. For an intent stored with the row
+        (:class:`~lmsbridge.ports.Lease`) whose create was never sent: the next sync need not list first.
+        """
         now = datetime.now(UTC)
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if clear_intent:
+            values["uncertain_step"] = None
         if synced:
             assert version is not None, "a row is marked synced only at the version its plan was read at"
             values.update(updated_at=now)

@@ -1,0 +1,259 @@
+"""A new record's write-ahead intent, stored with its row: one write fewer, and no safety lost.
+
+The consumer stores a new record's sync rows already leased to it, with the intent of the create
+its sync sends first (``Service.store(claim_up_to=...)``); the send uses that intent instead of
+writing one, while it is fresh. These tests drive two :class:`Service` instances (two worker
+processes on one SQLite file) against the StackOne stand-in over real HTTP, with clocks the
+test moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+
+from lmsbridge.domain.records import state_from_event
+from lmsbridge.errors import LeaseBusy, ParkRecord
+from lmsbridge.people import People
+from lmsbridge.service import Claimed, Service
+from lmsbridge.settings import StackOneSettings
+from lmsbridge.stackone import StackOneClient
+from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage.migrate import upgrade
+from lmsbridge.testing.fakes import CollectingSyncQueue
+from lmsbridge.testing.stackone import StackOneStandIn
+from tests.pipeline.conftest import STACKONE_KEY
+from tests.test_convergence import EVENTS
+
+ACCOUNT = "acc-intent"
+EMAIL = "jane@acme.example"
+LEASE = 30.0
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand."""
+
+    now: list[float]
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now[0]
+
+
+@dataclass
+class Workers:
+    """Two workers' services on one database, their clocks, and the repository underneath."""
+
+    a: Service
+    b: Service
+    now_a: list[float]
+    now_b: list[float]
+    repo: Repository
+
+
+@pytest.fixture
+async def workers(stackone: StackOneStandIn, tmp_path: Path) -> AsyncIterator[Workers]:
+    """Two workers sharing a SQLite file, their StackOne clients on the stand-in (5 s a request)."""
+    repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path}/intent.db"))
+    await upgrade(repo.engine)
+    async with aiohttp.ClientSession() as session:
+        settings = StackOneSettings(base_url=stackone.url, api_key=STACKONE_KEY, timeout=5.0)
+        services, clocks = [], []
+        for _ in range(2):
+            client = StackOneClient(session, settings, user_agent="lmsbridge/test")
+            now = [1000.0]
+            services.append(
+                Service(
+                    intake=repo.intake,
+                    leases=repo.leases,
+                    content=repo.content,
+                    stackone=client,
+                    queue=CollectingSyncQueue(),
+                    accounts_of={"acme": [ACCOUNT]},
+                    platforms={},
+                    people=People(repo.directory, repo.accounts, client, refresh_after=3600),
+                    lease_seconds=LEASE,
+                    clock=Clock(now),
+                )
+            )
+            clocks.append(now)
+        yield Workers(services[0], services[1], clocks[0], clocks[1], repo)
+    await repo.close()
+
+
+async def _stored(service: Service) -> tuple[int, Claimed]:
+    """The first event stored as the consumer stores it: its new row leased to ``service``."""
+    stored = await service.store(EVENTS[0], claim_up_to=1)
+    [rid] = stored.record_ids
+    return rid, stored.claimed[(rid, ACCOUNT)]
+
+
+async def _row(repo: Repository, rid: int) -> tuple[str | None, float | None]:
+    """The sync row's intent and lease end, as another process would read them."""
+    async with repo.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT uncertain_step, lease_until FROM sync_state WHERE record_id = :r AND account = :a"),
+                {"r": rid, "a": ACCOUNT},
+            )
+        ).one()
+    return row[0], row[1]
+
+
+def _creates(stackone: StackOneStandIn) -> int:
+    return sum(1 for r in stackone.requests if r.method == "POST" and r.path.endswith("/assignments"))
+
+
+def _listings(stackone: StackOneStandIn) -> int:
+    return sum(1 for r in stackone.requests if r.method == "GET" and r.path.endswith("/assignments"))
+
+
+async def _sent(stackone: StackOneStandIn, path: str) -> None:
+    """Wait until a request to ``path`` is in flight at the stand-in."""
+    while not any(r.path.endswith(path) and r.status == 0 for r in stackone.requests):
+        await asyncio.sleep(0.01)
+
+
+async def test_a_new_record_is_created_with_its_intent_stored_beforehand_and_one_transaction_for_its_sync(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """While the create is at StackOne, the row already says it may be written (stored with it);
+    the sync itself commits one transaction (the step recorded), not two (an intent, then that)."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    # The person and the learning object already known: the sync's only write is the assignment.
+    await workers.a.people.resolve(ACCOUNT, EMAIL)
+    state = state_from_event(EVENTS[0], EVENTS[0].people[0])
+    await workers.repo.content.mark_content(ACCOUNT, [(state.learning_object_ref, state.title, state.title_at)])
+    rid, claimed = await _stored(workers.a)
+    assert await _row(workers.repo, rid) == ("create_assignment", 1000.0 + LEASE)
+    stackone.fail_next(0, delay=0.3, path_contains="/assignments")  # held 0.3 s, then written
+    before = workers.repo.transactions
+
+    syncing = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, "/assignments")
+    in_flight = await _row(workers.repo, rid)
+    result = await syncing
+
+    assert in_flight == ("create_assignment", 1000.0 + LEASE)
+    assert workers.repo.transactions - before == 1
+    assert result.steps
+    assert _creates(stackone) == 1
+    assert _listings(stackone) == 0
+    assert await _row(workers.repo, rid) == (None, None)  # recorded: no doubt left, lease given back
+    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert not stackone.violations
+
+
+async def test_a_sync_that_waited_past_the_fresh_window_renews_its_lease_with_the_intent_before_sending(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """A user lookup that took longer than the stored intent may be used: the send writes it again,
+    with a lease that runs from now, as for any create."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    rid, claimed = await _stored(workers.a)
+    stackone.fail_next(0, delay=0.3, path_contains="/users")  # the lookup hangs ...
+    stackone.fail_next(0, delay=0.3, path_contains="/assignments")
+    syncing = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, "/users")
+    workers.now_a[0] += 10.0  # ... for 10 s by the worker's clock
+    await _sent(stackone, "/assignments")
+    in_flight = await _row(workers.repo, rid)
+    await syncing
+
+    assert in_flight == ("create_assignment", 1010.0 + LEASE)
+    assert _creates(stackone) == 1
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert not stackone.violations
+
+
+async def test_a_stored_lease_that_ran_out_before_the_send_stops_the_create_and_the_new_holder_writes_once(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """A worker stalled past the lease stored with the row does not send on the stored intent;
+    the worker that took the row over lists (the intent may have been sent) and creates once."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    rid, claimed = await _stored(workers.a)
+    stackone.fail_next(0, delay=1.0, path_contains="/users")  # A's user lookup hangs for 1 s
+    stalled = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, "/users")
+    workers.now_a[0] += LEASE + 1  # while A waits, its lease runs out ...
+    workers.now_b[0] += LEASE + 1
+    assert (await workers.b.sync(rid, ACCOUNT)).steps  # ... and B takes the row over and writes it
+
+    with pytest.raises(LeaseBusy):
+        await stalled
+    assert _creates(stackone) == 1, "the stalled worker created after losing its lease"
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert not stackone.violations
+
+
+async def test_a_sync_that_fails_before_sending_leaves_no_intent_so_the_next_one_creates_without_listing(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """The person is not in the LMS yet: nothing was sent, so the stored intent goes with the
+    lease; once they are, the next sync creates straight away (no listing first) and once."""
+    rid, claimed = await _stored(workers.a)
+    with pytest.raises(ParkRecord):
+        await workers.a.sync(rid, ACCOUNT, claimed=claimed)
+    assert await _row(workers.repo, rid) == (None, None)
+
+    stackone.add_user(ACCOUNT, EMAIL)
+    assert (await workers.b.sync(rid, ACCOUNT)).steps
+
+    assert _creates(stackone) == 1
+    assert _listings(stackone) == 0
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert not stackone.violations
+
+
+async def test_a_worker_gone_after_storing_a_new_record_leaves_it_to_be_listed_then_written_once(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """Worker A stores the record and is gone before its sync says anything (killed): the row says
+    a create may have been sent, so once A's lease has run out B lists first, then writes it once."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    rid, _ = await _stored(workers.a)  # and A is killed here
+    with pytest.raises(LeaseBusy):  # while A might still send, nobody else writes
+        await workers.b.sync(rid, ACCOUNT)
+
+    workers.now_b[0] += LEASE + 1
+    assert (await workers.b.sync(rid, ACCOUNT)).steps
+
+    assert _listings(stackone) == 1, "B did not list before creating"
+    assert _creates(stackone) == 1
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert not stackone.violations
+
+
+async def test_a_worker_killed_mid_create_on_the_stored_intent_is_not_written_again(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """A's create, sent on the intent stored with the row, is in flight (the LMS writes it) when A
+    is gone; B waits out the stored lease, lists, finds the assignment and does not create it again."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    rid, claimed = await _stored(workers.a)
+    stackone.fail_next(0, delay=1.0, path_contains="/assignments")  # hangs 1 s, then writes
+    dying = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, "/assignments")
+    dying.cancel()  # the process is gone; its request is not
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    with pytest.raises(LeaseBusy):
+        await workers.b.sync(rid, ACCOUNT)
+    await asyncio.sleep(1.3)
+    assert len(stackone.assignments(ACCOUNT)) == 1
+
+    workers.now_b[0] += LEASE + 1
+    assert (await workers.b.sync(rid, ACCOUNT)).steps  # B records the write it found
+
+    assert _creates(stackone) == 1, "B created the assignment a second time"
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert not stackone.violations
