@@ -6,8 +6,9 @@ Two steps, each safe to repeat:
    team and org assignments) and stores it in one transaction (inbox + merged records +
    pending sync rows); its :meth:`~Service.targets` are then synced at once by the consumer
    or queued as sync tasks (:meth:`Service.queue_syncs`; :meth:`Service.ingest` does both).
-   Records the event creates can be leased in the same transaction (``claim_up_to``), so
-   their sync starts without a claim of its own.
+   Records the event creates can be leased in the same transaction (``claim_up_to``), with
+   the write-ahead intent of their first create, so their sync starts without a claim of its
+   own and that create is sent without an intent of its own (while the stored one is fresh).
    A duplicate message id stores nothing and returns the records it touched the first
    time, so their syncs are done again and a crash between commit and sync loses nothing.
 2. :meth:`Service.sync` brings one record up to date on one account, writing only what is
