@@ -3,7 +3,10 @@
 Each event is a new record on one account, and goes through the two writes a worker makes for
 it: stored with its sync row leased and the intent of its create (``Intake.ingest`` with a
 lease), and the create recorded as the last write (``Leases.mark_written``, which also marks the
-row synced if the record did not change). ``--in-flight`` events run at
+row synced if the record did not change). Each round then completes those records, each
+completion through the four writes a worker makes for it: stored (its record exists, so nothing
+is leased), the claim (``Leases.claim``), the intent (``Leases.intend``) and the completion
+recorded. ``--in-flight`` events run at
 once, as a consumer's prefetch does, so the writes share group commits as they do in the worker.
 The repository is the real one (its SQLite thread, pool, group commit and ``synchronous=FULL``);
 nothing else of the worker runs, so this is the storage's share without RabbitMQ or HTTP noise.
@@ -24,6 +27,7 @@ from rich.table import Table
 
 from lmsbridge.domain import AssignmentEvent, SyncStep
 from lmsbridge.domain.events import LearningObject, PersonProgress
+from lmsbridge.domain.records import completion_of
 from lmsbridge.ports import Lease
 from lmsbridge.storage import Repository
 
@@ -31,20 +35,23 @@ ACCOUNT = "acct"
 OBJECTS = 50  # learning objects the events are spread over (each known on the account after its first)
 
 
-def event(n: int, now: datetime) -> AssignmentEvent:
-    """The ``n``th event: a new person assigned one of the objects."""
+def event(n: int, now: datetime, *, completed: bool = False) -> AssignmentEvent:
+    """The ``n``th event: a new person assigned one of the objects (or that person's Pass of it)."""
     ref = f"exec:scenario:{n % OBJECTS}"
+    person = PersonProgress(email=f"p{n}@x.example")
+    if completed:
+        person = PersonProgress(email=person.email, completed_at=now, passed=True, score=90.0)
     return AssignmentEvent(
-        message_id=f"m-{n}",
+        message_id=f"m-{n}-done" if completed else f"m-{n}",
         source="exec",
         platform="exec",
-        type="assignment.created",
+        type="assignment.completed" if completed else "assignment.created",
         occurred_at=now,
         received_at=now,
         correlation_id=f"c-{n}",
         assignment_id=f"a-{n}",
         learning_object=LearningObject(external_reference=ref, title=f"Scenario {n % OBJECTS}"),
-        people=(PersonProgress(email=f"p{n}@x.example"),),
+        people=(person,),
     )
 
 
@@ -62,14 +69,36 @@ async def one(repo: Repository, n: int, now: datetime) -> None:
         raise RuntimeError("the record changed")
 
 
-async def run_round(repo: Repository, first: int, events: int, in_flight: int) -> tuple[float, float, int]:
-    """(events a second, CPU us an event, transactions) for ``events`` events, ``in_flight`` at once."""
+async def done(repo: Repository, n: int, now: datetime) -> None:
+    """Store the Pass of event ``n``'s record, claim its row, note the intent, record the completion."""
+    holder = f"bench:{n:x}:done"
+    completion = event(n, now, completed=True)
+    [stored] = await repo.intake.ingest([(completion, completion.people)], {"exec": [ACCOUNT]})
+    [rid] = stored.record_ids
+    view = await repo.leases.claim(rid, ACCOUNT, holder, time.time(), 120)
+    if view is None or not view.leased:
+        raise RuntimeError("the row was not claimed")
+    if not await repo.leases.intend(rid, ACCOUNT, holder, SyncStep.CREATE_COMPLETION, time.time(), 120):
+        raise RuntimeError("the lease was lost")
+    written = completion_of(view.state)
+    if not await repo.leases.mark_written(
+        rid, ACCOUNT, SyncStep.CREATE_COMPLETION, f"lms-{n}-done", last=True, completion=written, version=view.version
+    ):
+        raise RuntimeError("the record changed")
+
+
+async def run_round(
+    repo: Repository, first: int, events: int, in_flight: int, *, completions: bool = False
+) -> tuple[float, float, int]:
+    """(events a second, CPU us an event, transactions) for ``events`` events, ``in_flight`` at once:
+    new records, or with ``completions`` the Passes of the records ``first`` onwards."""
     now = datetime.now(UTC)
     numbers = iter(range(first, first + events))
+    step = done if completions else one
 
     async def lane() -> None:
         for n in numbers:
-            await one(repo, n, now)
+            await step(repo, n, now)
 
     transactions = repo.transactions
     wall, cpu = time.perf_counter(), time.process_time()
@@ -86,13 +115,19 @@ async def main() -> int:
     args = parser.parse_args()
     title = f"The worker's storage on SQLite: {args.events:,} new records a round, {args.in_flight} at once"
     table = Table(title=title)
-    for column in ("round", "events/s", "CPU us an event", "events a transaction"):
+    for column in ("round", "events", "events/s", "CPU us an event", "events a transaction"):
         table.add_column(column, justify="right")
     async with sqlite_repository("storage.db") as repo:
         await run_round(repo, 10_000_000, 2_000, args.in_flight)  # warm: the objects known, the caches filled
+        await run_round(repo, 10_000_000, 2_000, args.in_flight, completions=True)
         for r in range(args.rounds):
-            rate, cpu, transactions = await run_round(repo, r * args.events, args.events, args.in_flight)
-            table.add_row(str(r + 1), f"{rate:,.0f}", f"{cpu:,.0f}", f"{args.events / max(transactions, 1):.1f}")
+            for completions in (False, True):
+                rate, cpu, transactions = await run_round(
+                    repo, r * args.events, args.events, args.in_flight, completions=completions
+                )
+                per = f"{args.events / max(transactions, 1):.1f}"
+                kind = "completions" if completions else "new records"
+                table.add_row(str(r + 1), kind, f"{rate:,.0f}", f"{cpu:,.0f}", per)
     Console().print(table)
     return 0
 
