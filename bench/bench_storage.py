@@ -4,9 +4,9 @@ Each event is a new record on one account, and goes through the two writes a wor
 it: stored with its sync row leased and the intent of its create (``Intake.ingest`` with a
 lease), and the create recorded as the last write (``Leases.mark_written``, which also marks the
 row synced if the record did not change). Each round then completes those records, each
-completion through the four writes a worker makes for it: stored (its record exists, so nothing
-is leased), the claim (``Leases.claim``), the intent (``Leases.intend``) and the completion
-recorded. ``--in-flight`` events run at
+completion through the three writes a worker makes for it: stored with its record's row leased
+(claimed in that transaction, as its lease is free), the intent (``Leases.intend``) and the
+completion recorded. ``--in-flight`` events run at
 once, as a consumer's prefetch does, so the writes share group commits as they do in the worker.
 The repository is the real one (its SQLite thread, pool, group commit and ``synchronous=FULL``);
 nothing else of the worker runs, so this is the storage's share without RabbitMQ or HTTP noise.
@@ -70,14 +70,13 @@ async def one(repo: Repository, n: int, now: datetime) -> None:
 
 
 async def done(repo: Repository, n: int, now: datetime) -> None:
-    """Store the Pass of event ``n``'s record, claim its row, note the intent, record the completion."""
+    """Store the Pass of event ``n``'s record with its row leased, note the intent, record the completion."""
     holder = f"bench:{n:x}:done"
     completion = event(n, now, completed=True)
-    [stored] = await repo.intake.ingest([(completion, completion.people)], {"exec": [ACCOUNT]})
+    lease = Lease(holder, time.time() + 120, at=time.time())
+    [stored] = await repo.intake.ingest([(completion, completion.people)], {"exec": [ACCOUNT]}, lease=lease)
     [rid] = stored.record_ids
-    view = await repo.leases.claim(rid, ACCOUNT, holder, time.time(), 120)
-    if view is None or not view.leased:
-        raise RuntimeError("the row was not claimed")
+    [view] = stored.taken
     if not await repo.leases.intend(rid, ACCOUNT, holder, SyncStep.CREATE_COMPLETION, time.time(), 120):
         raise RuntimeError("the lease was lost")
     written = completion_of(view.state)

@@ -36,14 +36,17 @@ UNSET: Final = Unset.UNSET
 class Lease:
     """A sync lease to take while storing: its holder, and until when (epoch seconds).
 
-    ``intent``: the step the rows are stored intending, as :meth:`LeasePort.intend` would note
-    it: the write-ahead intent of the create their holder sends first, in the same transaction
-    (one write fewer for each new record).
+    ``intent``: the step the rows of new records are stored intending, as :meth:`LeasePort.intend`
+    would note it: the write-ahead intent of the create their holder sends first, in the same
+    transaction (one write fewer for each new record). ``at``: when it is taken; the free rows of
+    records that existed (no lease, or one that ended before then, and not dead) are claimed with
+    it too, as :meth:`LeasePort.claim` would (one write fewer for each of their events).
     """
 
     owner: str
     until: float
     intent: SyncStep | None = None
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,15 @@ class Ingest:
     """Result of storing one event: whether it was a duplicate, and the records it touches.
 
     ``claimed``: the sync rows of records the event created, leased to the ingest's
-    :class:`Lease` in the same transaction (so their sync needs no claim of its own).
+    :class:`Lease` in the same transaction (so their sync needs no claim of its own), stored
+    with its intent. ``taken``: the rows of records that existed it could lease too, as a claim
+    reads them (nothing noted on them).
     """
 
     duplicate: bool
     record_ids: tuple[int, ...]
     claimed: tuple[SyncView, ...] = ()
+    taken: tuple[SyncView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ Two steps, each safe to repeat:
    or queued as sync tasks (:meth:`Service.queue_syncs`; :meth:`Service.ingest` does both).
    Records the event creates can be leased in the same transaction (``claim_up_to``), with
    the write-ahead intent of their first create, so their sync starts without a claim of its
-   own and that create is sent without an intent of its own (while the stored one is fresh).
+   own and that create is sent without an intent of its own (while the stored one is fresh);
+   the free rows of records that existed are claimed in that transaction too.
    A duplicate message id stores nothing and returns the records it touched the first
    time, so their syncs are done again and a crash between commit and sync loses nothing.
 2. :meth:`Service.sync` brings one record up to date on one account, writing only what is
@@ -166,8 +167,9 @@ class Service:
 
         A duplicate stores nothing and returns the records it touched the first time, so their
         syncs can be done again: a crash between commit and sync loses nothing. When the event
-        has at most ``claim_up_to`` (record, account) targets, the rows of records it creates
-        are leased in the same transaction: the caller must sync them (``claimed=``) at once.
+        has at most ``claim_up_to`` (record, account) targets, the rows of records it creates,
+        and those of records that existed whose lease is free, are leased in the same
+        transaction: the caller must sync them (``claimed=``) at once.
         """
         people = list(event.people)
         if event.needs_expansion:
@@ -182,10 +184,12 @@ class Service:
         if len(people) * len(accounts) <= claim_up_to:
             # A new record's first create is its assignment's (after its learning object's, if that
             # is unknown): its write-ahead intent is stored with the row, so its send writes none.
-            lease = Lease(holder, now + self.lease_seconds, SyncStep.CREATE_ASSIGNMENT)
+            lease = Lease(holder, now + self.lease_seconds, SyncStep.CREATE_ASSIGNMENT, at=now)
         [result] = await self.intake.ingest([(event, people)], {event.source: list(accounts)}, lease=lease)
+        # The rows of records that existed, taken as a claim takes them: their creates note their own intents.
+        claimed = {(v.record_id, v.account): Claimed(v, holder) for v in result.taken}
         intent = lease.intent if lease is not None else None
-        claimed = {(v.record_id, v.account): Claimed(v, holder, intent, now) for v in result.claimed}
+        claimed |= {(v.record_id, v.account): Claimed(v, holder, intent, now) for v in result.claimed}
         return Stored(result.duplicate, result.record_ids, claimed)
 
     def _holder(self) -> str:

@@ -1,8 +1,9 @@
-"""A new record's write-ahead intent, stored with its row: one write fewer, and no safety lost.
+"""Leases and intents taken as an event is stored: fewer writes, and no safety lost.
 
 The consumer stores a new record's sync rows already leased to it, with the intent of the create
 its sync sends first (``Service.store(claim_up_to=...)``); the send uses that intent instead of
-writing one, while it is fresh. These tests drive two :class:`Service` instances (two worker
+writing one, while it is fresh. The free rows of a record that existed are claimed in that
+transaction too, so their sync needs no claim of its own. These tests drive two :class:`Service` instances (two worker
 processes on one SQLite file) against the StackOne stand-in over real HTTP, with clocks the
 test moves.
 """
@@ -256,4 +257,82 @@ async def test_a_worker_killed_mid_create_on_the_stored_intent_is_not_written_ag
     assert _creates(stackone) == 1, "B created the assignment a second time"
     assert len(stackone.assignments(ACCOUNT)) == 1
     assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert not stackone.violations
+
+
+async def _warm(workers: Workers, stackone: StackOneStandIn) -> None:
+    """The person and the learning object known (its title as of the completion, the later
+    event), so a sync's only writes are its creates."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    await workers.a.people.resolve(ACCOUNT, EMAIL)
+    await workers.b.people.resolve(ACCOUNT, EMAIL)
+    state = state_from_event(EVENTS[1], EVENTS[1].people[0])
+    await workers.repo.content.mark_content(ACCOUNT, [(state.learning_object_ref, state.title, state.title_at)])
+
+
+async def test_a_completion_of_an_existing_record_is_claimed_as_it_is_stored_and_synced_in_two_transactions(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """The completion's event leases the record's free row in the transaction that stores it: its
+    sync commits the intent and the completion recorded, and no claim of its own."""
+    await _warm(workers, stackone)
+    rid, claimed = await _stored(workers.a)
+    await workers.a.sync(rid, ACCOUNT, claimed=claimed)
+
+    stored = await workers.b.store(EVENTS[1], claim_up_to=1)
+    taken = stored.claimed.get((rid, ACCOUNT))
+    assert taken is not None, "the completion's row was not leased as it was stored"
+    assert taken.view.leased
+    assert taken.view.synced.assignment_created  # read as a claim reads it: what is written already
+    before = workers.repo.transactions
+    result = await workers.b.sync(rid, ACCOUNT, claimed=taken)
+
+    assert workers.repo.transactions - before == 2
+    assert [s.value for s in result.steps] == ["create_completion"]
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert await _row(workers.repo, rid) == (None, None)
+    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert not stackone.violations
+
+
+async def test_a_completion_stored_while_another_worker_writes_the_record_leaves_it_to_that_worker(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """A's assignment is at StackOne when B stores the completion: B leases nothing (A holds the
+    row) and its sync waits (LeaseBusy); A, finding the record changed, writes the completion too."""
+    await _warm(workers, stackone)
+    rid, claimed = await _stored(workers.a)
+    stackone.fail_next(0, delay=0.5, path_contains="/assignments")
+    writing = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, "/assignments")
+
+    stored = await workers.b.store(EVENTS[1], claim_up_to=1)
+    assert (rid, ACCOUNT) not in stored.claimed
+    with pytest.raises(LeaseBusy):
+        await workers.b.sync(rid, ACCOUNT)
+    await writing
+
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert not stackone.violations
+
+
+async def test_an_event_for_a_dead_record_leases_nothing_and_writes_nothing(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """A record dead-lettered stays dead when its completion arrives: its row is not leased as the
+    event is stored, and its sync writes nothing (only an operator's replay revives it)."""
+    await _warm(workers, stackone)
+    rid, claimed = await _stored(workers.a)
+    await workers.a.sync(rid, ACCOUNT, claimed=claimed)
+    await workers.repo.leases.set_status(rid, ACCOUNT, "dead", reason="test", error="dead-lettered by the test")
+
+    stored = await workers.b.store(EVENTS[1], claim_up_to=1)
+    assert (rid, ACCOUNT) not in stored.claimed
+    assert not (await workers.b.sync(rid, ACCOUNT)).steps
+
+    assert len(stackone.completions(ACCOUNT)) == 0
+    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "dead"  # type: ignore[union-attr]
     assert not stackone.violations

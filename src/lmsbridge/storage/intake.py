@@ -9,8 +9,9 @@ changed goes back to pending. Old message ids are pruned after the retention per
 Given a :class:`~lmsbridge.ports.Lease`, the sync rows of a record the event creates are
 inserted already leased (with the lease's write-ahead intent, if it has one), and their
 :class:`~lmsbridge.ports.SyncView` is returned: the consumer syncs them at once, without a claim
-(an update and a read) in a transaction of its own. A record that existed is claimed by its sync
-as before.
+(an update and a read) in a transaction of its own. The rows of a record that existed are
+claimed in the same transaction where they are free (:meth:`Leases.take`); one another consumer
+holds is claimed by its sync, later, as before.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, Recor
 from lmsbridge.domain.records import merge, state_from_event
 from lmsbridge.domain.sync import PENDING, SYNCED
 from lmsbridge.ports import Ingest, Lease, SyncView
+from lmsbridge.storage.leases import Leases
 from lmsbridge.storage.prepared import Prepared
 from lmsbridge.storage.shared import Sql, guard, record_state, utc
 from lmsbridge.storage.tables import content, inbox, records, sync_state
@@ -95,9 +97,10 @@ class _Statements:
 class Intake:
     """The inbox and the merged records (implements :class:`lmsbridge.ports.IntakePort`)."""
 
-    def __init__(self, sql: Sql) -> None:
+    def __init__(self, sql: Sql, leases: Leases) -> None:
         self._sql = sql
         self._stmt = _Statements(sql)
+        self._leases = leases
 
     @guard
     async def ingest(
@@ -112,7 +115,8 @@ class Intake:
         An event whose message id is already in the inbox changes nothing and returns the
         record ids stored the first time, so its sync can be resumed. (A duplicate racing its
         twin from another process is merged again, which changes nothing: merge is a join.)
-        With ``lease``, the sync rows of records created here are leased to it and returned.
+        With ``lease``, the sync rows of records created here are leased to it and returned, as
+        are those of records that existed whose lease was free.
         """
 
         def work(conn: Connection) -> list[Ingest]:
@@ -125,7 +129,8 @@ class Intake:
                     continue
                 accts = accounts_of.get(event.source, [])
                 claimed: list[SyncView] = []
-                ids = [self._upsert_record(conn, event, person, accts, now, lease, claimed) for person in people]
+                taken: list[SyncView] = []
+                ids = [self._upsert_record(conn, event, person, accts, now, lease, claimed, taken) for person in people]
                 first = self._stmt.add_inbox.execute(
                     conn,
                     {
@@ -137,7 +142,7 @@ class Intake:
                         "record_ids": ids,
                     },
                 )
-                out.append(Ingest(first == 0, tuple(ids), tuple(claimed)))
+                out.append(Ingest(first == 0, tuple(ids), tuple(claimed), tuple(taken)))
             return out
 
         return await self._sql.write(work)
@@ -151,6 +156,7 @@ class Intake:
         now: datetime,
         lease: Lease | None,
         claimed: list[SyncView],
+        taken: list[SyncView],
     ) -> int:
         incoming = state_from_event(event, person)
         identity = {"b_source": event.source, "b_ref": incoming.learning_object_ref, "b_person": person.person_key}
@@ -210,8 +216,16 @@ class Intake:
         if held is not None:
             key = RecordKey(event.source, merged.learning_object_ref, person.person_key)
             claimed.extend(self._fresh_view(conn, rid, account, key, merged) for account in accts)
-        elif changed and not created:
+            return rid
+        if created:
+            return rid
+        if changed:
             conn.execute(self._stmt.reopen, {"b_id": rid, "b_accounts": accts, "b_now": now})
+        if lease is not None:
+            for account in accts:
+                view = self._leases.take(conn, rid, account, lease.owner, lease.at, lease.until)
+                if view is not None:
+                    taken.append(view)
         return rid
 
     def _fresh_view(self, conn: Connection, rid: int, account: str, key: RecordKey, state: RecordState) -> SyncView:

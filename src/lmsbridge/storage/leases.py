@@ -167,6 +167,15 @@ class Leases:
 
         return await self._sql.write(work)
 
+    def take(
+        self, conn: Connection, record_id: int, account: str, owner: str, now: float, until: float
+    ) -> SyncView | None:
+        """:meth:`claim` (never reviving) in the caller's transaction; the view only when the lease is now ours."""
+        params = {"b_id": record_id, "b_account": account, "b_owner": owner, "b_now": now, "b_until": until}
+        if not self._stmt.claim.execute(conn, params):
+            return None
+        return self._view(conn, record_id, account, leased=True)
+
     @guard
     async def release(
         self,

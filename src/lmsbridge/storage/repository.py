@@ -47,8 +47,8 @@ class Repository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sql = Sql(engine)
-        self.intake = Intake(self._sql)
         self.leases = Leases(self._sql)
+        self.intake = Intake(self._sql, self.leases)
         self.content = Content(self._sql)
         self.directory = Directory(self._sql)
         self.accounts = Accounts(self._sql)
