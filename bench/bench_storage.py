@@ -4,9 +4,9 @@ Each event is a new record on one account, and goes through the two writes a wor
 it: stored with its sync row leased and the intent of its create (``Intake.ingest`` with a
 lease), and the create recorded as the last write (``Leases.mark_written``, which also marks the
 row synced if the record did not change). Each round then completes those records, each
-completion through the three writes a worker makes for it: stored with its record's row leased
-(claimed in that transaction, as its lease is free), the intent (``Leases.intend``) and the
-completion recorded. ``--in-flight`` events run at
+completion through the two writes a worker makes for it: stored with its record's row leased
+and the intent of the completion's create noted (claimed in that transaction, as its lease is
+free), and the completion recorded. ``--in-flight`` events run at
 once, as a consumer's prefetch does, so the writes share group commits as they do in the worker.
 The repository is the real one (its SQLite thread, pool, group commit and ``synchronous=FULL``);
 nothing else of the worker runs, so this is the storage's share without RabbitMQ or HTTP noise.
@@ -28,7 +28,7 @@ from rich.table import Table
 from lmsbridge.domain import AssignmentEvent, SyncStep
 from lmsbridge.domain.events import LearningObject, PersonProgress
 from lmsbridge.domain.records import completion_of
-from lmsbridge.ports import Lease
+from lmsbridge.ports import Lease, SyncView
 from lmsbridge.storage import Repository
 
 ACCOUNT = "acct"
@@ -69,16 +69,21 @@ async def one(repo: Repository, n: int, now: datetime) -> None:
         raise RuntimeError("the record changed")
 
 
+def _completion_first(view: SyncView) -> SyncStep:
+    """The first create of a completed record's sync, its assignment written (as the worker's plan says)."""
+    return SyncStep.CREATE_COMPLETION
+
+
 async def done(repo: Repository, n: int, now: datetime) -> None:
-    """Store the Pass of event ``n``'s record with its row leased, note the intent, record the completion."""
+    """Store the Pass of event ``n``'s record with its row leased and the completion's intent, record it."""
     holder = f"bench:{n:x}:done"
     completion = event(n, now, completed=True)
-    lease = Lease(holder, time.time() + 120, at=time.time())
+    lease = Lease(holder, time.time() + 120, at=time.time(), intent_of=_completion_first)
     [stored] = await repo.intake.ingest([(completion, completion.people)], {"exec": [ACCOUNT]}, lease=lease)
     [rid] = stored.record_ids
-    [view] = stored.taken
-    if not await repo.leases.intend(rid, ACCOUNT, holder, SyncStep.CREATE_COMPLETION, time.time(), 120):
-        raise RuntimeError("the lease was lost")
+    [(view, noted)] = stored.taken
+    if noted is not SyncStep.CREATE_COMPLETION:
+        raise RuntimeError("the completion's intent was not noted")
     written = completion_of(view.state)
     if not await repo.leases.mark_written(
         rid, ACCOUNT, SyncStep.CREATE_COMPLETION, f"lms-{n}-done", last=True, completion=written, version=view.version

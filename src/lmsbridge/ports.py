@@ -40,13 +40,15 @@ class Lease:
     would note it: the write-ahead intent of the create their holder sends first, in the same
     transaction (one write fewer for each new record). ``at``: when it is taken; the free rows of
     records that existed (no lease, or one that ended before then, and not dead) are claimed with
-    it too, as :meth:`LeasePort.claim` would (one write fewer for each of their events).
+    it too, as :meth:`LeasePort.claim` would (one write fewer for each of their events), and
+    ``intent_of`` the view read names the intent noted on each that has none (its first create).
     """
 
     owner: str
     until: float
     intent: SyncStep | None = None
     at: float = 0.0
+    intent_of: Callable[[SyncView], SyncStep | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +57,14 @@ class Ingest:
 
     ``claimed``: the sync rows of records the event created, leased to the ingest's
     :class:`Lease` in the same transaction (so their sync needs no claim of its own), stored
-    with its intent. ``taken``: the rows of records that existed it could lease too, as a claim
-    reads them (nothing noted on them).
+    with its intent. ``taken``: the rows of records that existed it could lease too, each as a
+    claim reads it (before anything is noted), with the intent noted on it then, if any.
     """
 
     duplicate: bool
     record_ids: tuple[int, ...]
     claimed: tuple[SyncView, ...] = ()
-    taken: tuple[SyncView, ...] = ()
+    taken: tuple[tuple[SyncView, SyncStep | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,13 +184,17 @@ class Service:
         if len(people) * len(accounts) <= claim_up_to:
             # A new record's first create is its assignment's (after its learning object's, if that
             # is unknown): its write-ahead intent is stored with the row, so its send writes none.
-            lease = Lease(holder, now + self.lease_seconds, SyncStep.CREATE_ASSIGNMENT, at=now)
+            # A record that existed has the intent of its plan's first create noted as its row is claimed.
+            lease = Lease(holder, now + self.lease_seconds, SyncStep.CREATE_ASSIGNMENT, at=now, intent_of=self._first)
         [result] = await self.intake.ingest([(event, people)], {event.source: list(accounts)}, lease=lease)
-        # The rows of records that existed, taken as a claim takes them: their creates note their own intents.
-        claimed = {(v.record_id, v.account): Claimed(v, holder) for v in result.taken}
+        claimed = {(v.record_id, v.account): Claimed(v, holder, step, now) for v, step in result.taken}
         intent = lease.intent if lease is not None else None
         claimed |= {(v.record_id, v.account): Claimed(v, holder, intent, now) for v in result.claimed}
         return Stored(result.duplicate, result.record_ids, claimed)
+
+    def _first(self, view: SyncView) -> SyncStep | None:
+        """The create a row's sync sends first, by the plan for ``view``."""
+        return plan_sync(view.state, view.synced, delete_superseded=self.delete_superseded).first_create
 
     def _holder(self) -> str:
         """A lease holder of its own for one sync call (or one event's freshly stored rows), even within a process."""

@@ -270,11 +270,12 @@ async def _warm(workers: Workers, stackone: StackOneStandIn) -> None:
     await workers.repo.content.mark_content(ACCOUNT, [(state.learning_object_ref, state.title, state.title_at)])
 
 
-async def test_a_completion_of_an_existing_record_is_claimed_as_it_is_stored_and_synced_in_two_transactions(
+async def test_a_completion_of_an_existing_record_is_claimed_with_its_intent_as_it_is_stored(
     workers: Workers, stackone: StackOneStandIn
 ) -> None:
-    """The completion's event leases the record's free row in the transaction that stores it: its
-    sync commits the intent and the completion recorded, and no claim of its own."""
+    """The completion's event leases the record's free row in the transaction that stores it, with
+    the intent of the completion's create: its sync commits one transaction (the completion
+    recorded), no claim or intent of its own, and the row says "may be written" while it is sent."""
     await _warm(workers, stackone)
     rid, claimed = await _stored(workers.a)
     await workers.a.sync(rid, ACCOUNT, claimed=claimed)
@@ -284,10 +285,16 @@ async def test_a_completion_of_an_existing_record_is_claimed_as_it_is_stored_and
     assert taken is not None, "the completion's row was not leased as it was stored"
     assert taken.view.leased
     assert taken.view.synced.assignment_created  # read as a claim reads it: what is written already
+    assert await _row(workers.repo, rid) == ("create_completion", 1000.0 + LEASE)
+    stackone.fail_next(0, delay=0.3, path_contains="/completions")
     before = workers.repo.transactions
-    result = await workers.b.sync(rid, ACCOUNT, claimed=taken)
+    syncing = asyncio.create_task(workers.b.sync(rid, ACCOUNT, claimed=taken))
+    await _sent(stackone, "/completions")
+    in_flight = await _row(workers.repo, rid)
+    result = await syncing
 
-    assert workers.repo.transactions - before == 2
+    assert in_flight == ("create_completion", 1000.0 + LEASE)
+    assert workers.repo.transactions - before == 1
     assert [s.value for s in result.steps] == ["create_completion"]
     assert len(stackone.completions(ACCOUNT)) == 1
     assert len(stackone.assignments(ACCOUNT)) == 1
@@ -335,4 +342,36 @@ async def test_an_event_for_a_dead_record_leases_nothing_and_writes_nothing(
 
     assert len(stackone.completions(ACCOUNT)) == 0
     assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "dead"  # type: ignore[union-attr]
+    assert not stackone.violations
+
+
+async def test_a_record_whose_create_may_be_out_there_keeps_that_doubt_when_its_next_event_claims_it(
+    workers: Workers, stackone: StackOneStandIn
+) -> None:
+    """A's assignment create reached the LMS as A died (the row notes it may be written). B's
+    completion event claims the row once A's lease ran out, noting nothing over that doubt: B
+    lists, finds the assignment, and creates only the completion."""
+    await _warm(workers, stackone)
+    rid, claimed = await _stored(workers.a)
+    stackone.fail_next(0, delay=1.0, path_contains="/assignments")  # hangs 1 s, then writes
+    dying = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, "/assignments")
+    dying.cancel()  # the process is gone; its request is not
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    await asyncio.sleep(1.3)
+    assert len(stackone.assignments(ACCOUNT)) == 1
+
+    workers.now_b[0] += LEASE + 1
+    stored = await workers.b.store(EVENTS[1], claim_up_to=1)
+    taken = stored.claimed.get((rid, ACCOUNT))
+    assert taken is not None
+    assert await _row(workers.repo, rid) == ("create_assignment", 1031.0 + LEASE)
+    await workers.b.sync(rid, ACCOUNT, claimed=taken)
+
+    assert _listings(stackone) == 1, "B did not list before its create"
+    assert _creates(stackone) == 1, "B created the assignment a second time"
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert len(stackone.completions(ACCOUNT)) == 1
+    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
     assert not stackone.violations

@@ -54,6 +54,19 @@ def test_nothing_left_means_done() -> None:
     assert plan_sync(ASSIGNED, AccountSync(True, True, None)).done
 
 
+def test_a_plans_first_create_is_the_one_whose_intent_comes_first() -> None:
+    """The first create a plan sends (its write-ahead intent noted first): past the learning
+    object's upsert, the assignment, else the completion; none when the plan creates nothing."""
+    assert plan_sync(ASSIGNED, AccountSync()).first_create is SyncStep.CREATE_ASSIGNMENT
+    assert plan_sync(DONE, AccountSync(content_known=True)).first_create is SyncStep.CREATE_ASSIGNMENT
+    assert plan_sync(DONE, AccountSync(True, True)).first_create is SyncStep.CREATE_COMPLETION
+    assert plan_sync(ASSIGNED, AccountSync(True, True, None)).first_create is None
+    newer = replace(ASSIGNED, title="SQL Injection 2", title_at=datetime(2026, 6, 1, tzinfo=UTC))
+    upsert_only = plan_sync(newer, AccountSync(True, True, None, "SQL Injection", datetime(2026, 5, 1, tzinfo=UTC)))
+    assert upsert_only.steps == (SyncStep.UPSERT_CONTENT,)
+    assert upsert_only.first_create is None
+
+
 def test_the_same_title_at_a_later_time_needs_no_upsert() -> None:
     """A record whose title is the one upserted, carried by a later event (a training assigned again,
     a progress event), plans nothing, its later time only to be noted; another, newer text plans

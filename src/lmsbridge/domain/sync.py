@@ -58,6 +58,11 @@ class SyncPlan:
         """True when nothing is left to write."""
         return not self.steps
 
+    @property
+    def first_create(self) -> SyncStep | None:
+        """The first create the plan sends (the one whose write-ahead intent comes first), if any."""
+        return next((s for s in self.steps if s in (SyncStep.CREATE_ASSIGNMENT, SyncStep.CREATE_COMPLETION)), None)
+
 
 def plan_sync(state: RecordState, synced: AccountSync, *, delete_superseded: bool = False) -> SyncPlan:
     """Decide the writes still missing for ``state`` on one account.

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, select, tuple_, update
 
 from lmsbridge.domain import AccountSync, AssignmentEvent, PersonProgress, RecordKey, RecordState
 from lmsbridge.domain.records import merge, state_from_event
-from lmsbridge.domain.sync import PENDING, SYNCED
+from lmsbridge.domain.sync import PENDING, SYNCED, SyncStep
 from lmsbridge.ports import Ingest, Lease, SyncView
 from lmsbridge.storage.leases import Leases
 from lmsbridge.storage.prepared import Prepared
@@ -129,7 +129,7 @@ class Intake:
                     continue
                 accts = accounts_of.get(event.source, [])
                 claimed: list[SyncView] = []
-                taken: list[SyncView] = []
+                taken: list[tuple[SyncView, SyncStep | None]] = []
                 ids = [self._upsert_record(conn, event, person, accts, now, lease, claimed, taken) for person in people]
                 first = self._stmt.add_inbox.execute(
                     conn,
@@ -156,7 +156,7 @@ class Intake:
         now: datetime,
         lease: Lease | None,
         claimed: list[SyncView],
-        taken: list[SyncView],
+        taken: list[tuple[SyncView, SyncStep | None]],
     ) -> int:
         incoming = state_from_event(event, person)
         identity = {"b_source": event.source, "b_ref": incoming.learning_object_ref, "b_person": person.person_key}
@@ -223,9 +223,9 @@ class Intake:
             conn.execute(self._stmt.reopen, {"b_id": rid, "b_accounts": accts, "b_now": now})
         if lease is not None:
             for account in accts:
-                view = self._leases.take(conn, rid, account, lease.owner, lease.at, lease.until)
-                if view is not None:
-                    taken.append(view)
+                took = self._leases.take(conn, rid, account, lease.owner, lease.at, lease.until, lease.intent_of)
+                if took is not None:
+                    taken.append(took)
         return rid
 
     def _fresh_view(self, conn: Connection, rid: int, account: str, key: RecordKey, state: RecordState) -> SyncView:

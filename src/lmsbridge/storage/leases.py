@@ -10,7 +10,7 @@ counts failed attempts; the sweeper finds pending rows whose message may be lost
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,13 +168,31 @@ class Leases:
         return await self._sql.write(work)
 
     def take(
-        self, conn: Connection, record_id: int, account: str, owner: str, now: float, until: float
-    ) -> SyncView | None:
-        """:meth:`claim` (never reviving) in the caller's transaction; the view only when the lease is now ours."""
+        self,
+        conn: Connection,
+        record_id: int,
+        account: str,
+        owner: str,
+        now: float,
+        until: float,
+        intent_of: Callable[[SyncView], SyncStep | None] | None = None,
+    ) -> tuple[SyncView, SyncStep | None] | None:
+        """:meth:`claim` (never reviving) in the caller's transaction; None unless the lease is now ours.
+
+        On a row with no intent, the one ``intent_of`` names for the view is noted as :meth:`intend`
+        notes it (the view returned is as read before). A row with one keeps it: a create may be
+        out there, and the next create lists first.
+        """
         params = {"b_id": record_id, "b_account": account, "b_owner": owner, "b_now": now, "b_until": until}
         if not self._stmt.claim.execute(conn, params):
             return None
-        return self._view(conn, record_id, account, leased=True)
+        view = self._view(conn, record_id, account, leased=True)
+        assert view is not None, "a row just leased is there"
+        step = intent_of(view) if intent_of is not None and view.uncertain_step is None else None
+        if step is not None:
+            noted = {"b_id": record_id, "b_account": account, "b_owner": owner, "b_step": step.value, "b_until": until}
+            self._stmt.intend.execute(conn, noted)
+        return view, step
 
     @guard
     async def release(
