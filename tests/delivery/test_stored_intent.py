@@ -22,7 +22,7 @@ from sqlalchemy import text
 from lmsbridge.domain.records import state_from_event
 from lmsbridge.errors import LeaseBusy, ParkRecord
 from lmsbridge.people import People
-from lmsbridge.service import Claimed, Service
+from lmsbridge.service import Claimed, Service, Synced
 from lmsbridge.settings import StackOneSettings
 from lmsbridge.stackone import StackOneClient
 from lmsbridge.storage import Repository, create_engine
@@ -116,10 +116,50 @@ def _listings(stackone: StackOneStandIn) -> int:
     return sum(1 for r in stackone.requests if r.method == "GET" and r.path.endswith("/assignments"))
 
 
+async def _status(repo: Repository, rid: int) -> str:
+    """The sync row's status."""
+    view = await repo.leases.load_sync(rid, ACCOUNT)
+    assert view is not None
+    return view.status
+
+
+def _assignment_once(stackone: StackOneStandIn) -> None:
+    """The assignment was created once, the LMS holds one, and every request met the spec."""
+    assert _creates(stackone) == 1, "the assignment was created more than once"
+    assert len(stackone.assignments(ACCOUNT)) == 1
+    assert not stackone.violations
+
+
 async def _sent(stackone: StackOneStandIn, path: str) -> None:
     """Wait until a request to ``path`` is in flight at the stand-in."""
     while not any(r.path.endswith(path) and r.status == 0 for r in stackone.requests):
         await asyncio.sleep(0.01)
+
+
+async def _warm(workers: Workers, stackone: StackOneStandIn) -> None:
+    """The person and the learning object known (its title as of the completion, the later
+    event), so a sync's only writes are its creates."""
+    stackone.add_user(ACCOUNT, EMAIL)
+    await workers.a.people.resolve(ACCOUNT, EMAIL)
+    await workers.b.people.resolve(ACCOUNT, EMAIL)
+    state = state_from_event(EVENTS[1], EVENTS[1].people[0])
+    await workers.repo.content.mark_content(ACCOUNT, [(state.learning_object_ref, state.title, state.title_at)])
+
+
+async def _watched_sync(
+    repo: Repository, stackone: StackOneStandIn, service: Service, claimed: Claimed, path: str
+) -> tuple[Synced, tuple[str | None, float | None], int]:
+    """Sync ``claimed`` with its create to ``path`` held 0.3 s at StackOne (then written): the
+    result, the row as another process reads it while the create is in flight, and the
+    transactions the sync committed."""
+    rid = claimed.view.record_id
+    stackone.fail_next(0, delay=0.3, path_contains=path)
+    before = repo.transactions
+    syncing = asyncio.create_task(service.sync(rid, ACCOUNT, claimed=claimed))
+    await _sent(stackone, path)
+    in_flight = await _row(repo, rid)
+    result = await syncing
+    return result, in_flight, repo.transactions - before
 
 
 async def test_a_new_record_is_created_with_its_intent_stored_beforehand_and_one_transaction_for_its_sync(
@@ -127,28 +167,19 @@ async def test_a_new_record_is_created_with_its_intent_stored_beforehand_and_one
 ) -> None:
     """While the create is at StackOne, the row already says it may be written (stored with it);
     the sync itself commits one transaction (the step recorded), not two (an intent, then that)."""
-    stackone.add_user(ACCOUNT, EMAIL)
-    # The person and the learning object already known: the sync's only write is the assignment.
-    await workers.a.people.resolve(ACCOUNT, EMAIL)
-    state = state_from_event(EVENTS[0], EVENTS[0].people[0])
-    await workers.repo.content.mark_content(ACCOUNT, [(state.learning_object_ref, state.title, state.title_at)])
+    await _warm(workers, stackone)
     rid, claimed = await _stored(workers.a)
     assert await _row(workers.repo, rid) == ("create_assignment", 1000.0 + LEASE)
-    stackone.fail_next(0, delay=0.3, path_contains="/assignments")  # held 0.3 s, then written
-    before = workers.repo.transactions
 
-    syncing = asyncio.create_task(workers.a.sync(rid, ACCOUNT, claimed=claimed))
-    await _sent(stackone, "/assignments")
-    in_flight = await _row(workers.repo, rid)
-    result = await syncing
+    result, in_flight, transactions = await _watched_sync(workers.repo, stackone, workers.a, claimed, "/assignments")
 
     assert in_flight == ("create_assignment", 1000.0 + LEASE)
-    assert workers.repo.transactions - before == 1
+    assert transactions == 1
     assert result.steps
     assert _creates(stackone) == 1
     assert _listings(stackone) == 0
     assert await _row(workers.repo, rid) == (None, None)  # recorded: no doubt left, lease given back
-    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert await _status(workers.repo, rid) == "synced"
     assert not stackone.violations
 
 
@@ -169,9 +200,7 @@ async def test_a_sync_that_waited_past_the_fresh_window_renews_its_lease_with_th
     await syncing
 
     assert in_flight == ("create_assignment", 1010.0 + LEASE)
-    assert _creates(stackone) == 1
-    assert len(stackone.assignments(ACCOUNT)) == 1
-    assert not stackone.violations
+    _assignment_once(stackone)
 
 
 async def test_a_stored_lease_that_ran_out_before_the_send_stops_the_create_and_the_new_holder_writes_once(
@@ -228,9 +257,7 @@ async def test_a_worker_gone_after_storing_a_new_record_leaves_it_to_be_listed_t
     assert (await workers.b.sync(rid, ACCOUNT)).steps
 
     assert _listings(stackone) == 1, "B did not list before creating"
-    assert _creates(stackone) == 1
-    assert len(stackone.assignments(ACCOUNT)) == 1
-    assert not stackone.violations
+    _assignment_once(stackone)
 
 
 async def test_a_worker_killed_mid_create_on_the_stored_intent_is_not_written_again(
@@ -256,18 +283,8 @@ async def test_a_worker_killed_mid_create_on_the_stored_intent_is_not_written_ag
 
     assert _creates(stackone) == 1, "B created the assignment a second time"
     assert len(stackone.assignments(ACCOUNT)) == 1
-    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert await _status(workers.repo, rid) == "synced"
     assert not stackone.violations
-
-
-async def _warm(workers: Workers, stackone: StackOneStandIn) -> None:
-    """The person and the learning object known (its title as of the completion, the later
-    event), so a sync's only writes are its creates."""
-    stackone.add_user(ACCOUNT, EMAIL)
-    await workers.a.people.resolve(ACCOUNT, EMAIL)
-    await workers.b.people.resolve(ACCOUNT, EMAIL)
-    state = state_from_event(EVENTS[1], EVENTS[1].people[0])
-    await workers.repo.content.mark_content(ACCOUNT, [(state.learning_object_ref, state.title, state.title_at)])
 
 
 async def test_a_completion_of_an_existing_record_is_claimed_with_its_intent_as_it_is_stored(
@@ -286,20 +303,16 @@ async def test_a_completion_of_an_existing_record_is_claimed_with_its_intent_as_
     assert taken.view.leased
     assert taken.view.synced.assignment_created  # read as a claim reads it: what is written already
     assert await _row(workers.repo, rid) == ("create_completion", 1000.0 + LEASE)
-    stackone.fail_next(0, delay=0.3, path_contains="/completions")
-    before = workers.repo.transactions
-    syncing = asyncio.create_task(workers.b.sync(rid, ACCOUNT, claimed=taken))
-    await _sent(stackone, "/completions")
-    in_flight = await _row(workers.repo, rid)
-    result = await syncing
+
+    result, in_flight, transactions = await _watched_sync(workers.repo, stackone, workers.b, taken, "/completions")
 
     assert in_flight == ("create_completion", 1000.0 + LEASE)
-    assert workers.repo.transactions - before == 1
+    assert transactions == 1
     assert [s.value for s in result.steps] == ["create_completion"]
     assert len(stackone.completions(ACCOUNT)) == 1
     assert len(stackone.assignments(ACCOUNT)) == 1
     assert await _row(workers.repo, rid) == (None, None)
-    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert await _status(workers.repo, rid) == "synced"
     assert not stackone.violations
 
 
@@ -322,7 +335,7 @@ async def test_a_completion_stored_while_another_worker_writes_the_record_leaves
 
     assert len(stackone.assignments(ACCOUNT)) == 1
     assert len(stackone.completions(ACCOUNT)) == 1
-    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert await _status(workers.repo, rid) == "synced"
     assert not stackone.violations
 
 
@@ -341,7 +354,7 @@ async def test_an_event_for_a_dead_record_leases_nothing_and_writes_nothing(
     assert not (await workers.b.sync(rid, ACCOUNT)).steps
 
     assert len(stackone.completions(ACCOUNT)) == 0
-    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "dead"  # type: ignore[union-attr]
+    assert await _status(workers.repo, rid) == "dead"
     assert not stackone.violations
 
 
@@ -373,5 +386,5 @@ async def test_a_record_whose_create_may_be_out_there_keeps_that_doubt_when_its_
     assert _creates(stackone) == 1, "B created the assignment a second time"
     assert len(stackone.assignments(ACCOUNT)) == 1
     assert len(stackone.completions(ACCOUNT)) == 1
-    assert (await workers.repo.leases.load_sync(rid, ACCOUNT)).status == "synced"  # type: ignore[union-attr]
+    assert await _status(workers.repo, rid) == "synced"
     assert not stackone.violations
