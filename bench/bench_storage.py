@@ -6,8 +6,8 @@ lease), and the create recorded as the last write (``Leases.mark_written``, whic
 row synced if the record did not change). Each round then completes those records, each
 completion through the two writes a worker makes for it: stored with its record's row leased
 and the intent of the completion's create noted (claimed in that transaction, as its lease is
-free), and the completion recorded. ``--in-flight`` events run at
-once, as a consumer's prefetch does, so the writes share group commits as they do in the worker.
+free), and the completion recorded. ``--in-flight`` events run at once, as a consumer's
+prefetch does, so the writes share group commits as they do in the worker.
 The repository is the real one (its SQLite thread, pool, group commit and ``synchronous=FULL``);
 nothing else of the worker runs, so this is the storage's share without RabbitMQ or HTTP noise.
 
@@ -117,7 +117,10 @@ async def main() -> int:
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    title = f"The worker's storage on SQLite: {args.events:,} new records a round, {args.in_flight} at once"
+    title = (
+        f"The worker's storage on SQLite: {args.events:,} new records a round, then their completions,"
+        f" {args.in_flight} at once"
+    )
     table = Table(title=title)
     for column in ("round", "events", "events/s", "CPU us an event", "events a transaction"):
         table.add_column(column, justify="right")
