@@ -243,7 +243,8 @@ class WorkerSettings(_Section):
         120.0,
         ge=1,
         description="how long one consumer holds a record while writing it; renewed just before every "
-        "create is sent. Keep it above StackOne's own 60 s per request",
+        "create is sent (or taken under a second before, as the event it syncs was stored). Keep it above "
+        "StackOne's own 60 s per request",
     )
 
 

@@ -187,7 +187,8 @@ class Leases:
         if not self._stmt.claim.execute(conn, params):
             return None
         view = self._view(conn, record_id, account, leased=True)
-        assert view is not None, "a row just leased is there"
+        if view is None:  # its record is gone (a row just leased is there): nothing to sync
+            return None
         step = intent_of(view) if intent_of is not None and view.uncertain_step is None else None
         if step is not None:
             noted = {"b_id": record_id, "b_account": account, "b_owner": owner, "b_step": step.value, "b_until": until}
