@@ -131,9 +131,10 @@ def _assignment_once(stackone: StackOneStandIn) -> None:
 
 
 async def _sent(stackone: StackOneStandIn, path: str) -> None:
-    """Wait until a request to ``path`` is in flight at the stand-in."""
-    while not any(r.path.endswith(path) and r.status == 0 for r in stackone.requests):
-        await asyncio.sleep(0.01)
+    """Wait until a request to ``path`` is in flight at the stand-in (10 s at most: then the test fails)."""
+    async with asyncio.timeout(10):
+        while not any(r.path.endswith(path) and r.status == 0 for r in stackone.requests):
+            await asyncio.sleep(0.01)
 
 
 async def _warm(workers: Workers, stackone: StackOneStandIn) -> None:
