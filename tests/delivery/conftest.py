@@ -7,14 +7,24 @@ StackOne and platform stand-ins, a webhook sender) are reused from ``tests/pipel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from lmsbridge.broker.dead import DeadLetters
+from lmsbridge.people import People
 from lmsbridge.runtime import Runtime
+from lmsbridge.service import Service
+from lmsbridge.settings import StackOneSettings
+from lmsbridge.stackone import StackOneClient
+from lmsbridge.storage import Repository, create_engine
+from lmsbridge.storage.migrate import upgrade
+from lmsbridge.testing.fakes import CollectingSyncQueue
 from lmsbridge.testing.stackone import RecordedRequest, StackOneStandIn
 from lmsbridge.testing.webhooks import WebhookSender, exec_assignment, exec_event
 from tests.pipeline.conftest import (  # noqa: F401  (fixtures are found by name)
@@ -28,6 +38,7 @@ from tests.pipeline.conftest import (  # noqa: F401  (fixtures are found by name
 )
 
 __all__ = [
+    "Clock",
     "Sender",
     "Start",
     "assign",
@@ -35,11 +46,58 @@ __all__ = [
     "record_count",
     "settled",
     "sync_status",
+    "two_workers",
     "wait_for",
 ]
 
 Start = Callable[..., Awaitable[Runtime]]
 Sender = Callable[[Runtime], WebhookSender]
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand."""
+
+    now: list[float]
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now[0]
+
+
+@contextlib.asynccontextmanager
+async def two_workers(
+    standin: StackOneStandIn, database: Path, account: str, lease: float
+) -> AsyncIterator[tuple[Repository, list[tuple[Service, list[float]]]]]:
+    """Two worker processes' services on one SQLite file (source ``acme`` synced to ``account``),
+    each with a StackOne client of its own on the stand-in (5 s a request), a lease of ``lease``
+    seconds and a clock the test moves (from 1000.0); their sync queue is a collecting fake, so
+    the test decides who syncs when. Yields the repository and each (service, clock)."""
+    repo = Repository(create_engine(f"sqlite+aiosqlite:///{database}"))
+    await upgrade(repo.engine)
+    try:
+        async with aiohttp.ClientSession() as session:
+            settings = StackOneSettings(base_url=standin.url, api_key=STACKONE_KEY, timeout=5.0)
+            built = []
+            for _ in range(2):
+                client = StackOneClient(session, settings, user_agent="lmsbridge/test")
+                now = [1000.0]
+                service = Service(
+                    intake=repo.intake,
+                    leases=repo.leases,
+                    content=repo.content,
+                    stackone=client,
+                    queue=CollectingSyncQueue(),
+                    accounts_of={"acme": [account]},
+                    platforms={},
+                    people=People(repo.directory, repo.accounts, client, refresh_after=3600),
+                    lease_seconds=lease,
+                    clock=Clock(now),
+                )
+                built.append((service, now))
+            yield repo, built
+    finally:
+        await repo.close()
 
 
 @pytest.fixture

@@ -12,19 +12,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from lmsbridge.errors import LeaseBusy
-from lmsbridge.people import People
 from lmsbridge.service import Service
-from lmsbridge.settings import StackOneSettings
-from lmsbridge.stackone import StackOneClient
-from lmsbridge.storage import Repository, create_engine
-from lmsbridge.storage.migrate import upgrade
-from lmsbridge.testing.fakes import CollectingSyncQueue
 from lmsbridge.testing.stackone import StackOneStandIn
-from tests.pipeline.conftest import STACKONE_KEY
+from tests.delivery.conftest import two_workers
 from tests.test_convergence import EVENTS
 
 ACCOUNT = "acc-crash"
@@ -38,45 +31,14 @@ class Worker:
     now: list[float]
 
 
-@dataclass
-class Clock:
-    """A clock the test moves by hand."""
-
-    now: list[float]
-
-    def __call__(self) -> float:
-        """The current time."""
-        return self.now[0]
-
-
 @pytest.fixture
 async def workers(stackone: StackOneStandIn, tmp_path: Path) -> AsyncIterator[tuple[Worker, Worker, int]]:
     """Two workers on one database; the first event is ingested, its record id returned."""
-    repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path}/crash.db"))
-    await upgrade(repo.engine)
     stackone.add_user(ACCOUNT, "jane@acme.example")
-    async with aiohttp.ClientSession() as session:
-        settings = StackOneSettings(base_url=stackone.url, api_key=STACKONE_KEY, timeout=5.0)
-        built = []
-        for _ in range(2):
-            client = StackOneClient(session, settings, user_agent="lmsbridge/test")
-            now = [1000.0]
-            service = Service(
-                intake=repo.intake,
-                leases=repo.leases,
-                content=repo.content,
-                stackone=client,
-                queue=CollectingSyncQueue(),
-                accounts_of={"acme": [ACCOUNT]},
-                platforms={},
-                people=People(repo.directory, repo.accounts, client, refresh_after=3600),
-                lease_seconds=30.0,
-                clock=Clock(now),
-            )
-            built.append(Worker(service, now))
-        _, [rid] = await built[0].service.ingest(EVENTS[0])
-        yield built[0], built[1], rid
-    await repo.close()
+    async with two_workers(stackone, tmp_path / "crash.db", ACCOUNT, 30.0) as (_, built):
+        a, b = (Worker(service, now) for service, now in built)
+        _, [rid] = await a.service.ingest(EVENTS[0])
+        yield a, b, rid
 
 
 def _posts(stackone: StackOneStandIn) -> int:

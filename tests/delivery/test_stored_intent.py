@@ -15,37 +15,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from sqlalchemy import text
 
 from lmsbridge.domain.records import state_from_event
 from lmsbridge.errors import LeaseBusy, ParkRecord
-from lmsbridge.people import People
 from lmsbridge.service import Claimed, Service, Synced
-from lmsbridge.settings import StackOneSettings
-from lmsbridge.stackone import StackOneClient
-from lmsbridge.storage import Repository, create_engine
-from lmsbridge.storage.migrate import upgrade
-from lmsbridge.testing.fakes import CollectingSyncQueue
+from lmsbridge.storage import Repository
 from lmsbridge.testing.stackone import StackOneStandIn
-from tests.pipeline.conftest import STACKONE_KEY
+from tests.delivery.conftest import two_workers
 from tests.test_convergence import EVENTS
 
 ACCOUNT = "acc-intent"
 EMAIL = "jane@acme.example"
 LEASE = 30.0
-
-
-@dataclass
-class Clock:
-    """A clock the test moves by hand."""
-
-    now: list[float]
-
-    def __call__(self) -> float:
-        """The current time."""
-        return self.now[0]
 
 
 @dataclass
@@ -62,31 +45,9 @@ class Workers:
 @pytest.fixture
 async def workers(stackone: StackOneStandIn, tmp_path: Path) -> AsyncIterator[Workers]:
     """Two workers sharing a SQLite file, their StackOne clients on the stand-in (5 s a request)."""
-    repo = Repository(create_engine(f"sqlite+aiosqlite:///{tmp_path}/intent.db"))
-    await upgrade(repo.engine)
-    async with aiohttp.ClientSession() as session:
-        settings = StackOneSettings(base_url=stackone.url, api_key=STACKONE_KEY, timeout=5.0)
-        services, clocks = [], []
-        for _ in range(2):
-            client = StackOneClient(session, settings, user_agent="lmsbridge/test")
-            now = [1000.0]
-            services.append(
-                Service(
-                    intake=repo.intake,
-                    leases=repo.leases,
-                    content=repo.content,
-                    stackone=client,
-                    queue=CollectingSyncQueue(),
-                    accounts_of={"acme": [ACCOUNT]},
-                    platforms={},
-                    people=People(repo.directory, repo.accounts, client, refresh_after=3600),
-                    lease_seconds=LEASE,
-                    clock=Clock(now),
-                )
-            )
-            clocks.append(now)
-        yield Workers(services[0], services[1], clocks[0], clocks[1], repo)
-    await repo.close()
+    async with two_workers(stackone, tmp_path / "intent.db", ACCOUNT, LEASE) as (repo, built):
+        [(a, now_a), (b, now_b)] = built
+        yield Workers(a, b, now_a, now_b, repo)
 
 
 async def _stored(service: Service) -> tuple[int, Claimed]:
