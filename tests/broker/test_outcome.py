@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import tracemalloc
 
 from lmsbridge.broker.breaker import Breaker, database_fault
 from lmsbridge.broker.outcome import Policy, decide, full_jitter
@@ -152,3 +153,29 @@ def test_the_breaker_forgets_the_failures_that_left_its_window() -> None:
         assert not breaker.record("a", RetryLater("503"))
     assert not breaker.record("a", None)  # 4 failures of 5, but a success never opens it
     assert breaker.record("a", RetryLater("503"))  # 5 of 6
+
+
+def test_the_breaker_holds_a_minute_of_outcomes_in_little_memory_and_still_weighs_them_all() -> None:
+    """A draining worker's pace (3,600 outcomes a second for the 60 s window) is held in well under
+    100 KB: each outcome kept alone held about 19 MB. The window still weighs every one of them: 100
+    failures beside those 216,000 successes keep it closed; once they have all left the window, 20
+    failures in a row open it."""
+    clock = [0.0]
+    breaker = Breaker(window=60.0, min_calls=20, failure_rate=0.5, clock=lambda: clock[0], judge=database_fault)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(216_000):
+            clock[0] = i / 3600
+            assert not breaker.record("database", None)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 100_000, held
+
+    for _ in range(100):
+        assert not breaker.record("database", InfrastructureFault("database: SQLITE_FULL"))
+    clock[0] = 130.0  # a window and more since the last outcome
+    for _ in range(19):
+        assert not breaker.record("database", InfrastructureFault("database: SQLITE_FULL"))
+    assert breaker.record("database", InfrastructureFault("database: SQLITE_FULL"))  # 20 of 20
